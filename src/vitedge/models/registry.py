@@ -8,6 +8,8 @@ widths included, since pruning records them as ``block_widths`` overrides.
 from __future__ import annotations
 
 import difflib
+import sys
+from types import ModuleType
 from typing import Any, Callable
 
 import torch.nn as nn
@@ -59,6 +61,13 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
         raise VitedgeError(f"{name}: {err}; check the keyword arguments") from err
     model.arch = {"name": name, "kwargs": dict(kwargs)}
     return model
+
+
+def family_module(name: str) -> ModuleType:
+    """The module that defines model ``name`` (it also holds the family's official key map)."""
+    if not is_model(name):
+        raise unknown_model_error(name)
+    return sys.modules[_MODELS[name].__module__]
 
 
 def _import_families() -> None:

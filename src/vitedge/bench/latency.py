@@ -1,0 +1,101 @@
+"""Latency harness shared by every backend: warm-up, N timed runs, median / p90 / min.
+
+A backend is anything callable with no arguments that runs one inference; the harness owns the
+timing and the thread setting, so numbers from different runtimes are taken the same way.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from vitedge.errors import VitedgeError
+
+
+@dataclass(frozen=True)
+class LatencyResult:
+    """Latency of one backend at one batch size, in milliseconds per batch."""
+
+    backend: str
+    batch_size: int
+    threads: int
+    runs: int
+    median_ms: float
+    p90_ms: float
+    min_ms: float
+    mean_ms: float
+
+    @property
+    def throughput(self) -> float:
+        """Images per second at the median latency."""
+        return self.batch_size * 1000.0 / self.median_ms
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "throughput": self.throughput}
+
+
+def measure_latency(
+    run_once: Callable[[], Any],
+    *,
+    backend: str,
+    batch_size: int,
+    threads: int,
+    warmup: int = 5,
+    runs: int = 30,
+) -> LatencyResult:
+    """Time ``run_once`` after ``warmup`` untimed calls; the caller has set ``threads`` up."""
+    if runs < 1 or warmup < 0:
+        raise VitedgeError(f"runs must be ≥ 1 and warmup ≥ 0 (got runs={runs}, warmup={warmup})")
+    for _ in range(warmup):
+        run_once()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        run_once()
+        times.append((time.perf_counter() - start) * 1000.0)
+    times.sort()
+    return LatencyResult(
+        backend=backend, batch_size=batch_size, threads=threads, runs=runs,
+        median_ms=statistics.median(times), p90_ms=_percentile(times, 0.9),
+        min_ms=times[0], mean_ms=statistics.fmean(times),
+    )
+
+
+def torch_latency(
+    model: nn.Module,
+    *,
+    resolution: int | None = None,
+    batch_size: int = 1,
+    threads: int | None = None,
+    warmup: int = 5,
+    runs: int = 30,
+) -> LatencyResult:
+    """Latency of ``model`` in PyTorch eager mode on the CPU (inference mode, eval)."""
+    channels, height, width = getattr(model, "data_config", {}).get("input_size", (3, 224, 224))
+    if resolution is not None:
+        height = width = resolution
+    x = torch.randn(batch_size, channels, height, width)
+    previous = torch.get_num_threads()
+    threads = threads or previous
+    torch.set_num_threads(threads)
+    model.eval()
+    try:
+        with torch.inference_mode():
+            return measure_latency(lambda: model(x), backend="torch", batch_size=batch_size,
+                                   threads=threads, warmup=warmup, runs=runs)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _percentile(sorted_times: list[float], q: float) -> float:
+    # Linear interpolation between closest ranks, as numpy's default does.
+    pos = (len(sorted_times) - 1) * q
+    lo = int(pos)
+    hi = min(lo + 1, len(sorted_times) - 1)
+    return sorted_times[lo] + (sorted_times[hi] - sorted_times[lo]) * (pos - lo)

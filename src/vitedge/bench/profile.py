@@ -1,0 +1,81 @@
+"""Static cost of a model: parameters, MACs, weight bytes and an activation-memory estimate.
+
+MACs come from PyTorch's own FLOP counter (``torch.utils.flop_counter``), which sees every conv,
+linear and matmul at the ATen level — the attention matmuls included — so nothing is counted by
+hand per layer type. One MAC = two FLOPs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn as nn
+from torch.utils.flop_counter import FlopCounterMode
+
+
+def profile(model: nn.Module, resolution: int | None = None, batch_size: int = 1) -> dict[str, Any]:
+    """Params, MACs, weight bytes and activation bytes of ``model`` at ``resolution``.
+
+    ``resolution`` defaults to the model's own input size (``model.data_config``). MACs are per
+    forward pass of ``batch_size`` images. ``activation_bytes`` sums the outputs of every leaf
+    module (what a training step keeps alive, roughly); ``peak_layer_bytes`` is the largest
+    input + output of one leaf (the working set an inference engine must hold at once).
+
+    Example::
+
+        >>> stats = profile(create_model("efficientvit_b0"))
+        >>> round(stats["macs"] / 1e9, 3)
+        0.1
+    """
+    channels, height, width = _input_size(model, resolution)
+    x = torch.randn(batch_size, channels, height, width)
+    leaf_out, peak = [], [0]
+
+    def record(module: nn.Module, inputs: tuple, output: Any) -> None:
+        out_bytes = sum(_nbytes(t) for t in _tensors(output))
+        leaf_out.append(out_bytes)
+        peak[0] = max(peak[0], out_bytes + sum(_nbytes(t) for t in _tensors(inputs)))
+
+    leaves = [m for m in model.modules() if not list(m.children())]
+    handles = [m.register_forward_hook(record) for m in leaves]
+    was_training = model.training
+    model.eval()
+    try:
+        counter = FlopCounterMode(display=False)
+        with torch.no_grad(), counter:
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    params = sum(p.numel() for p in model.parameters())
+    return {
+        "params": params,
+        "macs": counter.get_total_flops() // 2,
+        "weight_bytes": sum(_nbytes(p) for p in model.parameters())
+        + sum(_nbytes(b) for b in model.buffers()),
+        "activation_bytes": sum(leaf_out),
+        "peak_layer_bytes": peak[0],
+        "input_size": [channels, height, width],
+        "batch_size": batch_size,
+    }
+
+
+def _input_size(model: nn.Module, resolution: int | None) -> tuple[int, int, int]:
+    channels, height, width = getattr(model, "data_config", {}).get("input_size", (3, 224, 224))
+    if resolution is not None:
+        height = width = resolution
+    return channels, height, width
+
+
+def _tensors(obj: Any) -> list[torch.Tensor]:
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    if isinstance(obj, (list, tuple)):
+        return [t for item in obj for t in _tensors(item)]
+    return []
+
+
+def _nbytes(t: torch.Tensor) -> int:
+    return t.numel() * t.element_size()

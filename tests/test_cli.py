@@ -1,0 +1,85 @@
+"""The CLI: one-line errors with a non-zero exit for every kind of bad input."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+import torch
+
+import vitedge
+from vitedge import cli
+from vitedge.models.checkpoint import save
+
+
+def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    monkeypatch.setattr(sys, "argv", ["vitedge", *args])
+    code = 0
+    try:
+        cli.main()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code: int, err: str, *fragments: str) -> None:
+    assert code != 0
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_unknown_model(monkeypatch, capsys):
+    code, _, err = run_cli(monkeypatch, capsys, "profile", "efficientvit_b9", "--no-latency")
+    assert_one_line_error(code, err, "unknown model", "efficientvit_b")
+
+
+def test_corrupt_checkpoint(monkeypatch, capsys, tmp_path):
+    bad = tmp_path / "model.safetensors"
+    bad.write_bytes(b"\x00garbage" * 10)
+    code, _, err = run_cli(monkeypatch, capsys, "profile", str(bad), "--no-latency")
+    assert_one_line_error(code, err, "truncated")
+
+
+def test_wrong_checkpoint_for_the_model(monkeypatch, capsys, tmp_path):
+    torch.save(vitedge.create_model("efficientvit_b1").state_dict(), tmp_path / "b1.pth")
+    out = tmp_path / "b0.safetensors"
+    code, _, err = run_cli(monkeypatch, capsys, "convert", str(tmp_path / "b1.pth"),
+                           "--model", "efficientvit_b0", "-o", str(out))
+    assert_one_line_error(code, err, "does not fit efficientvit_b0")
+    assert not out.exists()
+
+
+def test_wrong_num_classes(monkeypatch, capsys, tmp_path):
+    path = save(vitedge.create_model("efficientvit_m0", num_classes=10), tmp_path / "m0.safetensors")
+    code, _, err = run_cli(monkeypatch, capsys, "profile", str(path), "--num-classes", "100",
+                           "--no-latency")
+    assert_one_line_error(code, err, "num_classes")
+
+
+def test_missing_checkpoint_path(monkeypatch, capsys, tmp_path):
+    code, _, err = run_cli(monkeypatch, capsys, "profile", str(tmp_path / "x.safetensors"), "--no-latency")
+    assert_one_line_error(code, err, "does not exist")
+
+
+def test_profile_writes_json(monkeypatch, capsys, tmp_path):
+    code, out, _ = run_cli(monkeypatch, capsys, "profile", "efficientvit_m0", "--runs", "2",
+                           "--json", str(tmp_path / "p.json"))
+    assert code == 0
+    (row,) = json.loads((tmp_path / "p.json").read_text())
+    assert row["params"] > 2e6 and row["latency"]["median_ms"] > 0
+    assert "efficientvit_m0" in out
+
+
+def test_convert_then_info(monkeypatch, capsys, tmp_path):
+    torch.save({"state_dict": vitedge.create_model("efficientvit_b0", num_classes=3).state_dict()},
+               tmp_path / "timm.pth")
+    out = tmp_path / "b0.safetensors"
+    code, _, _ = run_cli(monkeypatch, capsys, "convert", str(tmp_path / "timm.pth"),
+                         "--model", "efficientvit_b0", "-o", str(out))
+    assert code == 0
+    code, out_text, _ = run_cli(monkeypatch, capsys, "info", str(out))
+    assert code == 0 and '"num_classes": 3' in out_text

@@ -1,0 +1,77 @@
+"""Numerical parity with timm: same weights in, same logits out, for every model of the zoo."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+
+import vitedge
+from conftest import is_mit, randomize_batchnorm, timm_oracle
+
+ALL_MODELS = vitedge.list_models()
+TIMM_EPS = 1e-5  # timm's LiteMLA eps; the official (and our default) is 1e-15
+
+
+def ours_from_timm(name: str) -> tuple[nn.Module, nn.Module]:
+    reference = timm_oracle(name)
+    kwargs = {"attn_eps": TIMM_EPS} if is_mit(name) else {}
+    ours = vitedge.create_model(name, **kwargs)
+    ours.load_state_dict(reference.state_dict(), strict=True)
+    return reference, ours.eval()
+
+
+def test_zoo_has_all_thirteen_classifiers():
+    expected = {f"efficientvit_{v}" for v in ("b0", "b1", "b2", "b3", "l1", "l2", "l3")}
+    expected |= {f"efficientvit_m{i}" for i in range(6)}
+    assert expected <= set(ALL_MODELS)
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_logits_match_timm(name):
+    reference, ours = ours_from_timm(name)
+    resolutions = (224, 256) if is_mit(name) else (224,)
+    for res in resolutions:
+        x = torch.randn(2, 3, res, res)
+        with torch.no_grad():
+            expected, actual = reference(x), ours(x)
+        assert actual.shape == expected.shape == (2, 1000)
+        assert expected.std() > 1e-3, "oracle logits are degenerate; the comparison would be empty"
+        diff = (actual - expected).abs().max().item()
+        assert diff <= 1e-4, f"{name}@{res}: max abs logit diff {diff:.2e}"
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_fuse_bn_removes_every_batchnorm_and_keeps_logits(name):
+    model = randomize_batchnorm(vitedge.create_model(name)).eval()
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        before = model(x)
+        vitedge.fuse_bn(model)
+        after = model(x)
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    assert (after - before).abs().max().item() <= 1e-4
+
+
+@pytest.mark.parametrize("name", ["efficientvit_b0", "efficientvit_m0"])
+def test_uniform_model_surface(name):
+    model = vitedge.create_model(name, num_classes=10).eval()
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        features = model.forward_features(x)
+        pooled = model.forward_head(features, pre_logits=True)
+        logits = model.forward_head(features)
+        assert torch.allclose(model(x), logits)
+    assert logits.shape == (1, 10)
+    assert pooled.shape[-1] == model.num_features or pooled.ndim == 2
+    model.reset_classifier(5)
+    assert model.num_classes == 5
+    with torch.no_grad():
+        assert model(x).shape == (1, 5)
+
+
+def test_linear_attention_eps_defaults_to_official_value():
+    model = vitedge.create_model("efficientvit_b0")
+    eps = {m.eps for m in model.modules() if type(m).__name__ == "LiteMLA"}
+    assert eps == {1e-15}
+    assert model.arch == {"name": "efficientvit_b0", "kwargs": {}}

@@ -30,7 +30,7 @@ def test_save_load_roundtrip_rebuilds_architecture(tmp_path):
 
 
 def test_save_load_keeps_width_overrides(tmp_path):
-    narrow = {"stages.1.blocks.0": {"mid_channels": 24}}
+    narrow = {"stages.1.blocks.0.main": {"mid_channels": 24}}
     model = randomize_batchnorm(vitedge.create_model("efficientvit_b0", num_classes=10, block_widths=narrow))
     reloaded = load(save(model, tmp_path / "narrow.safetensors"))
     assert reloaded.arch["kwargs"]["block_widths"] == narrow

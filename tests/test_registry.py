@@ -7,7 +7,7 @@ from vitedge.errors import VitedgeError
 
 
 def test_unknown_name_suggests_close_matches():
-    with pytest.raises(VitedgeError, match="did you mean efficientvit_b0"):
+    with pytest.raises(VitedgeError, match="did you mean efficientvit_b"):
         vitedge.create_model("efficientvit_bo")
 
 

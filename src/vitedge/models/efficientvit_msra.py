@@ -26,7 +26,8 @@ state dict; supported entries:
   head keep the same width; v widths stay C/heads because the cascade adds head i−1's output to
   input chunk i. The softmax scale stays ``key_dim ** -0.5`` so removing channels does not
   rescale the surviving logits.
-* Patch merging, e.g. ``stages.1.downsample.patchmerge``: ``{"hidden": int}`` — the 4·C expansion.
+* Patch merging, e.g. ``stages.1.downsample.patchmerge``: ``{"hidden": int}`` — the 4·C
+  expansion.
 * Its squeeze-excite, e.g. ``stages.1.downsample.patchmerge.se``: ``{"hidden": int}`` — the
   reduced width (default ``make_divisible(hidden / 4, 8)``).
 
@@ -55,7 +56,12 @@ from vitedge.errors import VitedgeError
 from vitedge.models.layers import BlockWidths, WidthOverrides, fuse_bn_linear, fuse_conv_bn
 from vitedge.models.registry import register_model
 
-__all__ = ["EfficientVitMsra", "convert_official_state_dict", "to_official_state_dict"]
+__all__ = [
+    "EfficientVitMsra",
+    "convert_official_state_dict",
+    "is_official_state_dict",
+    "to_official_state_dict",
+]
 
 # timm's default cfg for every efficientvit_m* model (ImageNet mean/std, bicubic, 0.875 crop).
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -101,6 +107,11 @@ def _positive_int(value: Any, path: str, key: str) -> int:
     return value
 
 
+def _take_width(widths: WidthOverrides, path: str, key: str, default: int) -> int:
+    """The overridden width of ``path`` (validated), else ``default``."""
+    return _positive_int(widths.take(path, key, default), path, key)
+
+
 # --------------------------------------------------------------------------------------------
 # blocks
 # --------------------------------------------------------------------------------------------
@@ -111,7 +122,8 @@ class ConvNorm(nn.Module):
     def __init__(self, in_chs: int, out_chs: int, kernel_size: int = 1, stride: int = 1,
                  padding: int = 0, groups: int = 1, bn_weight_init: float = 1.0) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(in_chs, out_chs, kernel_size, stride, padding, groups=groups, bias=False)
+        self.conv = nn.Conv2d(in_chs, out_chs, kernel_size, stride, padding, groups=groups,
+                              bias=False)
         self.bn = nn.BatchNorm2d(out_chs)
         # Zero-init BN scale on residual branches makes each block start as the identity.
         nn.init.constant_(self.bn.weight, bn_weight_init)
@@ -186,10 +198,8 @@ class PatchMerging(nn.Module):
 
     def __init__(self, dim: int, out_dim: int, widths: WidthOverrides, path: str) -> None:
         super().__init__()
-        hidden = _positive_int(widths.take(path, "hidden", 4 * dim), path, "hidden")
-        se_path = f"{path}.se"
-        se_hidden = _positive_int(widths.take(se_path, "hidden", _make_divisible(hidden * 0.25)),
-                                  se_path, "hidden")
+        hidden = _take_width(widths, path, "hidden", 4 * dim)
+        se_hidden = _take_width(widths, f"{path}.se", "hidden", _make_divisible(hidden * 0.25))
         self.conv1 = ConvNorm(dim, hidden)
         self.act = nn.ReLU()
         self.conv2 = ConvNorm(hidden, hidden, 3, 2, 1, groups=hidden)
@@ -219,15 +229,17 @@ class CascadedGroupAttention(nn.Module):
         self.val_dim = dim // num_heads
         self.resolution = resolution
 
-        self.qkvs = nn.ModuleList(ConvNorm(self.val_dim, 2 * kd + self.val_dim) for kd in self.key_dims)
+        vd = self.val_dim
+        self.qkvs = nn.ModuleList(ConvNorm(vd, 2 * kd + vd) for kd in self.key_dims)
         self.dws = nn.ModuleList(
-            ConvNorm(kd, kd, kernels[i], 1, kernels[i] // 2, groups=kd) for i, kd in enumerate(self.key_dims)
+            ConvNorm(kd, kd, k, 1, k // 2, groups=kd) for kd, k in zip(self.key_dims, kernels)
         )
-        self.proj = nn.Sequential(nn.ReLU(), ConvNorm(self.val_dim * num_heads, dim, bn_weight_init=0.0))
+        self.proj = nn.Sequential(nn.ReLU(), ConvNorm(vd * num_heads, dim, bn_weight_init=0.0))
 
         self.attention_biases = nn.Parameter(torch.zeros(num_heads, resolution * resolution))
         # Non-persistent, as in timm: rebuilt from the resolution, never read from checkpoints.
-        self.register_buffer("attention_bias_idxs", _attention_bias_idxs(resolution), persistent=False)
+        self.register_buffer("attention_bias_idxs", _attention_bias_idxs(resolution),
+                             persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         res, vd = self.resolution, self.val_dim
@@ -287,7 +299,7 @@ class LocalWindowAttention(nn.Module):
 
 def _dw_ffn(dim: int, widths: WidthOverrides, path: str) -> nn.Sequential:
     """Residual DW 3×3 conv-BN then residual FFN: the halves of the downsample sandwich."""
-    hidden = _positive_int(widths.take(f"{path}.1.m", "hidden", 2 * dim), f"{path}.1.m", "hidden")
+    hidden = _take_width(widths, f"{path}.1.m", "hidden", 2 * dim)
     return nn.Sequential(
         Residual(ConvNorm(dim, dim, 3, 1, 1, groups=dim)),
         Residual(ConvMlp(dim, hidden)),
@@ -300,8 +312,8 @@ class EfficientVitBlock(nn.Module):
     def __init__(self, dim: int, key_dim: int, num_heads: int, resolution: int, window_size: int,
                  kernels: Sequence[int], widths: WidthOverrides, path: str) -> None:
         super().__init__()
-        ffn0_hidden = _positive_int(widths.take(f"{path}.ffn0.m", "hidden", 2 * dim), f"{path}.ffn0.m", "hidden")
-        ffn1_hidden = _positive_int(widths.take(f"{path}.ffn1.m", "hidden", 2 * dim), f"{path}.ffn1.m", "hidden")
+        ffn0_hidden = _take_width(widths, f"{path}.ffn0.m", "hidden", 2 * dim)
+        ffn1_hidden = _take_width(widths, f"{path}.ffn1.m", "hidden", 2 * dim)
         attn_path = f"{path}.mixer.m.attn"
         key_dims = widths.take(attn_path, "key_dims", None)
         if key_dims is not None:
@@ -313,9 +325,9 @@ class EfficientVitBlock(nn.Module):
 
         self.dw0 = Residual(ConvNorm(dim, dim, 3, 1, 1, groups=dim, bn_weight_init=0.0))
         self.ffn0 = Residual(ConvMlp(dim, ffn0_hidden))
-        self.mixer = Residual(
-            LocalWindowAttention(dim, key_dim, num_heads, resolution, window_size, kernels, key_dims)
-        )
+        self.mixer = Residual(LocalWindowAttention(
+            dim, key_dim, num_heads, resolution, window_size, kernels, key_dims,
+        ))
         self.dw1 = Residual(ConvNorm(dim, dim, 3, 1, 1, groups=dim, bn_weight_init=0.0))
         self.ffn1 = Residual(ConvMlp(dim, ffn1_hidden))
 
@@ -388,6 +400,8 @@ class EfficientVitMsra(nn.Module):
         logits = model(torch.randn(1, 3, 224, 224))
     """
 
+    classifier_name = "head.linear"  # the layer reset_classifier replaces
+
     def __init__(
         self,
         *,
@@ -418,11 +432,14 @@ class EfficientVitMsra(nn.Module):
                                 std=_IMAGENET_STD, crop_pct=_CROP_PCT, interpolation=_INTERPOLATION)
 
         self.patch_embed = PatchEmbedding(in_chans, embed_dim[0])
+        # The true feature size (conv arithmetic). timm uses img_size // 16, which agrees for
+        # multiples of 16 and otherwise sizes the attention windows for a map it never sees.
         resolution = img_size
         for _ in range(_PATCH_EMBED_CONVS):
             resolution = _conv_out(resolution)
         stages = []
-        for i, (ed, dp, nh, kd, ws) in enumerate(zip(embed_dim, depth, num_heads, key_dim, window_size)):
+        per_stage = zip(embed_dim, depth, num_heads, key_dim, window_size)
+        for i, (ed, dp, nh, kd, ws) in enumerate(per_stage):
             stage = EfficientVitStage(
                 embed_dim[max(i - 1, 0)], ed, dp, kd, nh, resolution, ws, kernels,
                 downsample=i > 0, widths=widths, path=f"stages.{i}",
@@ -450,7 +467,7 @@ class EfficientVitMsra(nn.Module):
         self.head.train(self.training)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, in_chans, img, img) → (B, num_features, img/64, img/64) feature map."""
+        """(B, in_chans, img, img) → (B, num_features, r, r) feature map (r = 4 at 224)."""
         return self.stages(self.patch_embed(x))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
@@ -469,13 +486,15 @@ def _check_config(img_size: int, embed_dim: tuple[int, ...], depth: tuple[int, .
     per_stage = dict(depth=depth, num_heads=num_heads, key_dim=key_dim, window_size=window_size)
     for name, value in per_stage.items():
         if len(value) != len(embed_dim):
-            raise VitedgeError(f"{name}={value}: needs one entry per stage, like embed_dim={embed_dim}")
+            raise VitedgeError(f"{name}={value}: needs one entry per stage, "
+                               f"like embed_dim={embed_dim}")
     for ed, nh in zip(embed_dim, num_heads):
         if ed % nh:
             raise VitedgeError(f"embed_dim {ed} is not divisible by num_heads {nh}: "
                                "each head takes an equal chunk of the channels")
     if max(num_heads) > len(kernels):
-        raise VitedgeError(f"kernels={kernels}: needs one q kernel per head, at least {max(num_heads)}")
+        raise VitedgeError(f"kernels={kernels}: needs one q kernel per head, "
+                           f"at least {max(num_heads)}")
     if img_size < 16:
         raise VitedgeError(f"img_size={img_size}: must be at least 16 (the patch embedding stride)")
 
@@ -505,6 +524,13 @@ _VARIANTS: dict[str, dict[str, tuple[int, ...]]] = {
 # --------------------------------------------------------------------------------------------
 
 _DOWNSAMPLE_PARTS = ("res1", "patchmerge", "res2")
+
+
+def is_official_state_dict(state_dict: Mapping[str, Any]) -> bool:
+    """True for an official Microsoft checkpoint (possibly wrapped in ``'model'``)."""
+    if isinstance(state_dict.get("model"), Mapping):
+        state_dict = state_dict["model"]
+    return any(re.match(r"(blocks\d+|patch_embed\.\d+)\.", k) for k in state_dict)
 
 
 def convert_official_state_dict(state_dict: Mapping[str, Any]) -> dict[str, torch.Tensor]:
@@ -573,7 +599,8 @@ def to_official_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, 
         out[new_key] = value
         if new_key.endswith(".attention_biases"):
             resolution = math.isqrt(value.shape[1])
-            out[new_key[: -len("attention_biases")] + "attention_bias_idxs"] = _attention_bias_idxs(resolution)
+            idxs_key = new_key[: -len("attention_biases")] + "attention_bias_idxs"
+            out[idxs_key] = _attention_bias_idxs(resolution)
     return out
 
 

@@ -1,0 +1,146 @@
+"""MIT family specifics: width overrides, official checkpoint keys, FP32 linear attention.
+
+Parity with timm over the whole zoo lives in test_models_parity.py.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+
+import vitedge
+from vitedge.errors import VitedgeError
+from vitedge.models import efficientvit_mit as mit
+
+B0_OVERRIDES = {
+    "stages.0.blocks.0.main": {"mid_channels": 20},  # stride-2 MBConv, default 8 * 4 = 32
+    "stages.1.blocks.1.main": {"mid_channels": 40},  # residual MBConv, default 128
+    "stages.2.blocks.1.context_module.main": {"heads": 2},  # LiteMLA, default 64 // 16 = 4
+    "stages.2.blocks.1.local_module.main": {"mid_channels": 100},  # default 256
+    "head": {"widths": [512, 640]},  # default 1024, 1280
+}
+
+
+def _shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def test_width_overrides_shrink_weights_and_still_run():
+    dense = _shapes(vitedge.create_model("efficientvit_b0"))
+    model = vitedge.create_model("efficientvit_b0", block_widths=B0_OVERRIDES).eval()
+    pruned = _shapes(model)
+    assert set(pruned) == set(dense)
+    mla = "stages.2.blocks.1.context_module.main"
+    expected = {
+        "stages.0.blocks.0.main.inverted_conv.conv.weight": (20, 8, 1, 1),
+        "stages.0.blocks.0.main.depth_conv.conv.weight": (20, 1, 3, 3),
+        "stages.0.blocks.0.main.point_conv.conv.weight": (16, 20, 1, 1),
+        "stages.1.blocks.1.main.inverted_conv.conv.weight": (40, 32, 1, 1),
+        f"{mla}.qkv.conv.weight": (3 * 2 * 16, 64, 1, 1),
+        f"{mla}.aggreg.0.0.weight": (96, 1, 5, 5),
+        f"{mla}.aggreg.0.1.weight": (96, 96 // (3 * 2), 1, 1),
+        f"{mla}.proj.conv.weight": (64, 2 * 2 * 16, 1, 1),
+        "stages.2.blocks.1.local_module.main.point_conv.conv.weight": (64, 100, 1, 1),
+        "head.in_conv.conv.weight": (512, 128, 1, 1),
+        "head.classifier.0.weight": (640, 512),
+        "head.classifier.4.weight": (1000, 640),
+    }
+    assert {k: pruned[k] for k in expected} == expected
+    # everything not overridden keeps its dense shape
+    assert all(pruned[k] == dense[k] for k in dense if k not in expected
+               and not k.startswith(("stages.0.blocks.0.", "stages.1.blocks.1.", mla,
+                                     "stages.2.blocks.1.local_module", "head.")))
+    assert sum(p.numel() for p in model.parameters()) < 0.8 * 3.41e6
+    with torch.no_grad():
+        logits = model(torch.randn(2, 3, 224, 224))
+        vitedge.fuse_bn(model)
+        assert (model(torch.randn(1, 3, 160, 160))).shape == (1, 1000)
+    assert logits.shape == (2, 1000) and torch.isfinite(logits).all()
+
+
+def test_width_overrides_on_l_series_stem_and_fused_blocks():
+    model = vitedge.create_model("efficientvit_l1", depths=(1, 1, 1, 1, 1), block_widths={
+        "stem.res0.main": {"mid_channels": 16},  # ResBlock, default 32
+        "stages.0.blocks.1.main": {"mid_channels": 100},  # FusedMBConv, default 256
+    }).eval()
+    shapes = _shapes(model)
+    assert shapes["stem.res0.main.conv1.conv.weight"] == (16, 32, 3, 3)
+    assert shapes["stem.res0.main.conv2.conv.weight"] == (32, 16, 3, 3)
+    assert shapes["stages.0.blocks.1.main.spatial_conv.conv.weight"] == (100, 64, 3, 3)
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 128, 128)).shape == (1, 1000)
+
+
+@pytest.mark.parametrize("block_widths", [
+    {"stages.2.blocks.1.context_modul.main": {"heads": 2}},  # typo in the path
+    {"stages.2.blocks.1.local_module.main": {"heads": 2}},  # key of another block type
+    {"stem.res0.main": {"mid_channels": 4}},  # B-series DSConv has no hidden width
+    {"stages.1.blocks.1.main": {"mid_channels": 0}},  # not a positive width
+    {"head": {"widths": [512]}},
+])
+def test_bad_width_override_raises(block_widths):
+    with pytest.raises(VitedgeError, match="block_widths|head widths"):
+        vitedge.create_model("efficientvit_b0", block_widths=block_widths)
+
+
+def test_unknown_keyword_is_a_type_error_at_the_factory():
+    with pytest.raises(TypeError, match="head_widht"):
+        mit.efficientvit_b0(head_widht=(8, 8))
+
+
+@pytest.mark.parametrize("name, official_keys", [
+    ("efficientvit_b0", ["backbone.input_stem.op_list.0.conv.weight",
+                         "backbone.input_stem.op_list.1.main.depth_conv.conv.weight",
+                         "backbone.stages.3.op_list.2.context_module.main.aggreg.0.1.weight"]),
+    ("efficientvit_l1", ["backbone.stages.0.op_list.0.conv.weight",
+                         "backbone.stages.0.op_list.1.main.conv1.conv.weight",
+                         "backbone.stages.1.op_list.0.main.spatial_conv.conv.weight",
+                         "backbone.stages.4.op_list.6.local_module.main.point_conv.norm.running_var"]),
+])
+def test_official_state_dict_round_trip(name, official_keys):
+    sd = vitedge.create_model(name).state_dict()
+    official = mit.to_official_state_dict(sd)
+    head_keys = {"head.op_list.0.conv.weight", "head.op_list.2.linear.weight",
+                 "head.op_list.2.norm.bias", "head.op_list.3.linear.bias"}
+    assert set(official_keys) | head_keys <= set(official)
+    assert all(k.startswith(("backbone.", "head.op_list.")) for k in official)
+    assert mit.is_official_state_dict({"state_dict": official}) and not mit.is_official_state_dict(sd)
+    back = mit.convert_official_state_dict({"state_dict": official})
+    assert list(back) == list(sd)
+    assert all(back[k] is sd[k] for k in sd)
+
+
+def test_official_converter_refuses_foreign_keys():
+    with pytest.raises(VitedgeError, match="decoder.weight"):
+        mit.convert_official_state_dict({"backbone.input_stem.op_list.0.conv.weight": torch.zeros(1),
+                                         "decoder.weight": torch.zeros(1)})
+
+
+def test_linear_attention_division_stays_fp32_under_bf16_autocast():
+    mla = mit.LiteMLA(32, 32, heads=2, dim=16, norm_eps=1e-5).eval()
+    # 1 + 2**-10 is not a bfloat16 number: a bf16 matmul would round v to 1.0
+    q, k = torch.rand(1, 4, 64, 16), torch.rand(1, 4, 64, 16)
+    v = torch.full((1, 4, 64, 16), 1 + 2**-10)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = mla._attention(q, k, v)
+    assert out.dtype == torch.float32
+    assert (out - (1 + 2**-10)).abs().max().item() < 1e-6
+
+    model = vitedge.create_model("efficientvit_b0").eval()
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        reference = model(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = model(x)
+    assert torch.isfinite(low).all()
+    assert (low.float() - reference).abs().max().item() < 0.1
+
+
+def test_linear_attention_eps_survives_half_precision():
+    # all-zero q and k give 0 / (0 + eps): eps = 1e-15 underflows to 0 in fp16, so only an FP32
+    # division keeps the output finite
+    mla = mit.LiteMLA(32, 32, heads=2, dim=16, norm_eps=1e-5).eval().half()
+    with torch.no_grad():
+        out = mla(torch.zeros(1, 32, 8, 8, dtype=torch.half))
+    assert out.dtype == torch.half and torch.isfinite(out).all()

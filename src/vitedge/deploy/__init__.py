@@ -1,0 +1,8 @@
+"""Deployment: export to ONNX and run on real runtimes."""
+
+from vitedge.deploy.formats import FORMATS, DeployFormat, get_format
+from vitedge.deploy.onnx_export import export_onnx, read_onnx_metadata
+from vitedge.deploy.runtimes import OnnxRuntime, Runtime, TorchRuntime
+
+__all__ = ["FORMATS", "DeployFormat", "OnnxRuntime", "Runtime", "TorchRuntime", "export_onnx",
+           "get_format", "read_onnx_metadata"]

@@ -1,0 +1,50 @@
+"""The one table of deployment formats: export, validation and benchmark all iterate it.
+
+A new format is one row here plus one export function and one runtime class.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+
+from vitedge.errors import VitedgeError
+
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+@dataclass(frozen=True)
+class DeployFormat:
+    """What a format is, where it runs, and what it needs installed."""
+
+    name: str
+    suffix: str
+    cpu: bool
+    gpu: bool
+    precisions: tuple[str, ...]
+    requires: str | None  # Python module that must be importable (None: always available)
+
+    def available(self) -> tuple[bool, str]:
+        """Whether this machine can produce and run the format, and why not if it cannot."""
+        if self.requires and importlib.util.find_spec(self.requires) is None:
+            return False, f"Python package {self.requires!r} is not installed"
+        return True, ""
+
+
+FORMATS: tuple[DeployFormat, ...] = (
+    DeployFormat("torch", ".safetensors", cpu=True, gpu=True, precisions=("fp32",), requires=None),
+    DeployFormat("onnx", ".onnx", cpu=True, gpu=True, precisions=("fp32",), requires="onnxruntime"),
+)
+
+
+def get_format(name: str) -> DeployFormat:
+    for fmt in FORMATS:
+        if fmt.name == name:
+            return fmt
+    raise VitedgeError(f"unknown format {name!r}; choose one of {', '.join(f.name for f in FORMATS)}")
+
+
+def check_precision(fmt: DeployFormat, precision: str) -> None:
+    if precision not in fmt.precisions:
+        raise VitedgeError(f"format {fmt.name} supports precision {', '.join(fmt.precisions)}, "
+                           f"not {precision!r}")

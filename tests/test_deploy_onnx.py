@@ -1,0 +1,50 @@
+"""FP32 ONNX export: same logits as PyTorch at batch 1 and 4, metadata in the file."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import vitedge
+from conftest import randomize_batchnorm
+from vitedge.deploy import OnnxRuntime, export_onnx, read_onnx_metadata
+
+pytest.importorskip("onnxruntime")
+
+CASES = {
+    "b0": ("efficientvit_b0", {}),
+    "m0": ("efficientvit_m0", {}),
+    "b0-narrow": ("efficientvit_b0", {"block_widths": {"stages.3.blocks.1.local_module.main": {"mid_channels": 200},
+                                                       "stages.3.blocks.1.context_module.main": {"heads": 3}}}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_fp32_onnx_matches_pytorch_at_batch_1_and_4(case, tmp_path):
+    name, kwargs = CASES[case]
+    model = randomize_batchnorm(vitedge.create_model(name, num_classes=10, **kwargs)).eval()
+    path = export_onnx(model, tmp_path / "model.onnx", resolution=160 if case != "m0" else None)
+    runtime = OnnxRuntime(path, threads=1)
+    res = 160 if case != "m0" else 224
+    for batch in (1, 4):
+        x = torch.randn(batch, 3, res, res)
+        with torch.no_grad():
+            expected = model(x).numpy()
+        assert np.abs(runtime(x.numpy()) - expected).max() <= 1e-4
+
+
+def test_export_leaves_the_model_untouched_and_records_metadata(tmp_path):
+    model = vitedge.create_model("efficientvit_m0", num_classes=3)
+    export_onnx(model, tmp_path / "m0.onnx", classes=["cat", "dog", "fox"])
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()), "caller's model was fused"
+    meta = read_onnx_metadata(tmp_path / "m0.onnx")
+    assert meta["vitedge.classes"] == ["cat", "dog", "fox"]
+    assert meta["vitedge.arch"]["name"] == "efficientvit_m0"
+    assert meta["vitedge.preprocessing"]["input_size"] == [3, 224, 224]
+    assert [p.name for p in tmp_path.iterdir()] == ["m0.onnx"]
+
+
+def test_missing_onnx_file_is_a_clear_error(tmp_path):
+    with pytest.raises(vitedge.VitedgeError, match="export it first"):
+        OnnxRuntime(tmp_path / "nope.onnx")

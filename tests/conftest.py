@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import tarfile
+from collections import Counter
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn as nn
@@ -38,3 +42,42 @@ def is_mit(name: str) -> bool:
 def _deterministic():
     torch.manual_seed(0)
     yield
+
+
+# Real data for the data/train/eval tests: tiny subsets, never copied into the repository.
+SHARED_DATASETS = Path(__file__).resolve().parents[2] / "shared/datasets"
+CIFAR_TARBALL = SHARED_DATASETS / "cifar10-jpeg.tar.gz"
+FASHION_MNIST_ROOT = Path("/usr/share/datasets/fashion-mnist")
+CIFAR_SUBSET = {"train": 20, "test": 10}  # images per class
+
+
+@pytest.fixture(scope="session")
+def cifar_jpeg(tmp_path_factory) -> Path:
+    """``train/<class>/`` (20 per class) and ``test/<class>/`` (10 per class) real CIFAR-10 JPEGs,
+    streamed out of the shared tarball into a temporary folder."""
+    if not CIFAR_TARBALL.is_file():
+        pytest.skip(f"{CIFAR_TARBALL} is absent (the shared CIFAR-10 JPEG tarball is needed)")
+    root = tmp_path_factory.mktemp("cifar10-jpeg")
+    taken: Counter = Counter()
+    wanted = 10 * sum(CIFAR_SUBSET.values())
+    with tarfile.open(CIFAR_TARBALL, "r:gz") as tar:
+        for member in tar:
+            parts = member.name.split("/")
+            if not member.isfile() or len(parts) != 3 or parts[0] not in CIFAR_SUBSET:
+                continue
+            if taken[parts[0], parts[1]] < CIFAR_SUBSET[parts[0]]:
+                taken[parts[0], parts[1]] += 1
+                tar.extract(member, root, filter="data")
+                if sum(taken.values()) == wanted:
+                    break
+    return root
+
+
+@pytest.fixture(scope="session")
+def fashion_test():
+    """The real Fashion-MNIST test split (10,000 images, read from the Debian package's IDX files)."""
+    if not (FASHION_MNIST_ROOT / "t10k-images-idx3-ubyte.gz").is_file():
+        pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
+    from vitedge.data import build_dataset
+
+    return build_dataset("fashion-mnist", split="test")

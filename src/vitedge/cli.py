@@ -43,6 +43,7 @@ def profile_command(
     num_classes: Annotated[Optional[int], typer.Option(help="classifier width for a model name")] = None,
     latency: Annotated[bool, typer.Option(help="also time PyTorch eager at batch 1")] = True,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads for latency")] = None,
+    batch_size: Annotated[int, typer.Option(help="batch size for latency")] = 1,
     runs: Annotated[int, typer.Option(help="timed runs for latency")] = 10,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="write results as JSON here")] = None,
 ) -> None:
@@ -55,22 +56,24 @@ def profile_command(
         raise VitedgeError("give either a MODEL (name or checkpoint) or --all")
     if resolution is not None and resolution <= 0:
         raise VitedgeError(f"--resolution must be positive (got {resolution})")
+    if batch_size < 1:
+        raise VitedgeError(f"--batch-size must be at least 1 (got {batch_size})")
     names = list_models() if all_models else [model]
     table = Table(title="vitedge profile (paper = published figure)", box=box.SIMPLE_HEAD)
     # Short headers: the table must fit 80 columns (CI logs, pipes). "paper" = published figure.
     for column in ("model", "res", "params M", "paper", "MACs M", "paper", "wts MB", "act MB",
-                   "ms b1"):
+                   f"ms b{batch_size}"):
         if column == "model":
             table.add_column(column, no_wrap=True)
         else:
-            table.add_column(column, justify="right", min_width=max(map(len, column.split())))
+            table.add_column(column, justify="right", min_width=max(5, *map(len, column.split())))
     results = []
     for name in names:
         net = resolve_model(name, num_classes=num_classes)
         stats = profile(net, resolution=resolution)
         if latency:
             stats["latency"] = torch_latency(net, resolution=resolution, threads=threads,
-                                             warmup=2, runs=runs).to_dict()
+                                             batch_size=batch_size, warmup=2, runs=runs).to_dict()
         arch_name = net.arch["name"]
         stats["model"] = name
         results.append(stats)
@@ -81,7 +84,7 @@ def profile_command(
             f"{ref_params:.2f}" if ref_params and default_res else "",
             f"{stats['macs'] / 1e6:.1f}", f"{ref_macs:.0f}" if ref_macs and default_res else "",
             f"{stats['weight_bytes'] / 2**20:.1f}", f"{stats['activation_bytes'] / 2**20:.1f}",
-            f"{stats['latency']['median_ms']:.1f}" if latency else "",
+            f"{stats['latency']['median_ms']:.3g}" if latency else "",
         )
         del net
     console.print(table)
@@ -118,7 +121,7 @@ def info_command(checkpoint: Annotated[Path, typer.Argument(help="vitedge .safet
 
 
 # `vitedge train` option → TrainConfig field. Defaults are the config's own (one source of truth).
-_DEFAULTS = TrainConfig()
+_D = TrainConfig()
 _TRAIN_FIELDS = {
     "model": "model", "data": "data.dataset", "data_dir": "data.root", "epochs": "epochs",
     "batch_size": "data.batch_size", "lr": "optim.lr", "img_size": "data.img_size", "out": "out",
@@ -135,36 +138,39 @@ def train_command(
     ctx: typer.Context,
     model: Annotated[Optional[str], typer.Argument(
         help="model name (fresh weights) or vitedge checkpoint (fine-tune); optional with --resume")] = None,
-    data: Annotated[str, typer.Option(help="fashion-mnist, cifar10 or an image-folder path")] = _DEFAULTS.data.dataset,
+    data: Annotated[str, typer.Option(help="fashion-mnist, cifar10 or a folder")] = _D.data.dataset,
     data_dir: Annotated[Optional[Path], typer.Option(help="where the named dataset lives")] = None,
-    epochs: Annotated[int, typer.Option(help="training epochs")] = _DEFAULTS.epochs,
-    batch_size: Annotated[int, typer.Option(help="global batch size (split across torchrun processes)")] = _DEFAULTS.data.batch_size,
-    lr: Annotated[float, typer.Option(help="peak AdamW learning rate (cosine schedule, linear warm-up)")] = _DEFAULTS.optim.lr,
+    epochs: Annotated[int, typer.Option(help="training epochs")] = _D.epochs,
+    batch_size: Annotated[int, typer.Option(
+        help="global batch size (split across torchrun processes)")] = _D.data.batch_size,
+    lr: Annotated[float, typer.Option(help="peak AdamW learning rate")] = _D.optim.lr,
     img_size: Annotated[Optional[int], typer.Option(help="input resolution (default: the model's)")] = None,
-    out: Annotated[Path, typer.Option(help="run folder: checkpoints, metrics, final model")] = Path(_DEFAULTS.out),
+    out: Annotated[Path, typer.Option(help="run folder: checkpoints, metrics, final model")] = Path(_D.out),
     resume: Annotated[bool, typer.Option(help="continue the run in --out with its saved settings")] = False,
     teacher: Annotated[Optional[Path], typer.Option(help="vitedge checkpoint to distil from")] = None,
-    alpha: Annotated[float, typer.Option(help="distillation weight of the soft (KL) term")] = _DEFAULTS.distill.alpha,
-    temperature: Annotated[float, typer.Option(help="distillation temperature")] = _DEFAULTS.distill.temperature,
-    seed: Annotated[int, typer.Option(help="seed of init, data order and augmentation")] = _DEFAULTS.seed,
-    workers: Annotated[int, typer.Option(help="data-loader worker processes")] = _DEFAULTS.data.workers,
-    ema: Annotated[Optional[float], typer.Option(help="EMA decay of the weights, e.g. 0.9998 (off if unset)")] = None,
-    warmup_epochs: Annotated[float, typer.Option(help="linear warm-up length in epochs")] = _DEFAULTS.optim.warmup_epochs,
-    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay (not on norms/biases)")] = _DEFAULTS.optim.weight_decay,
-    label_smoothing: Annotated[float, typer.Option(help="label smoothing of the CE loss")] = _DEFAULTS.optim.label_smoothing,
-    min_scale: Annotated[float, typer.Option(help="smallest random-resized-crop area share")] = _DEFAULTS.data.scale[0],
-    hflip: Annotated[float, typer.Option(help="horizontal flip probability")] = _DEFAULTS.data.hflip,
-    randaug: Annotated[int, typer.Option(help="RandAugment-lite ops per image (0: off)")] = _DEFAULTS.data.randaug_ops,
-    crop_pct: Annotated[Optional[float], typer.Option(help="evaluation centre-crop share (default: model's)")] = None,
+    alpha: Annotated[float, typer.Option(help="distillation weight of the KL term")] = _D.distill.alpha,
+    temperature: Annotated[float, typer.Option(help="distillation temperature")] = _D.distill.temperature,
+    seed: Annotated[int, typer.Option(help="seed of init, data order and augmentation")] = _D.seed,
+    workers: Annotated[int, typer.Option(help="data-loader worker processes")] = _D.data.workers,
+    ema: Annotated[Optional[float], typer.Option(help="EMA decay, e.g. 0.9998 (off if unset)")] = None,
+    warmup_epochs: Annotated[float, typer.Option(help="linear warm-up epochs")] = _D.optim.warmup_epochs,
+    weight_decay: Annotated[float, typer.Option(
+        help="AdamW weight decay (not on norms/biases)")] = _D.optim.weight_decay,
+    label_smoothing: Annotated[float, typer.Option(help="CE label smoothing")] = _D.optim.label_smoothing,
+    min_scale: Annotated[float, typer.Option(help="smallest random-crop area share")] = _D.data.scale[0],
+    hflip: Annotated[float, typer.Option(help="horizontal flip probability")] = _D.data.hflip,
+    randaug: Annotated[int, typer.Option(help="RandAugment-lite ops per image")] = _D.data.randaug_ops,
+    crop_pct: Annotated[Optional[float], typer.Option(help="eval centre-crop share (default: model)")] = None,
     strict: Annotated[bool, typer.Option(help="unreadable images are an error, not skipped")] = False,
-    device: Annotated[Optional[str], typer.Option(help="cpu or cuda[:N] (default: CUDA if available)")] = None,
+    device: Annotated[Optional[str], typer.Option(help="cpu or cuda[:N] (default: CUDA if present)")] = None,
 ) -> None:
-    """Train or fine-tune a model; runs alone or under `torchrun --nproc_per_node=N -m vitedge.cli train`."""
+    """Train or fine-tune a model (alone, or under `torchrun --nproc_per_node=N -m vitedge.cli train`)."""
     from vitedge.train import train
     from vitedge.train.checkpoint import STATE_FILE, read_train_meta
 
+    # Only options typed on the command line override (compared by name: typer vendors click).
     given = {name: value for name, value in ctx.params.items() if name in _TRAIN_FIELDS and
-             ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE}
+             getattr(ctx.get_parameter_source(name), "name", "") == "COMMANDLINE"}
     changes = {_TRAIN_FIELDS[name]: _train_value(name, value) for name, value in given.items()}
     if resume:
         saved = TrainConfig.from_dict(json.loads(read_train_meta(out / STATE_FILE)["meta"])["config"])
@@ -172,7 +178,7 @@ def train_command(
     else:
         if model is None:
             raise VitedgeError("give a MODEL (name or checkpoint) to train, or --resume with --out of a run")
-        cfg = _DEFAULTS.with_overrides(changes)
+        cfg = _D.with_overrides(changes)
     result = train(cfg)
     if result.history:
         console.print(f"top-1 {result.metrics['top1']:.2f}%  top-5 {result.metrics['top5']:.2f}%  "
@@ -188,14 +194,15 @@ def _train_value(name: str, value: object) -> object:
 @app.command("eval")
 def eval_command(
     checkpoint: Annotated[Path, typer.Argument(help="vitedge checkpoint (e.g. RUN/model.safetensors)")],
-    data: Annotated[str, typer.Option(help="fashion-mnist, cifar10 or an image-folder path")] = "fashion-mnist",
+    data: Annotated[str, typer.Option(help="fashion-mnist, cifar10 or a folder")] = _D.data.dataset,
     data_dir: Annotated[Optional[Path], typer.Option(help="where the named dataset lives")] = None,
     split: Annotated[str, typer.Option(help="train or test (test also finds val/)")] = "test",
     batch_size: Annotated[int, typer.Option(help="evaluation batch size")] = 256,
     workers: Annotated[int, typer.Option(help="data-loader worker processes")] = 0,
     strict: Annotated[bool, typer.Option(help="unreadable images are an error, not skipped")] = False,
     confusion: Annotated[Optional[Path], typer.Option(help="write the confusion matrix PNG here")] = None,
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="write all metrics as JSON here (- for stdout)")] = None,
+    json_out: Annotated[Optional[Path], typer.Option(
+        "--json", help="write all metrics as JSON here (- for stdout)")] = None,
 ) -> None:
     """Top-1, top-5 and per-class accuracy of a checkpoint (and its confusion matrix)."""
     from vitedge.train import evaluate_checkpoint, save_confusion_png
@@ -215,7 +222,7 @@ def eval_command(
                   highlight=False)
     if confusion is not None:
         save_confusion_png(metrics["confusion"], metrics["classes"], confusion,
-                           title=f"{checkpoint.name}: top-1 {metrics['top1']:.1f}%")
+                           title=f"{checkpoint.parent.name}/{checkpoint.name}: top-1 {metrics['top1']:.1f}%")
         console.print(f"wrote {confusion}")
     if json_out is not None:
         from vitedge.models.checkpoint import atomic_write

@@ -1,0 +1,260 @@
+"""Baselines: EfficientViT-B0 and -M0 trained from scratch on CIFAR-10 and Fashion-MNIST, on CPU.
+
+The recipe (why these settings)
+-------------------------------
+- **Architecture unchanged.** No stem surgery: later pruning/quantization results must transfer
+  to the real ImageNet models. Instead the 32×32 (CIFAR) and 28×28 (Fashion-MNIST) images are
+  upsampled to **64 px**, which gives B0's stages 16/8/4/2-pixel feature maps — the spatial
+  schedule of a CIFAR ResNet shifted by one stage — at a cost a 2-core CPU can afford
+  (~0.5 GMAC per training image). M0 gets ``img_size=64`` (its attention biases are sized for it).
+- **Optimiser.** AdamW, peak lr 2e-3 for batch 128, 2 warm-up epochs then per-step cosine to
+  1e-5, weight decay 0.05 (none on norms/biases), label smoothing 0.1, gradient clipping at 1.
+  No EMA: with a cosine schedule this short an EMA horizon long enough to help lags behind.
+- **Augmentation.** Random resized crop (area 35–100 % for CIFAR, 60–100 % for Fashion-MNIST,
+  whose objects fill the frame) and horizontal flip. Evaluation: resize to 64 with crop_pct 1.0
+  (the whole image; at 32 px a centre crop would throw away border pixels that matter).
+- **Epochs.** 40 on CIFAR-10, 15 on Fashion-MNIST (60k easier images).
+- **Reported on the full test sets** (10,000 images each), last epoch, no checkpoint selection.
+
+Usage
+-----
+::
+
+    python benchmarks/train_baseline.py --cifar-dir ~/data/cifar10 \\
+        --cifar-tar ../shared/datasets/cifar10-jpeg.tar.gz      # extracts once if missing
+    python benchmarks/train_baseline.py --cifar-dir ~/data/cifar10 --only b0-cifar10
+    python benchmarks/train_baseline.py --cifar-dir ~/data/cifar10 --measure 12   # img/s + wall-time estimate
+
+Every job writes ``OUT/<job>/`` (checkpoint after every epoch, ``model.safetensors``,
+``metrics.json``). Re-running the same command resumes unfinished jobs and skips finished ones,
+so a killed background run loses at most one epoch. After each job ``OUT/baselines.json`` and
+``OUT/baselines.md`` (the rows for ``benchmarks/RESULTS.md``) are rewritten. The trained weights
+are not meant to be committed; this script regenerates them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import tarfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from vitedge.errors import VitedgeError
+from vitedge.models.checkpoint import atomic_write
+from vitedge.train import DataConfig, OptimConfig, TrainConfig, train
+from vitedge.train.checkpoint import STATE_FILE, read_train_meta
+
+
+@dataclass(frozen=True)
+class Job:
+    """One baseline: the model, the data and the recipe's free parameters."""
+
+    name: str
+    model: str
+    dataset: str
+    epochs: int
+    min_scale: float
+    target_top1: float | None = None   # acceptance floor on the full test set, percent
+    img_size: int = 64
+    batch_size: int = 128
+    lr: float = 2e-3
+    warmup_epochs: float = 2.0
+
+    def config(self, out: Path, root: str | None, workers: int, seed: int) -> TrainConfig:
+        return TrainConfig(
+            model=self.model, epochs=self.epochs, seed=seed, out=str(out / self.name), device="cpu",
+            data=DataConfig(dataset=self.dataset, root=root, img_size=self.img_size,
+                            batch_size=self.batch_size, workers=workers, scale=(self.min_scale, 1.0),
+                            crop_pct=1.0),
+            optim=OptimConfig(lr=self.lr, warmup_epochs=self.warmup_epochs, weight_decay=0.05,
+                              label_smoothing=0.1, clip_grad=1.0, min_lr=1e-5))
+
+
+JOBS = (
+    Job("b0-cifar10", "efficientvit_b0", "cifar10", epochs=40, min_scale=0.35, target_top1=85.0),
+    Job("b0-fashion-mnist", "efficientvit_b0", "fashion-mnist", epochs=15, min_scale=0.6, target_top1=92.0),
+    Job("m0-cifar10", "efficientvit_m0", "cifar10", epochs=40, min_scale=0.35),
+    Job("m0-fashion-mnist", "efficientvit_m0", "fashion-mnist", epochs=15, min_scale=0.6),
+)
+DATASET_SIZES = {"cifar10": (50_000, 10_000), "fashion-mnist": (60_000, 10_000)}  # train, test
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--cifar-dir", type=Path, required=True,
+                        help="CIFAR-10 folder: train/<class>/ + test/<class>/ or cifar-10-batches-py/")
+    parser.add_argument("--cifar-tar", type=Path,
+                        help="cifar10-jpeg.tar.gz to extract into --cifar-dir if empty")
+    parser.add_argument("--fashion-dir", type=Path,
+                        help="Fashion-MNIST IDX folder (default: the Debian package's)")
+    parser.add_argument("--out", type=Path, default=Path("runs/baselines"))
+    parser.add_argument("--only", default="",
+                        help=f"comma-separated jobs among {', '.join(j.name for j in JOBS)}")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="data-loader workers (0 is fastest on 2 cores)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--measure", type=int, metavar="STEPS", default=0,
+                        help="only time STEPS training steps per job and estimate the wall time")
+    args = parser.parse_args(argv)
+    if not 0 <= args.measure <= 100:
+        parser.error("--measure takes 1 to 100 steps")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    jobs = _select(args.only)
+    if any(j.dataset == "cifar10" for j in jobs):
+        _ensure_cifar(args.cifar_dir, args.cifar_tar)
+    roots = {"cifar10": str(args.cifar_dir),
+             "fashion-mnist": str(args.fashion_dir) if args.fashion_dir else None}
+    try:
+        if args.measure:
+            _measure(jobs, args, roots)
+        else:
+            _train_all(jobs, args, roots, argv if argv is not None else sys.argv[1:])
+    except VitedgeError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _train_all(jobs: list[Job], args: argparse.Namespace, roots: dict[str, str | None],
+               argv: list[str]) -> None:
+    command = "python benchmarks/train_baseline.py " + " ".join(shlex.quote(a) for a in argv)
+    for job in jobs:
+        cfg = job.config(args.out, roots[job.dataset], args.workers, args.seed)
+        resume = (Path(cfg.out) / STATE_FILE).is_file()
+        if resume:
+            done = json.loads(read_train_meta(Path(cfg.out) / STATE_FILE)["meta"])["epoch"]
+            print(f"== {job.name}: resuming after epoch {done}/{job.epochs}", flush=True)
+        else:
+            print(f"== {job.name}: {job.model} on {job.dataset} at {job.img_size} px, {job.epochs} epochs",
+                  flush=True)
+        train(cfg.replace(resume=resume))
+        _write_report(args.out, command)
+
+
+def _write_report(out: Path, command: str) -> None:
+    """baselines.json + baselines.md from every finished or partial job folder under ``out``."""
+    rows = []
+    for job in JOBS:
+        metrics_file = out / job.name / "metrics.json"
+        if not metrics_file.is_file():
+            continue
+        saved = json.loads(metrics_file.read_text())
+        history = saved["history"]
+        wall = sum(h["epoch_seconds"] + h.get("eval_seconds", 0.0) for h in history)
+        cfg = saved["config"]  # what actually ran, even if the table above changed since
+        rows.append({
+            "job": job.name, "model": cfg["model"], "dataset": cfg["data"]["dataset"],
+            "img_size": cfg["data"]["img_size"], "epochs_done": len(history), "epochs": cfg["epochs"],
+            "top1": saved["final"]["top1"],
+            "top5": saved["final"]["top5"], "test_images": saved["final"]["num_samples"],
+            "wall_hours": wall / 3600, "train_images_per_s": history[-1]["images_per_s"],
+            "target_top1": job.target_top1,
+            "meets_target": None if job.target_top1 is None else saved["final"]["top1"] >= job.target_top1,
+            "threads": torch.get_num_threads(), "torch": torch.__version__, "command": command,
+        })
+    text = json.dumps(rows, indent=2)
+    atomic_write(out / "baselines.json", lambda tmp: Path(tmp).write_text(text))
+    lines = ["| model | dataset | res | epochs | top-1 (%) | top-5 (%) | target | wall (h, CPU) | img/s |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        target = ""
+        if r["target_top1"] is not None:
+            target = f"≥ {r['target_top1']:.0f} {'✓' if r['meets_target'] else '✗'}"
+        epochs = f"{r['epochs_done']}/{r['epochs']}" if r["epochs_done"] < r["epochs"] else str(r["epochs"])
+        lines.append(f"| {r['model']} | {r['dataset']} | {r['img_size']} | {epochs} | {r['top1']:.2f} | "
+                     f"{r['top5']:.2f} | {target} | {r['wall_hours']:.2f} | {r['train_images_per_s']:.0f} |")
+    lines += ["", f"Command: `{command}` (torch {torch.__version__}, {torch.get_num_threads()} threads; "
+              "full test sets, last epoch)."]
+    markdown = "\n".join(lines) + "\n"
+    atomic_write(out / "baselines.md", lambda tmp: Path(tmp).write_text(markdown))
+    print(markdown, flush=True)
+
+
+class _Stop(Exception):
+    pass
+
+
+def _measure(jobs: list[Job], args: argparse.Namespace, roots: dict[str, str | None]) -> None:
+    """Time ``args.measure`` real training steps (data loading included) and one eval pass per job."""
+    from vitedge.data import build_dataset
+    from vitedge.data.transforms import eval_transform
+    from vitedge.train import evaluate, fit
+    from vitedge.train.trainer import build_model
+
+    total = 0.0
+    results = []
+    for job in jobs:
+        cfg = job.config(args.out / "_measure", roots[job.dataset], args.workers, args.seed)
+        train_set = build_dataset(job.dataset, roots[job.dataset], "train")
+        model, data_config = build_model(job.model, train_set.classes, job.img_size)
+        data_config["crop_pct"] = 1.0
+        stamps: list[float] = []
+
+        def hook(info, stamps=stamps):
+            stamps.append(time.perf_counter())
+            if len(stamps) > args.measure:
+                raise _Stop
+
+        try:
+            fit(model, train_set, train_set, cfg, data_config=data_config, hooks=[hook], verbose=False)
+        except _Stop:
+            pass
+        skip = min(2, args.measure - 1)  # the first steps pay one-off allocation costs
+        train_ips = job.batch_size * (len(stamps) - 1 - skip) / (stamps[-1] - stamps[skip])
+        probe = torch.utils.data.Subset(build_dataset(job.dataset, roots[job.dataset], "test",
+                                                      transform=eval_transform(job.img_size, data_config)),
+                                        range(1024))
+        t0 = time.perf_counter()
+        evaluate(model, torch.utils.data.DataLoader(probe, batch_size=256), classes=train_set.classes)
+        eval_ips = 1024 / (time.perf_counter() - t0)
+        n_train, n_test = DATASET_SIZES[job.dataset]
+        steps = n_train // job.batch_size * job.batch_size
+        hours = job.epochs * (steps / train_ips + n_test / eval_ips) / 3600
+        total += hours
+        results.append({"job": job.name, "train_images_per_s": train_ips, "eval_images_per_s": eval_ips,
+                        "estimated_hours": hours})
+        print(f"{job.name}: train {train_ips:.0f} img/s, eval {eval_ips:.0f} img/s at {job.img_size} px "
+              f"→ {job.epochs} epochs ≈ {hours:.2f} h", flush=True)
+    print(f"all selected jobs ≈ {total:.2f} h on {torch.get_num_threads()} threads", flush=True)
+    text = json.dumps(results, indent=2)
+    atomic_write(args.out / "measure.json", lambda tmp: Path(tmp).write_text(text))
+
+
+def _select(only: str) -> list[Job]:
+    if not only:
+        return list(JOBS)
+    names = {j.name: j for j in JOBS}
+    wanted = [n.strip() for n in only.split(",") if n.strip()]
+    unknown = [n for n in wanted if n not in names]
+    if unknown:
+        raise SystemExit(f"unknown job(s) {', '.join(unknown)}; choose from {', '.join(names)}")
+    return [names[n] for n in wanted]
+
+
+def _ensure_cifar(root: Path, tarball: Path | None) -> None:
+    """Extract the CIFAR-10 JPEG tarball into ``root`` once (never into the repository)."""
+    if (root / "train").is_dir() or (root / "cifar-10-batches-py").is_dir():
+        return
+    if tarball is None:
+        raise SystemExit(f"{root} holds no CIFAR-10; pass --cifar-tar cifar10-jpeg.tar.gz to extract "
+                         "it there")
+    repo = Path(__file__).resolve().parents[1]
+    if root.resolve().is_relative_to(repo) and not root.resolve().is_relative_to(repo / "runs"):
+        raise SystemExit(f"refusing to extract CIFAR-10 into the repository ({root}); choose a folder "
+                         "outside it")
+    print(f"extracting {tarball} into {root} …", flush=True)
+    root.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(tarball, "r:gz") as tar:
+        tar.extractall(root, filter="data")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,49 @@
+"""``vitedge.quantize``: the one call from a float model and calibration images to a
+fake-quantized model."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch.nn as nn
+
+from vitedge.quantization.calibrate import calibrate, calibration_batches
+from vitedge.quantization.config import QuantConfig
+from vitedge.quantization.points import prepare
+
+__all__ = ["quantize"]
+
+
+def quantize(
+    model: nn.Module,
+    calib_data: Any,
+    method: str | None = None,
+    w_bits: int | None = None,
+    a_bits: int | None = None,
+    per_channel: bool | None = None,
+    *,
+    config: QuantConfig | None = None,
+) -> nn.Module:
+    """A fake-quantized copy of ``model`` (BN folded, every point calibrated), same forward
+    signature; ``model`` is left untouched.
+
+    ``calib_data``: image batches, ``(images, labels)`` pairs (a DataLoader) or single images —
+    a few hundred training images with the eval transform. ``method`` is ``"trio"`` (default:
+    MSE ranges and the three Trio-ViT transforms), ``"minmax"``, ``"percentile"`` or ``"mse"``.
+    Arguments given explicitly override the matching fields of ``config``
+    (:class:`~vitedge.quantization.QuantConfig`, for everything else).
+
+    Example::
+
+        qmodel = vitedge.quantize(model, loader, method="trio", w_bits=8, a_bits=8)
+        qmodel = vitedge.quantize(model, loader, config=QuantConfig(method="minmax", per_channel=False))
+        save_quantized(qmodel, "b0_w8a8.safetensors")
+    """
+    overrides = {k: v for k, v in dict(method=method, w_bits=w_bits, a_bits=a_bits,
+                                       per_channel=per_channel).items() if v is not None}
+    cfg = dataclasses.replace(config or QuantConfig(), **overrides)  # validates
+    batches = calibration_batches(calib_data, cfg.max_calib_batches)
+    qmodel = prepare(model, cfg)
+    calibrate(qmodel, batches)
+    return qmodel.eval()

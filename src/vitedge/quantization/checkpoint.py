@@ -1,0 +1,71 @@
+"""Quantized checkpoints: one safetensors file holding the float model's config, its
+(BN-folded, migration-folded) weights and every quantization parameter — scales, zero points,
+observed ranges, migration factors, shift offsets, divisor exponent windows — with the
+:class:`~vitedge.quantization.QuantConfig` (method, bit widths, switches) as JSON metadata.
+
+:func:`load_quantized` rebuilds the float model from its config, folds BN, inserts the same
+points (:func:`~vitedge.quantization.prepare`) and loads every tensor strictly: the result gives
+bit-identical logits. ``vitedge.load`` does not read these files (it would rebuild the float
+model only); use :func:`load_quantized`, or :func:`is_quantized_checkpoint` to dispatch.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch.nn as nn
+
+from vitedge.errors import VitedgeError
+from vitedge.models.checkpoint import load_state_dict_into, read_metadata, read_state_dict, save
+from vitedge.models.registry import create_model
+from vitedge.quantization.config import QuantConfig
+from vitedge.quantization.points import is_quantized, prepare, set_quant_state
+
+__all__ = ["QUANT_FORMAT_VERSION", "is_quantized_checkpoint", "load_quantized", "save_quantized"]
+
+QUANT_FORMAT_VERSION = 1
+_KEY = "quantization"
+
+
+def save_quantized(qmodel: nn.Module, path: str | os.PathLike, *,
+                   extra: Mapping[str, Any] | None = None) -> Path:
+    """Write a fake-quantized model (from :func:`~vitedge.quantize`) to ``path`` atomically.
+    ``extra`` is kept beside the quantization record (class names, accuracy …)."""
+    cfg = getattr(qmodel, "quant_config", None)
+    if cfg is None or not is_quantized(qmodel):
+        raise VitedgeError("this model is not quantized; save float models with vitedge.save, or "
+                           "quantize it first with vitedge.quantize")
+    record = {"format_version": QUANT_FORMAT_VERSION, "config": cfg.to_dict()}
+    return save(qmodel, path, extra={**dict(extra or {}), _KEY: record})
+
+
+def is_quantized_checkpoint(path: str | os.PathLike) -> bool:
+    """True for a vitedge checkpoint written by :func:`save_quantized`."""
+    try:
+        return _KEY in read_metadata(path)["extra"]
+    except VitedgeError:
+        return False
+
+
+def load_quantized(path: str | os.PathLike) -> nn.Module:
+    """The fake-quantized model saved at ``path``, in eval mode with every point on."""
+    meta = read_metadata(path)
+    record = meta["extra"].get(_KEY)
+    if record is None:
+        raise VitedgeError(f"{path} holds a float model, not a quantized one; load it with "
+                           "vitedge.load, or quantize it with vitedge.quantize")
+    version = int(record.get("format_version", 0))
+    if version > QUANT_FORMAT_VERSION:
+        raise VitedgeError(f"{path} was written by a newer vitedge (quantization format {version}); "
+                           "upgrade vitedge to load it")
+    cfg = QuantConfig.from_dict(record["config"])
+    arch = meta["arch"]
+    qmodel = prepare(create_model(arch["name"], **arch["kwargs"]), cfg)
+    # a checkpoint written mid-QAT also holds the learned log step sizes; ``scale`` is current
+    state = {k: v for k, v in read_state_dict(path).items() if not k.endswith(".log_scale")}
+    load_state_dict_into(qmodel, state, source=str(path))
+    set_quant_state(qmodel, fake_quant=True)
+    return qmodel.eval()

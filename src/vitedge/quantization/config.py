@@ -1,0 +1,224 @@
+"""Typed configuration of a quantization run: what is quantized, on how many bits, how ranges
+are chosen, and which Trio-ViT transforms apply. Every field is validated on construction, so a
+bad value fails before any work with one line that names it and the fix.
+
+``method`` picks a recipe (the observers, and whether the Trio-ViT transforms are on); every
+part of a recipe can be overridden on its own, which is how the ablation rows are spelled::
+
+    QuantConfig(method="minmax", per_channel=False)                      # W8A8 per-tensor min-max
+    QuantConfig(method="minmax", trio=TrioConfig(migration=True, shifting=False, log2_divisor=False))
+    QuantConfig(method="trio", w_bits=4)                                  # W4A8, all transforms
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from vitedge.errors import VitedgeError
+
+__all__ = ["METHODS", "OBSERVERS", "ObserverConfig", "QuantConfig", "TrioConfig", "check_bits"]
+
+MIN_BITS, MAX_BITS = 2, 16
+OBSERVERS = ("minmax", "percentile", "mse", "ema")
+
+# method -> (weight observer, activation observer, Trio-ViT transforms on by default)
+METHODS: dict[str, tuple[str, str, bool]] = {
+    "minmax": ("minmax", "minmax", False),
+    "percentile": ("minmax", "percentile", False),
+    "mse": ("mse", "mse", False),
+    "trio": ("mse", "mse", True),
+}
+
+
+def check_bits(value: Any, name: str) -> int:
+    """``value`` as a bit width in [2, 16], else a VitedgeError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int) or not MIN_BITS <= value <= MAX_BITS:
+        raise VitedgeError(f"{name}={value!r} is not a supported bit width; use an int from "
+                           f"{MIN_BITS} to {MAX_BITS} (8 is the INT8 default)")
+    return value
+
+
+def _choice(value: Any, choices: tuple[str, ...] | list[str], what: str) -> str:
+    if value in choices:
+        return value
+    close = difflib.get_close_matches(str(value), list(choices), n=2, cutoff=0.4)
+    hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+    raise VitedgeError(f"unknown {what} {value!r}: {hint}choose one of {', '.join(choices)}")
+
+
+@dataclass(frozen=True)
+class ObserverConfig:
+    """How a range is measured and chosen.
+
+    ``weight`` / ``activation`` name the observers (``None``: the method's default).
+    ``percentile`` clips activations to that percentile of the calibration values (and
+    ``100 - percentile`` below); ``mse_candidates`` ranges ``[min, max]·(1 − 0.01 i)`` are tried
+    by the MSE search, scored by the mean ``|x − Q(x)|^mse_norm`` (2.4 in Trio-ViT's release).
+    ``samples`` bounds the values an activation observer keeps for percentile / MSE (a uniform
+    random subsample across batches; min and max are always exact). ``ema_momentum`` is the
+    weight of the newest batch in the EMA observer (QAT).
+    """
+
+    weight: str | None = None
+    activation: str | None = None
+    percentile: float = 99.99
+    mse_candidates: int = 80
+    mse_norm: float = 2.4
+    samples: int = 1 << 16
+    ema_momentum: float = 0.01
+
+    def __post_init__(self) -> None:
+        if self.weight is not None:
+            _choice(self.weight, [o for o in OBSERVERS if o != "ema"], "weight observer")
+        if self.activation is not None:
+            _choice(self.activation, OBSERVERS, "activation observer")
+        if not 50.0 < float(self.percentile) <= 100.0:
+            raise VitedgeError(f"percentile={self.percentile!r} must lie in (50, 100]; 99.99 is usual")
+        if isinstance(self.mse_candidates, bool) or not isinstance(self.mse_candidates, int) \
+                or not 1 <= self.mse_candidates <= 100:
+            raise VitedgeError(f"mse_candidates={self.mse_candidates!r} must be an int in [1, 100] "
+                               "(candidate i shrinks the range by 1 % · i)")
+        if not float(self.mse_norm) > 0:
+            raise VitedgeError(f"mse_norm={self.mse_norm!r} must be positive (2.0 is plain MSE)")
+        if isinstance(self.samples, bool) or not isinstance(self.samples, int) or self.samples < 1024:
+            raise VitedgeError(f"samples={self.samples!r} must be an int >= 1024")
+        if not 0.0 < float(self.ema_momentum) <= 1.0:
+            raise VitedgeError(f"ema_momentum={self.ema_momentum!r} must lie in (0, 1]")
+
+
+@dataclass(frozen=True)
+class TrioConfig:
+    """The three Trio-ViT transforms, each switchable (``shared/specs/trio-vit-ptq.md``).
+
+    - ``migration``: divide the depthwise-conv input of each MBConv by per-channel factors
+      ``s_c = clamp(M_c / T, *migration_clamp)`` (``T = max(q_{migration_quantile}, mean M_c)``)
+      and multiply the depthwise filters by ``s_c``; ``pow2_migration`` rounds ``s_c`` to
+      ``2^clip(round(log2 s_c), 0, 5)``. ``migration_stat`` is what ``M_c`` measures:
+      ``"absmax"`` (default), ``max |X_c|``, or ``"max"``, the spec's literal ``max X_c``. They
+      differ only on channels whose Hardswish tail (down to −0.375) outweighs their maximum:
+      ``"max"`` gives those ``s_c`` near the lower clamp and so magnifies the tail up to 10×,
+      which can widen the per-tensor range it was meant to shrink.
+    - ``shifting``: subtract each channel's mid-range ``z_c`` from the projection-conv input and
+      add ``Ŵ·z`` to the bias.
+    - ``log2_divisor``: the linear attention's denominator becomes ``2^y`` with a
+      ``divisor_bits``-bit exponent ``y ∈ [divisor_exp_min, divisor_exp_min + 2^bits − 1]``;
+      ``divisor_exp_min=None`` places that window at the calibration maximum instead.
+    """
+
+    migration: bool = True
+    shifting: bool = True
+    log2_divisor: bool = True
+    pow2_migration: bool = False
+    migration_clamp: tuple[float, float] = (0.1, 64.0)
+    migration_quantile: float = 0.99
+    migration_stat: str = "absmax"
+    divisor_bits: int = 4
+    divisor_exp_min: int | None = -6
+
+    def __post_init__(self) -> None:
+        lo, hi = (float(v) for v in self.migration_clamp)
+        if not 0 < lo <= hi:
+            raise VitedgeError(f"migration_clamp={self.migration_clamp!r} must be (lo, hi) with "
+                               "0 < lo <= hi, e.g. (0.1, 64)")
+        object.__setattr__(self, "migration_clamp", (lo, hi))
+        _choice(self.migration_stat, ("absmax", "max"), "migration_stat")
+        if not 0.0 < float(self.migration_quantile) <= 1.0:
+            raise VitedgeError(f"migration_quantile={self.migration_quantile!r} must lie in (0, 1]")
+        if isinstance(self.divisor_bits, bool) or not isinstance(self.divisor_bits, int) \
+                or not 1 <= self.divisor_bits <= 8:
+            raise VitedgeError(f"divisor_bits={self.divisor_bits!r} must be an int in [1, 8] "
+                               "(4 in Trio-ViT: 16 exponents)")
+        if self.divisor_exp_min is not None and (isinstance(self.divisor_exp_min, bool)
+                                                 or not isinstance(self.divisor_exp_min, int)):
+            raise VitedgeError(f"divisor_exp_min={self.divisor_exp_min!r} must be an int (e.g. -6) "
+                               "or None to calibrate the exponent window")
+
+    @property
+    def any(self) -> bool:
+        return self.migration or self.shifting or self.log2_divisor
+
+
+TRIO_OFF = TrioConfig(migration=False, shifting=False, log2_divisor=False)
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    """A quantization run, validated on construction.
+
+    - ``method``: ``"minmax"``, ``"percentile"``, ``"mse"`` or ``"trio"`` (MSE ranges plus the
+      Trio-ViT transforms); it sets the defaults of ``observer`` and ``trio``.
+    - ``w_bits`` / ``a_bits``: weight / activation bits, 2 to 16. Weights are symmetric
+      (narrow range, −127…127 at 8 bits); activations are per-tensor, asymmetric unsigned
+      (0…255) unless ``a_symmetric`` (−128…127).
+    - ``per_channel``: one weight scale per output channel (else one per tensor).
+    - ``attention`` / ``residual``: quantize the attention operands / the residual adds (off
+      keeps them in float, as in the ablations of the spec).
+    - ``trio``: the transforms; ``None`` means all on for ``method="trio"``, all off otherwise.
+    - ``max_calib_batches``: use at most this many calibration batches.
+    """
+
+    method: str = "trio"
+    w_bits: int = 8
+    a_bits: int = 8
+    per_channel: bool = True
+    a_symmetric: bool = False
+    attention: bool = True
+    residual: bool = True
+    observer: ObserverConfig = field(default_factory=ObserverConfig)
+    trio: TrioConfig | None = None
+    max_calib_batches: int | None = None
+
+    def __post_init__(self) -> None:
+        _choice(self.method, tuple(METHODS), "quantization method")
+        check_bits(self.w_bits, "w_bits")
+        check_bits(self.a_bits, "a_bits")
+        for name in ("per_channel", "a_symmetric", "attention", "residual"):
+            if not isinstance(getattr(self, name), bool):
+                raise VitedgeError(f"{name}={getattr(self, name)!r} must be True or False")
+        if not isinstance(self.observer, ObserverConfig):
+            raise VitedgeError(f"observer must be an ObserverConfig, not {type(self.observer).__name__}")
+        if self.trio is not None and not isinstance(self.trio, TrioConfig):
+            raise VitedgeError(f"trio must be a TrioConfig or None, not {type(self.trio).__name__}")
+        n = self.max_calib_batches
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+            raise VitedgeError(f"max_calib_batches={n!r} must be a positive int or None")
+
+    @property
+    def weight_observer(self) -> str:
+        return self.observer.weight or METHODS[self.method][0]
+
+    @property
+    def activation_observer(self) -> str:
+        return self.observer.activation or METHODS[self.method][1]
+
+    @property
+    def transforms(self) -> TrioConfig:
+        """The Trio-ViT transforms in force (the method's default unless ``trio`` is given)."""
+        if self.trio is not None:
+            return self.trio
+        return TrioConfig() if METHODS[self.method][2] else TRIO_OFF
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (what a quantized checkpoint stores)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> QuantConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are an error (a newer format)."""
+        data = dict(data)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise VitedgeError(f"quantization config has unknown fields {unknown}; it was written by "
+                               "a newer vitedge — upgrade to load it")
+        data["observer"] = ObserverConfig(**data.get("observer", {}))
+        trio = data.get("trio")
+        if trio is not None:
+            trio = dict(trio)
+            trio["migration_clamp"] = tuple(trio.get("migration_clamp", (0.1, 64.0)))
+            data["trio"] = TrioConfig(**trio)
+        return cls(**data)

@@ -1,0 +1,197 @@
+"""Where the quantization points go: :func:`prepare` turns a float model into its fake-quantized
+twin (uncalibrated), and a few helpers walk and switch the points.
+
+Coverage, on BN-folded models of both families (pruned ones included):
+
+- the input and weight of every conv and linear, stem and head included (``QuantConv2d`` /
+  ``QuantLinear``); the logits stay float;
+- both operands of every residual add (``QuantResidualBlock`` / ``QuantResidual``);
+- MIT linear attention, per scale branch: q, k, v, KᵀV, Kᵀ1, numerator, denominator; the
+  attention output is the projection conv's input (kind ``attn.out``);
+- MSRA softmax attention, per head: q, k, v and the softmax output; output as above.
+
+Not quantized (float between a DequantizeLinear and the next QuantizeLinear in deployment):
+activation functions, LayerNorm, the global average pool, the MSRA squeeze-excite gating
+product and attention-bias add, the cascade's head-to-head add (its sum *is* quantized, as the
+next head's qkv input).
+
+A tensor read by several points in one block (the residual stream: the shortcut and the
+branch's first conv) gets one shared :class:`Quantizer`, registered at both paths.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+
+import torch.nn as nn
+
+from vitedge.errors import VitedgeError
+from vitedge.models.efficientvit_mit import (
+    ConvBlock,
+    ConvNormAct,
+    DSConv,
+    FusedMBConv,
+    LiteMLA,
+    MBConv,
+    ResidualBlock,
+)
+from vitedge.models.efficientvit_msra import CascadedGroupAttention, ConvMlp, LocalWindowAttention, Residual
+from vitedge.models.layers import fuse_bn
+from vitedge.quantization.config import QuantConfig
+from vitedge.quantization.qmodules import (
+    QuantCascadedGroupAttention,
+    QuantConv2d,
+    QuantLinear,
+    QuantLiteMLA,
+    QuantResidual,
+    QuantResidualBlock,
+)
+from vitedge.quantization.quantizer import Log2Quantizer, QuantSpec, Quantizer
+from vitedge.quantization.trio import find_sites
+
+__all__ = ["activation_spec", "is_quantized", "prepare", "quantizers", "set_quant_state", "weight_spec"]
+
+AnyQuantizer = Quantizer | Log2Quantizer
+
+# The conv that first reads a residual branch's input, by branch type. Its input quantizer is
+# shared with the shortcut. For LocalWindowAttention that conv reads head 0's channel chunk of
+# the zero-padded, window-partitioned input: a per-tensor quantizer commutes with the padding
+# (zero is on every grid), the partition and the split, so one quantizer still serves both.
+_ENTRY_CONV: tuple[tuple[type[nn.Module], str], ...] = (
+    (ConvNormAct, "conv"),
+    (DSConv, "depth_conv.conv"),
+    (MBConv, "inverted_conv.conv"),
+    (FusedMBConv, "spatial_conv.conv"),
+    (ConvBlock, "conv1.conv"),
+    (QuantLiteMLA, "qkv.conv"),
+    (LiteMLA, "qkv.conv"),
+    (ConvMlp, "pw1"),
+    (LocalWindowAttention, "attn.qkvs.0"),
+)
+
+
+def weight_spec(cfg: QuantConfig) -> QuantSpec:
+    """Weights: symmetric, narrow range (−127…127 at 8 bits), per output channel or tensor."""
+    return QuantSpec(cfg.w_bits, symmetric=True, narrow=True, per_channel=cfg.per_channel,
+                     observer=cfg.weight_observer)
+
+
+def activation_spec(cfg: QuantConfig) -> QuantSpec:
+    """Activations: per tensor, unsigned asymmetric (0…255) unless ``a_symmetric`` (−128…127)."""
+    return QuantSpec(cfg.a_bits, symmetric=cfg.a_symmetric, per_channel=False,
+                     observer=cfg.activation_observer)
+
+
+def is_quantized(model: nn.Module) -> bool:
+    """True if ``model`` already carries quantization points."""
+    return any(isinstance(m, (Quantizer, Log2Quantizer)) for m in model.modules())
+
+
+def prepare(model: nn.Module, cfg: QuantConfig) -> nn.Module:
+    """A BN-folded, fake-quantized copy of ``model`` with every point in place, uncalibrated
+    (all quantizers off). ``model`` is left untouched. :func:`~vitedge.quantization.calibrate`
+    sets the ranges; :func:`~vitedge.quantization.load_quantized` loads them instead."""
+    if is_quantized(model):
+        raise VitedgeError("this model is already quantized; quantize the float model it came from")
+    net = fuse_bn(copy.deepcopy(model))
+    migration, shifting = find_sites(net, cfg.transforms)
+    _Converter(cfg, migration, shifting).convert(net, "")
+    net.quant_config = cfg
+    return net
+
+
+class _Converter:
+    def __init__(self, cfg: QuantConfig, migration: set[str], shifting: set[str]) -> None:
+        self.cfg = cfg
+        self.w_spec = weight_spec(cfg)
+        self.a_spec = activation_spec(cfg)
+        self.obs = cfg.observer
+        self.migration = migration
+        self.shifting = shifting
+        trio = cfg.transforms
+        self.log2 = (trio.divisor_bits, trio.divisor_exp_min) if trio.log2_divisor else None
+
+    def convert(self, module: nn.Module, prefix: str) -> None:
+        for name, child in list(module.named_children()):
+            path = prefix + name
+            if isinstance(child, nn.Conv2d) and not isinstance(child, QuantConv2d):
+                setattr(module, name, QuantConv2d(child, self.w_spec, self.a_spec, self.obs,
+                                                  migration=path in self.migration,
+                                                  shift=path in self.shifting))
+                continue
+            if isinstance(child, nn.Linear) and not isinstance(child, QuantLinear):
+                setattr(module, name, QuantLinear(child, self.w_spec, self.a_spec, self.obs))
+                continue
+            new = self.twin(child)
+            if new is not child:
+                setattr(module, name, new)
+            self.convert(new, path + ".")
+            self.finish(new)
+
+    def twin(self, child: nn.Module) -> nn.Module:
+        cfg = self.cfg
+        if cfg.attention and isinstance(child, LiteMLA):
+            return QuantLiteMLA(child, self.a_spec, self.obs, self.log2)
+        if cfg.attention and isinstance(child, CascadedGroupAttention):
+            return QuantCascadedGroupAttention(child, self.a_spec, self.obs)
+        if cfg.residual and isinstance(child, ResidualBlock) and child.shortcut:
+            return QuantResidualBlock(child, self.a_spec, self.obs)
+        if cfg.residual and isinstance(child, Residual):
+            return QuantResidual(child, self.a_spec, self.obs)
+        return child
+
+    @staticmethod
+    def finish(module: nn.Module) -> None:
+        """Label attention outputs; share a residual's shortcut point with its entry conv."""
+        if isinstance(module, QuantLiteMLA):
+            module.proj.conv.input_quant.kind = "attn.out"
+        elif isinstance(module, QuantCascadedGroupAttention):
+            module.proj[-1].input_quant.kind = "attn.out"
+        elif isinstance(module, (QuantResidual, QuantResidualBlock)):
+            entry = _entry_conv(module.branch)
+            if entry is not None and entry.migration is None and entry.shift is None:
+                entry.input_quant = module.shortcut_quant
+
+
+def _entry_conv(branch: nn.Module) -> QuantConv2d | None:
+    if isinstance(branch, QuantConv2d):
+        return branch
+    for block, path in _ENTRY_CONV:
+        if isinstance(branch, block):
+            conv = branch.get_submodule(path)
+            return conv if isinstance(conv, QuantConv2d) else None
+    return None
+
+
+def quantizers(model: nn.Module, weights: bool | None = None) -> Iterator[tuple[str, AnyQuantizer]]:
+    """Every quantization point once (a shared one under its first path), in forward order
+    of registration. ``weights=True``/``False`` keeps only weight / only activation points."""
+    for name, module in model.named_modules():
+        if isinstance(module, (Quantizer, Log2Quantizer)):
+            is_weight = module.kind == "weight"
+            if weights is None or weights == is_weight:
+                yield name, module
+
+
+def aliases(model: nn.Module) -> dict[int, list[str]]:
+    """``id(quantizer)`` → every path it is registered at (more than one when shared)."""
+    paths: dict[int, list[str]] = {}
+    for name, module in model.named_modules(remove_duplicate=False):
+        if isinstance(module, (Quantizer, Log2Quantizer)):
+            paths.setdefault(id(module), []).append(name)
+    return paths
+
+
+def set_quant_state(model: nn.Module, *, fake_quant: bool | None = None, observing: bool | None = None,
+                    weights: bool | None = None) -> nn.Module:
+    """Switch fake quantization and/or observation of the points (``weights`` selects as in
+    :func:`quantizers`). ``fake_quant=False`` everywhere gives the float function of the
+    transformed model (migration and shifting stay: they are exact)."""
+    for _, q in quantizers(model, weights):
+        if fake_quant is not None:
+            q.fake_quant = fake_quant
+        if observing is not None:
+            q.observing = observing
+            q.track = q.track and observing
+    return model

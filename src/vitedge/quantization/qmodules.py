@@ -1,0 +1,294 @@
+"""Quantized twins of the layers that compute: each holds its float weights (same parameter names
+as the layer it replaces, so state-dict keys stay those of the float model) plus the
+:class:`~vitedge.quantization.quantizer.Quantizer` of every operand it consumes.
+
+- :class:`QuantConv2d` / :class:`QuantLinear`: ``input_quant`` and ``weight_quant`` (per output
+  channel), and on Trio-ViT sites a ``migration`` or ``shift`` transform before ``input_quant``.
+- :class:`QuantResidualBlock` (MIT) / :class:`QuantResidual` (MSRA): both add operands
+  quantized; the shortcut quantizer *is* the first conv's input quantizer where the branch starts
+  with one (one tensor, one scale — as a QDQ graph stores it).
+- :class:`QuantLiteMLA`: per scale branch, ``q``, ``k``, ``v``, ``KᵀV``, ``Kᵀ1``, the numerator
+  and the denominator (uniform or log2); the attention output is the projection's input point.
+- :class:`QuantCascadedGroupAttention`: per head, ``q``, ``k``, ``v`` and the softmax output
+  (the operands of both attention matmuls); the output is the projection's input point.
+
+Bias stays float here; an INT8 runtime stores it as int32 at scale ``s_in·s_w`` (an error below
+half a step of the output accumulator, which we do not simulate).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from vitedge.models.efficientvit_mit import LiteMLA, ResidualBlock
+from vitedge.models.efficientvit_msra import CascadedGroupAttention, Residual
+from vitedge.quantization.config import ObserverConfig
+from vitedge.quantization.quantizer import Log2Quantizer, QuantSpec, Quantizer
+from vitedge.quantization.trio import ChannelMigration, ChannelShift
+
+__all__ = [
+    "LinearAttentionPoints",
+    "QuantCascadedGroupAttention",
+    "QuantConv2d",
+    "QuantLinear",
+    "QuantLiteMLA",
+    "QuantResidual",
+    "QuantResidualBlock",
+    "SoftmaxAttentionPoints",
+]
+
+
+class QuantConv2d(nn.Conv2d):
+    """A conv computing on quantized input and weight: ``conv(Q_a(T(x)), Q_w(W)) + b`` where ``T``
+    is the site's Trio-ViT transform (migration ``x / s`` or shift ``x − z``, else identity).
+
+    Example::
+
+        qconv = QuantConv2d(conv, QuantSpec(8, symmetric=True, narrow=True, per_channel=True),
+                            QuantSpec(8), ObserverConfig())
+    """
+
+    def __init__(self, conv: nn.Conv2d, weight_spec: QuantSpec, input_spec: QuantSpec,
+                 observer_cfg: ObserverConfig, *, migration: bool = False, shift: bool = False) -> None:
+        super().__init__(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                         conv.dilation, conv.groups, bias=conv.bias is not None,
+                         padding_mode=conv.padding_mode, device=conv.weight.device, dtype=conv.weight.dtype)
+        with torch.no_grad():
+            self.weight.copy_(conv.weight)
+            if conv.bias is not None:
+                self.bias.copy_(conv.bias)
+        if migration and conv.groups != conv.in_channels:
+            raise ValueError("channel migration needs a depthwise conv")  # invariant of trio.SITES
+        self.migration = ChannelMigration(conv.in_channels) if migration else None
+        self.shift = ChannelShift(conv.in_channels) if shift else None
+        self.input_quant = Quantizer(input_spec, "input", observer_cfg=observer_cfg)
+        self.weight_quant = Quantizer(weight_spec, "weight", conv.out_channels, observer_cfg)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.migration is not None:
+            x = self.migration(x)
+        if self.shift is not None:
+            x = self.shift(x)
+        weight = self.weight_quant(self.weight)
+        y = self._conv_forward(self.input_quant(x), weight, self.bias)
+        if self.shift is not None:
+            y = y + self.shift.compensation(self, weight, x)
+        return y
+
+    @torch.no_grad()
+    def migrate(self, factor: torch.Tensor) -> None:
+        """Divide the input by ``factor`` from now on and fold it into the filters (exact: each
+        depthwise output channel reads one input channel)."""
+        assert self.migration is not None
+        per_out = factor.repeat_interleave(self.out_channels // self.in_channels)
+        self.weight.mul_(per_out.view(-1, 1, 1, 1).to(self.weight))
+        self.migration.factor.copy_(factor)
+
+    @torch.no_grad()
+    def folded_bias(self) -> torch.Tensor | None:
+        """The bias an exporter writes for this conv: the float bias plus the shift compensation
+        computed with the quantized weight (1×1 shift sites only; see ChannelShift)."""
+        if self.shift is None:
+            return self.bias
+        if self.kernel_size != (1, 1) or self.padding != (0, 0):
+            raise ValueError("the shift compensation of a k×k or padded conv is a map, not a bias")
+        weight = self.weight_quant(self.weight)
+        comp = self.shift.compensation(self, weight, weight.new_zeros(1, 1, 1, 1)).reshape(-1)
+        return comp if self.bias is None else self.bias + comp
+
+
+class QuantLinear(nn.Linear):
+    """A linear layer computing on quantized input and weight (per output feature)."""
+
+    def __init__(self, linear: nn.Linear, weight_spec: QuantSpec, input_spec: QuantSpec,
+                 observer_cfg: ObserverConfig) -> None:
+        super().__init__(linear.in_features, linear.out_features, bias=linear.bias is not None,
+                         device=linear.weight.device, dtype=linear.weight.dtype)
+        with torch.no_grad():
+            self.weight.copy_(linear.weight)
+            if linear.bias is not None:
+                self.bias.copy_(linear.bias)
+        self.input_quant = Quantizer(input_spec, "input", observer_cfg=observer_cfg)
+        self.weight_quant = Quantizer(weight_spec, "weight", linear.out_features, observer_cfg)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(self.input_quant(x), self.weight_quant(self.weight), self.bias)
+
+
+# --------------------------------------------------------------------------------------------
+# residual adds
+
+
+class _QuantAdd(nn.Module):
+    """Both operands of a residual add quantized — the branch output (``branch_quant``) and the
+    shortcut (``shortcut_quant``) — so the add runs as an int8 Add in deployment. Registered
+    before the branch, so a shared shortcut point is reported under the residual's name."""
+
+    def __init__(self, spec: QuantSpec, observer_cfg: ObserverConfig) -> None:
+        super().__init__()
+        self.branch_quant = Quantizer(spec, "residual.branch", observer_cfg=observer_cfg)
+        self.shortcut_quant = Quantizer(spec, "residual.shortcut", observer_cfg=observer_cfg)
+
+    @property
+    def branch(self) -> nn.Module:
+        raise NotImplementedError
+
+
+class QuantResidual(_QuantAdd):
+    """MSRA ``x + m(x)`` with both operands quantized; keys stay under ``m.``."""
+
+    def __init__(self, block: Residual, spec: QuantSpec, observer_cfg: ObserverConfig) -> None:
+        super().__init__(spec, observer_cfg)
+        self.m = block.m
+
+    @property
+    def branch(self) -> nn.Module:
+        return self.m
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.shortcut_quant(x) + self.branch_quant(self.m(x))
+
+
+class QuantResidualBlock(_QuantAdd):
+    """MIT ``main(x) + x`` (a block with a shortcut) with both operands quantized; keys stay
+    under ``main.``."""
+
+    def __init__(self, block: ResidualBlock, spec: QuantSpec, observer_cfg: ObserverConfig) -> None:
+        assert block.shortcut, "blocks without a shortcut have no add to quantize"
+        super().__init__(spec, observer_cfg)
+        self.main = block.main
+
+    @property
+    def branch(self) -> nn.Module:
+        return self.main
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.branch_quant(self.main(x)) + self.shortcut_quant(x)
+
+
+# --------------------------------------------------------------------------------------------
+# attention
+
+
+def _autocast_off(device_type: str) -> contextlib.AbstractContextManager:
+    if device_type == "meta":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device_type, enabled=False)
+
+
+class LinearAttentionPoints(nn.Module):
+    """The operands of one branch of ReLU linear attention,
+    ``out_i = (q_i · Σ_j k_j v_jᵀ) / (q_i · Σ_j k_j)``: ``q``, ``k``, ``v``, ``kv`` (KᵀV),
+    ``ksum`` (Kᵀ1), ``num`` (numerator), ``den`` (denominator: a uniform :class:`Quantizer`, or
+    a :class:`Log2Quantizer` under Trio-ViT).
+
+    A uniform denominator never goes below one step: in float a zero denominator comes with a
+    zero numerator (q, k ≥ 0), but a small one rounds to 0 while its separately quantized
+    numerator need not, and ``num / (0 + eps)`` explodes. The log2 grid has no zero already.
+    """
+
+    def __init__(self, spec: QuantSpec, observer_cfg: ObserverConfig, divisor: Log2Quantizer | None) -> None:
+        super().__init__()
+        for name in ("q", "k", "v", "kv", "ksum", "num"):
+            setattr(self, name, Quantizer(spec, f"attn.{name}", observer_cfg=observer_cfg))
+        self.den = divisor if divisor is not None else Quantizer(spec, "attn.den", observer_cfg=observer_cfg)
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, eps: float) -> torch.Tensor:
+        q, k, v = self.q(q), self.k(k), self.v(v)
+        kv = self.kv(k.transpose(-1, -2) @ v)
+        ksum = self.ksum(k.sum(dim=-2).unsqueeze(-1))
+        num = self.num(q @ kv)
+        den = self.den(q @ ksum)
+        if isinstance(self.den, Quantizer) and self.den.fake_quant:
+            den = torch.maximum(den, self.den.scale)
+        return num / (den + eps)
+
+
+class QuantLiteMLA(nn.Module):
+    """LiteMLA with every linear-attention operand quantized, one set of points per scale
+    branch (the plain qkv branch, then each aggregated one). Same submodule names as
+    :class:`~vitedge.models.efficientvit_mit.LiteMLA` (``qkv``, ``aggreg``, ``proj``), plus
+    ``attn_quant`` (one :class:`LinearAttentionPoints` per branch)."""
+
+    def __init__(self, mla: LiteMLA, spec: QuantSpec, observer_cfg: ObserverConfig,
+                 log2_divisor: tuple[int, int | None] | None) -> None:
+        super().__init__()
+        self.dim = mla.dim
+        self.eps = mla.eps
+        self.qkv = mla.qkv
+        self.aggreg = mla.aggreg
+        self.proj = mla.proj
+        self.attn_quant = nn.ModuleList(
+            LinearAttentionPoints(spec, observer_cfg,
+                                  Log2Quantizer(*log2_divisor) if log2_divisor is not None else None)
+            for _ in range(1 + len(mla.aggreg))
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, _, H, W = x.shape
+        qkv = self.qkv(x)
+        branches = [qkv] + [aggreg(qkv) for aggreg in self.aggreg]
+        outs = []
+        for points, branch in zip(self.attn_quant, branches):
+            # (B, heads, HW, 3·dim), then each head's [q | k | v]
+            branch = branch.reshape(B, -1, 3 * self.dim, H * W).transpose(-1, -2)
+            q, k, v = branch.chunk(3, dim=-1)
+            dtype = v.dtype
+            with _autocast_off(v.device.type):  # FP32 attention, as in the float model
+                out = points(F.relu(q).float(), F.relu(k).float(), v.float(), self.eps)
+            outs.append(out.to(dtype))
+        out = torch.cat(outs, dim=1).transpose(-1, -2).reshape(B, -1, H, W)
+        return self.proj(out)
+
+
+class SoftmaxAttentionPoints(nn.Module):
+    """The operands of one head's two attention matmuls: ``q``, ``k`` (``softmax(qᵀk + b)``) and
+    ``v``, ``attn`` (the softmax output, ``v · attnᵀ``)."""
+
+    def __init__(self, spec: QuantSpec, observer_cfg: ObserverConfig) -> None:
+        super().__init__()
+        for name in ("q", "k", "v", "attn"):
+            setattr(self, name, Quantizer(spec, f"attn.{name}", observer_cfg=observer_cfg))
+
+
+class QuantCascadedGroupAttention(nn.Module):
+    """CascadedGroupAttention with both attention matmuls on quantized operands, one
+    :class:`SoftmaxAttentionPoints` per head in ``attn_quant``. Same parameter names as the float
+    module (``qkvs``, ``dws``, ``proj``, ``attention_biases``)."""
+
+    def __init__(self, cga: CascadedGroupAttention, spec: QuantSpec, observer_cfg: ObserverConfig) -> None:
+        super().__init__()
+        self.num_heads = cga.num_heads
+        self.key_dims = cga.key_dims
+        self.scale = cga.scale
+        self.val_dim = cga.val_dim
+        self.resolution = cga.resolution
+        self.qkvs = cga.qkvs
+        self.dws = cga.dws
+        self.proj = cga.proj
+        self.attention_biases = cga.attention_biases
+        self.register_buffer("attention_bias_idxs", cga.attention_bias_idxs, persistent=False)
+        self.attn_quant = nn.ModuleList(SoftmaxAttentionPoints(spec, observer_cfg)
+                                        for _ in range(cga.num_heads))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        res, vd = self.resolution, self.val_dim
+        attn_bias = self.attention_biases[:, self.attention_bias_idxs]
+        feats_in = x.split(vd, dim=1)
+        feats_out = []
+        feat = feats_in[0]
+        for i, (qkv, dw, kd, pts) in enumerate(zip(self.qkvs, self.dws, self.key_dims, self.attn_quant)):
+            if i > 0:
+                feat = feat + feats_in[i]
+            q, k, v = qkv(feat).split([kd, kd, vd], dim=1)
+            q = dw(q)
+            q, k, v = q.flatten(2), k.flatten(2), v.flatten(2)
+            q, k, v = pts.q(q * self.scale), pts.k(k), pts.v(v)
+            attn = pts.attn((q.transpose(-2, -1) @ k + attn_bias[i]).softmax(dim=-1))
+            feat = (v @ attn.transpose(-2, -1)).view(-1, vd, res, res)
+            feats_out.append(feat)
+        return self.proj(torch.cat(feats_out, dim=1))

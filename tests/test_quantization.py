@@ -1,0 +1,483 @@
+"""Quantization: the fake-quant op and observers, coverage of every point, error against bit
+width, exactness of the Trio-ViT transforms, the log2 divisor, checkpoints, QAT, bad input.
+
+Models are B0 and M0 at 64 px with weights drawn so the logits depend on the input (PyTorch's
+default init makes these deep random nets nearly constant) and randomised BatchNorm statistics.
+Calibration batches include the evaluated images, so errors measure rounding, not clipping of
+unseen extremes. Property-based tests of the quantizers live in test_quantization_properties.py.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import warnings
+
+import pytest
+import torch
+import torch.nn as nn
+
+import vitedge
+from conftest import randomize_batchnorm
+from vitedge.errors import VitedgeError
+from vitedge.models.efficientvit_mit import LiteMLA, MBConv
+from vitedge.models.efficientvit_msra import CascadedGroupAttention
+from vitedge.quantization import (
+    Log2Quantizer,
+    ObserverConfig,
+    QuantConfig,
+    QuantSpec,
+    Quantizer,
+    TrioConfig,
+    calibration_batches,
+    count_kinds,
+    freeze,
+    load_quantized,
+    log2_round,
+    observe,
+    point_report,
+    prepare_qat,
+    quantize,
+    quantizers,
+    report_markdown,
+    save_quantized,
+    scale_parameters,
+    set_quant_state,
+)
+from vitedge.quantization.qmodules import QuantConv2d, QuantLinear, QuantLiteMLA, QuantResidual, QuantResidualBlock
+from vitedge.quantization.quantizer import lsq_fake_quantize, qparams_from_range
+
+RES = 64
+# name -> (build kwargs, weight gain that keeps activations O(1) and the logits input-dependent)
+MODELS = {"efficientvit_b0": ({}, 1.0), "efficientvit_m0": ({"img_size": RES}, 0.8)}
+# Trio with a cheaper MSE search: the tests check the machinery, not the last 0.1 % of range.
+FAST = ObserverConfig(mse_candidates=10, samples=4096)
+_CACHE: dict[str, nn.Module] = {}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Tiny convs gain nothing from a second thread on a shared 2-core machine.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@torch.no_grad()
+def _informative_init(model: nn.Module, gain: float, seed: int = 0) -> nn.Module:
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            m.weight.copy_(torch.randn(m.weight.shape, generator=g) * gain / math.sqrt(m.weight[0].numel()))
+            if m.bias is not None:
+                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
+    for name, p in model.named_parameters():
+        if name.endswith("attention_biases"):
+            p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+    return model
+
+
+def dense(name: str) -> nn.Module:
+    """A random 10-class float model in eval mode (cached: quantize never edits it)."""
+    if name not in _CACHE:
+        kwargs, gain = MODELS[name]
+        model = _informative_init(vitedge.create_model(name, num_classes=10, **kwargs), gain)
+        _CACHE[name] = randomize_batchnorm(model).eval()
+    return _CACHE[name]
+
+
+def images(n: int = 4, seed: int = 1) -> torch.Tensor:
+    return torch.randn(n, 3, RES, RES, generator=torch.Generator().manual_seed(seed))
+
+
+def calib() -> list[torch.Tensor]:
+    """Two calibration batches; the first holds the evaluated images."""
+    return [images(8, seed=1), images(8, seed=2)]
+
+
+@torch.no_grad()
+def rel_err(model: nn.Module, ref: nn.Module, x: torch.Tensor | None = None) -> float:
+    x = images() if x is None else x
+    y, r = model.eval()(x), ref.eval()(x)
+    return float((y - r).norm() / r.norm())
+
+
+def trio_config(**kw) -> QuantConfig:
+    return QuantConfig(method="trio", observer=FAST, **kw)
+
+
+# --------------------------------------------------------------------------------------------
+# the op
+
+
+def test_fake_quant_values_lie_on_the_grid_within_half_a_step():
+    x = torch.randn(4096, generator=torch.Generator().manual_seed(0)) * 3
+    for spec in (QuantSpec(8, symmetric=False), QuantSpec(8, symmetric=True), QuantSpec(4, symmetric=True, narrow=True)):
+        q = Quantizer(spec, "input")
+        q.calibrate_from(x[:2048])  # the rest may fall outside the calibrated range
+        q.fake_quant = True
+        y = q(x)
+        s, z = q.scale, q.zero_point.float()
+        codes = y / s + z
+        assert torch.allclose(codes, codes.round(), atol=1e-3), "dequantized values must be grid points"
+        assert codes.round().min() >= spec.qmin and codes.round().max() <= spec.qmax
+        lo, hi = q.representable()
+        inside = (x >= lo) & (x <= hi)
+        assert (y - x)[inside].abs().max() <= s / 2 + 1e-6, "rounding error above half a step"
+        assert torch.equal(y[x > hi], torch.full_like(y[x > hi], float(hi))), "saturates at the top"
+
+
+def test_symmetric_range_is_exact_and_asymmetric_keeps_zero():
+    w = torch.tensor([[-0.5, 0.25, 0.1], [2.0, -1.0, 0.0]])
+    spec = QuantSpec(8, symmetric=True, narrow=True, per_channel=True)
+    q = Quantizer(spec, "weight", channels=2)
+    q.calibrate_from(w)
+    q.fake_quant = True
+    assert torch.allclose(q.scale, torch.tensor([0.5, 2.0]) / 127)
+    assert torch.equal(q.zero_point, torch.zeros(2, dtype=torch.int32))
+    y = q(w)
+    assert y[0, 0] == -0.5 and y[1, 0] == 2.0, "the extreme of each channel is exact (±127 steps)"
+    assert (spec.qmin, spec.qmax) == (-127, 127)
+    scale, zp = qparams_from_range(torch.tensor([0.3]), torch.tensor([2.0]), QuantSpec(8))
+    assert zp.item() == 0 and math.isclose(scale.item(), 2.0 / 255, rel_tol=1e-6), "range widened to contain 0"
+    scale, zp = qparams_from_range(torch.tensor([-1.0]), torch.tensor([3.0]), QuantSpec(8))
+    assert zp.item() == round(255 / 4)
+    zero = torch.fake_quantize_per_tensor_affine(torch.zeros(1), scale.reshape(()), zp.reshape(()), 0, 255)
+    assert zero.item() == 0.0, "zero is exactly representable (zero padding stays exact)"
+
+
+def test_straight_through_gradient_passes_inside_and_stops_outside():
+    x = torch.tensor([-3.0, -0.4, 0.0, 0.3, 0.9, 5.0], requires_grad=True)
+    scale, zp = torch.tensor(0.01), torch.tensor(100, dtype=torch.int32)  # grid [-1.0, 1.55]
+    torch.fake_quantize_per_tensor_affine(x, scale, zp, 0, 255).sum().backward()
+    assert x.grad.tolist() == [0.0, 1.0, 1.0, 1.0, 1.0, 0.0]
+    x.grad = None
+    s = torch.tensor(0.01, requires_grad=True)
+    y = lsq_fake_quantize(x, s, zp, 0, 255)
+    assert torch.equal(y, torch.fake_quantize_per_tensor_affine(x.detach(), scale, zp, 0, 255))
+    y.sum().backward()
+    assert x.grad.tolist() == [0.0, 1.0, 1.0, 1.0, 1.0, 0.0]
+    # LSQ: d x̂/d s = round(v) − v inside, qmin − z / qmax − z outside, times 1/sqrt(n·qmax)
+    v = x.detach() / 0.01
+    inside = torch.round(v) - v
+    expected = torch.where(x.detach() < -1.0, torch.tensor(-100.0),
+                           torch.where(x.detach() > 1.55, torch.tensor(155.0), inside)).sum()
+    assert math.isclose(s.grad.item(), expected.item() / math.sqrt(6 * 255), rel_tol=1e-4)
+
+
+def test_observers_choose_their_ranges():
+    x = torch.cat([torch.randn(20000, generator=torch.Generator().manual_seed(0)), torch.tensor([40.0])])
+    spec = QuantSpec(8)
+    ranges = {}
+    for name in ("minmax", "percentile", "mse"):
+        q = Quantizer(dataclasses.replace(spec, observer=name), "input", observer_cfg=ObserverConfig(percentile=99.9))
+        q.calibrate_from(x)
+        ranges[name] = float(q.representable()[1])
+    assert math.isclose(ranges["minmax"], 40.0, rel_tol=1e-2)
+    assert ranges["percentile"] < 5.0 and ranges["mse"] < 40.0, "the outlier is clipped"
+    ema = Quantizer(dataclasses.replace(spec, observer="ema"), "input", observer_cfg=ObserverConfig(ema_momentum=0.5))
+    ema.observing = True
+    ema(torch.tensor([0.0, 1.0]))
+    ema(torch.tensor([0.0, 3.0]))
+    ema.observing = False
+    ema.update_qparams()
+    assert float(ema.observed_max) == 2.0, "EMA: 0.5·1 + 0.5·3"
+
+
+def test_log2_divisor_rounds_in_the_log_domain_and_clamps_the_exponent():
+    d = torch.tensor([2.0 ** -6, 0.25, 1.0, 8.0, 512.0])
+    assert torch.equal(log2_round(d), torch.tensor([-6.0, -2.0, 0.0, 3.0, 9.0])), "powers of two are exact"
+    # the rounding point is 2^(y+1/2): just below stays, just above goes up
+    assert log2_round(torch.tensor([4 * 2 ** 0.5 * 0.999])).item() == 2.0
+    assert log2_round(torch.tensor([4 * 2 ** 0.5 * 1.001])).item() == 3.0
+    q = Log2Quantizer(bits=4, exp_min=-6)
+    q.fake_quant = True
+    assert q.exp_max == 9, "a 4-bit exponent: 16 values, -6 … 9"
+    out = q(torch.tensor([0.0, 1e-4, 2.0 ** -6, 3.0, 1000.0, 2.0 ** 9, 1e6]))
+    assert out.tolist() == [2.0 ** -6, 2.0 ** -6, 2.0 ** -6, 4.0, 512.0, 512.0, 512.0]
+    x = torch.tensor([3.0], requires_grad=True)
+    q(x).sum().backward()
+    assert x.grad.item() == 1.0, "straight-through"
+    window = Log2Quantizer(bits=4, exp_min=None)
+    window.observing = True
+    window(torch.tensor([0.01, 40.0]))  # log2(40) = 5.32 → top exponent 5
+    window.update_qparams()
+    assert (int(window.exp_min), window.exp_max) == (-10, 5)
+
+
+def test_uniform_attention_denominator_never_rounds_to_zero():
+    from vitedge.quantization.qmodules import LinearAttentionPoints
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.rand(1, 2, 16, 4, generator=g) for _ in range(3))
+    q[0, 0, 0] = torch.tensor([1e-4, 0.0, 0.0, 0.0])  # a token whose denominator is ~1e-4
+    points = LinearAttentionPoints(QuantSpec(8), ObserverConfig(), divisor=None)
+    set_quant_state(points, observing=True)
+    points(q, k, v, 1e-15)
+    set_quant_state(points, observing=False)
+    for _, p in quantizers(points):
+        p.update_qparams()
+    points.den.fake_quant = True  # the denominator alone: its numerator stays non-zero
+    out = points(q, k, v, 1e-15)
+    assert torch.isfinite(out).all() and out.abs().max() < 10, "a zero denominator would blow up"
+
+
+# --------------------------------------------------------------------------------------------
+# whole models
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_error_shrinks_with_bits_and_16_bit_is_near_exact(name):
+    model = dense(name)
+    errs = {bits: rel_err(quantize(model, calib(), "minmax", bits, bits), model) for bits in (16, 8, 6, 4)}
+    assert errs[16] < 2e-3, errs
+    assert errs[8] < 0.15, errs
+    assert errs[16] < errs[8] < errs[6] < errs[4], errs
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_every_conv_and_linear_is_quantized_and_reported(name):
+    model = dense(name)
+    qmodel = quantize(model, calib(), config=trio_config())
+    assert not any(type(m) in (nn.Conv2d, nn.Linear) for m in qmodel.modules()), "a float conv/linear is left"
+    layers = [m for m in qmodel.modules() if isinstance(m, (QuantConv2d, QuantLinear))]
+    n_layers = sum(isinstance(m, (nn.Conv2d, nn.Linear)) for m in model.modules())
+    assert len(layers) == n_layers
+    for m in layers:
+        assert m.input_quant.fake_quant and m.weight_quant.fake_quant
+        assert m.weight_quant.scale.numel() == m.weight.shape[0], "per output channel"
+    rows = point_report(qmodel)
+    points = [r for r in rows if not r.kind.startswith("trio.")]
+    assert all(r.enabled for r in points)
+    uniform = [r for r in points if r.kind != "attn.divisor"]
+    assert all(math.isfinite(r.scale[0]) and r.scale[0] > 0 and math.isfinite(r.scale[1]) for r in uniform)
+    kinds = count_kinds(rows)
+    assert kinds["weight"] == n_layers
+    if name == "efficientvit_b0":
+        mlas = [m for m in model.modules() if isinstance(m, LiteMLA)]
+        branches = sum(1 + len(m.aggreg) for m in mlas)
+        for op in ("q", "k", "v", "kv", "ksum", "num"):
+            assert kinds[f"attn.{op}"] == branches
+        assert kinds["attn.divisor"] == branches, "log2 divisor on every branch under trio"
+        assert kinds["attn.out"] == len(mlas)
+        assert kinds["trio.migration"] == kinds["trio.shift"] == sum(isinstance(m, MBConv) for m in model.modules())
+    else:
+        heads = sum(m.num_heads for m in model.modules() if isinstance(m, CascadedGroupAttention))
+        for op in ("q", "k", "v", "attn"):
+            assert kinds[f"attn.{op}"] == heads
+    residuals = [m for m in qmodel.modules() if isinstance(m, (QuantResidual, QuantResidualBlock))]
+    assert kinds["residual.branch"] == len(residuals) > 0
+    shared = sum(bool(r.also) for r in points)
+    assert shared > 0, "the residual stream is one point, shared with the branch's first conv"
+    table = report_markdown(rows)
+    assert all(f"`{r.name}" in table for r in rows)
+
+
+def test_attention_and_residual_switches_leave_those_in_float():
+    qmodel = quantize(dense("efficientvit_b0"), calib(),
+                      config=QuantConfig(method="minmax", attention=False, residual=False))
+    kinds = count_kinds(point_report(qmodel))
+    assert not any(k.startswith(("attn.", "residual.")) for k in kinds), kinds
+    assert not any(isinstance(m, QuantLiteMLA) for m in qmodel.modules())
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_trio_transforms_are_exact_before_rounding(name):
+    model = dense(name)
+    cfg = QuantConfig(method="minmax", trio=TrioConfig(log2_divisor=False))
+    qmodel = quantize(model, calib(), config=cfg)
+    assert any(isinstance(m, QuantConv2d) and m.migration is not None for m in qmodel.modules())
+    set_quant_state(qmodel, fake_quant=False)
+    assert rel_err(qmodel, model) < 1e-5, "migration and shifting must not change the float function"
+    # with weights quantized, the shift compensation uses the quantized weight: still exact
+    plain = quantize(model, calib(), config=dataclasses.replace(cfg, trio=TrioConfig(False, False, False)))
+    for m in (qmodel, plain):
+        set_quant_state(m, fake_quant=False)
+        set_quant_state(m, fake_quant=True, weights=True)
+    assert rel_err(qmodel, plain) < 1e-5
+
+
+def test_migration_cuts_the_error_of_per_channel_outliers(tmp_path):
+    from vitedge.quantization.plots import plot_channel_ranges
+
+    model = vitedge.fuse_bn(copy.deepcopy(dense("efficientvit_b0")))
+    with torch.no_grad():  # every 7th channel of each depthwise input 30× larger
+        for block in model.modules():
+            if isinstance(block, MBConv):
+                expand, dw = block.inverted_conv.conv, block.depth_conv.conv
+                k = torch.arange(0, expand.out_channels, 7)
+                expand.weight[k] *= 30
+                expand.bias[k] *= 30
+                dw.weight[k] /= 30
+    base = QuantConfig(method="minmax")
+    err_base = rel_err(quantize(model, calib(), config=base), model)
+    migrated = quantize(model, calib(), config=dataclasses.replace(
+        base, trio=TrioConfig(migration=True, shifting=False, log2_divisor=False)))
+    err_mig = rel_err(migrated, model)
+    assert err_mig < 0.6 * err_base, (err_mig, err_base)
+    summary = plot_channel_ranges(migrated, images(), tmp_path / "ranges.png", max_layers=2)
+    assert (tmp_path / "ranges.png").stat().st_size > 10_000
+    assert all(s.transform == "migration" and s.levels_after > 10 * s.levels_before for s in summary), summary
+
+
+def test_quantize_leaves_the_float_model_untouched():
+    model = dense("efficientvit_m0")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    quantize(model, calib(), "minmax")
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert any(type(m).__name__ == "BatchNorm2d" for m in model.modules())
+
+
+# --------------------------------------------------------------------------------------------
+# artifacts
+
+
+@pytest.mark.parametrize("name,cfg", [("efficientvit_b0", trio_config()),
+                                      ("efficientvit_m0", QuantConfig(method="percentile", w_bits=6))])
+def test_saved_quantized_model_reloads_to_identical_logits(name, cfg, tmp_path):
+    qmodel = quantize(dense(name), calib(), config=cfg)
+    path = save_quantized(qmodel, tmp_path / "q.safetensors", extra={"classes": list("abcdefghij")})
+    loaded = load_quantized(path)
+    assert loaded.quant_config == cfg
+    x = images()
+    with torch.no_grad():
+        assert torch.equal(loaded(x), qmodel(x))
+    assert point_report(loaded) == point_report(qmodel)
+    with pytest.raises(VitedgeError, match="float model"):
+        load_quantized(vitedge.save(dense(name), tmp_path / "float.safetensors"))
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_pruned_model_quantizes_and_reloads(name, tmp_path):
+    pruned = vitedge.prune(dense(name), 0.4)
+    qmodel = quantize(pruned, calib(), config=trio_config())
+    loaded = load_quantized(save_quantized(qmodel, tmp_path / "pq.safetensors"))
+    with torch.no_grad():
+        assert torch.equal(loaded(images()), qmodel(images()))
+    assert rel_err(qmodel, pruned) < 0.5
+
+
+def test_fake_quant_model_exports_to_onnx_as_qdq_pairs(tmp_path):
+    """What is simulated is what a QDQ runtime runs: every point exports as QuantizeLinear /
+    DequantizeLinear, and ONNX Runtime without graph rewrites reproduces M0 (ReLU only) to float
+    precision. B0 agrees less tightly: Hardswish differs from PyTorch's by an ulp, which flips
+    the odd rounding in the coarse attention points of a random model."""
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    x = images()
+    for name, tol in (("efficientvit_m0", 1e-4), ("efficientvit_b0", 0.25)):
+        qmodel = quantize(dense(name), calib(), config=trio_config())
+        path = str(tmp_path / f"{name}.onnx")
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer notes on int() of buffers: constants by design
+            torch.onnx.export(qmodel, (x,), path, dynamo=False, opset_version=17,
+                              input_names=["input"], output_names=["logits"])
+        ops = [n.op_type for n in onnx.load(path).graph.node]
+        assert ops.count("QuantizeLinear") >= len(list(quantizers(qmodel))) - count_kinds(
+            point_report(qmodel)).get("attn.divisor", 0)
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        y = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"]).run(None, {"input": x.numpy()})[0]
+        with torch.no_grad():
+            ref = qmodel(x)
+        assert float((torch.from_numpy(y) - ref).norm() / ref.norm()) < tol, name
+
+
+# --------------------------------------------------------------------------------------------
+# QAT
+
+
+def test_qat_learns_scales_that_reduce_the_loss(tmp_path):
+    model = dense("efficientvit_b0")
+    qmodel = prepare_qat(quantize(model, calib(), "minmax", 4, 4))
+    x = images(8)
+    with torch.no_grad():
+        target = model(x)
+    points = [q for _, q in quantizers(qmodel) if isinstance(q, Quantizer)]
+    before = [q.scale.clone() for q in points]
+    opt = torch.optim.Adam(scale_parameters(qmodel), lr=0.02)  # log step sizes: 2 % per step
+    losses = []
+    for _ in range(8):
+        loss = nn.functional.mse_loss(qmodel(x), target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.8 * losses[0], losses
+    qmodel.state_dict()  # syncs each scale with its learned log
+    assert sum(not torch.equal(b, q.scale) for b, q in zip(before, points)) > len(points) // 2, "scales move"
+    assert all((q.scale > 0).all() for q in points)
+    weight_grad = qmodel.stem.in_conv.conv.weight.grad
+    assert weight_grad is not None and weight_grad.abs().sum() > 0, "weights train through the STE too"
+    # a checkpoint written mid-QAT (as the trainer does every epoch) reloads to the same function
+    loaded = load_quantized(save_quantized(qmodel, tmp_path / "qat.safetensors"))
+    with torch.no_grad():
+        assert torch.equal(loaded(x), qmodel.eval()(x))
+    freeze(qmodel)
+    assert scale_parameters(qmodel) == [] and not any(k.endswith("log_scale") for k in qmodel.state_dict())
+    with torch.no_grad():
+        assert torch.equal(loaded(x), qmodel(x)), "freezing keeps the learned scales"
+
+
+def test_qat_with_tracked_ranges_follows_the_data():
+    qmodel = prepare_qat(quantize(dense("efficientvit_b0"), calib(), "minmax"), learn_scales=False)
+    stem = qmodel.stem.in_conv.conv.input_quant
+    scale = stem.scale.detach().clone()
+    qmodel(images(2) * 10)  # a much wider input range
+    assert stem.scale > scale, "the EMA range widens"
+    freeze(qmodel)
+    frozen = stem.scale.detach().clone()
+    qmodel(images(2) * 100)
+    assert torch.equal(stem.scale.detach(), frozen)
+    observe(qmodel)  # the toggle alone: activations follow the data again
+    qmodel(images(2) * 100)
+    assert stem.scale > frozen
+    observe(qmodel, enabled=False)
+    assert not any(q.observing for _, q in quantizers(qmodel))
+
+
+# --------------------------------------------------------------------------------------------
+# inputs
+
+
+def test_calibration_data_in_every_accepted_form():
+    x = images(8)
+    assert [b.shape[0] for b in calibration_batches(x)] == [8]
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, torch.zeros(8)), batch_size=3)
+    assert [b.shape[0] for b in calibration_batches(loader)] == [3, 3, 2]
+    singles = [(img, 0) for img in torch.randn(70, 3, 8, 8)]  # a dataset of (image, label)
+    assert [b.shape[0] for b in calibration_batches(singles)] == [32, 32, 6]
+    assert len(calibration_batches(iter([x, x, x]), max_batches=2)) == 2
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(w_bits=1), "w_bits=1"),
+    (dict(a_bits=17), "a_bits=17"),
+    (dict(w_bits=8.0), "w_bits=8.0"),
+    (dict(a_bits=True), "a_bits=True"),
+    (dict(method="minmx"), "did you mean 'minmax'"),
+    (dict(method="kmeans"), "choose one of minmax, percentile, mse, trio"),
+])
+def test_bad_settings_fail_with_one_clear_line(kwargs, match):
+    with pytest.raises(VitedgeError, match=match) as err:
+        quantize(dense("efficientvit_b0"), calib(), **kwargs)
+    assert "\n" not in str(err.value)
+
+
+def test_bad_calibration_data_and_inputs_fail_clearly():
+    model = dense("efficientvit_b0")
+    for empty in ([], iter(()), torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.zeros(0, 3, 8, 8)))):
+        with pytest.raises(VitedgeError, match="calibration set is empty"):
+            quantize(model, empty)
+    with pytest.raises(VitedgeError, match="yielded a str"):
+        quantize(model, ["not an image"])
+    with pytest.raises(VitedgeError, match="already quantized"):
+        quantize(quantize(model, calib(), "minmax"), calib())
+    with pytest.raises(VitedgeError, match="divisor_bits"):
+        TrioConfig(divisor_bits=0)
+    with pytest.raises(VitedgeError, match="percentile"):
+        ObserverConfig(percentile=20)
+    with pytest.raises(VitedgeError, match="did you mean 'mse'"):
+        ObserverConfig(activation="mes")

@@ -1,0 +1,265 @@
+"""Pruning study: accuracy, size and real-runtime latency of a model pruned at several ratios.
+
+For each ratio (criterion ``--criterion``) and each extra criterion at ``--compare-ratio``: prune
+the checkpoint, evaluate top-1 right after pruning, fine-tune ``--finetune-epochs`` (distilled
+from the unpruned model with ``--distill``), evaluate again; then params, MACs, PyTorch eager
+latency and ONNX Runtime FP32 latency, every model in one process with runs alternated, so all
+models see the same machine load. Ratio 0 goes through the same fine-tuning: it is the
+equal-budget reference the accuracy drops are measured against.
+
+Writes ``results.json`` and ``results.md`` (tables, acceptance checks, the command) to ``--out``,
+plus each pruned model (``<criterion>_p<ratio>/model.safetensors``).
+
+Examples::
+
+    # the study (issue 4): B0 trained on CIFAR-10
+    python benchmarks/prune_study.py runs/b0_cifar10/model.safetensors --data cifar10 \
+        --data-dir data/cifar10 --finetune-epochs 10 --distill --out runs/prune_study_b0
+    # cost only (random weights, no data): params, MACs and latency per ratio
+    python benchmarks/prune_study.py --model efficientvit_b0 --out runs/prune_cost_b0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+import vitedge
+from vitedge.pruning import PruneConfig
+from vitedge.pruning.recipe import DENSE_TEACHER, prune_checkpoint
+
+ACCEPT = {"macs_40": 0.6, "ort_40": 0.75, "drop_20": 1.0, "drop_40": 2.5}
+
+
+@dataclass(frozen=True)
+class Run:
+    """One pruned model of the study."""
+
+    criterion: str
+    ratio: float
+
+    @property
+    def name(self) -> str:
+        return f"{self.criterion}_p{round(self.ratio * 100)}"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("checkpoint", nargs="?", help="vitedge checkpoint of the trained dense model")
+    p.add_argument("--model", help="cost-only study of a randomly initialised model (no checkpoint)")
+    p.add_argument("--num-classes", type=int, default=10, help="classes of the --model (cost only)")
+    p.add_argument("--data", help="dataset name or folder (omit for a cost-only study)")
+    p.add_argument("--data-dir", help="where the registered dataset lives")
+    p.add_argument("--ratios", type=float, nargs="+", default=[0.0, 0.2, 0.4, 0.6])
+    p.add_argument("--criterion", default="l2")
+    p.add_argument("--compare", nargs="*", default=["taylor", "random"],
+                   help="criteria compared with --criterion at --compare-ratio")
+    p.add_argument("--compare-ratio", type=float, default=0.4)
+    p.add_argument("--scope", default="layer", choices=["layer", "global"])
+    p.add_argument("--round-to", type=int, default=8)
+    p.add_argument("--finetune-epochs", type=int, default=0)
+    p.add_argument("--distill", action="store_true", help="distil from the unpruned model")
+    p.add_argument("--lr", type=float, default=5e-4, help="fine-tuning peak learning rate")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2, help="CPU threads for both runtimes")
+    p.add_argument("--runs", type=int, default=50, help="timed runs per model (median reported)")
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, required=True)
+    args = p.parse_args(argv)
+    if (args.checkpoint is None) == (args.model is None):
+        p.error("give a CHECKPOINT or --model NAME (cost only), not both")
+    if args.data is None and args.finetune_epochs:
+        p.error("--finetune-epochs needs --data")
+    return args
+
+
+def train_config(args: argparse.Namespace, out: Path) -> Any:
+    from vitedge.train import DataConfig, DistillConfig, OptimConfig, TrainConfig
+
+    return TrainConfig(
+        epochs=max(1, args.finetune_epochs), seed=args.seed, out=str(out),
+        data=DataConfig(dataset=args.data, root=args.data_dir, batch_size=args.batch_size,
+                        workers=args.workers),
+        optim=OptimConfig(lr=args.lr, warmup_epochs=min(1.0, args.finetune_epochs / 10)),
+        distill=DistillConfig(teacher=DENSE_TEACHER if args.distill else None))
+
+
+def alternated_latency(runners: dict[str, Any], *, runs: int, warmup: int) -> dict[str, dict[str, float]]:
+    """Median / min ms of each zero-argument runner, runs alternated across runners so a load
+    spike on the (shared) machine hits every model instead of one."""
+    for run in runners.values():
+        for _ in range(warmup):
+            run()
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    for _ in range(runs):
+        for name, run in runners.items():
+            start = time.perf_counter()
+            run()
+            times[name].append((time.perf_counter() - start) * 1e3)
+    return {name: {"median_ms": statistics.median(t), "min_ms": min(t)} for name, t in times.items()}
+
+
+def torch_runners(models: dict[str, nn.Module], size: tuple[int, ...]) -> dict[str, Any]:
+    """PyTorch eager, batch 1, inference mode."""
+    x = torch.randn(1, *size)
+
+    def runner(model: nn.Module) -> Any:
+        model.eval()
+        return lambda: _no_grad_call(model, x)
+
+    return {name: runner(m) for name, m in models.items()}
+
+
+def _no_grad_call(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    with torch.inference_mode():
+        return model(x)
+
+
+def ort_runners(models: dict[str, nn.Module], size: tuple[int, ...], *, threads: int,
+                workdir: Path) -> dict[str, Any]:
+    """ONNX Runtime FP32 on the CPU, batch 1. The export is a plain ``torch.onnx.export``
+    (TorchScript path, opset 17) until the deployment issue provides its exporter."""
+    import onnxruntime as ort
+
+    x = torch.randn(1, *size)
+    feed = {"input": x.numpy()}
+    runners = {}
+    for name, model in models.items():
+        path = workdir / f"{name}.onnx"
+        torch.onnx.export(model.eval(), x, str(path), dynamo=False, opset_version=17,
+                          input_names=["input"], output_names=["logits"])
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        runners[name] = lambda sess=sess: sess.run(None, feed)
+    return runners
+
+
+def study(args: argparse.Namespace) -> dict[str, Any]:
+    args.out.mkdir(parents=True, exist_ok=True)
+    checkpoint = args.checkpoint
+    if checkpoint is None:  # cost only: a random model stands in for the trained one
+        model = vitedge.create_model(args.model, num_classes=args.num_classes)
+        checkpoint = vitedge.save(model, args.out / "dense_random.safetensors")
+    compare = [c for c in args.compare if c != args.criterion and (args.data or c != "taylor")]
+    runs = [Run(args.criterion, r) for r in args.ratios]
+    runs += [Run(c, args.compare_ratio) for c in compare]  # taylor needs data: skipped cost-only
+
+    rows: dict[str, dict[str, Any]] = {}
+    models: dict[str, nn.Module] = {"dense": vitedge.load(checkpoint)}
+    for run in runs:
+        out = args.out / run.name
+        config = PruneConfig(ratio=run.ratio, criterion=run.criterion, scope=args.scope,
+                             round_to=args.round_to, seed=args.seed)
+        train = train_config(args, out / "finetune") if args.data else None
+        result = prune_checkpoint(checkpoint, config, train=train,
+                                  finetune=args.finetune_epochs > 0, out=out)
+        rows[run.name] = {"criterion": run.criterion, "ratio": run.ratio, **result.metrics}
+        models[run.name] = result.model
+        print(f"{run.name}: {json.dumps({k: v for k, v in result.metrics.items() if k != 'config'})}",
+              flush=True)
+
+    size = tuple(models["dense"].data_config["input_size"])
+    previous = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    try:
+        eager = alternated_latency(torch_runners(models, size), runs=args.runs, warmup=args.warmup)
+    finally:
+        torch.set_num_threads(previous)
+    with tempfile.TemporaryDirectory() as tmp:
+        ort_ms = alternated_latency(ort_runners(models, size, threads=args.threads, workdir=Path(tmp)),
+                                    runs=args.runs, warmup=args.warmup)
+    dense_cost = vitedge.profile(models["dense"])
+    for name, row in rows.items():
+        row["torch_ms"], row["ort_ms"] = eager[name]["median_ms"], ort_ms[name]["median_ms"]
+        row["torch_x"] = eager[name]["median_ms"] / eager["dense"]["median_ms"]
+        row["ort_x"] = ort_ms[name]["median_ms"] / ort_ms["dense"]["median_ms"]
+        row["params_x"] = row["params_pruned"] / dense_cost["params"]
+        row["macs_x"] = row["macs_pruned"] / dense_cost["macs"]
+    return {
+        "command": " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]),
+        "checkpoint": str(checkpoint), "input_size": list(size), "threads": args.threads,
+        "runs": args.runs, "scope": args.scope, "round_to": args.round_to,
+        "finetune_epochs": args.finetune_epochs, "distill": args.distill,
+        "dense": {"params": dense_cost["params"], "macs": dense_cost["macs"],
+                  "torch_ms": eager["dense"]["median_ms"], "ort_ms": ort_ms["dense"]["median_ms"]},
+        "rows": rows, "acceptance": acceptance(rows, args),
+        "torch": torch.__version__, "timestamp": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+
+
+def acceptance(rows: dict[str, dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
+    """The issue's numeric acceptance checks that this study can evaluate (None: not measured)."""
+    main = {row["ratio"]: row for row in rows.values() if row["criterion"] == args.criterion}
+    checks: dict[str, Any] = {}
+    if 0.4 in main:
+        checks["macs_40_le_0.6x"] = main[0.4]["macs_x"] <= ACCEPT["macs_40"]
+        checks["ort_40_le_0.75x"] = main[0.4]["ort_x"] <= ACCEPT["ort_40"]
+    if 0.0 in main and "top1_finetuned" in main[0.0]:
+        ref = main[0.0]["top1_finetuned"]
+        for r, key in ((0.2, "drop_20"), (0.4, "drop_40")):
+            if r in main:
+                checks[f"{key}_le_{ACCEPT[key]}pt"] = ref - main[r]["top1_finetuned"] <= ACCEPT[key]
+    random_row = rows.get(Run("random", args.compare_ratio).name)
+    crit_row = main.get(args.compare_ratio)
+    if random_row and crit_row and "top1_pruned" in crit_row:
+        checks[f"{args.criterion}_beats_random_before_finetune"] = \
+            crit_row["top1_pruned"] > random_row["top1_pruned"]
+    return checks
+
+
+def markdown(report: dict[str, Any]) -> str:
+    d = report["dense"]
+    lines = [
+        f"Checkpoint `{report['checkpoint']}`, input {report['input_size']}, scope "
+        f"{report['scope']}, round_to {report['round_to']}, fine-tuning "
+        f"{report['finetune_epochs']} epochs{' with distillation' if report['distill'] else ''}. "
+        f"Latency: batch 1, {report['threads']} threads, median of {report['runs']} runs "
+        f"(runs alternated across models in one process, per runtime).",
+        "",
+        f"Dense: {d['params'] / 1e6:.3f} M params, {d['macs'] / 1e6:.1f} M MACs, PyTorch "
+        f"{d['torch_ms']:.2f} ms, ONNX Runtime {d['ort_ms']:.2f} ms.",
+        "",
+        "| criterion | ratio | params (M) | ×dense | MACs (M) | ×dense | top-1 pruned | top-1 fine-tuned "
+        "| PyTorch ms | ×dense | ORT ms | ×dense |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in report["rows"].values():
+        top1 = [f"{row[k]:.2f}" if k in row else "–" for k in ("top1_pruned", "top1_finetuned")]
+        lines.append(
+            f"| {row['criterion']} | {row['ratio']:.0%} | {row['params_pruned'] / 1e6:.3f} | "
+            f"{row['params_x']:.3f} | {row['macs_pruned'] / 1e6:.1f} | {row['macs_x']:.3f} | "
+            f"{top1[0]} | {top1[1]} | {row['torch_ms']:.2f} | {row['torch_x']:.3f} | "
+            f"{row['ort_ms']:.2f} | {row['ort_x']:.3f} |")
+    if report["acceptance"]:
+        lines += ["", "Acceptance: " + ", ".join(
+            f"{k} {'✅' if v else '❌'}" for k, v in report["acceptance"].items())]
+    lines += ["", "```", report["command"], "```", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    report = study(args)
+    (args.out / "results.json").write_text(json.dumps(report, indent=2, default=str))
+    text = markdown(report)
+    (args.out / "results.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

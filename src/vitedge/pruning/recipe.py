@@ -1,0 +1,171 @@
+"""Prune a trained checkpoint, fine-tune it (optionally distilled from the unpruned model),
+evaluate, save: the whole recipe behind ``vitedge prune CKPT --ratio 0.4 --finetune-epochs N
+--distill``, as one function the CLI and the pruning study both call.
+
+Files in ``out``:
+
+- ``model.safetensors`` — the pruned (and fine-tuned) model; ``extra`` holds the classes, the
+  preprocessing, the pruning config, per-group widths and the metrics;
+- ``prune.json`` — the same metrics and per-group summary as plain JSON;
+- ``finetune/`` — the training run (``metrics.json``, resumable state) when fine-tuning.
+
+Example::
+
+    result = prune_checkpoint("runs/b0/model.safetensors", PruneConfig(ratio=0.4),
+                              train=TrainConfig(epochs=10, data=DataConfig(dataset="cifar10",
+                                                root="data/cifar10"),
+                                                distill=DistillConfig(teacher="dense")),
+                              out="runs/b0_p40")
+    result.metrics["top1_finetuned"]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn as nn
+
+from vitedge.errors import VitedgeError
+from vitedge.pruning.pruner import PruneConfig, apply_plan, plan_pruning
+
+if TYPE_CHECKING:  # vitedge.train is imported only when data is used
+    from vitedge.train.config import TrainConfig
+
+__all__ = ["DENSE_TEACHER", "PruneResult", "prune_checkpoint"]
+
+PRUNED_FILE = "model.safetensors"
+REPORT_FILE = "prune.json"
+# DistillConfig.teacher value meaning "the checkpoint being pruned" (what --distill sets).
+DENSE_TEACHER = "dense"
+
+
+@dataclass
+class PruneResult:
+    """The pruned model (fine-tuned if asked, eval mode), its metrics and per-group widths."""
+
+    model: nn.Module
+    metrics: dict[str, Any]
+    groups: list[dict[str, Any]] = field(default_factory=list)
+    path: Path | None = None
+
+
+def prune_checkpoint(
+    checkpoint: str | os.PathLike,
+    config: PruneConfig,
+    *,
+    train: TrainConfig | None = None,
+    finetune: bool = True,
+    out: str | os.PathLike | None = None,
+    verbose: bool = True,
+) -> PruneResult:
+    """Prune ``checkpoint`` (a vitedge checkpoint) and, given ``train``, evaluate and fine-tune.
+
+    ``train`` is a :class:`vitedge.train.TrainConfig`: its ``data`` gives the dataset for
+    evaluation, Taylor scores and fine-tuning; its ``epochs``, ``optim`` and ``ema`` drive the
+    fine-tuning (skipped with ``finetune=False``); ``distill.teacher="dense"`` distils from the
+    unpruned checkpoint. Without ``train`` the model is only pruned (no data, no metrics).
+    Metrics (percent): ``top1_dense``, ``top1_pruned``, ``top1_finetuned``; plus ``params`` and
+    ``macs`` of the dense and pruned models at the model's input size.
+    """
+    from vitedge.bench.profile import profile
+    from vitedge.models.checkpoint import load, read_metadata, save
+
+    checkpoint = Path(checkpoint)
+    dense = load(checkpoint)
+    extra = read_metadata(checkpoint)["extra"]
+    data_config = {**dense.data_config, **extra.get("data_config", {})}
+    classes = extra.get("classes")
+    out_dir = Path(out) if out is not None else None
+    if out_dir is not None and (out_dir / PRUNED_FILE).exists():
+        raise VitedgeError(f"{out_dir / PRUNED_FILE} already exists; choose another --out or delete it")
+
+    metrics: dict[str, Any] = {"checkpoint": str(checkpoint), "config": asdict(config)}
+    data = _Data(train, classes, data_config) if train is not None else None
+    if data is not None:
+        metrics["top1_dense"] = data.top1(dense)
+
+    batches = data.example_batches(config) if data is not None and config.criterion == "taylor" else None
+    plan = plan_pruning(dense, config, example_batches=batches)
+    model = apply_plan(dense, plan)
+    if data is not None:
+        metrics["top1_pruned"] = data.top1(model)
+        if finetune:
+            model = data.finetune(model, dense, checkpoint, out_dir, verbose)
+            metrics["top1_finetuned"] = data.top1(model)
+    for name, net in (("dense", dense), ("pruned", model)):
+        cost = profile(net)
+        metrics[f"params_{name}"], metrics[f"macs_{name}"] = cost["params"], cost["macs"]
+
+    groups = plan.summary()
+    path = None
+    if out_dir is not None:
+        classes = data.classes if data is not None else classes
+        path = save(model, out_dir / PRUNED_FILE, extra={
+            "classes": classes, "data_config": _jsonable(data_config),
+            "pruning": {"source": str(checkpoint), "config": asdict(config), "groups": groups},
+            "metrics": {k: v for k, v in metrics.items() if k.startswith(("top1", "params", "macs"))}})
+        report = json.dumps({"metrics": metrics, "groups": groups}, indent=2)
+        (out_dir / REPORT_FILE).write_text(report)
+    return PruneResult(model.eval(), metrics, groups, path)
+
+
+class _Data:
+    """The dataset side of the recipe, built once from a TrainConfig."""
+
+    def __init__(self, train: TrainConfig, classes: list[str] | None, data_config: dict[str, Any]) -> None:
+        from vitedge.data import build_dataset, eval_transform
+
+        self.cfg = train
+        d = train.data
+        size = int(d.img_size or data_config["input_size"][-1])
+        self.transform = eval_transform(size, data_config)
+        self.data_config = data_config
+        self.train_set = build_dataset(d.dataset, d.root, "train", strict=d.strict, classes=classes)
+        self.classes = list(self.train_set.classes)
+        self.eval_set = build_dataset(d.dataset, d.root, "test", strict=d.strict, classes=self.classes,
+                                      transform=self.transform)
+
+    def top1(self, model: nn.Module) -> float:
+        from vitedge.train import evaluate
+
+        loader = torch.utils.data.DataLoader(self.eval_set, batch_size=2 * self.cfg.data.batch_size,
+                                             num_workers=self.cfg.data.workers)
+        return float(evaluate(model, loader, classes=self.classes)["top1"])
+
+    def example_batches(self, config: PruneConfig) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """``max_batches`` seeded random training batches, evaluation-transformed (no augmentation:
+        the scores should reflect the data, not the augmentation noise)."""
+        g = torch.Generator().manual_seed(config.seed)
+        bs = min(64, self.cfg.data.batch_size)
+        picked = torch.randperm(len(self.train_set), generator=g)[:bs * config.max_batches].tolist()
+        batches = []
+        for start in range(0, len(picked), bs):
+            items = [self.train_set[i] for i in picked[start:start + bs]]
+            images = torch.stack([self.transform(img) for img, _ in items])
+            batches.append((images, torch.tensor([label for _, label in items])))
+        return batches
+
+    def finetune(self, model: nn.Module, dense: nn.Module, checkpoint: Path, out: Path | None,
+                 verbose: bool) -> nn.Module:
+        from vitedge.train import fit
+        from vitedge.train.trainer import build_teacher
+
+        cfg = self.cfg.replace(model=str(checkpoint),
+                               out=str(out / "finetune") if out is not None else self.cfg.out)
+        teacher = None
+        if cfg.distill.teacher == DENSE_TEACHER:
+            teacher = dense
+        elif cfg.distill.teacher:
+            teacher = build_teacher(cfg.distill.teacher, len(self.classes))
+        result = fit(model, self.train_set, self.eval_set, cfg, data_config=self.data_config,
+                     teacher=teacher, verbose=verbose)
+        return result.model
+
+
+def _jsonable(config: dict[str, Any]) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()}

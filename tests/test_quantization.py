@@ -345,6 +345,8 @@ def test_saved_quantized_model_reloads_to_identical_logits(name, cfg, tmp_path):
     with torch.no_grad():
         assert torch.equal(loaded(x), qmodel(x))
     assert point_report(loaded) == point_report(qmodel)
+    with torch.no_grad():  # the generic loader recognises a quantized checkpoint too
+        assert torch.equal(vitedge.load(path)(x), qmodel(x))
     with pytest.raises(VitedgeError, match="float model"):
         load_quantized(vitedge.save(dense(name), tmp_path / "float.safetensors"))
 

@@ -87,6 +87,7 @@ def load(
     - a vitedge checkpoint rebuilds its own architecture (``model`` may be omitted);
     - a timm or official MIT/Microsoft checkpoint needs ``model`` (the registered name); the
       number of classes is read from the checkpoint unless ``num_classes`` is given;
+    - a quantized checkpoint (``vitedge.quantization.save_quantized``) comes back fake-quantized;
     - ``backbone_only=True`` keeps the new model's classifier and loads everything else, for
       fine-tuning a pretrained backbone on a dataset with other classes.
 
@@ -99,7 +100,12 @@ def load(
     if not path.is_file():
         raise VitedgeError(f"checkpoint {path} does not exist; check the path")
     if path.suffix == ".safetensors" and _safetensors_metadata(path).get("format") == FORMAT_NAME:
-        arch = read_metadata(path)["arch"]
+        meta = read_metadata(path)
+        if "quantization" in meta["extra"]:  # a fake-quantized model: its own loader rebuilds it
+            from vitedge.quantization.checkpoint import load_quantized
+
+            return load_quantized(path)
+        arch = meta["arch"]
         if model is not None and model != arch["name"]:
             raise VitedgeError(f"{path} holds a {arch['name']} model, not {model}; drop --model "
                                "or pass the right checkpoint")

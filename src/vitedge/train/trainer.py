@@ -139,7 +139,9 @@ def fit(model: nn.Module, train_set: torch.utils.data.Dataset, eval_set: torch.u
             eval_set, batch_size=2 * d.batch_size // info.world_size, num_workers=d.workers, pin_memory=pin,
             sampler=ShardSampler(len(eval_set), info.rank, info.world_size))
 
-        model = distributed.wrap(model, info)
+        # channels_last: oneDNN's convolutions (CPU) and cuDNN's run 1.4-1.6x faster on it for
+        # these models (measured on B0 at 64-96 px, batch 128); the weights' values are unchanged.
+        model = distributed.wrap(model.to(memory_format=torch.channels_last), info)
         optimizer = make_optimizer(model, cfg.optim)
         ema = ModelEMA(model, cfg.ema.decay) if cfg.ema.decay is not None else None
         if teacher is not None:
@@ -166,7 +168,8 @@ def fit(model: nn.Module, train_set: torch.utils.data.Dataset, eval_set: torch.u
                 for images, targets in loader:
                     lr = lr_at(step, total_steps, warmup_steps, cfg.optim)
                     set_lr(optimizer, lr)
-                    images = images.to(info.device, non_blocking=True)
+                    images = images.to(info.device, non_blocking=True,
+                                       memory_format=torch.channels_last)
                     targets = targets.to(info.device, non_blocking=True)
                     logits = model(images)
                     loss = _loss(logits, targets, images, teacher, cfg)

@@ -218,6 +218,8 @@ def fit(model: nn.Module, train_set: torch.utils.data.Dataset, eval_set: torch.u
         final = ema.module if ema is not None else unwrap(model)
         if not metrics.get("per_class") and history:  # resumed after the last epoch: nothing ran
             metrics = evaluate(final, eval_loader, classes=classes, dist_info=info)
+        # Back to the default layout: callers compare, export and time the model as they built it.
+        final = final.to(memory_format=torch.contiguous_format)
         return TrainResult(final.eval(), metrics, history, out)
     finally:
         if own_info:

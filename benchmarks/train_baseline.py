@@ -81,7 +81,7 @@ class Job:
 
 
 JOBS = (
-    Job("b0-cifar10", "efficientvit_b0", "cifar10", epochs=30, min_scale=0.35, target_top1=85.0,
+    Job("b0-cifar10", "efficientvit_b0", "cifar10", epochs=40, min_scale=0.35, target_top1=85.0,
         img_size=96),
     Job("b0-fashion-mnist", "efficientvit_b0", "fashion-mnist", epochs=10, min_scale=0.6,
         target_top1=92.0),

@@ -232,6 +232,93 @@ def eval_command(
         console.print(f"wrote {json_out}")
 
 
+@app.command("prune")
+def prune_command(
+    checkpoint: Annotated[Path, typer.Argument(help="vitedge checkpoint of the trained dense model")],
+    ratio: Annotated[float, typer.Option(help="share of prunable channels removed, in [0, 1)")] = 0.4,
+    criterion: Annotated[str, typer.Option(help="l2 (Frobenius), l1, taylor or random")] = "l2",
+    scope: Annotated[str, typer.Option(help="layer (uniform ratio) or global ranking")] = "layer",
+    round_to: Annotated[int, typer.Option(help="kept widths are multiples of this")] = 8,
+    finetune_epochs: Annotated[int, typer.Option(help="fine-tuning epochs after pruning (0: none)")] = 0,
+    distill: Annotated[bool, typer.Option(help="distil the fine-tuning from the unpruned model")] = False,
+    data: Annotated[str, typer.Option(help="fashion-mnist, cifar10 or a folder")] = _D.data.dataset,
+    data_dir: Annotated[Optional[Path], typer.Option(help="where the named dataset lives")] = None,
+    img_size: Annotated[Optional[int], typer.Option(help="input size (default: the checkpoint's)")] = None,
+    lr: Annotated[float, typer.Option(help="fine-tuning peak learning rate")] = 5e-4,
+    batch_size: Annotated[int, typer.Option(help="fine-tuning batch size")] = _D.data.batch_size,
+    alpha: Annotated[float, typer.Option(help="distillation weight of the KL term")] = _D.distill.alpha,
+    temperature: Annotated[float, typer.Option(help="distillation temperature")] = _D.distill.temperature,
+    workers: Annotated[int, typer.Option(help="data-loader worker processes")] = _D.data.workers,
+    seed: Annotated[int, typer.Option(help="seed of random scores and fine-tuning")] = _D.seed,
+    out: Annotated[Path, typer.Option(help="folder for the pruned model and its report")] = Path("runs/prune"),
+) -> None:
+    """Prune a checkpoint, evaluate it, optionally fine-tune (distilled), evaluate again, save."""
+    from vitedge.pruning import PruneConfig
+    from vitedge.pruning.recipe import DENSE_TEACHER, prune_checkpoint
+
+    if finetune_epochs < 0:
+        raise VitedgeError(f"--finetune-epochs must be >= 0 (got {finetune_epochs})")
+    config = PruneConfig(ratio=ratio, criterion=criterion, scope=scope, round_to=round_to, seed=seed)
+    train = _D.with_overrides({
+        "epochs": max(1, finetune_epochs), "seed": seed, "data.dataset": data,
+        "data.root": str(data_dir) if data_dir else None, "data.img_size": img_size,
+        "data.batch_size": batch_size, "data.workers": workers, "optim.lr": lr,
+        "distill.teacher": DENSE_TEACHER if distill else None, "distill.alpha": alpha,
+        "distill.temperature": temperature})
+    result = prune_checkpoint(checkpoint, config, train=train, finetune=finetune_epochs > 0, out=out)
+    _print_metrics(result.metrics, (("top1_dense", "top-1 dense"), ("top1_pruned", "top-1 pruned"),
+                                    ("top1_finetuned", "top-1 fine-tuned")))
+    m = result.metrics
+    console.print(f"params {m['params_dense'] / 1e6:.3f}M → {m['params_pruned'] / 1e6:.3f}M, MACs "
+                  f"{m['macs_dense'] / 1e6:.1f}M → {m['macs_pruned'] / 1e6:.1f}M  → {result.path}",
+                  highlight=False)
+
+
+@app.command("quantize")
+def quantize_command(
+    checkpoint: Annotated[Path, typer.Argument(help="vitedge checkpoint of the float model (dense or pruned)")],
+    method: Annotated[str, typer.Option(help="trio, minmax, percentile or mse")] = "trio",
+    calib: Annotated[int, typer.Option(help="calibration images from the training split")] = 1024,
+    w_bits: Annotated[int, typer.Option(help="weight bits (2-16)")] = 8,
+    a_bits: Annotated[int, typer.Option(help="activation bits (2-16)")] = 8,
+    per_channel: Annotated[bool, typer.Option(help="one weight scale per output channel")] = True,
+    qat_epochs: Annotated[int, typer.Option(help="QAT epochs after calibration (0: PTQ only)")] = 0,
+    qat_lr: Annotated[float, typer.Option(help="QAT peak learning rate")] = 1e-4,
+    data: Annotated[str, typer.Option(help="fashion-mnist, cifar10 or a folder")] = _D.data.dataset,
+    data_dir: Annotated[Optional[Path], typer.Option(help="where the named dataset lives")] = None,
+    batch_size: Annotated[int, typer.Option(help="evaluation / QAT batch size")] = _D.data.batch_size,
+    workers: Annotated[int, typer.Option(help="data-loader worker processes")] = _D.data.workers,
+    seed: Annotated[int, typer.Option(help="seed of the calibration subset and QAT")] = _D.seed,
+    out: Annotated[Path, typer.Option(help="folder for the quantized model and its report")] = Path("runs/quantize"),
+) -> None:
+    """Quantize a checkpoint (PTQ, optionally QAT distilled from the float model), evaluate, save."""
+    from vitedge.quantization import QuantConfig
+    from vitedge.quantization.recipe import quantize_checkpoint
+
+    if qat_epochs < 0:
+        raise VitedgeError(f"--qat-epochs must be >= 0 (got {qat_epochs})")
+    config = QuantConfig(method=method, w_bits=w_bits, a_bits=a_bits, per_channel=per_channel)
+    train = _D.with_overrides({
+        "epochs": max(1, qat_epochs), "seed": seed, "data.dataset": data,
+        "data.root": str(data_dir) if data_dir else None, "data.batch_size": batch_size,
+        "data.workers": workers, "optim.lr": qat_lr, "optim.warmup_epochs": 0.0})
+    result = quantize_checkpoint(checkpoint, config, data=train.data, calib=calib,
+                                 qat=train if qat_epochs > 0 else None, out=out, seed=seed)
+    _print_metrics(result.metrics, (("top1_fp32", "top-1 FP32"), ("top1_int8", f"top-1 W{w_bits}A{a_bits} PTQ"),
+                                    ("top1_qat", "top-1 after QAT")))
+    console.print(f"→ {result.path}", highlight=False)
+
+
+def _print_metrics(metrics: dict, rows: tuple[tuple[str, str], ...]) -> None:
+    table = Table(box=box.SIMPLE_HEAD)
+    table.add_column("metric")
+    table.add_column("%", justify="right")
+    for key, label in rows:
+        if key in metrics:
+            table.add_row(label, f"{metrics[key]:.2f}")
+    console.print(table)
+
+
 def resolve_model(spec: str, num_classes: int | None = None):
     """A model from a registered name or a checkpoint path (the CLI's MODEL argument)."""
     from vitedge.models import create_model, is_model

@@ -27,7 +27,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
 import torch.nn as nn
 
 from vitedge.errors import VitedgeError
@@ -35,6 +34,7 @@ from vitedge.pruning.pruner import PruneConfig, apply_plan, plan_pruning
 
 if TYPE_CHECKING:  # vitedge.train is imported only when data is used
     from vitedge.train.config import TrainConfig
+    from vitedge.train.task_data import TaskData
 
 __all__ = ["DENSE_TEACHER", "PruneResult", "prune_checkpoint"]
 
@@ -73,7 +73,8 @@ def prune_checkpoint(
     ``macs`` of the dense and pruned models at the model's input size.
     """
     from vitedge.bench.profile import profile
-    from vitedge.models.checkpoint import load, read_metadata, save
+    from vitedge.models.checkpoint import atomic_write, load, read_metadata, save
+    from vitedge.train.trainer import jsonable_config
 
     checkpoint = Path(checkpoint)
     dense = load(checkpoint)
@@ -85,17 +86,23 @@ def prune_checkpoint(
         raise VitedgeError(f"{out_dir / PRUNED_FILE} already exists; choose another --out or delete it")
 
     metrics: dict[str, Any] = {"checkpoint": str(checkpoint), "config": asdict(config)}
-    data = _Data(train, classes, data_config) if train is not None else None
-    if data is not None:
+    data = None
+    if train is not None:
+        from vitedge.train.task_data import TaskData
+
+        data = TaskData(train.data, data_config, classes)
         metrics["top1_dense"] = data.top1(dense)
 
-    batches = data.example_batches(config) if data is not None and config.criterion == "taylor" else None
+    batches = None
+    if data is not None and config.criterion == "taylor":
+        bs = min(64, train.data.batch_size)
+        batches = data.sample(bs * config.max_batches, seed=config.seed, batch_size=bs, labels=True)
     plan = plan_pruning(dense, config, example_batches=batches)
     model = apply_plan(dense, plan)
     if data is not None:
         metrics["top1_pruned"] = data.top1(model)
         if finetune:
-            model = data.finetune(model, dense, checkpoint, out_dir, verbose)
+            model = _finetune(data, train, model, dense, checkpoint, out_dir, verbose)
             metrics["top1_finetuned"] = data.top1(model)
     for name, net in (("dense", dense), ("pruned", model)):
         cost = profile(net)
@@ -106,66 +113,26 @@ def prune_checkpoint(
     if out_dir is not None:
         classes = data.classes if data is not None else classes
         path = save(model, out_dir / PRUNED_FILE, extra={
-            "classes": classes, "data_config": _jsonable(data_config),
+            "classes": classes, "data_config": jsonable_config(data_config),
             "pruning": {"source": str(checkpoint), "config": asdict(config), "groups": groups},
             "metrics": {k: v for k, v in metrics.items() if k.startswith(("top1", "params", "macs"))}})
         report = json.dumps({"metrics": metrics, "groups": groups}, indent=2)
-        (out_dir / REPORT_FILE).write_text(report)
+        atomic_write(out_dir / REPORT_FILE, lambda tmp: Path(tmp).write_text(report))
     return PruneResult(model.eval(), metrics, groups, path)
 
 
-class _Data:
-    """The dataset side of the recipe, built once from a TrainConfig."""
+def _finetune(data: TaskData, train: TrainConfig, model: nn.Module, dense: nn.Module, checkpoint: Path,
+              out: Path | None, verbose: bool) -> nn.Module:
+    from vitedge.train import fit
+    from vitedge.train.trainer import build_teacher
 
-    def __init__(self, train: TrainConfig, classes: list[str] | None, data_config: dict[str, Any]) -> None:
-        from vitedge.data import build_dataset, eval_transform
+    cfg = train.replace(model=str(checkpoint), out=str(out / "finetune") if out is not None else train.out)
+    teacher = None
+    if cfg.distill.teacher == DENSE_TEACHER:
+        teacher = dense
+    elif cfg.distill.teacher:
+        teacher = build_teacher(cfg.distill.teacher, len(data.classes))
+    result = fit(model, data.train_set, data.eval_set, cfg, data_config=data.data_config,
+                 teacher=teacher, verbose=verbose)
+    return result.model
 
-        self.cfg = train
-        d = train.data
-        size = int(d.img_size or data_config["input_size"][-1])
-        self.transform = eval_transform(size, data_config)
-        self.data_config = data_config
-        self.train_set = build_dataset(d.dataset, d.root, "train", strict=d.strict, classes=classes)
-        self.classes = list(self.train_set.classes)
-        self.eval_set = build_dataset(d.dataset, d.root, "test", strict=d.strict, classes=self.classes,
-                                      transform=self.transform)
-
-    def top1(self, model: nn.Module) -> float:
-        from vitedge.train import evaluate
-
-        loader = torch.utils.data.DataLoader(self.eval_set, batch_size=2 * self.cfg.data.batch_size,
-                                             num_workers=self.cfg.data.workers)
-        return float(evaluate(model, loader, classes=self.classes)["top1"])
-
-    def example_batches(self, config: PruneConfig) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """``max_batches`` seeded random training batches, evaluation-transformed (no augmentation:
-        the scores should reflect the data, not the augmentation noise)."""
-        g = torch.Generator().manual_seed(config.seed)
-        bs = min(64, self.cfg.data.batch_size)
-        picked = torch.randperm(len(self.train_set), generator=g)[:bs * config.max_batches].tolist()
-        batches = []
-        for start in range(0, len(picked), bs):
-            items = [self.train_set[i] for i in picked[start:start + bs]]
-            images = torch.stack([self.transform(img) for img, _ in items])
-            batches.append((images, torch.tensor([label for _, label in items])))
-        return batches
-
-    def finetune(self, model: nn.Module, dense: nn.Module, checkpoint: Path, out: Path | None,
-                 verbose: bool) -> nn.Module:
-        from vitedge.train import fit
-        from vitedge.train.trainer import build_teacher
-
-        cfg = self.cfg.replace(model=str(checkpoint),
-                               out=str(out / "finetune") if out is not None else self.cfg.out)
-        teacher = None
-        if cfg.distill.teacher == DENSE_TEACHER:
-            teacher = dense
-        elif cfg.distill.teacher:
-            teacher = build_teacher(cfg.distill.teacher, len(self.classes))
-        result = fit(model, self.train_set, self.eval_set, cfg, data_config=self.data_config,
-                     teacher=teacher, verbose=verbose)
-        return result.model
-
-
-def _jsonable(config: dict[str, Any]) -> dict[str, Any]:
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()}

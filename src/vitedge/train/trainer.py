@@ -306,8 +306,12 @@ def _write_outputs(out: Path, cfg: TrainConfig, model: nn.Module, optimizer: tor
 
     last = history[-1]
     if getattr(eval_model, "arch", None) is not None:
-        save(eval_model, out / MODEL_FILE, extra={
-            "classes": classes, "data_config": _jsonable(data_config), "epoch": last["epoch"],
+        # A QAT run trains a fake-quantized model: its file must carry the quantization record.
+        writer = save
+        if getattr(eval_model, "quant_config", None) is not None:
+            from vitedge.quantization.checkpoint import save_quantized as writer
+        writer(eval_model, out / MODEL_FILE, extra={
+            "classes": classes, "data_config": jsonable_config(data_config), "epoch": last["epoch"],
             "weights": "ema" if ema is not None else "raw",
             "metrics": {"top1": metrics["top1"], "top5": metrics["top5"]},
             "train_config": cfg.to_dict()})
@@ -346,5 +350,6 @@ def _classes(dataset: torch.utils.data.Dataset) -> Sequence[str]:
     return dataset.classes
 
 
-def _jsonable(config: dict[str, Any]) -> dict[str, Any]:
+def jsonable_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A data config with its tuples as lists (JSON has no tuples)."""
     return {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()}

@@ -1,0 +1,127 @@
+"""Quantize a trained checkpoint: calibrate, evaluate, optionally QAT with distillation from the
+float model, save — the recipe behind ``vitedge quantize CKPT --method trio --calib 1024
+[--qat-epochs N]``, as one function the CLI and the study call.
+
+Files in ``out``:
+
+- ``model.safetensors`` — the fake-quantized model with every quantization parameter
+  (:func:`~vitedge.quantization.save_quantized`; ``vitedge.load`` reloads it), with the classes,
+  preprocessing and metrics in its ``extra``;
+- ``quantize.json`` — the config and metrics as plain JSON;
+- ``points.md`` — every quantization point with its scale and range;
+- ``qat/`` — the QAT training run (resumable) when ``qat`` is given.
+
+Calibration images are a seeded random subset of the training split with the evaluation
+transform; the test split only measures.
+
+Example::
+
+    result = quantize_checkpoint("runs/b0/model.safetensors", QuantConfig(method="trio"),
+                                 data=DataConfig(dataset="cifar10", root="data/cifar10"),
+                                 calib=1024, out="runs/b0_int8")
+    result.metrics["top1_int8"] - result.metrics["top1_fp32"]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch.nn as nn
+
+from vitedge.errors import VitedgeError
+from vitedge.quantization.config import QuantConfig
+
+if TYPE_CHECKING:
+    from vitedge.train.config import DataConfig, TrainConfig
+
+__all__ = ["QuantizeResult", "quantize_checkpoint"]
+
+QUANTIZED_FILE = "model.safetensors"
+REPORT_FILE = "quantize.json"
+POINTS_FILE = "points.md"
+
+
+@dataclass
+class QuantizeResult:
+    """The fake-quantized model (eval mode, ranges frozen), its metrics and where it was saved."""
+
+    model: nn.Module
+    metrics: dict[str, Any]
+    path: Path | None = None
+
+
+def quantize_checkpoint(
+    checkpoint: str | os.PathLike,
+    config: QuantConfig,
+    *,
+    data: DataConfig,
+    calib: int = 1024,
+    qat: TrainConfig | None = None,
+    out: str | os.PathLike | None = None,
+    seed: int = 0,
+    verbose: bool = True,
+) -> QuantizeResult:
+    """Quantize the float model in ``checkpoint`` with ``config``, calibrated on ``calib``
+    training images of ``data``; evaluate FP32 and INT8 on the test split.
+
+    ``qat`` (a :class:`vitedge.train.TrainConfig`; its ``epochs``, ``optim``, ``distill.alpha``
+    and ``distill.temperature`` are used) fine-tunes the quantized model with learned step
+    sizes (LSQ), distilled from the float model, then freezes it. Metrics (percent):
+    ``top1_fp32``, ``top1_int8`` (after PTQ) and ``top1_qat``.
+    """
+    from vitedge.models.checkpoint import atomic_write, load, read_metadata
+    from vitedge.quantization.api import quantize
+    from vitedge.quantization.checkpoint import save_quantized
+    from vitedge.quantization.points import is_quantized
+    from vitedge.quantization.report import point_report, report_markdown
+    from vitedge.train.task_data import TaskData
+    from vitedge.train.trainer import jsonable_config
+
+    if isinstance(calib, bool) or not isinstance(calib, int) or calib < 1:
+        raise VitedgeError(f"the calibration set must hold a positive number of images, got {calib!r}; "
+                           "a few hundred to 1024 training images is typical")
+    checkpoint = Path(checkpoint)
+    model = load(checkpoint)
+    if is_quantized(model):
+        raise VitedgeError(f"{checkpoint} is already quantized; quantize the float checkpoint it came from")
+    out_dir = Path(out) if out is not None else None
+    if out_dir is not None and (out_dir / QUANTIZED_FILE).exists():
+        raise VitedgeError(f"{out_dir / QUANTIZED_FILE} already exists; choose another --out or delete it")
+    extra = read_metadata(checkpoint)["extra"]
+    task = TaskData(data, {**model.data_config, **extra.get("data_config", {})}, extra.get("classes"))
+
+    metrics: dict[str, Any] = {"checkpoint": str(checkpoint), "config": config.to_dict(),
+                               "calib_images": calib, "top1_fp32": task.top1(model)}
+    qmodel = quantize(model.eval(), task.sample(calib, seed=seed), config=config)
+    metrics["top1_int8"] = task.top1(qmodel)
+    if qat is not None:
+        qmodel = _qat(task, qat, qmodel, model, checkpoint, out_dir, verbose)
+        metrics["top1_qat"] = task.top1(qmodel)
+
+    path = None
+    if out_dir is not None:
+        path = save_quantized(qmodel, out_dir / QUANTIZED_FILE, extra={
+            "classes": task.classes, "data_config": jsonable_config(task.data_config), "source": str(checkpoint),
+            "metrics": {k: v for k, v in metrics.items() if k.startswith("top1")}})
+        report = json.dumps(metrics, indent=2)
+        atomic_write(out_dir / REPORT_FILE, lambda tmp: Path(tmp).write_text(report))
+        points = report_markdown(point_report(qmodel))
+        atomic_write(out_dir / POINTS_FILE, lambda tmp: Path(tmp).write_text(points))
+    return QuantizeResult(qmodel.eval(), metrics, path)
+
+
+def _qat(task: Any, cfg: TrainConfig, qmodel: nn.Module, teacher: nn.Module, checkpoint: Path,
+         out: Path | None, verbose: bool) -> nn.Module:
+    """LSQ fine-tuning distilled from the float model; the result is frozen (fixed ranges)."""
+    from vitedge.quantization.qat import freeze, prepare_qat
+    from vitedge.train import fit
+
+    cfg = cfg.replace(model=str(checkpoint), out=str(out / "qat") if out is not None else cfg.out)
+    result = fit(prepare_qat(qmodel), task.train_set, task.eval_set, cfg, data_config=task.data_config,
+                 teacher=teacher, verbose=verbose)
+    return freeze(result.model).eval()
+

@@ -1,0 +1,70 @@
+"""The data side of a compression recipe (prune, quantize): one dataset, built once, serving
+evaluation, calibration / importance batches and fine-tuning alike.
+
+Example::
+
+    data = TaskData(DataConfig(dataset="cifar10", root="data/cifar10"), model.data_config)
+    data.top1(model)                     # on the test split, with the evaluation transform
+    batches = data.sample(1024, seed=0)  # training images, evaluation transform, no labels
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from vitedge.errors import VitedgeError
+from vitedge.train.config import DataConfig
+
+__all__ = ["TaskData"]
+
+
+class TaskData:
+    """``train_set`` (PIL images, for the trainer's augmentation), ``eval_set`` (test split,
+    evaluation transform) and the ``classes`` they share (the checkpoint's, when it names them)."""
+
+    def __init__(self, data: DataConfig, data_config: dict[str, Any],
+                 classes: Sequence[str] | None = None) -> None:
+        from vitedge.data import build_dataset, eval_transform
+
+        self.data = data
+        size = int(data.img_size or data_config["input_size"][-1])
+        self.data_config = {**data_config, "input_size": (3, size, size)}
+        self.transform = eval_transform(size, self.data_config)
+        self.train_set = build_dataset(data.dataset, data.root, "train", strict=data.strict,
+                                       classes=list(classes) if classes else None)
+        self.classes = list(self.train_set.classes)
+        self.eval_set = build_dataset(data.dataset, data.root, "test", strict=data.strict,
+                                      classes=self.classes, transform=self.transform)
+
+    def loader(self) -> torch.utils.data.DataLoader:
+        return torch.utils.data.DataLoader(self.eval_set, batch_size=2 * self.data.batch_size,
+                                           num_workers=self.data.workers)
+
+    def evaluate(self, model: nn.Module) -> dict[str, Any]:
+        from vitedge.train.evaluate import evaluate
+
+        return evaluate(model, self.loader(), classes=self.classes)
+
+    def top1(self, model: nn.Module) -> float:
+        return float(self.evaluate(model)["top1"])
+
+    def sample(self, n: int, *, seed: int = 0, batch_size: int = 64,
+               labels: bool = False) -> list[Any]:
+        """``n`` seeded random training images with the evaluation transform (no augmentation:
+        calibration ranges and importance scores should reflect the data, not augmentation
+        noise), as batches of ``batch_size``; ``(images, labels)`` pairs with ``labels``."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise VitedgeError(f"the number of sample images must be a positive int, got {n!r}")
+        g = torch.Generator().manual_seed(seed)
+        picked = torch.randperm(len(self.train_set), generator=g)[:n].tolist()
+        batches = []
+        for start in range(0, len(picked), batch_size):
+            items = [self.train_set[i] for i in picked[start:start + batch_size]]
+            images = torch.stack([self.transform(img) for img, _ in items])
+            targets = torch.tensor([label for _, label in items])
+            batches.append((images, targets) if labels else images)
+        return batches

@@ -1,0 +1,109 @@
+"""`vitedge prune` and `vitedge quantize`: the recipes end to end on a tiny image folder, their
+artifacts reload to the same function, and bad input is one line with a non-zero exit."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import vitedge
+from test_cli import assert_one_line_error, run_cli
+from test_pruning import _tiny_folder
+from vitedge.models.checkpoint import read_metadata
+from vitedge.quantization import is_quantized
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A 2-class image folder and a B0 checkpoint trained on nothing, at 32 px."""
+    root = tmp_path_factory.mktemp("tiny")
+    data = _tiny_folder(root / "data")
+    torch.manual_seed(0)
+    model = vitedge.create_model("efficientvit_b0", num_classes=2, img_size=32)
+    ckpt = vitedge.save(model, root / "dense.safetensors", extra={"classes": ["ant", "bee"]})
+    return data, ckpt
+
+
+def _same_function(path, model) -> bool:
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        return torch.equal(vitedge.load(path).eval()(x), model.eval()(x))
+
+
+def test_prune_cli_finetunes_distilled_and_saves(monkeypatch, capsys, tiny, tmp_path):
+    data, ckpt = tiny
+    out = tmp_path / "p40"
+    code, stdout, err = run_cli(monkeypatch, capsys, "prune", str(ckpt), "--ratio", "0.4", "--criterion", "l2",
+                                "--finetune-epochs", "1", "--distill", "--data", str(data), "--batch-size", "4",
+                                "--out", str(out))
+    assert code == 0, err
+    assert "top-1 fine-tuned" in stdout and "MACs" in stdout
+    report = json.loads((out / "prune.json").read_text())["metrics"]
+    assert report["macs_pruned"] < report["macs_dense"] and report["params_pruned"] < report["params_dense"]
+    assert (out / "finetune" / "train_state.safetensors").is_file()
+    saved = json.loads((out / "finetune" / "metrics.json").read_text())["config"]
+    assert saved["distill"]["teacher"] == "dense" and saved["epochs"] == 1
+    pruned = vitedge.load(out / "model.safetensors")
+    assert read_metadata(out / "model.safetensors")["extra"]["pruning"]["config"]["ratio"] == 0.4
+    assert sum(p.numel() for p in pruned.parameters()) == report["params_pruned"]
+
+
+def test_quantize_cli_ptq_then_qat_and_reload(monkeypatch, capsys, tiny, tmp_path):
+    data, ckpt = tiny
+    out = tmp_path / "int8"
+    code, stdout, err = run_cli(monkeypatch, capsys, "quantize", str(ckpt), "--method", "minmax", "--calib", "8",
+                                "--data", str(data), "--batch-size", "4", "--out", str(out))
+    assert code == 0, err
+    assert "top-1 W8A8 PTQ" in stdout
+    metrics = json.loads((out / "quantize.json").read_text())
+    assert {"top1_fp32", "top1_int8"} <= set(metrics) and metrics["calib_images"] == 8
+    assert "| point |" in (out / "points.md").read_text()
+    from vitedge.quantization import load_quantized
+
+    qmodel = load_quantized(out / "model.safetensors")
+    assert is_quantized(qmodel) and _same_function(out / "model.safetensors", qmodel)
+
+    qat = tmp_path / "qat"
+    code, stdout, err = run_cli(monkeypatch, capsys, "quantize", str(ckpt), "--method", "minmax", "--calib", "8",
+                                "--qat-epochs", "1", "--data", str(data), "--batch-size", "4", "--out", str(qat))
+    assert code == 0, err
+    assert "top-1 after QAT" in stdout and "top1_qat" in json.loads((qat / "quantize.json").read_text())
+    trained = load_quantized(qat / "model.safetensors")
+    # the trainer's own per-epoch model file is a quantized checkpoint too, with the same function
+    assert is_quantized(vitedge.load(qat / "qat" / "model.safetensors"))
+    assert _same_function(qat / "qat" / "model.safetensors", trained)
+    assert not all(torch.equal(a, b) for a, b in zip(trained.state_dict().values(), qmodel.state_dict().values()))
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (("prune", "{ckpt}", "--ratio", "1.0"), "in [0, 1)"),
+    (("prune", "{ckpt}", "--criterion", "l3"), "unknown"),
+    (("prune", "{ckpt}", "--finetune-epochs", "-1"), "--finetune-epochs"),
+    (("quantize", "{ckpt}", "--method", "minmaxx"), "minmax"),
+    (("quantize", "{ckpt}", "--w-bits", "1"), "w_bits"),
+    (("quantize", "{ckpt}", "--calib", "0"), "positive"),
+    (("quantize", "{ckpt}", "--data", "cifar10"), "needs --data-dir"),
+    (("quantize", "missing.safetensors"), "does not exist"),
+])
+def test_compress_cli_bad_input(monkeypatch, capsys, tiny, tmp_path, args, fragment):
+    data, ckpt = tiny
+    monkeypatch.chdir(tmp_path)
+    args = [a.format(ckpt=ckpt) for a in args]
+    if "--data" not in args:
+        args += ["--data", str(data)]
+    code, _, err = run_cli(monkeypatch, capsys, *args)
+    assert code == 2
+    assert_one_line_error(code, err, fragment)
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("*.safetensors"))
+
+
+def test_quantizing_a_quantized_checkpoint_is_refused(monkeypatch, capsys, tiny, tmp_path):
+    data, ckpt = tiny
+    out = tmp_path / "q"
+    assert run_cli(monkeypatch, capsys, "quantize", str(ckpt), "--method", "minmax", "--calib", "4",
+                   "--data", str(data), "--out", str(out))[0] == 0
+    code, _, err = run_cli(monkeypatch, capsys, "quantize", str(out / "model.safetensors"), "--data", str(data),
+                           "--out", str(tmp_path / "again"))
+    assert_one_line_error(code, err, "already quantized")

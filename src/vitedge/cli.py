@@ -259,12 +259,9 @@ def prune_command(
     if finetune_epochs < 0:
         raise VitedgeError(f"--finetune-epochs must be >= 0 (got {finetune_epochs})")
     config = PruneConfig(ratio=ratio, criterion=criterion, scope=scope, round_to=round_to, seed=seed)
-    train = _D.with_overrides({
-        "epochs": max(1, finetune_epochs), "seed": seed, "data.dataset": data,
-        "data.root": str(data_dir) if data_dir else None, "data.img_size": img_size,
-        "data.batch_size": batch_size, "data.workers": workers, "optim.lr": lr,
-        "distill.teacher": DENSE_TEACHER if distill else None, "distill.alpha": alpha,
-        "distill.temperature": temperature})
+    train = _recipe_config(finetune_epochs, seed, data, data_dir, batch_size, workers, lr, {
+        "data.img_size": img_size, "distill.teacher": DENSE_TEACHER if distill else None,
+        "distill.alpha": alpha, "distill.temperature": temperature})
     result = prune_checkpoint(checkpoint, config, train=train, finetune=finetune_epochs > 0, out=out)
     _print_metrics(result.metrics, (("top1_dense", "top-1 dense"), ("top1_pruned", "top-1 pruned"),
                                     ("top1_finetuned", "top-1 fine-tuned")))
@@ -298,15 +295,21 @@ def quantize_command(
     if qat_epochs < 0:
         raise VitedgeError(f"--qat-epochs must be >= 0 (got {qat_epochs})")
     config = QuantConfig(method=method, w_bits=w_bits, a_bits=a_bits, per_channel=per_channel)
-    train = _D.with_overrides({
-        "epochs": max(1, qat_epochs), "seed": seed, "data.dataset": data,
-        "data.root": str(data_dir) if data_dir else None, "data.batch_size": batch_size,
-        "data.workers": workers, "optim.lr": qat_lr, "optim.warmup_epochs": 0.0})
+    train = _recipe_config(qat_epochs, seed, data, data_dir, batch_size, workers, qat_lr,
+                           {"optim.warmup_epochs": 0.0})
     result = quantize_checkpoint(checkpoint, config, data=train.data, calib=calib,
                                  qat=train if qat_epochs > 0 else None, out=out, seed=seed)
     _print_metrics(result.metrics, (("top1_fp32", "top-1 FP32"), ("top1_int8", f"top-1 W{w_bits}A{a_bits} PTQ"),
                                     ("top1_qat", "top-1 after QAT")))
     console.print(f"→ {result.path}", highlight=False)
+
+
+def _recipe_config(epochs: int, seed: int, data: str, data_dir: Path | None, batch_size: int, workers: int,
+                   lr: float, more: dict) -> TrainConfig:
+    """The data and fine-tuning settings of a compression recipe (epochs 0: data only)."""
+    return _D.with_overrides({"epochs": max(1, epochs), "seed": seed, "data.dataset": data,
+                              "data.root": str(data_dir) if data_dir else None, "data.batch_size": batch_size,
+                              "data.workers": workers, "optim.lr": lr, **more})
 
 
 def _print_metrics(metrics: dict, rows: tuple[tuple[str, str], ...]) -> None:

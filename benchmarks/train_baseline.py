@@ -6,18 +6,22 @@ The recipe (why these settings)
   to the real ImageNet models. Instead the images are upsampled. CIFAR-10 (32×32) goes to
   **96 px**: B0's stages then see 24/12/6/3-pixel maps, so the early stages keep most of the
   native resolution and the attention stages have more than a handful of tokens (19 MMAC per
-  forward pass). A 4-epoch pilot at 64 px (16/8/4/2 maps, 9 MMAC) reached only 63.7 % — a
-  pace that puts 40 epochs near the 85 % floor — hence the larger input and 50 epochs.
+  forward pass). A 4-epoch pilot at 64 px (16/8/4/2 maps, 9 MMAC) reached only 63.7 %.
   Fashion-MNIST (28×28, objects filling the frame) goes to **64 px**. M0 gets the same
   ``img_size`` (its attention biases are sized for it).
+- **Speed.** The trainer runs in channels_last (oneDNN's convolutions are 1.4-1.6× faster on
+  it): B0 trains at ~320 img/s at 96 px and ~700 img/s at 64 px on the 2 cores, data loading
+  included (~150 and ~370 img/s in the default layout).
 - **Optimiser.** AdamW, peak lr 2e-3 for batch 128, 2 warm-up epochs then per-step cosine to
   1e-5, weight decay 0.05 (none on norms/biases), label smoothing 0.1, gradient clipping at 1.
   No EMA: with a cosine schedule this short an EMA horizon long enough to help lags behind.
-- **Augmentation.** Random resized crop (area 35–100 % for CIFAR, 60–100 % for Fashion-MNIST)
+- **Augmentation.** Random resized crop (area 35–100 % for CIFAR, 80–100 % for Fashion-MNIST)
   and horizontal flip. Evaluation: resize to the input size with crop_pct 1.0 (the whole image;
-  at 32 px a centre crop would throw away border pixels that matter).
-- **Epochs.** 50 on CIFAR-10 for B0 (30 for M0, which has no accuracy floor), 15 on
-  Fashion-MNIST (60k easier images).
+  at 32 px a centre crop would throw away border pixels that matter). A 10-epoch Fashion-MNIST
+  pilot with 60–100 % crops underfit (train 90.7 % < test 91.8 % at the end), hence the milder
+  crop and 15 epochs.
+- **Epochs.** 35 on CIFAR-10 for B0 (30 for M0, which has no accuracy floor), 15 on
+  Fashion-MNIST (60k easier images): both B0 baselines fit one 3-hour session on 2 cores.
 - **Reported on the full test sets** (10,000 images each), last epoch, no checkpoint selection.
 
 Usage
@@ -81,9 +85,9 @@ class Job:
 
 
 JOBS = (
-    Job("b0-cifar10", "efficientvit_b0", "cifar10", epochs=40, min_scale=0.35, target_top1=85.0,
+    Job("b0-cifar10", "efficientvit_b0", "cifar10", epochs=35, min_scale=0.35, target_top1=85.0,
         img_size=96),
-    Job("b0-fashion-mnist", "efficientvit_b0", "fashion-mnist", epochs=10, min_scale=0.6,
+    Job("b0-fashion-mnist", "efficientvit_b0", "fashion-mnist", epochs=15, min_scale=0.8,
         target_top1=92.0),
     Job("m0-cifar10", "efficientvit_m0", "cifar10", epochs=30, min_scale=0.35, img_size=96),
     Job("m0-fashion-mnist", "efficientvit_m0", "fashion-mnist", epochs=15, min_scale=0.6),

@@ -304,6 +304,42 @@ def quantize_command(
     console.print(f"→ {result.path}", highlight=False)
 
 
+@app.command("export")
+def export_command(
+    model: Annotated[str, typer.Argument(help="vitedge checkpoint (float or quantized) or a model name")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="file to write (.onnx, .safetensors)")],
+    format: Annotated[str, typer.Option("--format", help="deployment format: onnx or torch")] = "onnx",
+    precision: Annotated[str, typer.Option(help="fp32, fp16 or int8 (int8: a quantized checkpoint)")] = "fp32",
+    resolution: Annotated[Optional[int], typer.Option(help="input resolution (default: the model's)")] = None,
+) -> None:
+    """Export a model for deployment (ONNX FP32/FP16/INT8 QDQ with preprocessing metadata)."""
+    from vitedge.deploy import export
+    from vitedge.models.checkpoint import read_metadata
+
+    classes = None
+    if Path(model).is_file():
+        classes = read_metadata(model)["extra"].get("classes")
+    net = resolve_model(model)
+    path = export(net, output, precision, format=format, resolution=resolution, classes=classes)
+    size = path.stat().st_size / 2**20
+    console.print(f"wrote {path} ({format}, {precision}, {size:.2f} MiB)", highlight=False)
+
+
+@app.command("predict")
+def predict_command(
+    images: Annotated[list[Path], typer.Argument(help="image files to classify")],
+    model: Annotated[Path, typer.Option(help="vitedge checkpoint or exported .onnx file")],
+    top: Annotated[int, typer.Option(help="how many classes to list per image")] = 5,
+    threads: Annotated[Optional[int], typer.Option(help="CPU threads")] = None,
+) -> None:
+    """Top-k class names (with probabilities) of image files, from a checkpoint or an ONNX export."""
+    from vitedge.deploy.predict import load_predictor
+
+    for path, ranked in load_predictor(model, threads=threads).predict(images, top=top):
+        console.print(f"{path}: " + ", ".join(f"{name} {p:.3f}" for name, p in ranked), highlight=False,
+                      soft_wrap=True)
+
+
 def _recipe_config(epochs: int, seed: int, data: str, data_dir: Path | None, batch_size: int, workers: int,
                    lr: float, more: dict) -> TrainConfig:
     """The data and fine-tuning settings of a compression recipe (epochs 0: data only)."""

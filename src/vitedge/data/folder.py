@@ -171,6 +171,16 @@ def image_folder(root: str | os.PathLike, split: str = "train", *, classes: Sequ
                            cache=cache)
 
 
+def load_image(path: str | os.PathLike) -> Image.Image:
+    """One image file as RGB, decoded now; an unreadable file is a clear error."""
+    if not Path(path).is_file():
+        raise VitedgeError(f"image {path} does not exist; check the path")
+    try:
+        return _decode(str(path))
+    except _READ_ERRORS as err:
+        raise VitedgeError(f"cannot read image {path}: {_reason(err)}; is it a valid image file?") from err
+
+
 def _decode(path: str) -> Image.Image:
     with Image.open(path) as img:
         img.load()  # decode now: a truncated file fails here, not deep inside a transform

@@ -1,8 +1,9 @@
-"""Deployment: export to ONNX and run on real runtimes."""
+"""Deployment: export to ONNX (FP32, FP16, INT8 QDQ) and run on real runtimes."""
 
+from vitedge.deploy.export import export
 from vitedge.deploy.formats import FORMATS, DeployFormat, get_format
 from vitedge.deploy.onnx_export import export_onnx, read_onnx_metadata
 from vitedge.deploy.runtimes import OnnxRuntime, Runtime, TorchRuntime
 
-__all__ = ["FORMATS", "DeployFormat", "OnnxRuntime", "Runtime", "TorchRuntime", "export_onnx",
+__all__ = ["FORMATS", "DeployFormat", "OnnxRuntime", "Runtime", "TorchRuntime", "export", "export_onnx",
            "get_format", "read_onnx_metadata"]

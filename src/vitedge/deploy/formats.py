@@ -32,8 +32,10 @@ class DeployFormat:
 
 
 FORMATS: tuple[DeployFormat, ...] = (
-    DeployFormat("torch", ".safetensors", cpu=True, gpu=True, precisions=("fp32",), requires=None),
-    DeployFormat("onnx", ".onnx", cpu=True, gpu=True, precisions=("fp32",), requires="onnxruntime"),
+    # a quantized model saves as its fake-quant simulation (every scale), which is what int8 means here
+    DeployFormat("torch", ".safetensors", cpu=True, gpu=True, precisions=("fp32", "int8"), requires=None),
+    DeployFormat("onnx", ".onnx", cpu=True, gpu=True, precisions=("fp32", "fp16", "int8"),
+                 requires="onnxruntime"),
 )
 
 

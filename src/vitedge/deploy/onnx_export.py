@@ -1,8 +1,21 @@
-"""ONNX export: BN folded, named input/output, dynamic batch, metadata, checker-clean.
+"""ONNX export in three precisions: BN folded, named input/output, dynamic batch, metadata,
+checker-clean.
+
+- ``fp32``: any float model, dense or pruned.
+- ``fp16``: weights and activations in half precision, except where FP16 is known to break
+  EfficientViT engines: the linear-attention products and division (already FP32 inside
+  :class:`~vitedge.models.efficientvit_mit.LiteMLA`, whatever the input dtype) and LayerNorm
+  (wrapped to run in FP32). The graph still takes and returns float32, so a caller feeds it
+  like the FP32 file.
+- ``int8``: a fake-quantized model from :func:`vitedge.quantize`, exported as QDQ
+  (QuantizeLinear/DequantizeLinear pairs carrying our calibrated scales and zero points), which
+  ONNX Runtime fuses into integer kernels. The log2 divisor of the Trio-ViT engine has no ONNX
+  quantized form; it exports as plain float ops (Log2 → Round → Clip → Pow(2, ·)) computing the
+  same power of two.
 
 The exported graph carries what a deployment needs to run it without vitedge: the model name
-and config, the class names and the preprocessing (input size, mean, std, crop_pct), as ONNX
-``metadata_props``.
+and config, the precision, the class names and the preprocessing (input size, mean, std,
+crop_pct), as ONNX ``metadata_props``.
 """
 
 from __future__ import annotations
@@ -10,12 +23,14 @@ from __future__ import annotations
 import copy
 import json
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from vitedge.errors import VitedgeError
 from vitedge.models.checkpoint import atomic_write
@@ -24,32 +39,37 @@ from vitedge.models.layers import fuse_bn
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 OPSET = 17
+PRECISIONS = ("fp32", "fp16", "int8")
 
 
 def export_onnx(
     model: nn.Module,
     path: str | os.PathLike,
     *,
+    precision: str = "fp32",
     resolution: int | None = None,
     classes: Sequence[str] | None = None,
     opset: int = OPSET,
 ) -> Path:
-    """Export ``model`` (dense or pruned) as FP32 ONNX at ``path``; returns the path.
+    """Export ``model`` as ONNX at ``path`` in ``precision`` (see the module doc); returns the path.
 
-    The model is copied and BN-folded first, so the caller's model is untouched. The batch
+    The model is copied (and BN-folded) first, so the caller's model is untouched. The batch
     dimension is dynamic; height and width are fixed to ``resolution`` (default: the model's).
     """
     import onnx
 
-    net = fuse_bn(copy.deepcopy(model).float().eval())
+    net = _prepare(model, precision)
     channels, height, width = getattr(model, "data_config", {}).get("input_size", (3, 224, 224))
     if resolution is not None:
         height = width = resolution
     example = torch.zeros(1, channels, height, width)
-    metadata = _metadata(model, (channels, height, width), classes)
+    metadata = _metadata(model, (channels, height, width), classes, precision)
 
     def write(tmp: str) -> None:
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            # the tracer notes int() of quantizer buffers (constants by design) and the legacy exporter
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
             torch.onnx.export(
                 net, (example,), tmp, dynamo=False, opset_version=opset,
                 input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
@@ -69,6 +89,59 @@ def export_onnx(
         raise VitedgeError(f"the exported ONNX graph failed onnx.checker: {err}") from err
 
 
+def _prepare(model: nn.Module, precision: str) -> nn.Module:
+    """The module to trace for ``precision``: a folded copy, converted as the precision needs."""
+    from vitedge.quantization.points import is_quantized
+
+    if precision not in PRECISIONS:
+        raise VitedgeError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    quantized = is_quantized(model)
+    if precision == "int8":
+        if not quantized:
+            raise VitedgeError("precision int8 exports a quantized model: quantize it first "
+                               "(vitedge.quantize, or `vitedge quantize CKPT`) and export the result")
+        net = copy.deepcopy(model).float().eval()  # already folded; every point exports as QDQ
+        for module in net.modules():
+            if hasattr(module, "prepare_export"):
+                module.prepare_export()
+        return net
+    if quantized:
+        raise VitedgeError(f"this model is fake-quantized; export it with precision int8, or export the "
+                           f"float model it came from as {precision}")
+    net = fuse_bn(copy.deepcopy(model).float().eval())
+    return _Float16(net) if precision == "fp16" else net
+
+
+class _Fp32LayerNorm(nn.Module):
+    """LayerNorm computed in FP32 inside an FP16 graph (its variance overflows half precision)."""
+
+    def __init__(self, norm: nn.LayerNorm) -> None:
+        super().__init__()
+        self.norm = norm
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = self.norm
+        return F.layer_norm(x.float(), n.normalized_shape, n.weight, n.bias, n.eps).to(x.dtype)
+
+
+class _Float16(nn.Module):
+    """``model`` in half precision between a float32 input and float32 logits."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        for module in list(model.modules()):
+            for name, child in list(module.named_children()):
+                if isinstance(child, nn.LayerNorm):
+                    setattr(module, name, _Fp32LayerNorm(child))
+        self.model = model.half()
+        for module in self.model.modules():
+            if isinstance(module, _Fp32LayerNorm):
+                module.norm.float()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x.half()).float()
+
+
 def read_onnx_metadata(path: str | os.PathLike) -> dict[str, Any]:
     """The metadata :func:`export_onnx` stored, JSON values decoded."""
     import onnx
@@ -77,12 +150,13 @@ def read_onnx_metadata(path: str | os.PathLike) -> dict[str, Any]:
     return {p.key: json.loads(p.value) for p in proto.metadata_props if p.key.startswith("vitedge.")}
 
 
-def _metadata(model: nn.Module, input_size: tuple[int, int, int],
-              classes: Sequence[str] | None) -> dict[str, str]:
+def _metadata(model: nn.Module, input_size: tuple[int, int, int], classes: Sequence[str] | None,
+              precision: str) -> dict[str, str]:
     data_config: Mapping[str, Any] = getattr(model, "data_config", {})
     preprocessing = {**data_config, "input_size": list(input_size)}
     values = {
         "vitedge.arch": getattr(model, "arch", None),
+        "vitedge.precision": precision,
         "vitedge.classes": list(classes) if classes is not None else None,
         "vitedge.preprocessing": preprocessing,
     }

@@ -157,6 +157,10 @@ class QuantConfig:
     - ``per_channel``: one weight scale per output channel (else one per tensor).
     - ``attention`` / ``residual``: quantize the attention operands / the residual adds (off
       keeps them in float, as in the ablations of the spec).
+    - ``conv_outputs``: also quantize the output of every conv that feeds an activation
+      (before the Hardswish / ReLU). An integer runtime needs it: ONNX Runtime only turns
+      ``DQ → Conv → Q`` into an integer convolution, so without this point those convs (MBConv
+      expand and depthwise, the MSRA FFN's first conv) run in float on dequantized input.
     - ``trio``: the transforms; ``None`` means all on for ``method="trio"``, all off otherwise.
     - ``max_calib_batches``: use at most this many calibration batches.
     """
@@ -168,6 +172,7 @@ class QuantConfig:
     a_symmetric: bool = False
     attention: bool = True
     residual: bool = True
+    conv_outputs: bool = False
     observer: ObserverConfig = field(default_factory=ObserverConfig)
     trio: TrioConfig | None = None
     max_calib_batches: int | None = None
@@ -176,7 +181,7 @@ class QuantConfig:
         _choice(self.method, tuple(METHODS), "quantization method")
         check_bits(self.w_bits, "w_bits")
         check_bits(self.a_bits, "a_bits")
-        for name in ("per_channel", "a_symmetric", "attention", "residual"):
+        for name in ("per_channel", "a_symmetric", "attention", "residual", "conv_outputs"):
             if not isinstance(getattr(self, name), bool):
                 raise VitedgeError(f"{name}={getattr(self, name)!r} must be True or False")
         if not isinstance(self.observer, ObserverConfig):

@@ -36,7 +36,15 @@ from vitedge.models.efficientvit_mit import (
     MBConv,
     ResidualBlock,
 )
-from vitedge.models.efficientvit_msra import CascadedGroupAttention, ConvMlp, LocalWindowAttention, Residual
+from vitedge.models.efficientvit_msra import (
+    CascadedGroupAttention,
+    ConvMlp,
+    LocalWindowAttention,
+    PatchEmbedding,
+    PatchMerging,
+    Residual,
+    SqueezeExcite,
+)
 from vitedge.models.layers import fuse_bn
 from vitedge.quantization.config import QuantConfig
 from vitedge.quantization.qmodules import (
@@ -68,6 +76,17 @@ _ENTRY_CONV: tuple[tuple[type[nn.Module], str], ...] = (
     (LiteMLA, "qkv.conv"),
     (ConvMlp, "pw1"),
     (LocalWindowAttention, "attn.qkvs.0"),
+)
+
+
+# Convs whose output feeds an activation, by block type (``conv_outputs``): the point goes
+# between conv and activation, where an integer conv kernel writes its int8 output.
+_ACTIVATED_CONVS: tuple[tuple[type[nn.Module], tuple[str, ...]], ...] = (
+    (ConvNormAct, ("conv",)),                      # MIT: every conv-norm-act with an activation
+    (ConvMlp, ("pw1",)),                           # MSRA FFN
+    (PatchMerging, ("conv1", "conv2")),
+    (PatchEmbedding, ("conv1", "conv2", "conv3")),
+    (SqueezeExcite, ("fc1",)),
 )
 
 
@@ -141,9 +160,11 @@ class _Converter:
             return QuantResidual(child, self.a_spec, self.obs)
         return child
 
-    @staticmethod
-    def finish(module: nn.Module) -> None:
-        """Label attention outputs; share a residual's shortcut point with its entry conv."""
+    def finish(self, module: nn.Module) -> None:
+        """Label attention outputs; share a residual's shortcut point with its entry conv; add
+        the conv-output points (``conv_outputs``)."""
+        if self.cfg.conv_outputs:
+            self._conv_output_points(module)
         if isinstance(module, QuantLiteMLA):
             module.proj.conv.input_quant.kind = "attn.out"
         elif isinstance(module, QuantCascadedGroupAttention):
@@ -152,6 +173,36 @@ class _Converter:
             entry = _entry_conv(module.branch)
             if entry is not None and entry.migration is None and entry.shift is None:
                 entry.input_quant = module.shortcut_quant
+
+
+    def _conv_output_points(self, module: nn.Module) -> None:
+        """Output points of the convs in ``module`` whose output no consumer quantizes as is."""
+        def point(conv: nn.Module) -> Quantizer | None:
+            if isinstance(conv, QuantConv2d) and conv.output_quant is None:
+                conv.output_quant = Quantizer(self.a_spec, "conv.output", observer_cfg=self.obs)
+            return getattr(conv, "output_quant", None)
+
+        for block, paths in _ACTIVATED_CONVS:
+            if isinstance(module, block) and (block is not ConvNormAct or not isinstance(module.act, nn.Identity)):
+                for path in paths:
+                    point(module.get_submodule(path))
+        # Attention convs feed reshapes and splits, then the next conv: the consumer conv reads the
+        # producer's point (a per-tensor quantizer commutes with split, pad and reshape).
+        if isinstance(module, QuantLiteMLA):
+            qkv = point(module.qkv.conv)
+            for dw, pw in module.aggreg:
+                if qkv is not None and isinstance(dw, QuantConv2d):
+                    dw.input_quant = qkv
+                inner = point(dw)
+                if inner is not None and isinstance(pw, QuantConv2d):
+                    pw.input_quant = inner
+                point(pw)
+        elif isinstance(module, QuantCascadedGroupAttention):
+            for qkv, dw in zip(module.qkvs, module.dws):
+                shared = point(qkv)
+                if shared is not None and isinstance(dw, QuantConv2d):
+                    dw.input_quant = shared
+                point(dw)
 
 
 def _entry_conv(branch: nn.Module) -> QuantConv2d | None:

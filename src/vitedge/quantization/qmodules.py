@@ -67,17 +67,36 @@ class QuantConv2d(nn.Conv2d):
         self.shift = ChannelShift(conv.in_channels) if shift else None
         self.input_quant = Quantizer(input_spec, "input", observer_cfg=observer_cfg)
         self.weight_quant = Quantizer(weight_spec, "weight", conv.out_channels, observer_cfg)
+        self.output_quant: Quantizer | None = None  # set where the output feeds an activation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self._compute(x)
+        return y if self.output_quant is None else self.output_quant(y)
+
+    def _compute(self, x: torch.Tensor) -> torch.Tensor:
         if self.migration is not None:
             x = self.migration(x)
         if self.shift is not None:
             x = self.shift(x)
         weight = self.weight_quant(self.weight)
+        export_bias = getattr(self, "export_bias", None)
+        if export_bias is not None and torch.onnx.is_in_onnx_export():
+            # one conv whose constant bias holds the compensation: the QDQ pattern runtimes fuse
+            return self._conv_forward(self.input_quant(x), weight, export_bias)
         y = self._conv_forward(self.input_quant(x), weight, self.bias)
         if self.shift is not None:
             y = y + self.shift.compensation(self, weight, x)
         return y
+
+    @torch.no_grad()
+    def prepare_export(self) -> None:
+        """Before tracing: fold the shift compensation into a constant bias (1×1 sites), so the
+        exported graph has no in-graph bias arithmetic that would keep the conv in float."""
+        if self.shift is not None and self._bias_compensable():
+            self.register_buffer("export_bias", self.folded_bias().detach().clone(), persistent=False)
+
+    def _bias_compensable(self) -> bool:
+        return self.kernel_size == (1, 1) and self.padding in ((0, 0), 0)
 
     @torch.no_grad()
     def migrate(self, factor: torch.Tensor) -> None:
@@ -94,7 +113,7 @@ class QuantConv2d(nn.Conv2d):
         computed with the quantized weight (1×1 shift sites only; see ChannelShift)."""
         if self.shift is None:
             return self.bias
-        if self.kernel_size != (1, 1) or self.padding != (0, 0):
+        if not self._bias_compensable():
             raise ValueError("the shift compensation of a k×k or padded conv is a map, not a bias")
         weight = self.weight_quant(self.weight)
         comp = self.shift.compensation(self, weight, weight.new_zeros(1, 1, 1, 1)).reshape(-1)

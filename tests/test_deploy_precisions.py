@@ -1,0 +1,127 @@
+"""Export in every precision: INT8 QDQ runs on ONNX Runtime's integer kernels and agrees with the
+simulation, FP16 stays finite and close to FP32, the CLI exports and predicts, bad input is refused."""
+
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+import pytest
+import torch
+
+import vitedge
+from conftest import randomize_batchnorm
+from test_cli import assert_one_line_error, run_cli
+from test_quantization import calib, dense, images
+from vitedge.deploy import OnnxRuntime, export, read_onnx_metadata
+from vitedge.quantization import QuantConfig
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+INTEGER_KERNELS = {"QLinearConv", "ConvInteger", "QLinearMatMul", "MatMulInteger", "MatMulIntegerToFloat"}
+
+
+def _optimized_ops(path, tmp_path) -> collections.Counter:
+    optimized = tmp_path / "optimized.onnx"
+    OnnxRuntime(path, threads=1, optimized_model_path=optimized)
+    return collections.Counter(n.op_type for n in onnx.load(str(optimized)).graph.node)
+
+
+@pytest.mark.parametrize("name", ["efficientvit_b0", "efficientvit_m0"])
+def test_int8_export_runs_on_integer_kernels_and_matches_the_simulation(name, tmp_path):
+    qmodel = vitedge.quantize(dense(name), calib(), config=QuantConfig(method="trio", conv_outputs=True))
+    path = export(qmodel, tmp_path / "int8.onnx", precision="int8", resolution=64,
+                  classes=[str(i) for i in range(10)])
+    assert read_onnx_metadata(path)["vitedge.precision"] == "int8"
+    ops = _optimized_ops(path, tmp_path)
+    # ORT fused our QDQ pairs into integer convolutions: all but the squeeze-excite / classifier
+    # head's few small float convs (B0: 48 of 50, M0: 114 of 116 measured)
+    convs = ops["QLinearConv"] + ops["Conv"] + ops["FusedConv"]
+    assert ops["QLinearConv"] >= 0.95 * convs and ops["QLinearConv"] >= 40, ops
+    assert ops["QLinearMatMul"] + ops["MatMulIntegerToFloat"] + ops["MatMulInteger"] > 0, ops
+    x = images(4)
+    with torch.no_grad():
+        simulated = qmodel(x)
+    ran = torch.from_numpy(OnnxRuntime(path, threads=1)(x.numpy()))
+    # a rare one-step rounding flip (see test_quantization) moves these deep random nets a little
+    assert float((ran - simulated).norm() / simulated.norm()) < 0.25
+
+
+@pytest.mark.parametrize("name", ["efficientvit_b0", "efficientvit_b1", "efficientvit_b2", "efficientvit_b3"])
+def test_fp16_export_is_finite_and_close_to_fp32(name, tmp_path):
+    model = randomize_batchnorm(vitedge.create_model(name, num_classes=10)).eval()
+    path = export(model, tmp_path / "fp16.onnx", precision="fp16", resolution=128)
+    proto = onnx.load(str(path))
+    half = sum(t.data_type == onnx.TensorProto.FLOAT16 for t in proto.graph.initializer)
+    assert half > len(proto.graph.initializer) // 2, "the weights are stored in half precision"
+    producer = {o: n for n in proto.graph.node for o in n.output}
+    norms = [n for n in proto.graph.node if n.op_type == "LayerNormalization"]
+    assert norms, "the head's LayerNorm is exported as one op"
+    for norm in norms:  # ... and it runs on a float32 input
+        cast = producer[norm.input[0]]
+        assert cast.op_type == "Cast" and cast.attribute[0].i == onnx.TensorProto.FLOAT
+    x = torch.randn(4, 3, 128, 128)
+    with torch.no_grad():
+        expected = model(x)
+    got = torch.from_numpy(OnnxRuntime(path, threads=1)(x.numpy()))
+    assert got.dtype == torch.float32 and torch.isfinite(got).all()
+    assert float((got - expected).norm() / expected.norm()) < 2e-2
+
+
+def test_export_refuses_mismatched_precisions_and_formats(tmp_path):
+    model = vitedge.create_model("efficientvit_b0", num_classes=10)
+    with pytest.raises(vitedge.VitedgeError, match="quantize it first"):
+        export(model, tmp_path / "a.onnx", precision="int8")
+    qmodel = vitedge.quantize(dense("efficientvit_b0"), calib(), method="minmax")
+    with pytest.raises(vitedge.VitedgeError, match="fake-quantized"):
+        export(qmodel, tmp_path / "a.onnx", precision="fp32")
+    with pytest.raises(vitedge.VitedgeError, match="supports precision"):
+        export(model, tmp_path / "a.safetensors", precision="fp16", format="torch")
+    with pytest.raises(vitedge.VitedgeError, match="unknown format"):
+        export(model, tmp_path / "a.plan", format="tensorrtt")
+    with pytest.raises(vitedge.VitedgeError, match="ends in .onnx"):
+        export(model, tmp_path / "a.onx")
+    with pytest.raises(vitedge.VitedgeError, match="unknown precision|supports precision"):
+        export(model, tmp_path / "a.onnx", precision="int4")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_export_then_predict_agree(monkeypatch, capsys, cifar_jpeg, tmp_path):
+    classes = sorted(p.name for p in (cifar_jpeg / "train").iterdir())
+    model = randomize_batchnorm(vitedge.create_model("efficientvit_b0", num_classes=10, img_size=64))
+    ckpt = vitedge.save(model, tmp_path / "b0.safetensors", extra={"classes": classes})
+    code, out, err = run_cli(monkeypatch, capsys, "export", str(ckpt), "-o", str(tmp_path / "b0.onnx"))
+    assert code == 0, err
+    assert read_onnx_metadata(tmp_path / "b0.onnx")["vitedge.classes"] == classes
+    pictures = sorted((cifar_jpeg / "test" / classes[0]).iterdir())[:3]
+    answers = []
+    for source in (ckpt, tmp_path / "b0.onnx"):
+        code, out, err = run_cli(monkeypatch, capsys, "predict", *map(str, pictures), "--model", str(source),
+                                 "--top", "3")
+        assert code == 0, err
+        lines = [line for line in out.splitlines() if line.strip()]
+        assert len(lines) == 3 and all(line.count(",") == 2 for line in lines)
+        answers.append([line.split(": ", 1)[1].split()[::2] for line in lines])  # class names in order
+    assert answers[0] == answers[1], "the ONNX export predicts as its checkpoint"
+    assert all(name in classes for ranked in answers[0] for name in ranked)
+
+
+def test_cli_deploy_bad_input(monkeypatch, capsys, tmp_path):
+    not_ours = tmp_path / "random.safetensors"
+    not_ours.write_bytes(b"\x00" * 64)
+    code, _, err = run_cli(monkeypatch, capsys, "export", str(not_ours), "-o", str(tmp_path / "x.onnx"))
+    assert_one_line_error(code, err)
+    ckpt = vitedge.save(vitedge.create_model("efficientvit_m0", num_classes=2), tmp_path / "m0.safetensors")
+    code, _, err = run_cli(monkeypatch, capsys, "export", str(ckpt), "-o", str(tmp_path / "x.onnx"),
+                           "--precision", "int8")
+    assert_one_line_error(code, err, "quantize it first")
+    corrupt = tmp_path / "broken.jpg"
+    corrupt.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    code, _, err = run_cli(monkeypatch, capsys, "predict", str(corrupt), "--model", str(ckpt))
+    assert_one_line_error(code, err, "cannot read image")
+    fake_onnx = tmp_path / "fake.onnx"
+    fake_onnx.write_bytes(b"garbage")
+    code, _, err = run_cli(monkeypatch, capsys, "predict", str(corrupt), "--model", str(fake_onnx))
+    assert_one_line_error(code, err, "fake.onnx")
+    assert not (tmp_path / "x.onnx").exists()

@@ -335,7 +335,9 @@ def test_quantize_leaves_the_float_model_untouched():
 
 
 @pytest.mark.parametrize("name,cfg", [("efficientvit_b0", trio_config()),
-                                      ("efficientvit_m0", QuantConfig(method="percentile", w_bits=6))])
+                                      ("efficientvit_b0", trio_config(conv_outputs=True)),
+                                      ("efficientvit_m0", QuantConfig(method="percentile", w_bits=6,
+                                                                      conv_outputs=True))])
 def test_saved_quantized_model_reloads_to_identical_logits(name, cfg, tmp_path):
     qmodel = quantize(dense(name), calib(), config=cfg)
     path = save_quantized(qmodel, tmp_path / "q.safetensors", extra={"classes": list("abcdefghij")})
@@ -487,3 +489,23 @@ def test_bad_calibration_data_and_inputs_fail_clearly():
         ObserverConfig(percentile=20)
     with pytest.raises(VitedgeError, match="did you mean 'mse'"):
         ObserverConfig(activation="mes")
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_conv_output_points_sit_before_activations_and_share_attention_tensors(name):
+    """``conv_outputs``: one point between each conv and its activation (and on the attention
+    convs, shared with the conv that reads the same tensor), with a bounded effect at 8 bits."""
+    plain = quantize(dense(name), calib(), config=trio_config())
+    qmodel = quantize(dense(name), calib(), config=trio_config(conv_outputs=True))
+    outputs = [q for _, q in quantizers(qmodel) if q.kind == "conv.output"]
+    assert len(outputs) >= 20 and all(q.scale > 0 for q in outputs)
+    assert count_kinds(point_report(plain)).get("conv.output", 0) == 0
+    if name == "efficientvit_b0":
+        mla = next(m for m in qmodel.modules() if isinstance(m, QuantLiteMLA))
+        assert mla.aggreg[0][0].input_quant is mla.qkv.conv.output_quant  # one tensor, one scale
+        block = next(m for m in qmodel.modules() if isinstance(m, MBConv))
+        assert block.inverted_conv.conv.output_quant is not None  # before the Hardswish
+    else:
+        attn = next(m for m in qmodel.modules() if type(m).__name__ == "QuantCascadedGroupAttention")
+        assert attn.dws[0].input_quant is attn.qkvs[0].output_quant
+    assert rel_err(qmodel, dense(name)) < 3 * rel_err(plain, dense(name)) + 0.05

@@ -65,6 +65,7 @@ def rows() -> list[Row]:
             QuantConfig(method="minmax", trio=TrioConfig(divisor_exp_min=None))),
         Row("Trio (MSE ranges, all transforms)", QuantConfig(method="trio")),
         Row("Trio without log2 divisor (MSE ranges)", QuantConfig(method="trio", trio=only(True, True, False))),
+        Row("Trio + conv outputs (what ORT runs as integer convs)", QuantConfig(method="trio", conv_outputs=True)),
         Row("W4A8 Trio", QuantConfig(method="trio", w_bits=4), w8a8=False),
     ]
 

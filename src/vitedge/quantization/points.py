@@ -174,9 +174,9 @@ class _Converter:
             if entry is not None and entry.migration is None and entry.shift is None:
                 entry.input_quant = module.shortcut_quant
 
-
     def _conv_output_points(self, module: nn.Module) -> None:
         """Output points of the convs in ``module`` whose output no consumer quantizes as is."""
+
         def point(conv: nn.Module) -> Quantizer | None:
             if isinstance(conv, QuantConv2d) and conv.output_quant is None:
                 conv.output_quant = Quantizer(self.a_spec, "conv.output", observer_cfg=self.obs)

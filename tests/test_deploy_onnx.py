@@ -20,6 +20,21 @@ CASES = {
 }
 
 
+@pytest.mark.parametrize("name", vitedge.list_models())
+def test_every_model_exports_to_fp32_onnx_with_pytorch_logits(name, tmp_path):
+    """All 13 classifiers, batch 1 and 4, max abs logit difference ≤ 1e-4 (MIT at 128 px to keep
+    L3's export small; MSRA at its fixed 224)."""
+    model = randomize_batchnorm(vitedge.create_model(name)).eval()
+    res = 224 if name.startswith("efficientvit_m") else 128
+    path = export_onnx(model, tmp_path / "model.onnx", resolution=res)
+    runtime = OnnxRuntime(path, threads=1)
+    for batch in (1, 4):
+        x = torch.randn(batch, 3, res, res)
+        with torch.no_grad():
+            expected = model(x).numpy()
+        assert np.abs(runtime(x.numpy()) - expected).max() <= 1e-4, f"{name} batch {batch}"
+
+
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_fp32_onnx_matches_pytorch_at_batch_1_and_4(case, tmp_path):
     name, kwargs = CASES[case]

@@ -34,6 +34,8 @@ def test_int8_export_runs_on_integer_kernels_and_matches_the_simulation(name, tm
     path = export(qmodel, tmp_path / "int8.onnx", precision="int8", resolution=64,
                   classes=[str(i) for i in range(10)])
     assert read_onnx_metadata(path)["vitedge.precision"] == "int8"
+    fp32 = export(dense(name), tmp_path / "fp32.onnx", resolution=64)
+    assert path.stat().st_size < 0.4 * fp32.stat().st_size, "weights are stored as int8"
     ops = _optimized_ops(path, tmp_path)
     # ORT fused our QDQ pairs into integer convolutions: all but the squeeze-excite / classifier
     # head's few small float convs (B0: 48 of 50, M0: 114 of 116 measured)

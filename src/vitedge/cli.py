@@ -325,6 +325,31 @@ def export_command(
     console.print(f"wrote {path} ({format}, {precision}, {size:.2f} MiB)", highlight=False)
 
 
+@app.command("bench")
+def bench_command(
+    checkpoint: Annotated[Path, typer.Argument(help="vitedge checkpoint of the float model")],
+    int8: Annotated[Optional[Path], typer.Option(help="its quantized checkpoint (default: calibrate one)")] = None,
+    data: Annotated[Optional[str], typer.Option(help="dataset for accuracy and calibration")] = None,
+    data_dir: Annotated[Optional[Path], typer.Option(help="where the named dataset lives")] = None,
+    eval_limit: Annotated[Optional[int], typer.Option(help="evaluate on the first N test images")] = None,
+    calib: Annotated[int, typer.Option(help="calibration images when no --int8 is given")] = 512,
+    runtime: Annotated[Optional[list[str]], typer.Option(help="runtimes to try (default: all)")] = None,
+    batch_size: Annotated[list[int], typer.Option(help="batch sizes to time")] = [1, 8],  # noqa: B006
+    threads: Annotated[int, typer.Option(help="CPU threads per runtime")] = 2,
+    runs: Annotated[int, typer.Option(help="timed runs per measurement")] = 30,
+    out: Annotated[Path, typer.Option(help="folder for the exported files and bench.md/json")] = Path("runs/bench"),
+) -> None:
+    """Every runtime × precision: file size, accuracy, latency (median/p90), throughput."""
+    from vitedge.bench.deployment import bench_deployment, bench_markdown
+    from vitedge.train.config import DataConfig
+
+    data_cfg = DataConfig(dataset=data, root=str(data_dir) if data_dir else None) if data else None
+    rows = bench_deployment(checkpoint, out=out, quantized=int8, data=data_cfg, eval_limit=eval_limit,
+                            calib=calib, runtimes=runtime, batch_sizes=batch_size, threads=threads, runs=runs)
+    console.print(bench_markdown(rows, batch_size), highlight=False, soft_wrap=True)
+    console.print(f"wrote {out}/bench.md and bench.json")
+
+
 @app.command("predict")
 def predict_command(
     images: Annotated[list[Path], typer.Argument(help="image files to classify")],

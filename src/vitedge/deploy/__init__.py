@@ -3,7 +3,17 @@
 from vitedge.deploy.export import export
 from vitedge.deploy.formats import FORMATS, DeployFormat, get_format
 from vitedge.deploy.onnx_export import export_onnx, read_onnx_metadata
-from vitedge.deploy.runtimes import OnnxRuntime, Runtime, TorchRuntime
+from vitedge.deploy.runtimes import (
+    RUNTIMES,
+    OnnxRuntime,
+    OpenVinoRuntime,
+    Runtime,
+    RuntimeSpec,
+    TorchRuntime,
+    get_runtime,
+    load_runtime,
+)
 
-__all__ = ["FORMATS", "DeployFormat", "OnnxRuntime", "Runtime", "TorchRuntime", "export", "export_onnx",
-           "get_format", "read_onnx_metadata"]
+__all__ = ["FORMATS", "RUNTIMES", "DeployFormat", "OnnxRuntime", "OpenVinoRuntime", "Runtime", "RuntimeSpec",
+           "TorchRuntime", "export", "export_onnx", "get_format", "get_runtime", "load_runtime",
+           "read_onnx_metadata"]

@@ -70,12 +70,15 @@ def export_onnx(
             # the tracer notes int() of quantizer buffers (constants by design) and the legacy exporter
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
             warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.filterwarnings("ignore", message="Constant folding - Only steps=1")
             torch.onnx.export(
                 net, (example,), tmp, dynamo=False, opset_version=opset,
                 input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                 dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
             )
         proto = onnx.load(tmp)
+        if precision == "int8":
+            _store_weights_as_integers(proto)
         for key, value in metadata.items():
             entry = proto.metadata_props.add()
             entry.key, entry.value = key, value
@@ -87,6 +90,64 @@ def export_onnx(
         return atomic_write(path, write)
     except onnx.checker.ValidationError as err:
         raise VitedgeError(f"the exported ONNX graph failed onnx.checker: {err}") from err
+
+
+def _store_weights_as_integers(proto: Any) -> int:
+    """Replace each ``QuantizeLinear`` of a constant (a weight) by its integer result, stored as
+    an int8 initializer feeding the ``DequantizeLinear``: the file holds int8 weights (4× smaller)
+    in the layout ONNX Runtime's own quantizer writes. Values as the simulation computes them
+    (``round(w · (1/s)) + z``, half to even). Returns how many weights were converted."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    graph = proto.graph
+    inits = {t.name: t for t in graph.initializer}
+    consumers: dict[str, int] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers[name] = consumers.get(name, 0) + 1
+    producers = {o: n for n in graph.node for o in n.output}
+
+    def constant(name: str) -> Any:
+        """The value of ``name`` if it is an initializer, the Identity of one (the exporter
+        dedups shared zero points that way), or the narrow-range clip ``Max(weight, qmin·s)``
+        of two initializers (which the exporter leaves unfolded); else None."""
+        if name in inits:
+            return numpy_helper.to_array(inits[name])
+        node = producers.get(name)
+        if node is not None and node.op_type == "Identity":
+            return constant(node.input[0])
+        if node is not None and node.op_type == "Max" and all(i in inits for i in node.input):
+            return np.maximum(*(numpy_helper.to_array(inits[i]) for i in node.input))
+        return None
+
+    converted = 0
+    for node in list(graph.node):
+        if node.op_type != "QuantizeLinear" or len(node.input) < 3:
+            continue
+        w, scale, zero = (constant(i) for i in node.input)
+        if w is None or scale is None or zero is None:
+            continue
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+        shape = [1] * w.ndim
+        if scale.ndim == 1:
+            shape[axis] = -1
+        inv = (np.float32(1.0) / scale.astype(np.float32)).reshape(shape)
+        info = np.iinfo(zero.dtype)
+        q = np.clip(np.rint(w.astype(np.float32) * inv) + zero.reshape(shape).astype(np.float32), info.min, info.max)
+        graph.initializer.append(numpy_helper.from_array(q.astype(zero.dtype), node.output[0]))
+        graph.node.remove(node)
+        converted += 1
+        clip = producers.get(node.input[0])
+        if clip is not None and consumers.get(node.input[0]) == 1:  # the Max fed only this Q
+            graph.node.remove(clip)
+            dead = [i for i in clip.input if consumers.get(i) == 1]
+        else:
+            dead = [node.input[0]] if consumers.get(node.input[0]) == 1 else []
+        for name in dead:  # float weights (and clip bounds) nothing else reads
+            if name in inits:
+                graph.initializer.remove(inits.pop(name))
+    return converted
 
 
 def _prepare(model: nn.Module, precision: str) -> nn.Module:

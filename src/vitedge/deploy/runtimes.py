@@ -1,11 +1,16 @@
 """Runtimes behind one interface: a callable from an NCHW float32 batch to logits.
 
-The latency harness times any of them the same way (:func:`vitedge.bench.measure_latency`).
+:data:`RUNTIMES` is the one table of engines — which file format each loads, which precisions
+it executes, what it needs installed — that ``vitedge bench`` iterates; :func:`load_runtime`
+builds any of them. The latency harness times all of them the same way
+(:func:`vitedge.bench.measure_latency`).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -72,3 +77,84 @@ class OnnxRuntime:
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: np.ascontiguousarray(batch, np.float32)})[0]
+
+
+class OpenVinoRuntime:
+    """OpenVINO on the CPU, reading our ONNX files directly. ``precision="bf16"`` compiles an FP32
+    file with bf16 inference (AVX-512 BF16 / AMX CPUs); an INT8 QDQ file runs on its int8 kernels."""
+
+    name = "openvino"
+
+    def __init__(self, path: str | os.PathLike, threads: int | None = None, precision: str = "fp32") -> None:
+        import openvino as ov
+
+        path = Path(path)
+        if not path.is_file():
+            raise VitedgeError(f"ONNX file {path} does not exist; export it first (vitedge export)")
+        self.threads = threads or os.cpu_count() or 1
+        hint = {"bf16": "bf16"}.get(precision, "f32")  # int8 files carry their own precision
+        config = {"INFERENCE_NUM_THREADS": self.threads, "INFERENCE_PRECISION_HINT": hint,
+                  "PERFORMANCE_HINT": "LATENCY"}
+        try:
+            core = ov.Core()
+            self.compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
+        except Exception as err:  # OpenVINO raises RuntimeError subclasses of its own
+            raise VitedgeError(f"openvino cannot load {path}: {str(err).splitlines()[0][:160]}") from err
+        self.request = self.compiled.create_infer_request()
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        result = self.request.infer({0: np.ascontiguousarray(batch, np.float32)})
+        return np.asarray(result[self.compiled.output(0)])
+
+
+@dataclass(frozen=True)
+class RuntimeSpec:
+    """One engine: the file format it loads, the precisions it executes, what it needs."""
+
+    name: str
+    format: str                  # a row of vitedge.deploy.FORMATS
+    precisions: tuple[str, ...]  # bf16: an FP32 file executed in bf16 by the engine
+    requires: str | None
+
+    def available(self) -> tuple[bool, str]:
+        if self.requires and importlib.util.find_spec(self.requires) is None:
+            return False, f"Python package {self.requires!r} is not installed (pip install {self.requires})"
+        return True, ""
+
+    def file_precision(self, precision: str) -> str:
+        """The precision of the file this engine runs for ``precision``."""
+        return "fp32" if precision == "bf16" else precision
+
+
+RUNTIMES: tuple[RuntimeSpec, ...] = (
+    RuntimeSpec("torch", "torch", ("fp32", "int8"), None),  # int8: the fake-quant simulation
+    RuntimeSpec("onnxruntime", "onnx", ("fp32", "fp16", "int8"), "onnxruntime"),
+    RuntimeSpec("openvino", "onnx", ("fp32", "bf16", "int8"), "openvino"),
+)
+
+
+def get_runtime(name: str) -> RuntimeSpec:
+    for spec in RUNTIMES:
+        if spec.name == name:
+            return spec
+    raise VitedgeError(f"unknown runtime {name!r}; choose one of {', '.join(r.name for r in RUNTIMES)}")
+
+
+def load_runtime(name: str, source: nn.Module | str | os.PathLike, *, precision: str = "fp32",
+                 threads: int | None = None) -> Runtime:
+    """Runtime ``name`` on ``source`` (a model for torch, an exported file otherwise)."""
+    spec = get_runtime(name)
+    if precision not in spec.precisions:
+        raise VitedgeError(f"runtime {name} runs {', '.join(spec.precisions)}, not {precision!r}")
+    ok, why = spec.available()
+    if not ok:
+        raise VitedgeError(f"runtime {name} is not available: {why}")
+    if name == "torch":
+        if not isinstance(source, nn.Module):
+            raise VitedgeError("the torch runtime runs a model object, not a file; load the checkpoint first")
+        return TorchRuntime(source, threads)
+    if isinstance(source, nn.Module):
+        raise VitedgeError(f"runtime {name} runs an exported file; export the model first (vitedge.export)")
+    if name == "onnxruntime":
+        return OnnxRuntime(source, threads)
+    return OpenVinoRuntime(source, threads, precision)

@@ -1,0 +1,177 @@
+"""``vitedge bench``: one model on every runtime × precision this machine has — file size,
+accuracy, latency at each batch size (median / p90) and throughput — as one table, with a ✗ and
+the reason for every combination that cannot run.
+
+The rows come from :data:`vitedge.deploy.RUNTIMES`. Accuracy is measured in this process;
+every latency in a fresh process (:mod:`vitedge.bench.latency_worker`), so no engine's threads
+slow another's.
+
+Example::
+
+    rows = bench_deployment("runs/b0/model.safetensors", out="runs/bench",
+                            data=DataConfig(dataset="cifar10", root="data/cifar10"), eval_limit=2000)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from vitedge.errors import VitedgeError
+
+if TYPE_CHECKING:
+    from vitedge.train.config import DataConfig
+
+__all__ = ["bench_deployment", "bench_markdown"]
+
+
+def bench_deployment(
+    checkpoint: str | os.PathLike,
+    *,
+    out: str | os.PathLike,
+    quantized: str | os.PathLike | None = None,
+    data: DataConfig | None = None,
+    eval_limit: int | None = None,
+    calib: int = 512,
+    runtimes: Sequence[str] | None = None,
+    batch_sizes: Sequence[int] = (1, 8),
+    threads: int = 2,
+    runs: int = 30,
+    warmup: int = 5,
+) -> list[dict[str, Any]]:
+    """Benchmark the float ``checkpoint`` (and its INT8 version: ``quantized``, or quantized here
+    with the Trio-ViT engine on ``calib`` training images of ``data``) on every runtime.
+
+    Returns one row per runtime × precision; writes ``bench.json`` and ``bench.md`` to ``out``.
+    """
+    from vitedge.deploy import RUNTIMES, export, get_runtime
+    from vitedge.models.checkpoint import atomic_write, load, read_metadata
+
+    if any(b < 1 for b in batch_sizes) or runs < 1 or threads < 1:
+        raise VitedgeError("batch sizes, runs and threads must all be at least 1")
+    specs = [get_runtime(name) for name in runtimes] if runtimes else list(RUNTIMES)
+    out_dir = Path(out)
+    checkpoint = Path(checkpoint)
+    model = load(checkpoint).eval()
+    extra = read_metadata(checkpoint)["extra"]
+    data_config = {**model.data_config, **extra.get("data_config", {})}
+    resolution = int(data_config["input_size"][-1])
+    task = None
+    if data is not None:
+        from vitedge.train.task_data import TaskData
+
+        task = TaskData(data, data_config, extra.get("classes"))
+
+    qmodel, int8_reason = _int8_model(model, quantized, task, calib, out_dir)
+    models = {"fp32": model, "int8": qmodel}
+    files: dict[tuple[str, str], Path | str] = {("torch", "fp32"): checkpoint}
+    if qmodel is not None:
+        files["torch", "int8"] = Path(quantized) if quantized else out_dir / "int8.safetensors"
+    for precision in ("fp32", "fp16", "int8"):
+        source = qmodel if precision == "int8" else model
+        if source is None:
+            files["onnx", precision] = int8_reason
+            continue
+        files["onnx", precision] = export(source, out_dir / f"model_{precision}.onnx", precision,
+                                          classes=task.classes if task else extra.get("classes"))
+
+    rows = []
+    for spec in specs:
+        for precision in spec.precisions:
+            row: dict[str, Any] = {"runtime": spec.name, "precision": precision, "ok": False}
+            rows.append(row)
+            ok, why = spec.available()
+            artifact = files.get((spec.format, spec.file_precision(precision)), "no such file")
+            if not ok or not isinstance(artifact, Path):
+                row["reason"] = why or str(artifact)
+                continue
+            row["file"], row["size_mib"] = str(artifact), artifact.stat().st_size / 2**20
+            try:
+                if task is not None:
+                    model_for = models["int8" if precision == "int8" else "fp32"]  # torch runs a model
+                    row["top1"] = _top1(spec.name, model_for, artifact, precision, task, eval_limit, threads)
+                row["latency"] = [_latency(spec.name, artifact, precision, b, resolution, threads, runs, warmup)
+                                  for b in batch_sizes]
+            except VitedgeError as err:
+                row["reason"] = str(err)
+                continue
+            row["ok"] = True
+    text = json.dumps({"checkpoint": str(checkpoint), "resolution": resolution, "threads": threads,
+                       "batch_sizes": list(batch_sizes), "rows": rows}, indent=2)
+    atomic_write(out_dir / "bench.json", lambda tmp: Path(tmp).write_text(text))
+    markdown = bench_markdown(rows, batch_sizes)
+    atomic_write(out_dir / "bench.md", lambda tmp: Path(tmp).write_text(markdown))
+    return rows
+
+
+def bench_markdown(rows: list[dict[str, Any]], batch_sizes: Sequence[int]) -> str:
+    """The table of :func:`bench_deployment` rows (latency in ms, median / p90)."""
+    head = ["runtime", "precision", "ok", "size MiB", "top-1 %"]
+    head += [f"b{b} ms (p90)" for b in batch_sizes] + [f"b{batch_sizes[-1]} img/s", "note"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["runtime"], r["precision"], "✓" if r["ok"] else "✗",
+                 f"{r['size_mib']:.2f}" if "size_mib" in r else "", f"{r['top1']:.2f}" if "top1" in r else ""]
+        lat = r.get("latency") or []
+        cells += [f"{x['median_ms']:.2f} ({x['p90_ms']:.2f})" for x in lat] or [""] * len(batch_sizes)
+        cells += [f"{lat[-1]['throughput']:.0f}" if lat else "", r.get("reason", "")]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _int8_model(model: torch.nn.Module, quantized: str | os.PathLike | None, task: Any, calib: int,
+                out_dir: Path) -> tuple[torch.nn.Module | None, str]:
+    from vitedge.quantization import QuantConfig, is_quantized, load_quantized, quantize, save_quantized
+
+    if quantized is not None:
+        qmodel = load_quantized(quantized)
+        if not is_quantized(qmodel):
+            raise VitedgeError(f"{quantized} is not a quantized checkpoint; make one with `vitedge quantize`")
+        return qmodel, ""
+    if task is None:
+        return None, "no INT8 model: pass --int8 QUANTIZED_CKPT, or --data to calibrate one"
+    qmodel = quantize(model, task.sample(calib), config=QuantConfig(method="trio", conv_outputs=True))
+    save_quantized(qmodel, out_dir / "int8.safetensors", extra={"classes": task.classes})
+    return qmodel, ""
+
+
+@torch.no_grad()
+def _top1(runtime: str, model: torch.nn.Module, artifact: Path, precision: str, task: Any,
+          eval_limit: int | None, threads: int) -> float:
+    from vitedge.deploy import load_runtime
+
+    engine = load_runtime(runtime, model if runtime == "torch" else artifact, precision=precision,
+                          threads=threads)
+    dataset = task.eval_set
+    if eval_limit:
+        dataset = torch.utils.data.Subset(dataset, range(min(eval_limit, len(dataset))))
+    correct = total = 0
+    for images, targets in torch.utils.data.DataLoader(dataset, batch_size=64):
+        logits = engine(images.numpy())
+        correct += int((np.argmax(logits, axis=1) == targets.numpy()).sum())
+        total += len(targets)
+    return 100.0 * correct / total
+
+
+def _latency(runtime: str, artifact: Path, precision: str, batch: int, resolution: int, threads: int,
+             runs: int, warmup: int) -> dict[str, Any]:
+    cmd = [sys.executable, "-m", "vitedge.bench.latency_worker", "--runtime", runtime, "--source", str(artifact),
+           "--precision", precision, "--batch", str(batch), "--resolution", str(resolution),
+           "--threads", str(threads), "--runs", str(runs), "--warmup", str(warmup)]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if not lines:
+        raise VitedgeError(f"the {runtime} latency run failed: {(proc.stderr.strip().splitlines() or ['?'])[-1]}")
+    result = json.loads(lines[-1])
+    if "error" in result:
+        raise VitedgeError(result["error"])
+    return result

@@ -1,0 +1,186 @@
+"""Deployment speed, side by side in one run: what a user gets from the usual stack vs vitedge.
+
+For each model (default B0, B1, M0 at 224², ImageNet heads, random weights — latency does not
+depend on the values), batch 1, ``--threads`` threads:
+
+- timm eager FP32 (what a user starts from);
+- ONNX Runtime FP32 of timm's own export;
+- ONNX Runtime INT8 from ORT's ``quantize_static`` (QDQ, per-channel weights) of that export;
+- OpenVINO FP32 and bf16 of the same FP32 file;
+- vitedge INT8 (Trio-ViT PTQ with conv-output points, QDQ with int8 weights) on ONNX Runtime
+  and on OpenVINO.
+
+Every latency is measured in a process of its own (torch's OpenMP threads slow ORT in the
+same process), with runs alternating across engines so all see the same machine load.
+Calibration for both INT8 paths uses the same random images (speed only; accuracy is
+``benchmarks/int8_agreement.py``'s job).
+
+Writes ``results.json`` and ``results.md`` (the table, the acceptance ratios and the command).
+
+Example::
+
+    python benchmarks/deploy_speed.py --out runs/deploy_speed --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+MODELS = ("efficientvit_b0", "efficientvit_b1", "efficientvit_m0")
+WORKER = """
+import json, sys, time, numpy as np
+kind, path, precision, threads, runs, warmup, res = sys.argv[1:8]
+threads, runs, warmup, res = int(threads), int(runs), int(warmup), int(res)
+x = np.random.default_rng(0).standard_normal((1, 3, res, res), dtype=np.float32)
+if kind == "timm":
+    import torch, timm
+    torch.set_num_threads(threads)
+    model = timm.create_model(path, pretrained=False).eval()
+    xt = torch.from_numpy(x)
+    def run():
+        with torch.inference_mode():
+            model(xt)
+else:
+    from vitedge.deploy.runtimes import load_runtime
+    engine = load_runtime(kind, path, precision=precision, threads=threads)
+    def run():
+        engine(x)
+for _ in range(warmup):
+    run()
+times = []
+for _ in range(runs):
+    t = time.perf_counter(); run(); times.append((time.perf_counter() - t) * 1000)
+print(json.dumps({"median_ms": float(np.median(times)), "p90_ms": float(np.percentile(times, 90)),
+                  "min_ms": float(np.min(times))}))
+"""
+
+
+def prepare(name: str, out: Path, calib: list[np.ndarray]) -> dict[str, tuple[str, str, str]]:
+    """Files for one model: timm's FP32 export, ORT's quantize_static of it, vitedge INT8."""
+    import timm
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    import vitedge
+    from vitedge.quantization import QuantConfig
+
+    folder = out / name
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    reference = timm.create_model(name, pretrained=False).eval()
+    fp32 = folder / "timm_fp32.onnx"
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(reference, (torch.from_numpy(calib[0][:1]),), str(fp32), dynamo=False, opset_version=17,
+                          input_names=["input"], output_names=["logits"])
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter([{"input": b[i:i + 1]} for b in calib for i in range(len(b))])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    ort_int8 = folder / "ort_quantize_static_int8.onnx"
+    quantize_static(str(fp32), str(ort_int8), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+
+    ours = vitedge.create_model(name).eval()
+    ours.load_state_dict(reference.state_dict(), strict=True)
+    qmodel = vitedge.quantize(ours, [torch.from_numpy(b) for b in calib],
+                              config=QuantConfig(method="trio", conv_outputs=True))
+    vitedge_int8 = vitedge.export(qmodel, folder / "vitedge_int8.onnx", precision="int8")
+    return {
+        "timm eager FP32": ("timm", name, "fp32"),
+        "ORT FP32 (timm export)": ("onnxruntime", str(fp32), "fp32"),
+        "ORT quantize_static INT8": ("onnxruntime", str(ort_int8), "int8"),
+        "OpenVINO FP32": ("openvino", str(fp32), "fp32"),
+        "OpenVINO bf16": ("openvino", str(fp32), "bf16"),
+        "vitedge INT8 on ORT": ("onnxruntime", str(vitedge_int8), "int8"),
+        "vitedge INT8 on OpenVINO": ("openvino", str(vitedge_int8), "int8"),
+    }
+
+
+def measure(engines: dict[str, tuple[str, str, str]], threads: int, runs: int, warmup: int, rounds: int,
+            res: int) -> dict[str, dict[str, Any]]:
+    """Median over ``rounds`` alternating rounds of each engine's median latency."""
+    samples: dict[str, list[dict[str, float]]] = {k: [] for k in engines}
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    for _ in range(rounds):
+        for label, (kind, path, precision) in engines.items():
+            proc = subprocess.run([sys.executable, "-c", WORKER, kind, path, precision, str(threads), str(runs),
+                                   str(warmup), str(res)], capture_output=True, text=True, env=env)
+            line = next((x for x in reversed(proc.stdout.splitlines()) if x.startswith("{")), None)
+            if line is None:
+                samples[label].append({"error": (proc.stderr.strip().splitlines() or ["failed"])[-1][:200]})
+            else:
+                samples[label].append(json.loads(line))
+    results = {}
+    for label, got in samples.items():
+        good = [g for g in got if "median_ms" in g]
+        results[label] = ({"median_ms": float(np.median([g["median_ms"] for g in good])),
+                           "p90_ms": float(np.median([g["p90_ms"] for g in good]))} if good
+                          else {"error": got[-1]["error"]})
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--models", nargs="+", default=list(MODELS))
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--runs", type=int, default=50)
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--rounds", type=int, default=3, help="alternating rounds per engine (median taken)")
+    p.add_argument("--calib", type=int, default=32, help="random calibration images for both INT8 paths")
+    p.add_argument("--out", type=Path, required=True)
+    args = p.parse_args(argv)
+    rng = np.random.default_rng(0)
+    calib = [rng.standard_normal((8, 3, 224, 224), dtype=np.float32) for _ in range(max(1, args.calib // 8))]
+    table: dict[str, dict[str, Any]] = {}
+    for name in args.models:
+        engines = prepare(name, args.out, calib)
+        table[name] = measure(engines, args.threads, args.runs, args.warmup, args.rounds, 224)
+        print(name, json.dumps(table[name]), flush=True)
+    command = shlex.join([sys.executable, *sys.argv])
+    (args.out / "results.json").write_text(json.dumps({"command": command, "threads": args.threads,
+                                                        "results": table}, indent=2))
+    (args.out / "results.md").write_text(markdown(table, command, args.threads))
+    print(markdown(table, command, args.threads))
+    return 0
+
+
+def markdown(table: dict[str, dict[str, Any]], command: str, threads: int) -> str:
+    labels = list(next(iter(table.values())))
+    lines = ["| engine | " + " | ".join(table) + " |", "|---|" + "---|" * len(table)]
+    for label in labels:
+        cells = []
+        for name in table:
+            r = table[name][label]
+            cells.append(f"{r['median_ms']:.2f}" if "median_ms" in r else f"✗ {r['error']}")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    checks = []
+    for name, rows in table.items():
+        ours = min((rows[k]["median_ms"] for k in rows if k.startswith("vitedge") and "median_ms" in rows[k]),
+                   default=None)
+        if ours is None:
+            continue
+        ratios = {ref: rows[ref]["median_ms"] / ours for ref in ("ORT FP32 (timm export)", "ORT quantize_static INT8",
+                                                               "OpenVINO bf16") if "median_ms" in rows[ref]}
+        checks.append(f"- {name}: vitedge INT8 (best runtime) is " +
+                      ", ".join(f"{v:.2f}× faster than {k}" for k, v in ratios.items()))
+    return "\n".join([f"Batch 1, 224², {threads} threads, median ms (median of alternating rounds, each engine "
+                      "in its own process).", "", *lines, "", *checks, "", f"Command: `{command}`", ""])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -567,7 +567,7 @@ def convert_official_state_dict(sd: Mapping[str, torch.Tensor]) -> dict[str, tor
     Unwraps a ``'state_dict'`` key. The series is recognised by the B-series ``input_stem``.
     Example::
 
-        model.load_state_dict(convert_official_state_dict(torch.load("b1-r224.pt")))
+        model.load_state_dict(convert_official_state_dict(torch.load("b1-r224.pt", weights_only=True)))
     """
     if isinstance(sd.get("state_dict"), Mapping):
         sd = sd["state_dict"]

@@ -81,3 +81,17 @@ def fashion_test():
     from vitedge.data import build_dataset
 
     return build_dataset("fashion-mnist", split="test")
+
+
+@pytest.fixture(scope="module")
+def tiny_classifier(tmp_path_factory):
+    """A 2-class image folder (ant/bee, 32 px PNGs) and an untrained B0 checkpoint at 32 px for it:
+    the cheapest real inputs for the recipe, export and benchmark commands."""
+    import vitedge
+    from test_pruning import _tiny_folder
+
+    root = tmp_path_factory.mktemp("tiny")
+    data = _tiny_folder(root / "data")
+    torch.manual_seed(0)
+    model = vitedge.create_model("efficientvit_b0", num_classes=2, img_size=32)
+    return data, vitedge.save(model, root / "dense.safetensors", extra={"classes": ["ant", "bee"]})

@@ -5,26 +5,14 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
-import vitedge
 from test_cli import run_cli
-from test_pruning import _tiny_folder
 
 pytest.importorskip("onnxruntime")
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    root = tmp_path_factory.mktemp("bench")
-    data = _tiny_folder(root / "data")
-    torch.manual_seed(0)
-    model = vitedge.create_model("efficientvit_b0", num_classes=2, img_size=32)
-    return data, vitedge.save(model, root / "b0.safetensors", extra={"classes": ["ant", "bee"]})
-
-
-def test_bench_measures_every_available_runtime_and_precision(monkeypatch, capsys, tiny, tmp_path):
-    data, ckpt = tiny
+def test_bench_measures_every_available_runtime_and_precision(monkeypatch, capsys, tiny_classifier, tmp_path):
+    data, ckpt = tiny_classifier
     out = tmp_path / "bench"
     code, stdout, err = run_cli(monkeypatch, capsys, "bench", str(ckpt), "--data", str(data), "--calib", "8",
                                 "--batch-size", "1", "--batch-size", "2", "--threads", "1", "--runs", "3",
@@ -47,8 +35,8 @@ def test_bench_measures_every_available_runtime_and_precision(monkeypatch, capsy
     assert "| onnxruntime | int8 | ✓ |" in (out / "bench.md").read_text()
 
 
-def test_bench_without_data_says_why_int8_is_missing(monkeypatch, capsys, tiny, tmp_path):
-    _, ckpt = tiny
+def test_bench_without_data_says_why_int8_is_missing(monkeypatch, capsys, tiny_classifier, tmp_path):
+    _, ckpt = tiny_classifier
     code, _, err = run_cli(monkeypatch, capsys, "bench", str(ckpt), "--runtime", "onnxruntime", "--batch-size", "1",
                            "--threads", "1", "--runs", "2", "--out", str(tmp_path / "b"))
     assert code == 0, err

@@ -10,20 +10,8 @@ import torch
 
 import vitedge
 from test_cli import assert_one_line_error, run_cli
-from test_pruning import _tiny_folder
 from vitedge.models.checkpoint import read_metadata
 from vitedge.quantization import is_quantized
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """A 2-class image folder and a B0 checkpoint trained on nothing, at 32 px."""
-    root = tmp_path_factory.mktemp("tiny")
-    data = _tiny_folder(root / "data")
-    torch.manual_seed(0)
-    model = vitedge.create_model("efficientvit_b0", num_classes=2, img_size=32)
-    ckpt = vitedge.save(model, root / "dense.safetensors", extra={"classes": ["ant", "bee"]})
-    return data, ckpt
 
 
 def _same_function(path, model) -> bool:
@@ -32,8 +20,8 @@ def _same_function(path, model) -> bool:
         return torch.equal(vitedge.load(path).eval()(x), model.eval()(x))
 
 
-def test_prune_cli_finetunes_distilled_and_saves(monkeypatch, capsys, tiny, tmp_path):
-    data, ckpt = tiny
+def test_prune_cli_finetunes_distilled_and_saves(monkeypatch, capsys, tiny_classifier, tmp_path):
+    data, ckpt = tiny_classifier
     out = tmp_path / "p40"
     code, stdout, err = run_cli(monkeypatch, capsys, "prune", str(ckpt), "--ratio", "0.4", "--criterion", "l2",
                                 "--finetune-epochs", "1", "--distill", "--data", str(data), "--batch-size", "4",
@@ -50,8 +38,8 @@ def test_prune_cli_finetunes_distilled_and_saves(monkeypatch, capsys, tiny, tmp_
     assert sum(p.numel() for p in pruned.parameters()) == report["params_pruned"]
 
 
-def test_quantize_cli_ptq_then_qat_and_reload(monkeypatch, capsys, tiny, tmp_path):
-    data, ckpt = tiny
+def test_quantize_cli_ptq_then_qat_and_reload(monkeypatch, capsys, tiny_classifier, tmp_path):
+    data, ckpt = tiny_classifier
     out = tmp_path / "int8"
     code, stdout, err = run_cli(monkeypatch, capsys, "quantize", str(ckpt), "--method", "minmax", "--calib", "8",
                                 "--data", str(data), "--batch-size", "4", "--out", str(out))
@@ -87,8 +75,8 @@ def test_quantize_cli_ptq_then_qat_and_reload(monkeypatch, capsys, tiny, tmp_pat
     (("quantize", "{ckpt}", "--data", "cifar10"), "needs --data-dir"),
     (("quantize", "missing.safetensors"), "does not exist"),
 ])
-def test_compress_cli_bad_input(monkeypatch, capsys, tiny, tmp_path, args, fragment):
-    data, ckpt = tiny
+def test_compress_cli_bad_input(monkeypatch, capsys, tiny_classifier, tmp_path, args, fragment):
+    data, ckpt = tiny_classifier
     monkeypatch.chdir(tmp_path)
     args = [a.format(ckpt=ckpt) for a in args]
     if "--data" not in args:
@@ -99,8 +87,8 @@ def test_compress_cli_bad_input(monkeypatch, capsys, tiny, tmp_path, args, fragm
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("*.safetensors"))
 
 
-def test_quantizing_a_quantized_checkpoint_is_refused(monkeypatch, capsys, tiny, tmp_path):
-    data, ckpt = tiny
+def test_quantizing_a_quantized_checkpoint_is_refused(monkeypatch, capsys, tiny_classifier, tmp_path):
+    data, ckpt = tiny_classifier
     out = tmp_path / "q"
     assert run_cli(monkeypatch, capsys, "quantize", str(ckpt), "--method", "minmax", "--calib", "4",
                    "--data", str(data), "--out", str(out))[0] == 0

@@ -22,6 +22,8 @@ The recipe (why these settings)
   crop and 15 epochs.
 - **Epochs.** 30 on CIFAR-10 for B0 (30 for M0, which has no accuracy floor), 15 on
   Fashion-MNIST (60k easier images): both B0 baselines fit one 3-hour session on 2 cores.
+  Measured (RESULTS.md): Fashion-MNIST 92.75 % meets its floor; CIFAR-10 reached 83.86 %, 1.1 pt
+  short of 85 % and still underfitting (train ≈ test) — raise it to 50 epochs for the floor.
 - **Reported on the full test sets** (10,000 images each), last epoch, no checkpoint selection.
 
 Usage

@@ -8,7 +8,8 @@ models see the same machine load. Ratio 0 goes through the same fine-tuning: it 
 equal-budget reference the accuracy drops are measured against.
 
 Writes ``results.json`` and ``results.md`` (tables, acceptance checks, the command) to ``--out``,
-plus each pruned model (``<criterion>_p<ratio>/model.safetensors``).
+plus each pruned model (``<criterion>_p<ratio>/model.safetensors``). A re-run with the same
+``--out`` reuses every finished model, so a killed study loses at most the model in progress.
 
 Examples::
 
@@ -37,7 +38,8 @@ import torch.nn as nn
 
 import vitedge
 from vitedge.pruning import PruneConfig
-from vitedge.pruning.recipe import DENSE_TEACHER, prune_checkpoint
+from vitedge.pruning.recipe import DENSE_TEACHER, PRUNED_FILE, REPORT_FILE, prune_checkpoint
+from vitedge.train.checkpoint import STATE_FILE
 
 ACCEPT = {"macs_40": 0.6, "ort_40": 0.75, "drop_20": 1.0, "drop_40": 2.5}
 
@@ -69,6 +71,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--scope", default="layer", choices=["layer", "global"])
     p.add_argument("--round-to", type=int, default=8)
     p.add_argument("--finetune-epochs", type=int, default=0)
+    p.add_argument("--no-compare-finetune", dest="compare_finetune", action="store_false",
+                   help="evaluate the --compare criteria right after pruning only (saves their fine-tuning)")
+    p.add_argument("--min-scale", type=float, default=0.5,
+                   help="fine-tuning random-resized-crop minimum area (short budgets want mild crops)")
     p.add_argument("--distill", action="store_true", help="distil from the unpruned model")
     p.add_argument("--lr", type=float, default=5e-4, help="fine-tuning peak learning rate")
     p.add_argument("--batch-size", type=int, default=128)
@@ -92,7 +98,7 @@ def train_config(args: argparse.Namespace, out: Path) -> Any:
     return TrainConfig(
         epochs=max(1, args.finetune_epochs), seed=args.seed, out=str(out),
         data=DataConfig(dataset=args.data, root=args.data_dir, batch_size=args.batch_size,
-                        workers=args.workers),
+                        workers=args.workers, scale=(args.min_scale, 1.0)),
         optim=OptimConfig(lr=args.lr, warmup_epochs=min(1.0, args.finetune_epochs / 10)),
         distill=DistillConfig(teacher=DENSE_TEACHER if args.distill else None))
 
@@ -163,11 +169,20 @@ def study(args: argparse.Namespace) -> dict[str, Any]:
     models: dict[str, nn.Module] = {"dense": vitedge.load(checkpoint)}
     for run in runs:
         out = args.out / run.name
+        if (out / PRUNED_FILE).is_file() and (out / REPORT_FILE).is_file():  # done by an earlier run
+            rows[run.name] = {"criterion": run.criterion, "ratio": run.ratio,
+                              **json.loads((out / REPORT_FILE).read_text())["metrics"]}
+            models[run.name] = vitedge.load(out / PRUNED_FILE)
+            print(f"{run.name}: reusing {out / PRUNED_FILE}", flush=True)
+            continue
         config = PruneConfig(ratio=run.ratio, criterion=run.criterion, scope=args.scope,
                              round_to=args.round_to, seed=args.seed)
-        train = train_config(args, out / "finetune") if args.data else None
-        result = prune_checkpoint(checkpoint, config, train=train,
-                                  finetune=args.finetune_epochs > 0, out=out)
+        train = None
+        if args.data:  # a fine-tuning killed mid-way resumes from its last epoch
+            train = train_config(args, out / "finetune")
+            train = train.replace(resume=(out / "finetune" / STATE_FILE).is_file())
+        finetune = args.finetune_epochs > 0 and (run.criterion == args.criterion or args.compare_finetune)
+        result = prune_checkpoint(checkpoint, config, train=train, finetune=finetune, out=out)
         rows[run.name] = {"criterion": run.criterion, "ratio": run.ratio, **result.metrics}
         models[run.name] = result.model
         print(f"{run.name}: {json.dumps({k: v for k, v in result.metrics.items() if k != 'config'})}",

@@ -365,6 +365,35 @@ def predict_command(
                       soft_wrap=True)
 
 
+@app.command("study")
+def study_command(
+    config: Annotated[Optional[Path], typer.Option(help="study YAML (see configs/study.yaml)")] = None,
+    preset: Annotated[str, typer.Option(help="quick (the demo) or full (the CIFAR-10 study)")] = "quick",
+    name: Annotated[Optional[str], typer.Option(help="run folder name under --out")] = None,
+    data: Annotated[Optional[str], typer.Option(help="fashion-mnist, cifar10 or an image folder")] = None,
+    data_dir: Annotated[Optional[Path], typer.Option(help="where the named dataset lives")] = None,
+    checkpoint: Annotated[Optional[Path], typer.Option(help="trained vitedge checkpoint (skips training)")] = None,
+    model: Annotated[Optional[str], typer.Option(help="model to train when there is no checkpoint")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="runs folder (default runs)")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="runtime threads for latency and accuracy")] = None,
+) -> None:
+    """Run the whole study: baseline → prune + fine-tune → INT8 → ONNX → runtime → report.
+
+    Re-running the same command resumes a killed study and skips every finished stage.
+    """
+    from vitedge.study import load_study_config, run_study
+
+    overrides = {"name": name, "data.dataset": data, "data.root": str(data_dir) if data_dir else None,
+                 "checkpoint": str(checkpoint) if checkpoint else None, "model": model,
+                 "out": str(out) if out else None, "deploy.threads": threads}
+    base = load_study_config(config, preset=preset)
+    if data is not None and data != base.data.dataset and name is None:
+        overrides["name"] = f"{base.name}-{Path(data).name}"  # another dataset: another run folder
+    study = load_study_config(config, preset=preset, overrides=overrides)
+    result = run_study(study, log=lambda line: console.print(line, highlight=False, markup=False))
+    console.print(f"report: {result.report} (+ report.html, results.json, results.csv, plots/)", highlight=False)
+
+
 def _recipe_config(epochs: int, seed: int, data: str, data_dir: Path | None, batch_size: int, workers: int,
                    lr: float, more: dict) -> TrainConfig:
     """The data and fine-tuning settings of a compression recipe (epochs 0: data only)."""

@@ -30,7 +30,7 @@ from vitedge.errors import VitedgeError
 if TYPE_CHECKING:
     from vitedge.train.config import DataConfig
 
-__all__ = ["bench_deployment", "bench_markdown"]
+__all__ = ["bench_deployment", "bench_markdown", "latency_in_subprocess", "runtime_top1"]
 
 
 def bench_deployment(
@@ -97,7 +97,7 @@ def bench_deployment(
             try:
                 if task is not None:
                     model_for = models["int8" if precision == "int8" else "fp32"]  # torch runs a model
-                    row["top1"] = _top1(spec.name, model_for, artifact, precision, task, eval_limit, threads)
+                    row["top1"] = runtime_top1(spec.name, model_for, artifact, precision, task, eval_limit, threads)
                 row["latency"] = [_latency(spec.name, artifact, precision, b, resolution, threads, runs, warmup)
                                   for b in batch_sizes]
             except VitedgeError as err:
@@ -144,8 +144,9 @@ def _int8_model(model: torch.nn.Module, quantized: str | os.PathLike | None, tas
 
 
 @torch.no_grad()
-def _top1(runtime: str, model: torch.nn.Module, artifact: Path, precision: str, task: Any,
-          eval_limit: int | None, threads: int) -> float:
+def runtime_top1(runtime: str, model: torch.nn.Module | None, artifact: Path, precision: str, task: Any,
+                 eval_limit: int | None, threads: int) -> float:
+    """Top-1 (percent) of ``artifact`` (or ``model``, for the torch runtime) on ``task``'s test split."""
     from vitedge.deploy import load_runtime
 
     engine = load_runtime(runtime, model if runtime == "torch" else artifact, precision=precision,
@@ -163,15 +164,27 @@ def _top1(runtime: str, model: torch.nn.Module, artifact: Path, precision: str, 
 
 def _latency(runtime: str, artifact: Path, precision: str, batch: int, resolution: int, threads: int,
              runs: int, warmup: int) -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "vitedge.bench.latency_worker", "--runtime", runtime, "--source", str(artifact),
-           "--precision", precision, "--batch", str(batch), "--resolution", str(resolution),
+    return latency_in_subprocess(runtime, [(artifact, precision)], batch=batch, resolution=resolution,
+                                 threads=threads, runs=runs, warmup=warmup)[str(artifact)]
+
+
+def latency_in_subprocess(runtime: str, sources: Sequence[tuple[str | os.PathLike, str]], *, batch: int,
+                          resolution: int, threads: int, runs: int, warmup: int) -> dict[str, dict[str, Any]]:
+    """Latency of each ``(file, precision)`` on ``runtime``, measured in one fresh process with
+    the runs alternated across the files; keyed by the file path as given."""
+    cmd = [sys.executable, "-m", "vitedge.bench.latency_worker", "--runtime", runtime,
+           "--batch", str(batch), "--resolution", str(resolution),
            "--threads", str(threads), "--runs", str(runs), "--warmup", str(warmup)]
+    for path, precision in sources:
+        cmd += ["--source", str(path), "--precision", precision]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=3600)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if not lines:
         raise VitedgeError(f"the {runtime} latency run failed: {(proc.stderr.strip().splitlines() or ['?'])[-1]}")
     result = json.loads(lines[-1])
     if "error" in result:
         raise VitedgeError(result["error"])
-    return result
+    if "results" in result:
+        return result["results"]
+    return {str(sources[0][0]): result}

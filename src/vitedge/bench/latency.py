@@ -59,9 +59,37 @@ def measure_latency(
         start = time.perf_counter()
         run_once()
         times.append((time.perf_counter() - start) * 1000.0)
-    times.sort()
+    return _result(sorted(times), backend, batch_size, threads)
+
+
+def measure_alternated(
+    runners: dict[str, Callable[[], Any]],
+    *,
+    backend: str,
+    batch_size: int,
+    threads: int,
+    warmup: int = 5,
+    runs: int = 30,
+) -> dict[str, LatencyResult]:
+    """Like :func:`measure_latency` for several models at once, runs alternated across them:
+    a load spike on a shared machine then hits every model alike, so their ratios hold."""
+    if runs < 1 or warmup < 0:
+        raise VitedgeError(f"runs must be ≥ 1 and warmup ≥ 0 (got runs={runs}, warmup={warmup})")
+    for run_once in runners.values():
+        for _ in range(warmup):
+            run_once()
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    for _ in range(runs):
+        for name, run_once in runners.items():
+            start = time.perf_counter()
+            run_once()
+            times[name].append((time.perf_counter() - start) * 1000.0)
+    return {name: _result(sorted(t), backend, batch_size, threads) for name, t in times.items()}
+
+
+def _result(times: list[float], backend: str, batch_size: int, threads: int) -> LatencyResult:
     return LatencyResult(
-        backend=backend, batch_size=batch_size, threads=threads, runs=runs,
+        backend=backend, batch_size=batch_size, threads=threads, runs=len(times),
         median_ms=statistics.median(times), p90_ms=_percentile(times, 0.9),
         min_ms=times[0], mean_ms=statistics.fmean(times),
     )

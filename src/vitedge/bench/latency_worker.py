@@ -5,6 +5,9 @@ spinning after its last op and slow ONNX Runtime or OpenVINO measured in the sam
 each engine gets a clean process (only the torch rows ever run a torch op in theirs).
 
     python -m vitedge.bench.latency_worker --runtime onnxruntime --source m.onnx --batch 1 --threads 2
+
+Several ``--source`` files are timed with their runs alternated (one JSON line mapping each
+source to its result), so models compared against each other see the same machine load.
 """
 
 from __future__ import annotations
@@ -19,38 +22,56 @@ import numpy as np
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--runtime", required=True)
-    p.add_argument("--source", required=True, help="exported file, or a checkpoint for the torch runtime")
-    p.add_argument("--precision", default="fp32")
+    p.add_argument("--source", required=True, action="append",
+                   help="exported file, or a checkpoint for the torch runtime (repeatable)")
+    p.add_argument("--precision", action="append",
+                   help="precision of the sources: once for all, or once per --source (default fp32)")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--resolution", type=int, required=True)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--runs", type=int, default=30)
     p.add_argument("--warmup", type=int, default=5)
     args = p.parse_args(argv)
+    precisions = args.precision or ["fp32"]
+    if len(precisions) == 1:
+        precisions = precisions * len(args.source)
+    if len(precisions) != len(args.source):
+        p.error("give --precision once, or once per --source")
 
-    from vitedge.bench.latency import measure_latency
+    from vitedge.bench.latency import measure_alternated
     from vitedge.deploy.runtimes import load_runtime
     from vitedge.errors import VitedgeError
 
     try:
-        source: object = args.source
-        if args.runtime == "torch":
-            import torch
-
-            from vitedge.models.checkpoint import load
-
-            torch.set_num_threads(args.threads)
-            source = load(args.source)
-        runtime = load_runtime(args.runtime, source, precision=args.precision, threads=args.threads)
         x = np.random.default_rng(0).standard_normal((args.batch, 3, args.resolution, args.resolution),
                                                      dtype=np.float32)
-        result = measure_latency(lambda: runtime(x), backend=args.runtime, batch_size=args.batch,
-                                 threads=args.threads, warmup=args.warmup, runs=args.runs)
+        runners = {}
+        for path, precision in zip(args.source, precisions):
+            runtime = load_runtime(args.runtime, _source(args.runtime, path, args.threads),
+                                   precision=precision, threads=args.threads)
+            runners[path] = lambda runtime=runtime: runtime(x)
+        results = measure_alternated(runners, backend=args.runtime, batch_size=args.batch,
+                                     threads=args.threads, warmup=args.warmup, runs=args.runs)
     except VitedgeError as err:
         print(json.dumps({"error": str(err)}))
         return 2
-    print(json.dumps(result.to_dict()))
+    if len(results) == 1:
+        print(json.dumps(next(iter(results.values())).to_dict()))
+    else:
+        print(json.dumps({"results": {path: r.to_dict() for path, r in results.items()}}))
     return 0
+
+
+def _source(runtime: str, path: str, threads: int) -> object:
+    """What ``load_runtime`` takes: the file, or for torch the model it holds."""
+    if runtime != "torch":
+        return path
+    import torch
+
+    from vitedge.models.checkpoint import load
+
+    torch.set_num_threads(threads)
+    return load(path)
 
 
 if __name__ == "__main__":

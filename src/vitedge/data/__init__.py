@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from vitedge.data.base import ArrayDataset, ImageDataset, Transform
+from vitedge.data.base import ArrayDataset, ImageDataset, SubsetDataset, Transform, limit_dataset
 from vitedge.data.cifar import CLASSES as CIFAR10_CLASSES
 from vitedge.data.cifar import cifar10, cifar10_python, read_python_batch
 from vitedge.data.fashion_mnist import CLASSES as FASHION_MNIST_CLASSES
@@ -91,5 +91,5 @@ def build_dataset(name_or_path: str | os.PathLike, root: str | os.PathLike | Non
 
 __all__ = ["CIFAR10_CLASSES", "DATASETS", "FASHION_MNIST_CLASSES", "ArrayDataset", "DataWarning",
            "EvalTransform", "ImageDataset", "ImageFolder", "TrainTransform", "build_dataset", "cifar10",
-           "cifar10_python", "eval_transform", "fashion_mnist", "image_folder", "read_idx",
-           "read_python_batch"]
+           "cifar10_python", "eval_transform", "fashion_mnist", "image_folder", "limit_dataset", "read_idx",
+           "read_python_batch", "SubsetDataset"]

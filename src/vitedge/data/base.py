@@ -98,3 +98,36 @@ def to_rgb(img: Image.Image) -> Image.Image:
         peak = array.max() if array.size and array.max() > 255 else 255.0
         img = Image.fromarray((array * (255.0 / peak)).round().astype(np.uint8))
     return img.convert("RGB")
+
+
+class SubsetDataset(ImageDataset):
+    """A fixed selection of another dataset's samples, keeping its classes and transform."""
+
+    def __init__(self, base: ImageDataset, indices: Sequence[int]) -> None:
+        self.base = base
+        self.indices = np.asarray(indices, dtype=np.int64)
+        self.classes = list(base.classes)
+        self.targets = np.asarray(base.targets)[self.indices]
+
+    @property
+    def transform(self) -> Transform | None:  # type: ignore[override]
+        return self.base.transform
+
+    def image(self, index: int) -> Image.Image:
+        return self.base.image(int(self.indices[index]))
+
+
+def limit_dataset(dataset: ImageDataset, limit: int | None, seed: int = 0) -> ImageDataset:
+    """At most ``limit`` samples of ``dataset``, balanced across classes and chosen by ``seed``
+    (the same every run), in index order; the dataset itself when it is no larger."""
+    if limit is None or limit >= len(dataset):
+        return dataset
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise VitedgeError(f"a dataset limit must be a positive number of samples, got {limit!r}")
+    rng = np.random.default_rng(seed)
+    targets = np.asarray(dataset.targets)
+    per_class = [rng.permutation(np.flatnonzero(targets == c)) for c in range(len(dataset.classes))]
+    # round-robin over the classes, so a small limit still sees every class equally often
+    order = [idx for rank in range(max(map(len, per_class), default=0))
+             for idx in (p[rank] for p in per_class if rank < len(p))]
+    return SubsetDataset(dataset, np.sort(np.asarray(order[:limit], dtype=np.int64)))

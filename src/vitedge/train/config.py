@@ -37,8 +37,14 @@ class DataConfig:
     randaug_magnitude: float = 9.0
     crop_pct: float | None = None        # evaluation crop; None: the model's data_config
     interpolation: str | None = None     # None: the model's data_config
+    train_limit: int | None = None       # use a class-balanced seeded subset of the training split
+    eval_limit: int | None = None        # ... and of the test split (quick runs); None: all of it
 
     def __post_init__(self) -> None:
+        for name in ("train_limit", "eval_limit"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise VitedgeError(f"{name} must be a positive number of images or None, got {value!r}")
         if self.batch_size < 2:
             raise VitedgeError(f"batch_size must be at least 2 (BatchNorm needs it), got {self.batch_size}")
         if self.workers < 0:

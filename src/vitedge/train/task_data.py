@@ -28,17 +28,19 @@ class TaskData:
 
     def __init__(self, data: DataConfig, data_config: dict[str, Any],
                  classes: Sequence[str] | None = None) -> None:
-        from vitedge.data import build_dataset, eval_transform
+        from vitedge.data import build_dataset, eval_transform, limit_dataset
 
         self.data = data
         size = int(data.img_size or data_config["input_size"][-1])
         self.data_config = {**data_config, "input_size": (3, size, size)}
         self.transform = eval_transform(size, self.data_config)
-        self.train_set = build_dataset(data.dataset, data.root, "train", strict=data.strict,
-                                       classes=list(classes) if classes else None)
+        train_set = build_dataset(data.dataset, data.root, "train", strict=data.strict,
+                                  classes=list(classes) if classes else None)
+        self.train_set = limit_dataset(train_set, data.train_limit)
         self.classes = list(self.train_set.classes)
-        self.eval_set = build_dataset(data.dataset, data.root, "test", strict=data.strict,
-                                      classes=self.classes, transform=self.transform)
+        eval_set = build_dataset(data.dataset, data.root, "test", strict=data.strict,
+                                 classes=self.classes, transform=self.transform)
+        self.eval_set = limit_dataset(eval_set, data.eval_limit)
 
     def loader(self) -> torch.utils.data.DataLoader:
         return torch.utils.data.DataLoader(self.eval_set, batch_size=2 * self.data.batch_size,

@@ -85,7 +85,7 @@ def train(cfg: TrainConfig, *, hooks: Sequence[StepHook] = (), verbose: bool = T
                                    data=DataConfig(dataset="fashion-mnist", img_size=64)))
         result.metrics["top1"]
     """
-    from vitedge.data import build_dataset
+    from vitedge.data import build_dataset, limit_dataset
     from vitedge.data.folder import DataWarning
     from vitedge.data.transforms import eval_transform
 
@@ -95,6 +95,7 @@ def train(cfg: TrainConfig, *, hooks: Sequence[StepHook] = (), verbose: bool = T
             if not info.is_main:  # one copy of each data warning, from rank 0
                 warnings.simplefilter("ignore", DataWarning)
             train_set = build_dataset(cfg.data.dataset, cfg.data.root, "train", strict=cfg.data.strict)
+            train_set = limit_dataset(train_set, cfg.data.train_limit)
             classes = list(train_set.classes)
             torch.manual_seed(derive_seed(cfg.seed, "init"))
             model, data_config = build_model(cfg.model, classes, cfg.data.img_size)
@@ -102,6 +103,7 @@ def train(cfg: TrainConfig, *, hooks: Sequence[StepHook] = (), verbose: bool = T
             size = int(data_config["input_size"][-1])
             eval_set = build_dataset(cfg.data.dataset, cfg.data.root, "test", strict=cfg.data.strict,
                                      classes=classes, transform=eval_transform(size, data_config))
+            eval_set = limit_dataset(eval_set, cfg.data.eval_limit)
         teacher = build_teacher(cfg.distill.teacher, len(classes)) if cfg.distill.teacher else None
         return fit(model, train_set, eval_set, cfg, data_config=data_config, teacher=teacher,
                    hooks=hooks, verbose=verbose, info=info)

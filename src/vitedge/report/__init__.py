@@ -1,0 +1,95 @@
+"""The study report: ``report.md``, ``report.html`` (self-contained), ``results.json``,
+``results.csv`` and the plots under ``plots/``, all written atomically into the run folder."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from vitedge.models.checkpoint import atomic_write
+from vitedge.report.document import Document, csv_lines
+from vitedge.report.environment import environment
+from vitedge.report.plots import plot_accuracy_vs_latency, plot_accuracy_vs_macs
+from vitedge.report.tables import Row, pareto, recommend, study_rows, study_tables
+
+if TYPE_CHECKING:
+    from vitedge.study.config import StudyConfig
+    from vitedge.study.pipeline import Variant
+
+__all__ = ["Row", "pareto", "recommend", "study_rows", "study_tables", "write_report"]
+
+
+def write_report(config: StudyConfig, variants: Sequence[Variant], run_dir: Path, *, task: Any,
+                 log: Callable[[str], None] = print) -> Path:
+    """Write every report file for the finished ``variants``; returns the Markdown report's path."""
+    rows = study_rows(variants)
+    d = config.deploy
+    plots = run_dir / "plots"
+    figures = [
+        (plot_accuracy_vs_latency(rows, plots / "accuracy_vs_latency.png", runtime=d.runtime, threads=d.threads,
+                                  batch=d.batch_size), "accuracy vs latency, Pareto front marked"),
+        (plot_accuracy_vs_macs(rows, plots / "accuracy_vs_macs.png"), "accuracy vs MACs"),
+    ]
+    ranges = _channel_ranges(variants, task, plots / "channel_ranges.png")
+    if ranges is not None:
+        figures.append(ranges[:2])
+
+    doc = Document(f"vitedge study: {config.name}")
+    source = f"checkpoint `{config.checkpoint}`" if config.checkpoint else \
+        f"trained here for {config.baseline.epochs} epochs"
+    subset = ""
+    if config.data.train_limit or config.data.eval_limit:
+        subset = (f" (subsets: {config.data.train_limit or 'all'} training and {config.data.eval_limit or 'all'} "
+                  "test images)")
+    doc.paragraph(f"{config.model} on {config.data.dataset} at {config.data.img_size} px{subset}; baseline "
+                  f"{source}. Pruning: {config.pruning.criterion}, {config.pruning.scope} scope, fine-tuned "
+                  f"{config.pruning.finetune_epochs} epochs{' with distillation' if config.pruning.distill else ''}. "
+                  f"INT8: {config.quantization.method} W{config.quantization.w_bits}A{config.quantization.a_bits}, "
+                  f"{config.quantization.calib} calibration images"
+                  f"{f', QAT {config.quantization.qat_epochs} epochs' if config.quantization.qat_epochs else ''}. "
+                  f"Deployed as ONNX on {d.runtime}: accuracy on the test split, latency batch {d.batch_size}, "
+                  f"{d.threads} threads, median of {d.runs} runs alternated across all models.")
+    doc.heading("Recommendation")
+    doc.paragraph(recommend(rows, config.report.max_drop))
+    doc.heading("Results")
+    for table in study_tables(rows, variants, d.runtime):
+        doc.table(table)
+    doc.heading("Plots")
+    for path, caption in figures:
+        doc.image(path, caption)
+    if ranges is not None:
+        doc.paragraph(ranges[2])
+    doc.heading("Environment")
+    env = environment(d.threads)
+    doc.pairs(env)
+    doc.paragraph(f"Config: `{run_dir / 'config.json'}`; every artifact (checkpoints, ONNX files, stage "
+                  "records) lies beside this report.")
+
+    results = {"config": config.to_dict(), "environment": env, "rows": [r.to_dict() for r in rows],
+               "pareto": [r.label for r in pareto(rows)],
+               "recommendation": recommend(rows, config.report.max_drop)}
+    csv_text = csv_lines(list(rows[0].to_dict()), [list(r.to_dict().values()) for r in rows])
+    markdown, page = doc.markdown(run_dir), doc.html()
+    for name, text in (("results.json", json.dumps(results, indent=2)), ("results.csv", csv_text),
+                       ("report.html", page), ("report.md", markdown)):
+        atomic_write(run_dir / name, lambda tmp, text=text: Path(tmp).write_text(text))
+    log(markdown)
+    return run_dir / "report.md"
+
+
+def _channel_ranges(variants: Sequence[Variant], task: Any, path: Path) -> tuple[Path, str, str] | None:
+    """Per-channel input ranges of the dense INT8 model's Trio-ViT sites (the reason for the method)."""
+    from vitedge.errors import VitedgeError
+    from vitedge.quantization import load_quantized, plot_channel_ranges
+
+    dense = next(v for v in variants if v.ratio == 0)
+    try:
+        summary = plot_channel_ranges(load_quantized(dense.quantized), task.sample(32, seed=1)[0], path)
+    except VitedgeError:
+        return None  # a method without transforms on a model without depthwise convs: nothing to show
+    detail = "; ".join(f"`{s.layer}` ({s.transform}) {s.levels_before:.0f} → {s.levels_after:.0f}" for s in summary)
+    return (path, "per-channel input ranges of the dense model's first quantized convs, before and after the "
+                  "Trio-ViT transforms",
+            f"Grid levels of one per-tensor INT8 scale that the median channel spans, before → after: {detail}.")

@@ -1,0 +1,142 @@
+"""The study's numbers as rows and its three tables: pruning, quantization, pruning + quantization.
+
+Every accuracy in the tables is measured on the deployment runtime (the exported ONNX file),
+except the columns marked "PyTorch" (the float model before export, the fake-quant simulation).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from vitedge.study.pipeline import Variant
+
+__all__ = ["Row", "Table", "pareto", "recommend", "study_rows", "study_tables"]
+
+
+@dataclass(frozen=True)
+class Row:
+    """One deployable model: a variant at one precision, measured on the runtime."""
+
+    variant: str
+    ratio: float
+    precision: str
+    top1: float                 # on the runtime
+    top1_torch: float           # PyTorch: float model, or the INT8 simulation
+    params: int
+    macs: int
+    size_mib: float
+    latency_ms: float           # median, batch as configured
+    p90_ms: float
+
+    @property
+    def label(self) -> str:
+        return f"{'dense' if self.ratio == 0 else f'{self.ratio:.0%} pruned'} {self.precision.upper()}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"variant": self.variant, "ratio": self.ratio, "precision": self.precision, "top1": self.top1,
+                "top1_torch": self.top1_torch, "params": self.params, "macs": self.macs,
+                "size_mib": self.size_mib, "latency_ms": self.latency_ms, "p90_ms": self.p90_ms}
+
+
+@dataclass(frozen=True)
+class Table:
+    title: str
+    head: list[str]
+    rows: list[list[str]]
+    note: str = ""
+
+
+def study_rows(variants: Sequence[Variant]) -> list[Row]:
+    rows = []
+    for v in variants:
+        for precision in ("fp32", "int8"):
+            rt = v.runtime[precision]
+            torch_top1 = v.metrics["top1_fp32"] if precision == "fp32" else v.quant_metrics["top1_sim"]
+            rows.append(Row(v.name, v.ratio, precision, rt["top1"], torch_top1, int(v.metrics["params"]),
+                            int(v.metrics["macs"]), rt["size_mib"], rt["latency"]["median_ms"],
+                            rt["latency"]["p90_ms"]))
+    return rows
+
+
+def _ref(rows: Sequence[Row]) -> Row:
+    return next(r for r in rows if r.ratio == 0 and r.precision == "fp32")
+
+
+def study_tables(rows: Sequence[Row], variants: Sequence[Variant], runtime: str) -> list[Table]:
+    ref = _ref(rows)
+    by = {(r.variant, r.precision): r for r in rows}
+
+    def x(value: float, base: float) -> str:
+        return f"{value / base:.2f}×"
+
+    def delta(top1: float) -> str:
+        return f"{top1 - ref.top1:+.2f}"
+
+    pruning = []
+    for v in variants:
+        r = by[v.name, "fp32"]
+        after = v.metrics.get("top1_pruned")
+        pruning.append([f"{v.ratio:.0%}", f"{after:.2f}" if after is not None else "–", f"{r.top1:.2f}",
+                        delta(r.top1), f"{r.params / 1e6:.3f} ({x(r.params, ref.params)})",
+                        f"{r.macs / 1e6:.1f} ({x(r.macs, ref.macs)})",
+                        f"{r.latency_ms:.2f} ({x(r.latency_ms, ref.latency_ms)})", f"{r.size_mib:.2f}"])
+    dense = [v for v in variants if v.ratio == 0][0]
+    quant = []
+    for precision in ("fp32", "int8"):
+        r = by[dense.name, precision]
+        quant.append([precision.upper(), f"{r.top1_torch:.2f}", f"{r.top1:.2f}", delta(r.top1),
+                      f"{r.latency_ms:.2f} ({x(r.latency_ms, ref.latency_ms)})",
+                      f"{r.size_mib:.2f} ({x(r.size_mib, ref.size_mib)})"])
+    qm = dense.quant_metrics
+    qnote = f"INT8 after PTQ (PyTorch simulation): {qm['top1_ptq']:.2f} %"
+    if qm.get("top1_qat") is not None:
+        qnote += f"; after QAT: {qm['top1_qat']:.2f} %"
+    both = []
+    for v in variants:
+        r = by[v.name, "int8"]
+        both.append([f"{v.ratio:.0%}", f"{r.top1_torch:.2f}", f"{r.top1:.2f}", delta(r.top1),
+                     f"{r.macs / 1e6:.1f} ({x(r.macs, ref.macs)})",
+                     f"{r.latency_ms:.2f} ({x(r.latency_ms, ref.latency_ms)})",
+                     f"{r.size_mib:.2f} ({x(r.size_mib, ref.size_mib)})"])
+    lat = f"latency ms on {runtime} (× dense FP32)"
+    return [
+        Table("Table 1 — pruning (FP32)",
+              ["ratio", "top-1 pruned", "top-1 fine-tuned", "Δ pt", "params M", "MACs M", lat, "size MiB"], pruning,
+              "top-1 pruned: PyTorch, right after pruning; fine-tuned: on the runtime."),
+        Table("Table 2 — quantization (dense model)",
+              ["precision", "top-1 PyTorch", "top-1 runtime", "Δ pt", lat, "size MiB (×)"], quant, qnote + "."),
+        Table("Table 3 — pruning + INT8",
+              ["ratio", "top-1 simulated", "top-1 runtime", "Δ pt", "MACs M", lat, "size MiB (×)"], both,
+              "Δ and × against the dense FP32 model on the same runtime."),
+    ]
+
+
+def pareto(rows: Sequence[Row]) -> list[Row]:
+    """Rows no other row beats on both latency and accuracy, fastest first."""
+    front = [r for r in rows if not any(o.latency_ms <= r.latency_ms and o.top1 >= r.top1 and
+                                        (o.latency_ms < r.latency_ms or o.top1 > r.top1) for o in rows)]
+    return sorted(front, key=lambda r: r.latency_ms)
+
+
+def recommend(rows: Sequence[Row], max_drop: float) -> str:
+    """The fastest model within ``max_drop`` points of the dense FP32 model, in one paragraph."""
+    ref = _ref(rows)
+    ok = [r for r in rows if r.top1 >= ref.top1 - max_drop]
+    best = min(ok, key=lambda r: r.latency_ms)
+    fastest = min(rows, key=lambda r: r.latency_ms)
+    if best is ref:
+        text = (f"No compressed variant stays within {max_drop:g} pt of the dense FP32 model "
+                f"({ref.top1:.2f} %): keep it, or give fine-tuning a larger budget.")
+    else:
+        text = (f"**Pick {best.label}** (`{best.variant}`, {best.precision}): {ref.latency_ms / best.latency_ms:.2f}× "
+                f"faster than the dense FP32 model ({best.latency_ms:.2f} vs {ref.latency_ms:.2f} ms), "
+                f"{best.size_mib:.2f} MiB instead of {ref.size_mib:.2f}, at {best.top1 - ref.top1:+.2f} pt top-1 "
+                f"({best.top1:.2f} %) — the fastest variant within {max_drop:g} pt of the baseline.")
+    if fastest is not best:
+        text += (f" The fastest overall, {fastest.label}, runs {ref.latency_ms / fastest.latency_ms:.2f}× faster "
+                 f"but loses {ref.top1 - fastest.top1:.2f} pt.")
+    front = ", ".join(r.label for r in pareto(rows))
+    return text + f" Pareto front (latency vs accuracy): {front}."

@@ -1,0 +1,287 @@
+"""The whole edge-compression study as one resumable pipeline.
+
+baseline (train, or the given checkpoint) → prune at each ratio + fine-tune (distilled from the
+baseline) → quantize every variant (PTQ, optional QAT) → export FP32 and INT8 ONNX → top-1 on the
+runtime → latency on the runtime (one process, runs alternated across all files) → report.
+
+Everything lands in ``<out>/<name>/``; each stage is cached (:mod:`vitedge.study.stages`), so a
+killed study resumes where it stopped and a re-run with the same config does no work twice.
+
+Example::
+
+    result = run_study(load_study_config(preset="quick"))
+    result.report  # runs/quick/report.md
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vitedge.errors import VitedgeError
+from vitedge.models.checkpoint import atomic_write
+from vitedge.study.config import StudyConfig
+from vitedge.study.stages import Stage, file_digest
+
+__all__ = ["StudyResult", "Variant", "run_study"]
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class Variant:
+    """One float model of the study (the dense baseline or a pruned one) and what became of it."""
+
+    name: str
+    ratio: float
+    checkpoint: Path
+    fingerprint: str                       # of the stage that made it
+    metrics: dict[str, Any] = field(default_factory=dict)
+    quantized: Path | None = None
+    quant_metrics: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, Path] = field(default_factory=dict)         # precision → ONNX file
+    runtime: dict[str, dict[str, Any]] = field(default_factory=dict)  # precision → top1, latency, size
+
+
+@dataclass
+class StudyResult:
+    config: StudyConfig
+    variants: list[Variant]
+    report: Path
+    seconds: float
+
+
+def run_study(config: StudyConfig, *, log: Log = print) -> StudyResult:
+    """Run (or resume) the study ``config`` describes; returns its variants and the report path."""
+    from vitedge.report import write_report
+
+    start = time.perf_counter()
+    run_dir = config.run_dir
+    check_ready(config)  # a missing dataset or unreadable checkpoint fails here, before any work
+    run_dir.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(config.to_dict(), indent=2)
+    atomic_write(run_dir / "config.json", lambda tmp: Path(tmp).write_text(text))
+
+    dense = _baseline(config, run_dir, log)
+    task = _task(config, dense.checkpoint)
+    variants = [dense] + [_prune(config, run_dir, dense, ratio, log) for ratio in config.pruning.ratios]
+    for variant in variants:
+        _quantize(config, run_dir, variant, log)
+        _export(config, run_dir, variant, log)
+        _runtime_top1(config, run_dir, variant, task, log)
+    _latency(config, run_dir, variants, log)
+    report = write_report(config, variants, run_dir, task=task, log=log)
+    seconds = time.perf_counter() - start
+    log(f"study {config.name}: report in {report} ({seconds / 60:.1f} min)")
+    return StudyResult(config, variants, report, seconds)
+
+
+# --------------------------------------------------------------------------------------------
+# configs handed to the training / pruning / quantization recipes
+
+
+def data_config(config: StudyConfig, min_scale: float) -> Any:
+    from vitedge.train import DataConfig
+
+    d = config.data
+    return DataConfig(dataset=d.dataset, root=d.root, img_size=d.img_size, batch_size=d.batch_size,
+                      workers=d.workers, scale=(min_scale, 1.0), crop_pct=d.crop_pct,
+                      train_limit=d.train_limit, eval_limit=d.eval_limit)
+
+
+def _train_config(config: StudyConfig, out: Path, *, model: str, epochs: int, lr: float,
+                  warmup_epochs: float, min_scale: float, teacher: str | None = None) -> Any:
+    from vitedge.train import DistillConfig, OptimConfig, TrainConfig
+    from vitedge.train.checkpoint import STATE_FILE
+
+    return TrainConfig(
+        model=model, epochs=epochs, seed=config.seed, out=str(out), device="cpu",
+        resume=(out / STATE_FILE).is_file(),  # an interrupted run continues from its last epoch
+        data=data_config(config, min_scale),
+        optim=OptimConfig(lr=lr, warmup_epochs=warmup_epochs, weight_decay=0.05, label_smoothing=0.1,
+                          clip_grad=1.0, min_lr=1e-5),
+        distill=DistillConfig(teacher=teacher))
+
+
+def _task(config: StudyConfig, checkpoint: Path) -> Any:
+    """The study's data with ``checkpoint``'s classes and preprocessing (what its exports expect)."""
+    from vitedge.models.checkpoint import load, read_metadata
+    from vitedge.train.task_data import TaskData
+
+    model = load(checkpoint)
+    extra = read_metadata(checkpoint)["extra"]
+    return TaskData(data_config(config, 1.0), {**model.data_config, **extra.get("data_config", {})},
+                    extra.get("classes"))
+
+
+# --------------------------------------------------------------------------------------------
+# stages
+
+
+def _baseline(config: StudyConfig, run_dir: Path, log: Log) -> Variant:
+    if config.checkpoint is not None:
+        return _given_baseline(config, run_dir, log)
+    from vitedge.train import train
+
+    b = config.baseline
+    stage = Stage(run_dir / "baseline", {"model": config.model, "data": config.section("data"),
+                                         "baseline": config.section("baseline"), "seed": config.seed}, log)
+    result = stage.cached()
+    if result is None:
+        log(f"baseline: training {config.model} on {config.data.dataset} for {b.epochs} epochs")
+        cfg = _train_config(config, stage.folder, model=config.model, epochs=b.epochs, lr=b.lr,
+                            warmup_epochs=b.warmup_epochs, min_scale=b.min_scale)
+        trained = train(cfg, verbose=True)
+        result = stage.done({"checkpoint": str(stage.folder / "model.safetensors"),
+                             "top1": trained.metrics["top1"]})
+    return _dense_variant(result, stage)
+
+
+def _given_baseline(config: StudyConfig, run_dir: Path, log: Log) -> Variant:
+    from vitedge.models.checkpoint import load
+
+    checkpoint = Path(config.checkpoint)
+    stage = Stage(run_dir / "baseline", {"checkpoint": str(checkpoint.resolve()),
+                                         "digest": file_digest(checkpoint), "data": config.section("data")}, log)
+    result = stage.cached()
+    if result is None:
+        top1 = _task(config, checkpoint).top1(load(checkpoint))
+        log(f"baseline: {checkpoint} — top-1 {top1:.2f} %")
+        result = stage.done({"checkpoint": str(checkpoint), "top1": top1})
+    return _dense_variant(result, stage)
+
+
+def _dense_variant(result: dict[str, Any], stage: Stage) -> Variant:
+    from vitedge.bench.profile import profile
+    from vitedge.models.checkpoint import load
+
+    checkpoint = Path(result["checkpoint"])
+    cost = profile(load(checkpoint))
+    metrics = {"top1_fp32": result["top1"], "params": cost["params"], "macs": cost["macs"]}
+    return Variant("dense", 0.0, checkpoint, stage.fingerprint, metrics)
+
+
+def _prune(config: StudyConfig, run_dir: Path, dense: Variant, ratio: float, log: Log) -> Variant:
+    from vitedge.pruning import PruneConfig
+    from vitedge.pruning.recipe import DENSE_TEACHER, PRUNED_FILE, prune_checkpoint
+
+    p = config.pruning
+    name = f"{p.criterion}_p{round(ratio * 100)}"
+    stage = Stage(run_dir / "prune" / name, {"baseline": dense.fingerprint, "ratio": ratio,
+                                             "pruning": config.section("pruning"), "seed": config.seed}, log)
+    result = stage.cached()
+    if result is None:
+        log(f"prune: {name} ({ratio:.0%} of the channels by {p.criterion}), fine-tune {p.finetune_epochs} epochs")
+        (stage.folder / PRUNED_FILE).unlink(missing_ok=True)  # saved just before an interruption
+        train = _train_config(config, stage.folder / "finetune", model=str(dense.checkpoint),
+                              epochs=max(1, p.finetune_epochs), lr=p.lr,
+                              warmup_epochs=min(1.0, p.finetune_epochs / 10), min_scale=p.min_scale,
+                              teacher=DENSE_TEACHER if p.distill else None)
+        pruned = prune_checkpoint(dense.checkpoint, PruneConfig(ratio=ratio, criterion=p.criterion, scope=p.scope,
+                                                                 round_to=p.round_to, seed=config.seed),
+                                  train=train, finetune=p.finetune_epochs > 0, out=stage.folder, verbose=True)
+        m = pruned.metrics
+        result = stage.done({
+            "checkpoint": str(pruned.path), "params": m["params_pruned"], "macs": m["macs_pruned"],
+            "top1_pruned": m["top1_pruned"], "top1_fp32": m.get("top1_finetuned", m["top1_pruned"])})
+    metrics = {k: v for k, v in result.items() if k != "checkpoint"}
+    return Variant(name, ratio, Path(result["checkpoint"]), stage.fingerprint, metrics)
+
+
+def _quantize(config: StudyConfig, run_dir: Path, variant: Variant, log: Log) -> None:
+    from vitedge.quantization import QuantConfig
+    from vitedge.quantization.recipe import QUANTIZED_FILE, quantize_checkpoint
+
+    q = config.quantization
+    stage = Stage(run_dir / "quantize" / variant.name, {"model": variant.fingerprint,
+                                                        "quantization": config.section("quantization"),
+                                                        "data": config.section("data"), "seed": config.seed}, log)
+    result = stage.cached()
+    if result is None:
+        log(f"quantize: {variant.name} ({q.method}, W{q.w_bits}A{q.a_bits}, {q.calib} calibration images"
+            f"{f', QAT {q.qat_epochs} epochs' if q.qat_epochs else ''})")
+        (stage.folder / QUANTIZED_FILE).unlink(missing_ok=True)
+        qat = None
+        if q.qat_epochs:
+            qat = _train_config(config, stage.folder / "qat", model=str(variant.checkpoint), epochs=q.qat_epochs,
+                                lr=q.qat_lr, warmup_epochs=0.0, min_scale=config.pruning.min_scale)
+        quantized = quantize_checkpoint(
+            variant.checkpoint, QuantConfig(method=q.method, w_bits=q.w_bits, a_bits=q.a_bits, conv_outputs=True),
+            data=data_config(config, 1.0), calib=q.calib, qat=qat, out=stage.folder, seed=config.seed,
+            verbose=True)
+        m = quantized.metrics
+        result = stage.done({"checkpoint": str(quantized.path), "top1_sim": m.get("top1_qat", m["top1_int8"]),
+                             "top1_ptq": m["top1_int8"], "top1_qat": m.get("top1_qat")})
+    variant.quantized = Path(result["checkpoint"])
+    variant.quant_metrics = {k: v for k, v in result.items() if k != "checkpoint"}
+
+
+def _export(config: StudyConfig, run_dir: Path, variant: Variant, log: Log) -> None:
+    from vitedge.deploy import export
+    from vitedge.models.checkpoint import load, read_metadata
+
+    for precision, source in (("fp32", variant.checkpoint), ("int8", variant.quantized)):
+        digest = file_digest(source)
+        stage = Stage(run_dir / "export" / f"{variant.name}_{precision}", {"source": digest, "precision": precision}, log)
+        result = stage.cached()
+        if result is None:
+            log(f"export: {variant.name} {precision} ONNX")
+            path = stage.folder / "model.onnx"
+            export(load(source), path, precision,
+                   classes=read_metadata(source)["extra"].get("classes"))
+            result = stage.done({"file": str(path), "size_mib": path.stat().st_size / 2**20})
+        variant.files[precision] = Path(result["file"])
+        variant.runtime.setdefault(precision, {})["size_mib"] = result["size_mib"]
+
+
+def _runtime_top1(config: StudyConfig, run_dir: Path, variant: Variant, task: Any, log: Log) -> None:
+    from vitedge.bench.deployment import runtime_top1
+
+    d = config.deploy
+    for precision, path in variant.files.items():
+        stage = Stage(run_dir / "evaluate" / f"{variant.name}_{precision}",
+                      {"file": file_digest(path), "runtime": d.runtime, "data": config.section("data")}, log)
+        result = stage.cached()
+        if result is None:
+            top1 = runtime_top1(d.runtime, None, path, precision, task, None, d.threads)
+            log(f"evaluate: {variant.name} {precision} on {d.runtime}: top-1 {top1:.2f} %")
+            result = stage.done({"top1": top1})
+        variant.runtime[precision]["top1"] = result["top1"]
+
+
+def _latency(config: StudyConfig, run_dir: Path, variants: list[Variant], log: Log) -> None:
+    from vitedge.bench.deployment import latency_in_subprocess
+
+    d = config.deploy
+    files = [(v, precision, path) for v in variants for precision, path in v.files.items()]
+    stage = Stage(run_dir / "latency", {"files": [file_digest(p) for _, _, p in files], "deploy": config.section("deploy"),
+                                        "img_size": config.data.img_size}, log)
+    result = stage.cached()
+    if result is None:
+        log(f"latency: {len(files)} models on {d.runtime}, batch {d.batch_size}, {d.threads} threads, "
+            f"{d.runs} runs each (alternated)")
+        measured = latency_in_subprocess(d.runtime, [(p, precision) for _, precision, p in files],
+                                         batch=d.batch_size, resolution=config.data.img_size,
+                                         threads=d.threads, runs=d.runs, warmup=d.warmup)
+        result = stage.done({f"{v.name}_{precision}": measured[str(p)] for v, precision, p in files})
+    for v, precision, _ in files:
+        v.runtime[precision]["latency"] = result[f"{v.name}_{precision}"]
+
+
+def check_ready(config: StudyConfig) -> None:
+    """What can be checked before any work: the dataset opens (both splits) and the given
+    checkpoint is a vitedge model for the dataset's classes. Raises a one-line VitedgeError."""
+    from vitedge.data import build_dataset
+
+    d = config.data
+    classes = None
+    if config.checkpoint is not None:
+        from vitedge.models.checkpoint import read_metadata
+
+        classes = read_metadata(config.checkpoint)["extra"].get("classes")
+    for split in ("train", "test"):
+        build_dataset(d.dataset, d.root, split, classes=classes)

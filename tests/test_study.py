@@ -1,0 +1,156 @@
+"""`vitedge study`: config validation before any work, a miniature study end to end, caching,
+and a study killed during fine-tuning that resumes to the same numbers."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from vitedge.errors import VitedgeError
+from vitedge.study import StudyConfig, load_study_config, run_study
+from vitedge.study.config import PRESETS
+
+REPO = Path(__file__).resolve().parents[1]
+
+# a study small enough for the suite: 1 ratio, tiny subsets, 32 px
+MINI = {"data.train_limit": 400, "data.eval_limit": 120, "data.img_size": 32, "baseline.epochs": 1,
+        "pruning.ratios": [0.4], "quantization.calib": 16, "deploy.runs": 3, "deploy.warmup": 1,
+        "deploy.threads": 1, "data.batch_size": 32}
+
+
+def _fields(cls, prefix=""):
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(f.type) or (isinstance(f.type, str) and f.type.endswith("Section")):
+            yield from _fields(type(getattr(cls(), f.name)), f"{prefix}{f.name}.")
+        else:
+            yield f"{prefix}{f.name}"
+
+
+def _keys(tree, prefix=""):
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            yield from _keys(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}"
+
+
+def test_documented_config_names_every_knob_and_equals_the_quick_preset():
+    documented = yaml.safe_load((REPO / "configs" / "study.yaml").read_text())
+    assert set(_keys(documented)) == set(_fields(StudyConfig))
+    assert load_study_config(REPO / "configs" / "study.yaml") == load_study_config(preset="quick")
+    assert load_study_config(REPO / "configs" / "study-cifar10.yaml") == load_study_config(preset="full")
+    assert set(PRESETS) == {"quick", "full"}
+
+
+@pytest.mark.parametrize("text, message", [
+    ("pruning:\n  ratio: [0.2]\n", "unknown study setting pruning.'ratio': did you mean 'ratios'?"),
+    ("baseline:\n  epochs: many\n", "baseline.epochs must be int, got 'many'"),
+    ("pruning:\n  ratios: [0.4, 1.2]\n", "pruning: ratio must be a number in [0, 1), got 1.2"),
+    ("pruning:\n  criterion: hessian\n", "pruning: unknown pruning criterion"),
+    ("quantization:\n  a_bits: 1\n", "quantization: a_bits"),
+    ("deploy:\n  runtime: tflite\n", "unknown runtime 'tflite'"),
+    ("modle: efficientvit_b0\n", "did you mean 'model'?"),
+    ("model: efficientvit_b9\n", "efficientvit_b9"),
+    ("- just a list\n", "must be a mapping"),
+])
+def test_bad_config_is_one_clear_error(tmp_path, text, message):
+    path = tmp_path / "study.yaml"
+    path.write_text(text)
+    with pytest.raises(VitedgeError) as err:
+        load_study_config(path)
+    assert message in str(err.value)
+
+
+def test_bad_config_fails_in_the_cli_before_any_work(tmp_path):
+    path = tmp_path / "study.yaml"
+    path.write_text("data:\n  dataset: cifar10\n  root: /nonexistent/cifar\n")
+    proc = subprocess.run([sys.executable, "-m", "vitedge.cli", "study", "--config", str(path),
+                           "--out", str(tmp_path / "runs")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1 and "error:" in proc.stderr
+    assert not (tmp_path / "runs").exists()  # nothing was started
+
+
+def _mini(tmp_path, name="mini", **extra):
+    return load_study_config(overrides={**MINI, "name": name, "out": str(tmp_path / "runs"), **extra})
+
+
+@pytest.fixture(scope="module")
+def finished_study(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("study")
+    config = _mini(tmp)
+    return config, run_study(config, log=lambda line: None)
+
+
+def test_miniature_study_writes_every_artifact(finished_study):
+    config, result = finished_study
+    run = config.run_dir
+    for name in ("report.md", "report.html", "results.json", "results.csv", "config.json",
+                 "plots/accuracy_vs_latency.png", "plots/accuracy_vs_macs.png", "plots/channel_ranges.png"):
+        assert (run / name).is_file() and (run / name).stat().st_size > 0, name
+    report = (run / "report.md").read_text()
+    for title in ("Table 1 — pruning", "Table 2 — quantization", "Table 3 — pruning + INT8", "Recommendation",
+                  "Environment", "onnxruntime"):
+        assert title in report
+    rows = json.loads((run / "results.json").read_text())["rows"]
+    assert {(r["variant"], r["precision"]) for r in rows} == {(v, p) for v in ("dense", "l2_p40") for p in ("fp32", "int8")}
+    by = {(r["variant"], r["precision"]): r for r in rows}
+    assert by["l2_p40", "fp32"]["macs"] < by["dense", "fp32"]["macs"]
+    assert by["dense", "int8"]["size_mib"] < 0.5 * by["dense", "fp32"]["size_mib"]  # int8 weights in the file
+    assert all(0 <= r["top1"] <= 100 and r["latency_ms"] > 0 for r in rows)
+    html = (run / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 3 and "<table>" in html  # self-contained
+
+
+def test_rerun_with_the_same_config_does_no_work(finished_study):
+    config, first = finished_study
+    stamps = {p: p.stat().st_mtime_ns for p in config.run_dir.rglob("stage.json")}
+    start = time.perf_counter()
+    second = run_study(config, log=lambda line: None)
+    assert {p: p.stat().st_mtime_ns for p in config.run_dir.rglob("stage.json")} == stamps
+    assert time.perf_counter() - start < 60
+    assert [v.runtime for v in second.variants] == [v.runtime for v in first.variants]
+
+
+def _accuracies(run: Path) -> list[tuple]:
+    rows = json.loads((run / "results.json").read_text())["rows"]
+    return sorted((r["variant"], r["precision"], r["top1"], r["top1_torch"]) for r in rows)
+
+
+def test_study_killed_during_finetuning_resumes_to_the_same_numbers(tmp_path):
+    study = _mini(tmp_path, name="killed", **{"pruning.finetune_epochs": 2})
+    reference = _mini(tmp_path, name="whole", **{"pruning.finetune_epochs": 2})
+    script = ("import sys, json; from vitedge.study import load_study_config, run_study; "
+              "run_study(load_study_config(overrides=json.loads(sys.argv[1])), log=lambda l: None)")
+
+    def overrides(config: StudyConfig) -> str:
+        return json.dumps({**MINI, "name": config.name, "out": config.out, "pruning.finetune_epochs": 2})
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # both runs on one thread: bit-identical arithmetic
+    proc = subprocess.Popen([sys.executable, "-c", script, overrides(study)], env=env)
+    state = study.run_dir / "prune" / "l2_p40" / "finetune" / "train_state.safetensors"
+    deadline = time.time() + 600
+    while not state.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert state.exists(), "the fine-tuning never wrote its first epoch checkpoint"
+    proc.send_signal(signal.SIGKILL)  # after fine-tuning epoch 1 of 2
+    proc.wait()
+    assert not (study.run_dir / "report.md").exists()
+    subprocess.run([sys.executable, "-c", script, overrides(study)], env=env, check=True, timeout=600)
+    subprocess.run([sys.executable, "-c", script, overrides(reference)], env=env, check=True, timeout=600)
+    assert _accuracies(study.run_dir) == _accuracies(reference.run_dir)
+    # stronger than accuracies of a tiny model: the resumed fine-tuning ends in the same weights
+    weights = [load_file(c.run_dir / "prune" / "l2_p40" / "model.safetensors") for c in (study, reference)]
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])

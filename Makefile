@@ -5,9 +5,9 @@ VENV := .venv
 setup:
 	@bash scripts/setup.sh
 
-# Until the one-command study exists, the demo profiles every model of the zoo.
+# The main job: the quick study on Fashion-MNIST (report in runs/quick/report.md).
 demo: setup
-	$(VENV)/bin/vitedge profile --all --json runs/demo/profile.json
+	$(VENV)/bin/vitedge study --preset quick
 
 test: setup
 	$(VENV)/bin/python -m pytest -q

@@ -12,8 +12,12 @@ as the layer it replaces, so state-dict keys stay those of the float model) plus
 - :class:`QuantCascadedGroupAttention`: per head, ``q``, ``k``, ``v`` and the softmax output
   (the operands of both attention matmuls); the output is the projection's input point.
 
-Bias stays float here; an INT8 runtime stores it as int32 at scale ``s_in·s_w`` (an error below
-half a step of the output accumulator, which we do not simulate).
+A conv's bias is simulated as an integer runtime stores it: int32 at scale ``s_in·s_w``
+(``round(b / (s_in·s_w))·s_in·s_w``, straight-through in training), with the Trio-ViT shift
+compensation folded in first — what ONNX Runtime's QLinearConv adds to its accumulator. Left
+float, the rounding it does there (up to half an accumulator step per output) was a main source
+of one-step disagreements between the simulation and the runtime. Linear layers keep a float
+bias (ONNX Runtime adds it after the integer matmul).
 """
 
 from __future__ import annotations
@@ -78,21 +82,37 @@ class QuantConv2d(nn.Conv2d):
             x = self.migration(x)
         if self.shift is not None:
             x = self.shift(x)
+        xq = self.input_quant(x)
         weight = self.weight_quant(self.weight)
         export_bias = getattr(self, "export_bias", None)
         if export_bias is not None and torch.onnx.is_in_onnx_export():
-            # one conv whose constant bias holds the compensation: the QDQ pattern runtimes fuse
-            return self._conv_forward(self.input_quant(x), weight, export_bias)
-        y = self._conv_forward(self.input_quant(x), weight, self.bias)
+            # one conv with a constant bias (compensation folded, integer-valued): the QDQ
+            # pattern runtimes fuse, with no in-graph bias arithmetic that keeps a conv in float
+            return self._conv_forward(xq, weight, export_bias)
+        bias, extra = self.bias, None
         if self.shift is not None:
-            y = y + self.shift.compensation(self, weight, x)
-        return y
+            comp = self.shift.compensation(self, weight, x)
+            if self._bias_compensable():
+                bias = comp.reshape(-1) if bias is None else bias + comp.reshape(-1)
+            else:
+                extra = comp  # a map, not a bias: added after the conv
+        y = self._conv_forward(xq, weight, self.integer_bias(bias))
+        return y if extra is None else y + extra
+
+    def integer_bias(self, bias: torch.Tensor | None) -> torch.Tensor | None:
+        """``bias`` on the int32 grid of the accumulator (scale ``s_in·s_w``) while both operands
+        are fake-quantized; unchanged otherwise (calibration, float mode)."""
+        if bias is None or not (self.input_quant.fake_quant and self.weight_quant.fake_quant):
+            return bias
+        step = (self.input_quant.scale * self.weight_quant.scale).to(bias.dtype).reshape(-1)
+        scaled = bias / step
+        return (torch.round(scaled).detach() + (scaled - scaled.detach())) * step
 
     @torch.no_grad()
     def prepare_export(self) -> None:
-        """Before tracing: fold the shift compensation into a constant bias (1×1 sites), so the
-        exported graph has no in-graph bias arithmetic that would keep the conv in float."""
-        if self.shift is not None and self._bias_compensable():
+        """Before tracing: the bias as a constant (shift compensation folded, on the int32 grid),
+        so the exported conv carries exactly the bias the simulation adds."""
+        if self.bias is not None or (self.shift is not None and self._bias_compensable()):
             self.register_buffer("export_bias", self.folded_bias().detach().clone(), persistent=False)
 
     def _bias_compensable(self) -> bool:
@@ -110,14 +130,15 @@ class QuantConv2d(nn.Conv2d):
     @torch.no_grad()
     def folded_bias(self) -> torch.Tensor | None:
         """The bias an exporter writes for this conv: the float bias plus the shift compensation
-        computed with the quantized weight (1×1 shift sites only; see ChannelShift)."""
+        computed with the quantized weight (1×1 shift sites only; see ChannelShift), on the
+        accumulator's int32 grid when the conv is fake-quantized."""
         if self.shift is None:
-            return self.bias
+            return self.integer_bias(self.bias)
         if not self._bias_compensable():
             raise ValueError("the shift compensation of a k×k or padded conv is a map, not a bias")
         weight = self.weight_quant(self.weight)
         comp = self.shift.compensation(self, weight, weight.new_zeros(1, 1, 1, 1)).reshape(-1)
-        return comp if self.bias is None else self.bias + comp
+        return self.integer_bias(comp if self.bias is None else self.bias + comp)
 
 
 class QuantLinear(nn.Linear):

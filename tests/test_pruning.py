@@ -311,10 +311,10 @@ def test_stage_ratios_and_round_to():
     assert all(m % 8 == 0 for m in mids) and max(mids) < 512
 
 
-@pytest.mark.parametrize("scope", ["layer", "global"])
-def test_extreme_ratio_keeps_a_head_and_min_channels_everywhere(scope):
+@pytest.mark.parametrize("scope, ratio", [("layer", 0.7), ("global", 0.99)])
+def test_extreme_ratio_keeps_a_head_and_min_channels_everywhere(scope, ratio):
     model = dense("efficientvit_b0")
-    plan = plan_pruning(model, PruneConfig(0.99, scope=scope))
+    plan = plan_pruning(model, PruneConfig(ratio, scope=scope))
     for row in plan.summary():
         assert row["kept"] >= (1 if row["kind"] == "mla_heads" else min(8, row["units"])), row
     assert any(row["kind"] == "mla_heads" and row["kept"] == 1 for row in plan.summary())
@@ -323,6 +323,14 @@ def test_extreme_ratio_keeps_a_head_and_min_channels_everywhere(scope):
 
 # --------------------------------------------------------------------------------------------
 # bad input
+
+
+def test_a_ratio_that_empties_a_group_is_a_clear_error():
+    # B0's stage-2 attention has 4 heads: removing 90 % of them leaves less than one
+    with pytest.raises(VitedgeError, match=r"ratio 0.9 would remove every head of stages.2.* use a ratio below 0.750"):
+        prune(dense("efficientvit_b0"), 0.9)
+    with pytest.raises(VitedgeError, match="would remove every"):
+        prune(dense("efficientvit_m0"), 0.2, stage_ratios={"stages.0": 0.95})
 
 
 @pytest.mark.parametrize("ratio", [-0.1, 1.0, 1.5, True, "0.4", float("nan")])

@@ -121,6 +121,15 @@ def _round_keep(group: ChannelGroup, keep: float, config: PruneConfig) -> int:
 
 def _layer_counts(groups: Sequence[ChannelGroup], ratio: float,
                   config: PruneConfig) -> dict[str, int]:
+    """The same share of every group. A ratio that leaves some group less than one unit would
+    delete it — an error rather than a silent clamp, so the model is never pruned less than asked
+    without saying so (rounding to ``round_to`` / ``min_channels`` only moves small counts)."""
+    for g in groups:
+        if (1.0 - ratio) * g.units < 1.0:
+            raise VitedgeError(
+                f"ratio {ratio:g} would remove every {g.unit} of {g.name} ({g.units} {g.unit}s); "
+                f"use a ratio below {1 - 1 / g.units:.3f}, prune that stage less (stage_ratios), "
+                "or rank globally (scope='global', which keeps min_channels per group)")
     return {g.name: _round_keep(g, (1.0 - ratio) * g.units, config) for g in groups}
 
 

@@ -117,6 +117,10 @@ class RuntimeSpec:
     requires: str | None
 
     def available(self) -> tuple[bool, str]:
+        if self.name == "tensorrt":  # a package *and* a CUDA GPU
+            from vitedge.deploy.tensorrt_runtime import tensorrt_available
+
+            return tensorrt_available()
         if self.requires and importlib.util.find_spec(self.requires) is None:
             return False, f"Python package {self.requires!r} is not installed (pip install {self.requires})"
         return True, ""
@@ -130,6 +134,7 @@ RUNTIMES: tuple[RuntimeSpec, ...] = (
     RuntimeSpec("torch", "torch", ("fp32", "int8"), None),  # int8: the fake-quant simulation
     RuntimeSpec("onnxruntime", "onnx", ("fp32", "fp16", "int8"), "onnxruntime"),
     RuntimeSpec("openvino", "onnx", ("fp32", "bf16", "int8"), "openvino"),
+    RuntimeSpec("tensorrt", "onnx", ("fp32", "fp16", "int8"), "tensorrt"),  # CUDA GPU only
 )
 
 
@@ -157,4 +162,8 @@ def load_runtime(name: str, source: nn.Module | str | os.PathLike, *, precision:
         raise VitedgeError(f"runtime {name} runs an exported file; export the model first (vitedge.export)")
     if name == "onnxruntime":
         return OnnxRuntime(source, threads)
+    if name == "tensorrt":
+        from vitedge.deploy.tensorrt_runtime import TensorRTRuntime
+
+        return TensorRTRuntime(source, threads, precision)
     return OpenVinoRuntime(source, threads, precision)

@@ -104,7 +104,8 @@ def test_miniature_study_writes_every_artifact(finished_study):
                   "Environment", "onnxruntime"):
         assert title in report
     rows = json.loads((run / "results.json").read_text())["rows"]
-    assert {(r["variant"], r["precision"]) for r in rows} == {(v, p) for v in ("dense", "l2_p40") for p in ("fp32", "int8")}
+    expected = {(v, p) for v in ("dense", "l2_p40") for p in ("fp32", "int8")}
+    assert {(r["variant"], r["precision"]) for r in rows} == expected
     by = {(r["variant"], r["precision"]): r for r in rows}
     assert by["l2_p40", "fp32"]["macs"] < by["dense", "fp32"]["macs"]
     assert by["dense", "int8"]["size_mib"] < 0.5 * by["dense", "fp32"]["size_mib"]  # int8 weights in the file

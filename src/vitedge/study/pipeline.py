@@ -171,8 +171,9 @@ def _prune(config: StudyConfig, run_dir: Path, dense: Variant, ratio: float, log
 
     p = config.pruning
     name = f"{p.criterion}_p{round(ratio * 100)}"
+    settings = {k: v for k, v in config.section("pruning").items() if k != "ratios"}  # adding a ratio redoes none
     stage = Stage(run_dir / "prune" / name, {"baseline": dense.fingerprint, "ratio": ratio,
-                                             "pruning": config.section("pruning"), "seed": config.seed}, log)
+                                             "pruning": settings, "seed": config.seed}, log)
     result = stage.cached()
     if result is None:
         log(f"prune: {name} ({ratio:.0%} of the channels by {p.criterion}), fine-tune {p.finetune_epochs} epochs")
@@ -225,8 +226,8 @@ def _export(config: StudyConfig, run_dir: Path, variant: Variant, log: Log) -> N
     from vitedge.models.checkpoint import load, read_metadata
 
     for precision, source in (("fp32", variant.checkpoint), ("int8", variant.quantized)):
-        digest = file_digest(source)
-        stage = Stage(run_dir / "export" / f"{variant.name}_{precision}", {"source": digest, "precision": precision}, log)
+        key = {"source": file_digest(source), "precision": precision}
+        stage = Stage(run_dir / "export" / f"{variant.name}_{precision}", key, log)
         result = stage.cached()
         if result is None:
             log(f"export: {variant.name} {precision} ONNX")
@@ -258,8 +259,9 @@ def _latency(config: StudyConfig, run_dir: Path, variants: list[Variant], log: L
 
     d = config.deploy
     files = [(v, precision, path) for v in variants for precision, path in v.files.items()]
-    stage = Stage(run_dir / "latency", {"files": [file_digest(p) for _, _, p in files], "deploy": config.section("deploy"),
-                                        "img_size": config.data.img_size}, log)
+    key = {"files": [file_digest(p) for _, _, p in files], "deploy": config.section("deploy"),
+           "img_size": config.data.img_size}
+    stage = Stage(run_dir / "latency", key, log)
     result = stage.cached()
     if result is None:
         log(f"latency: {len(files)} models on {d.runtime}, batch {d.batch_size}, {d.threads} threads, "

@@ -8,7 +8,8 @@ depend on the values), batch 1, ``--threads`` threads:
 - ONNX Runtime INT8 from ORT's ``quantize_static`` (QDQ, per-channel weights) of that export;
 - OpenVINO FP32 and bf16 of the same FP32 file;
 - vitedge INT8 (Trio-ViT PTQ with conv-output points, QDQ with int8 weights) on ONNX Runtime
-  and on OpenVINO.
+  and on OpenVINO, and without conv-output points (the layout OpenVINO fuses into int8 convs with
+  activation post-ops) on OpenVINO, its float glue in f32 or bf16.
 
 Every latency is measured in a process of its own (torch's OpenMP threads slow ORT in the
 same process), with runs alternating across engines so all see the same machine load.
@@ -100,6 +101,11 @@ def prepare(name: str, out: Path, calib: list[np.ndarray]) -> dict[str, tuple[st
     qmodel = vitedge.quantize(ours, [torch.from_numpy(b) for b in calib],
                               config=QuantConfig(method="trio", conv_outputs=True))
     vitedge_int8 = vitedge.export(qmodel, folder / "vitedge_int8.onnx", precision="int8")
+    # OpenVINO fuses `FQ → Conv → activation → FQ` into one int8 conv with post-ops; a point
+    # between conv and activation (what ORT needs for QLinearConv) splits that chain
+    qmodel_ov = vitedge.quantize(ours, [torch.from_numpy(b) for b in calib],
+                                 config=QuantConfig(method="trio", conv_outputs=False))
+    vitedge_int8_ov = vitedge.export(qmodel_ov, folder / "vitedge_int8_no_conv_outputs.onnx", precision="int8")
     return {
         "timm eager FP32": ("timm", name, "fp32"),
         "ORT FP32 (timm export)": ("onnxruntime", str(fp32), "fp32"),
@@ -108,6 +114,8 @@ def prepare(name: str, out: Path, calib: list[np.ndarray]) -> dict[str, tuple[st
         "OpenVINO bf16": ("openvino", str(fp32), "bf16"),
         "vitedge INT8 on ORT": ("onnxruntime", str(vitedge_int8), "int8"),
         "vitedge INT8 on OpenVINO": ("openvino", str(vitedge_int8), "int8"),
+        "vitedge INT8 (no conv-output points) on OpenVINO": ("openvino", str(vitedge_int8_ov), "int8"),
+        "vitedge INT8 (no conv-output points) on OpenVINO, bf16 glue": ("openvino", str(vitedge_int8_ov), "bf16"),
     }
 
 

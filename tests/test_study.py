@@ -82,6 +82,17 @@ def test_bad_config_fails_in_the_cli_before_any_work(tmp_path):
     assert not (tmp_path / "runs").exists()  # nothing was started
 
 
+def test_show_config_prints_the_resolved_yaml(monkeypatch, capsys, tmp_path):
+    from test_cli import run_cli
+
+    code, out, err = run_cli(monkeypatch, capsys, "study", "--preset", "full", "--data-dir", str(tmp_path),
+                             "--threads", "1", "--show-config")
+    assert code == 0, err
+    shown = yaml.safe_load(out)
+    assert shown["data"] == {**shown["data"], "dataset": "cifar10", "root": str(tmp_path), "img_size": 96}
+    assert shown["deploy"]["threads"] == 1 and shown["name"] == "cifar10-b0"
+
+
 def _mini(tmp_path, name="mini", **extra):
     return load_study_config(overrides={**MINI, "name": name, "out": str(tmp_path / "runs"), **extra})
 

@@ -376,6 +376,7 @@ def study_command(
     model: Annotated[Optional[str], typer.Option(help="model to train when there is no checkpoint")] = None,
     out: Annotated[Optional[Path], typer.Option(help="runs folder (default runs)")] = None,
     threads: Annotated[Optional[int], typer.Option(help="runtime threads for latency and accuracy")] = None,
+    show_config: Annotated[bool, typer.Option(help="print the resolved config as YAML and stop")] = False,
 ) -> None:
     """Run the whole study: baseline → prune + fine-tune → INT8 → ONNX → runtime → report.
 
@@ -390,6 +391,11 @@ def study_command(
     if data is not None and data != base.data.dataset and name is None:
         overrides["name"] = f"{base.name}-{Path(data).name}"  # another dataset: another run folder
     study = load_study_config(config, preset=preset, overrides=overrides)
+    if show_config:
+        import yaml
+
+        typer.echo(yaml.safe_dump(study.to_dict(), sort_keys=False).rstrip())
+        return
     result = run_study(study, log=lambda line: console.print(line, highlight=False, markup=False))
     console.print(f"report: {result.report} (+ report.html, results.json, results.csv, plots/)", highlight=False)
 

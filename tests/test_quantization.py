@@ -299,6 +299,34 @@ def test_trio_transforms_are_exact_before_rounding(name):
     assert rel_err(qmodel, plain) < 1e-5
 
 
+@pytest.mark.parametrize("name", list(MODELS))
+def test_conv_bias_sits_on_the_int32_grid_a_runtime_stores(name):
+    """ORT's QLinearConv adds the bias as round(b / (s_in·s_w)) on its accumulator; the simulation
+    (and the exported constant) must use that same integer, shift compensation folded in."""
+    qmodel = quantize(dense(name), calib(), config=QuantConfig(method="trio", observer=FAST))
+    convs = [m for m in qmodel.modules() if isinstance(m, QuantConv2d) and m.bias is not None]
+    assert convs and any(m.shift is not None for m in convs)
+    for conv in convs:
+        bias = conv.folded_bias()
+        steps = bias / (conv.input_quant.scale * conv.weight_quant.scale)
+        assert torch.allclose(steps, steps.round(), atol=1e-3), "bias off the accumulator grid"
+        float_bias = conv.bias if conv.shift is None else None
+        if float_bias is not None:  # at most half an accumulator step from the float bias
+            step = conv.input_quant.scale * conv.weight_quant.scale
+            assert ((bias - float_bias).abs() <= step / 2 + 1e-7).all()
+    x = torch.randn(2, 3, RES, RES)
+    with torch.no_grad():
+        conv = next(m for m in convs if m.shift is not None and m._bias_compensable())
+        inp = {}
+        handle = conv.register_forward_pre_hook(lambda mod, args: inp.setdefault("x", args[0]))
+        y = qmodel(x)
+        handle.remove()
+        xq = conv.input_quant(conv.shift(inp["x"]))
+        direct = conv._conv_forward(xq, conv.weight_quant(conv.weight), conv.folded_bias())
+        assert torch.allclose(conv._compute(inp["x"]), direct, atol=1e-5)
+    assert torch.isfinite(y).all()
+
+
 def test_migration_cuts_the_error_of_per_channel_outliers(tmp_path):
     from vitedge.quantization.plots import plot_channel_ranges
 

@@ -99,7 +99,7 @@ def _train_config(config: StudyConfig, out: Path, *, model: str, epochs: int, lr
     from vitedge.train.checkpoint import STATE_FILE
 
     return TrainConfig(
-        model=model, epochs=epochs, seed=config.seed, out=str(out), device="cpu",
+        model=model, epochs=epochs, seed=config.seed, out=str(out), device=None,  # CUDA when present
         resume=(out / STATE_FILE).is_file(),  # an interrupted run continues from its last epoch
         data=data_config(config, min_scale),
         optim=OptimConfig(lr=lr, warmup_epochs=warmup_epochs, weight_decay=0.05, label_smoothing=0.1,

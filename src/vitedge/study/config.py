@@ -72,6 +72,7 @@ class QuantizationSection:
     a_bits: int = 8
     qat_epochs: int = 0               # > 0: QAT (learned step sizes, distilled) after PTQ
     qat_lr: float = 1e-4
+    conv_outputs: bool = True         # points between conv and activation: ORT's QLinearConv needs them
 
 
 @dataclass(frozen=True)

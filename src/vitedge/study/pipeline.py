@@ -210,9 +210,9 @@ def _quantize(config: StudyConfig, run_dir: Path, variant: Variant, log: Log) ->
         if q.qat_epochs:
             qat = _train_config(config, stage.folder / "qat", model=str(variant.checkpoint), epochs=q.qat_epochs,
                                 lr=q.qat_lr, warmup_epochs=0.0, min_scale=config.pruning.min_scale)
+        method = QuantConfig(method=q.method, w_bits=q.w_bits, a_bits=q.a_bits, conv_outputs=q.conv_outputs)
         quantized = quantize_checkpoint(
-            variant.checkpoint, QuantConfig(method=q.method, w_bits=q.w_bits, a_bits=q.a_bits, conv_outputs=q.conv_outputs),
-            data=data_config(config, 1.0), calib=q.calib, qat=qat, out=stage.folder, seed=config.seed,
+            variant.checkpoint, method, data=data_config(config, 1.0), calib=q.calib, qat=qat, out=stage.folder, seed=config.seed,
             verbose=True)
         m = quantized.metrics
         result = stage.done({"checkpoint": str(quantized.path), "top1_sim": m.get("top1_qat", m["top1_int8"]),

@@ -212,8 +212,8 @@ def _quantize(config: StudyConfig, run_dir: Path, variant: Variant, log: Log) ->
                                 lr=q.qat_lr, warmup_epochs=0.0, min_scale=config.pruning.min_scale)
         method = QuantConfig(method=q.method, w_bits=q.w_bits, a_bits=q.a_bits, conv_outputs=q.conv_outputs)
         quantized = quantize_checkpoint(
-            variant.checkpoint, method, data=data_config(config, 1.0), calib=q.calib, qat=qat, out=stage.folder, seed=config.seed,
-            verbose=True)
+            variant.checkpoint, method, data=data_config(config, 1.0), calib=q.calib, qat=qat, out=stage.folder,
+            seed=config.seed, verbose=True)
         m = quantized.metrics
         result = stage.done({"checkpoint": str(quantized.path), "top1_sim": m.get("top1_qat", m["top1_int8"]),
                              "top1_ptq": m["top1_int8"], "top1_qat": m.get("top1_qat")})

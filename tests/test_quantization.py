@@ -114,7 +114,8 @@ def trio_config(**kw) -> QuantConfig:
 
 def test_fake_quant_values_lie_on_the_grid_within_half_a_step():
     x = torch.randn(4096, generator=torch.Generator().manual_seed(0)) * 3
-    for spec in (QuantSpec(8, symmetric=False), QuantSpec(8, symmetric=True), QuantSpec(4, symmetric=True, narrow=True)):
+    specs = (QuantSpec(8, symmetric=False), QuantSpec(8, symmetric=True), QuantSpec(4, symmetric=True, narrow=True))
+    for spec in specs:
         q = Quantizer(spec, "input")
         q.calibrate_from(x[:2048])  # the rest may fall outside the calibrated range
         q.fake_quant = True

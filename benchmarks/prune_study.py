@@ -234,6 +234,9 @@ def acceptance(rows: dict[str, dict[str, Any]], args: argparse.Namespace) -> dic
     if random_row and crit_row and "top1_pruned" in crit_row:
         checks[f"{args.criterion}_beats_random_before_finetune"] = \
             crit_row["top1_pruned"] > random_row["top1_pruned"]
+        if "top1_bn_recalibrated" in crit_row:
+            checks[f"{args.criterion}_beats_random_after_bn_reestimation"] = \
+                crit_row["top1_bn_recalibrated"] > random_row["top1_bn_recalibrated"]
     return checks
 
 
@@ -249,16 +252,17 @@ def markdown(report: dict[str, Any]) -> str:
         f"Dense: {d['params'] / 1e6:.3f} M params, {d['macs'] / 1e6:.1f} M MACs, PyTorch "
         f"{d['torch_ms']:.2f} ms, ONNX Runtime {d['ort_ms']:.2f} ms.",
         "",
-        "| criterion | ratio | params (M) | ×dense | MACs (M) | ×dense | top-1 pruned | top-1 fine-tuned "
-        "| PyTorch ms | ×dense | ORT ms | ×dense |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| criterion | ratio | params (M) | ×dense | MACs (M) | ×dense | top-1 pruned | + BN re-est. "
+        "| top-1 fine-tuned | PyTorch ms | ×dense | ORT ms | ×dense |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in report["rows"].values():
-        top1 = [f"{row[k]:.2f}" if k in row else "–" for k in ("top1_pruned", "top1_finetuned")]
+        top1 = [f"{row[k]:.2f}" if k in row else "–" for k in ("top1_pruned", "top1_bn_recalibrated",
+                                                                 "top1_finetuned")]
         lines.append(
             f"| {row['criterion']} | {row['ratio']:.0%} | {row['params_pruned'] / 1e6:.3f} | "
             f"{row['params_x']:.3f} | {row['macs_pruned'] / 1e6:.1f} | {row['macs_x']:.3f} | "
-            f"{top1[0]} | {top1[1]} | {row['torch_ms']:.2f} | {row['torch_x']:.3f} | "
+            f"{top1[0]} | {top1[1]} | {top1[2]} | {row['torch_ms']:.2f} | {row['torch_x']:.3f} | "
             f"{row['ort_ms']:.2f} | {row['ort_x']:.3f} |")
     if report["acceptance"]:
         lines += ["", "Acceptance: " + ", ".join(

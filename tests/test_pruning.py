@@ -356,6 +356,8 @@ def test_other_bad_settings_name_the_fix():
         prune(model, 0.4, scope="globl")
     with pytest.raises(VitedgeError, match="round_to must be a positive int"):
         prune(model, 0.4, round_to=0)
+    with pytest.raises(VitedgeError, match="bn_images must be an int >= 0"):
+        PruneConfig(0.4, bn_images=-1)
     with pytest.raises(VitedgeError, match="cannot prune a Sequential"):
         prune(nn.Sequential(nn.Linear(2, 2)), 0.4)
 
@@ -400,7 +402,7 @@ def test_prune_checkpoint_finetunes_with_the_dense_teacher_and_saves(tmp_path):
     result = prune_checkpoint(ckpt, PruneConfig(0.4, "taylor", max_batches=2), train=train,
                               out=tmp_path / "p40", verbose=False)
     m = result.metrics
-    assert {"top1_dense", "top1_pruned", "top1_finetuned"} <= set(m)
+    assert {"top1_dense", "top1_pruned", "top1_bn_recalibrated", "top1_finetuned"} <= set(m)
     assert m["params_pruned"] < m["params_dense"] and m["macs_pruned"] < m["macs_dense"]
     assert (tmp_path / "p40" / "prune.json").is_file() and (tmp_path / "p40" / "finetune").is_dir()
     reloaded = vitedge.load(result.path)
@@ -409,3 +411,23 @@ def test_prune_checkpoint_finetunes_with_the_dense_teacher_and_saves(tmp_path):
         assert torch.equal(reloaded(x), result.model(x))
     extra = vitedge.models.checkpoint.read_metadata(result.path)["extra"]
     assert extra["classes"] == ["ant", "bee"] and extra["pruning"]["config"]["ratio"] == 0.4
+
+
+def test_batchnorm_reestimation_matches_the_batch_statistics_and_moves_no_weight():
+    from vitedge.pruning.batchnorm import recalibrate_batchnorm
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Dropout(0.5))
+    weights = {k: v.clone() for k, v in model.state_dict().items() if "running" not in k and "batches" not in k}
+    batches = [torch.randn(8, 3, 10, 10) + 2.0 for _ in range(3)]
+    assert recalibrate_batchnorm(model, batches) == 1
+    with torch.no_grad():
+        feats = torch.cat([model[0](b) for b in batches])
+    bn = model[1]
+    # the average of per-batch means / unbiased variances, as momentum=None accumulates them
+    means = torch.stack([model[0](b).detach().mean(dim=(0, 2, 3)) for b in batches])
+    assert torch.allclose(bn.running_mean, means.mean(0), atol=1e-5)
+    assert torch.allclose(bn.running_mean, feats.mean(dim=(0, 2, 3)), atol=1e-5)
+    assert bn.momentum == 0.1 and not model.training and not model[3].training
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in weights.items())
+

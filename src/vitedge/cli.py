@@ -264,6 +264,7 @@ def prune_command(
         "distill.alpha": alpha, "distill.temperature": temperature})
     result = prune_checkpoint(checkpoint, config, train=train, finetune=finetune_epochs > 0, out=out)
     _print_metrics(result.metrics, (("top1_dense", "top-1 dense"), ("top1_pruned", "top-1 pruned"),
+                                    ("top1_bn_recalibrated", "top-1 BN re-estimated"),
                                     ("top1_finetuned", "top-1 fine-tuned")))
     m = result.metrics
     console.print(f"params {m['params_dense'] / 1e6:.3f}M → {m['params_pruned'] / 1e6:.3f}M, MACs "

@@ -51,7 +51,9 @@ class PruneConfig:
     16 channels, and B0 pruned 40 % with ``round_to=1`` ran *slower* than the dense model there
     (1.15×) while ``round_to=8`` ran at 0.66–0.69×. ``min_channels`` is the fewest channels a
     group keeps (head groups keep at least one head).
-    ``max_batches`` bounds what the Taylor criterion consumes.
+    ``max_batches`` bounds what the Taylor criterion consumes. ``bn_images`` is used by the
+    recipe (:func:`~vitedge.pruning.recipe.prune_checkpoint`): that many training images
+    re-estimate the BatchNorm statistics of the pruned model (no training).
     """
 
     ratio: float = 0.4
@@ -62,6 +64,7 @@ class PruneConfig:
     min_channels: int = 8
     seed: int = 0
     max_batches: int = 8
+    bn_images: int = 512               # recipe only: BatchNorm re-estimation after pruning (0: off)
 
     def __post_init__(self) -> None:
         _check_ratio(self.ratio, "ratio")
@@ -72,6 +75,8 @@ class PruneConfig:
             raise VitedgeError(f"unknown pruning scope {self.scope!r}: {hint}")
         for key, value in (self.stage_ratios or {}).items():
             _check_ratio(value, f"stage_ratios[{key!r}]")
+        if isinstance(self.bn_images, bool) or not isinstance(self.bn_images, int) or self.bn_images < 0:
+            raise VitedgeError(f"bn_images must be an int >= 0, got {self.bn_images!r}")
         for name in ("round_to", "min_channels", "max_batches"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import torch.nn as nn
 
 from vitedge.errors import VitedgeError
+from vitedge.pruning.batchnorm import recalibrate_batchnorm
 from vitedge.pruning.pruner import PruneConfig, apply_plan, plan_pruning
 
 if TYPE_CHECKING:  # vitedge.train is imported only when data is used
@@ -69,7 +70,9 @@ def prune_checkpoint(
     evaluation, Taylor scores and fine-tuning; its ``epochs``, ``optim`` and ``ema`` drive the
     fine-tuning (skipped with ``finetune=False``); ``distill.teacher="dense"`` distils from the
     unpruned checkpoint. Without ``train`` the model is only pruned (no data, no metrics).
-    Metrics (percent): ``top1_dense``, ``top1_pruned``, ``top1_finetuned``; plus ``params`` and
+    Metrics (percent): ``top1_dense``, ``top1_pruned``, ``top1_bn_recalibrated`` (after
+    re-estimating BatchNorm statistics on ``config.bn_images`` training images, no training;
+    fine-tuning starts there), ``top1_finetuned``; plus ``params`` and
     ``macs`` of the dense and pruned models at the model's input size.
     """
     from vitedge.bench.profile import profile
@@ -101,6 +104,9 @@ def prune_checkpoint(
     model = apply_plan(dense, plan)
     if data is not None:
         metrics["top1_pruned"] = data.top1(model)
+        if config.bn_images:  # fine-tuning starts from the re-estimated statistics too
+            recalibrate_batchnorm(model, data.sample(config.bn_images, seed=config.seed))
+            metrics["top1_bn_recalibrated"] = data.top1(model)
         if finetune:
             model = _finetune(data, train, model, dense, checkpoint, out_dir, verbose)
             metrics["top1_finetuned"] = data.top1(model)

@@ -78,8 +78,9 @@ def study_tables(rows: Sequence[Row], variants: Sequence[Variant], runtime: str)
     pruning = []
     for v in variants:
         r = by[v.name, "fp32"]
-        after = v.metrics.get("top1_pruned")
-        pruning.append([f"{v.ratio:.0%}", f"{after:.2f}" if after is not None else "–", f"{r.top1:.2f}",
+        after, bn = v.metrics.get("top1_pruned"), v.metrics.get("top1_bn")
+        shown = "–" if after is None else f"{after:.2f}" + (f" → {bn:.2f}" if bn is not None else "")
+        pruning.append([f"{v.ratio:.0%}", shown, f"{r.top1:.2f}",
                         delta(r.top1), f"{r.params / 1e6:.3f} ({x(r.params, ref.params)})",
                         f"{r.macs / 1e6:.1f} ({x(r.macs, ref.macs)})",
                         f"{r.latency_ms:.2f} ({x(r.latency_ms, ref.latency_ms)})", f"{r.size_mib:.2f}"])
@@ -105,7 +106,8 @@ def study_tables(rows: Sequence[Row], variants: Sequence[Variant], runtime: str)
     return [
         Table("Table 1 — pruning (FP32)",
               ["ratio", "top-1 pruned", "top-1 fine-tuned", "Δ pt", "params M", "MACs M", lat, "size MiB"], pruning,
-              "top-1 pruned: PyTorch, right after pruning; fine-tuned: on the runtime."),
+              "top-1 pruned: PyTorch, right after pruning → after re-estimating BatchNorm statistics "
+              "(no training); fine-tuned: on the runtime."),
         Table("Table 2 — quantization (dense model)",
               ["precision", "top-1 PyTorch", "top-1 runtime", "Δ pt", lat, "size MiB (×)"], quant, qnote + "."),
         Table("Table 3 — pruning + INT8",

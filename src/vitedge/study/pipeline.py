@@ -188,7 +188,8 @@ def _prune(config: StudyConfig, run_dir: Path, dense: Variant, ratio: float, log
         m = pruned.metrics
         result = stage.done({
             "checkpoint": str(pruned.path), "params": m["params_pruned"], "macs": m["macs_pruned"],
-            "top1_pruned": m["top1_pruned"], "top1_fp32": m.get("top1_finetuned", m["top1_pruned"])})
+            "top1_pruned": m["top1_pruned"], "top1_bn": m.get("top1_bn_recalibrated"),
+            "top1_fp32": m.get("top1_finetuned", m.get("top1_bn_recalibrated", m["top1_pruned"]))})
     metrics = {k: v for k, v in result.items() if k != "checkpoint"}
     return Variant(name, ratio, Path(result["checkpoint"]), stage.fingerprint, metrics)
 

@@ -66,6 +66,8 @@ def rows() -> list[Row]:
         Row("Trio (MSE ranges, all transforms)", QuantConfig(method="trio")),
         Row("Trio without log2 divisor (MSE ranges)", QuantConfig(method="trio", trio=only(True, True, False))),
         Row("Trio + conv outputs (what ORT runs as integer convs)", QuantConfig(method="trio", conv_outputs=True)),
+        Row("Trio + step sizes learned on the calibration set (300 steps)",
+            QuantConfig(method="trio", reconstruct_iters=300)),
         Row("W4A8 Trio", QuantConfig(method="trio", w_bits=4), w8a8=False),
     ]
 

@@ -426,6 +426,25 @@ def test_fake_quant_model_exports_to_onnx_as_qdq_pairs(tmp_path):
 # QAT
 
 
+def test_reconstruction_learns_steps_toward_the_float_logits_and_keeps_the_weights():
+    from vitedge.quantization.reconstruct import reconstruct
+
+    model = dense("efficientvit_b0")
+    batches = calib()
+    cfg = QuantConfig(method="minmax", a_bits=4, observer=FAST)  # coarse, so there is something to win
+    plain = quantize(model, batches, config=cfg)
+    learned = quantize(model, batches, config=cfg)
+    losses = reconstruct(learned, model, batches, iters=30, lr=1e-2)
+    assert min(losses[-5:]) < losses[0]
+    assert rel_err(learned, model) < rel_err(plain, model)
+    assert all(torch.equal(a, b) for (n, a), (_, b) in zip(plain.named_parameters(), learned.named_parameters())
+               if "weight" in n or "bias" in n)
+    assert not any(q.learning for _, q in quantizers(learned) if isinstance(q, Quantizer))  # frozen
+    assert not model.training  # the float model comes back in the mode it had
+    with pytest.raises(VitedgeError, match="reconstruct_iters"):
+        QuantConfig(reconstruct_iters=-1)
+
+
 def test_qat_learns_scales_that_reduce_the_loss(tmp_path):
     model = dense("efficientvit_b0")
     qmodel = prepare_qat(quantize(model, calib(), "minmax", 4, 4))

@@ -46,4 +46,8 @@ def quantize(
     batches = calibration_batches(calib_data, cfg.max_calib_batches)
     qmodel = prepare(model, cfg)
     calibrate(qmodel, batches)
+    if cfg.reconstruct_iters:
+        from vitedge.quantization.reconstruct import reconstruct
+
+        reconstruct(qmodel, model, batches, iters=cfg.reconstruct_iters)
     return qmodel.eval()

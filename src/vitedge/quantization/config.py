@@ -163,6 +163,9 @@ class QuantConfig:
       expand and depthwise, the MSRA FFN's first conv) run in float on dequantized input.
     - ``trio``: the transforms; ``None`` means all on for ``method="trio"``, all off otherwise.
     - ``max_calib_batches``: use at most this many calibration batches.
+    - ``reconstruct_iters``: after calibration, learn every step size for this many steps on
+      the calibration images so the logits match the float model's (0: plain PTQ; see
+      :mod:`vitedge.quantization.reconstruct`).
     """
 
     method: str = "trio"
@@ -176,6 +179,7 @@ class QuantConfig:
     observer: ObserverConfig = field(default_factory=ObserverConfig)
     trio: TrioConfig | None = None
     max_calib_batches: int | None = None
+    reconstruct_iters: int = 0
 
     def __post_init__(self) -> None:
         _choice(self.method, tuple(METHODS), "quantization method")
@@ -188,6 +192,9 @@ class QuantConfig:
             raise VitedgeError(f"observer must be an ObserverConfig, not {type(self.observer).__name__}")
         if self.trio is not None and not isinstance(self.trio, TrioConfig):
             raise VitedgeError(f"trio must be a TrioConfig or None, not {type(self.trio).__name__}")
+        r = self.reconstruct_iters
+        if isinstance(r, bool) or not isinstance(r, int) or r < 0:
+            raise VitedgeError(f"reconstruct_iters={r!r} must be an int >= 0 (0: plain PTQ)")
         n = self.max_calib_batches
         if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
             raise VitedgeError(f"max_calib_batches={n!r} must be a positive int or None")

@@ -172,7 +172,7 @@ def _write_report(out: Path, command: str) -> None:
         wall = sum(h["epoch_seconds"] + h.get("eval_seconds", 0.0) for h in history)
         cfg = saved["config"]  # what actually ran, even if the table above changed since
         rows.append({
-            "job": job.name, "model": cfg["model"], "dataset": cfg["data"]["dataset"],
+            "job": job.name, "model": job.model, "init_from": job.init_from, "dataset": cfg["data"]["dataset"],
             "img_size": cfg["data"]["img_size"], "epochs_done": len(history), "epochs": cfg["epochs"],
             "top1": saved["final"]["top1"],
             "top5": saved["final"]["top5"], "test_images": saved["final"]["num_samples"],
@@ -190,6 +190,8 @@ def _write_report(out: Path, command: str) -> None:
         if r["target_top1"] is not None:
             target = f"≥ {r['target_top1']:.0f} {'✓' if r['meets_target'] else '✗'}"
         epochs = f"{r['epochs_done']}/{r['epochs']}" if r["epochs_done"] < r["epochs"] else str(r["epochs"])
+        if r["init_from"]:
+            epochs = f"+{epochs} (from {r['init_from']})"
         lines.append(f"| {r['model']} | {r['dataset']} | {r['img_size']} | {epochs} | {r['top1']:.2f} | "
                      f"{r['top5']:.2f} | {target} | {r['wall_hours']:.2f} | {r['train_images_per_s']:.0f} |")
     lines += ["", f"Command: `{command}` (torch {torch.__version__}, {torch.get_num_threads()} threads; "

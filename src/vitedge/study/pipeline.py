@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vitedge.errors import VitedgeError
 from vitedge.models.checkpoint import atomic_write
 from vitedge.study.config import StudyConfig
 from vitedge.study.stages import Stage, file_digest

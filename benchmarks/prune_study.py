@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import statistics
 import sys
 import tempfile
 import time
@@ -106,16 +105,11 @@ def train_config(args: argparse.Namespace, out: Path) -> Any:
 def alternated_latency(runners: dict[str, Any], *, runs: int, warmup: int) -> dict[str, dict[str, float]]:
     """Median / min ms of each zero-argument runner, runs alternated across runners so a load
     spike on the (shared) machine hits every model instead of one."""
-    for run in runners.values():
-        for _ in range(warmup):
-            run()
-    times: dict[str, list[float]] = {name: [] for name in runners}
-    for _ in range(runs):
-        for name, run in runners.items():
-            start = time.perf_counter()
-            run()
-            times[name].append((time.perf_counter() - start) * 1e3)
-    return {name: {"median_ms": statistics.median(t), "min_ms": min(t)} for name, t in times.items()}
+    from vitedge.bench.latency import measure_alternated
+
+    results = measure_alternated(runners, backend="mixed", batch_size=1, threads=torch.get_num_threads(),
+                                 warmup=warmup, runs=runs)
+    return {name: {"median_ms": r.median_ms, "min_ms": r.min_ms} for name, r in results.items()}
 
 
 def torch_runners(models: dict[str, nn.Module], size: tuple[int, ...]) -> dict[str, Any]:

@@ -43,11 +43,7 @@ def plot_accuracy_vs_latency(rows: Sequence[Row], path: str | os.PathLike, *, ru
                edgecolors="tab:green", linewidths=1.4, zorder=4)
     ax.set_xlabel(f"latency (ms, median, batch {batch}, {runtime}, {threads} threads)")
     ax.set_title("accuracy vs latency (labels: pruning ratio)")
-    ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    result = atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
-    plt.close(fig)
-    return result
+    return _save(fig, path)
 
 
 def plot_accuracy_vs_macs(rows: Sequence[Row], path: str | os.PathLike) -> Path:
@@ -60,7 +56,13 @@ def plot_accuracy_vs_macs(rows: Sequence[Row], path: str | os.PathLike) -> Path:
     _scatter(ax, rows, lambda r: r.macs / 1e6)
     ax.set_xlabel("MACs per image (M)")
     ax.set_title("accuracy vs compute (labels: pruning ratio)")
-    ax.legend(loc="lower right", fontsize=8)
+    return _save(fig, path)
+
+
+def _save(fig, path: str | os.PathLike) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.axes[0].legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     result = atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     plt.close(fig)

@@ -52,7 +52,8 @@ def write_report(config: StudyConfig, variants: Sequence[Variant], run_dir: Path
                   f"Deployed as ONNX on {d.runtime}: accuracy on the test split, latency batch {d.batch_size}, "
                   f"{d.threads} threads, median of {d.runs} runs alternated across all models.")
     doc.heading("Recommendation")
-    doc.paragraph(recommend(rows, config.report.max_drop))
+    recommendation = recommend(rows, config.report.max_drop)
+    doc.paragraph(recommendation)
     doc.heading("Results")
     for table in study_tables(rows, variants, d.runtime):
         doc.table(table)
@@ -69,7 +70,7 @@ def write_report(config: StudyConfig, variants: Sequence[Variant], run_dir: Path
 
     results = {"config": config.to_dict(), "environment": env, "rows": [r.to_dict() for r in rows],
                "pareto": [r.label for r in pareto(rows)],
-               "recommendation": recommend(rows, config.report.max_drop)}
+               "recommendation": recommendation}
     csv_text = csv_lines(list(rows[0].to_dict()), [list(r.to_dict().values()) for r in rows])
     markdown, page = doc.markdown(run_dir), doc.html()
     for name, text in (("results.json", json.dumps(results, indent=2)), ("results.csv", csv_text),

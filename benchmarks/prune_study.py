@@ -130,17 +130,14 @@ def _no_grad_call(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def ort_runners(models: dict[str, nn.Module], size: tuple[int, ...], *, threads: int,
                 workdir: Path) -> dict[str, Any]:
-    """ONNX Runtime FP32 on the CPU, batch 1. The export is a plain ``torch.onnx.export``
-    (TorchScript path, opset 17) until the deployment issue provides its exporter."""
+    """ONNX Runtime FP32 on the CPU, batch 1, each model exported by ``vitedge.export`` (what
+    deploys: BN folded, dynamic batch)."""
     import onnxruntime as ort
 
-    x = torch.randn(1, *size)
-    feed = {"input": x.numpy()}
+    feed = {"input": torch.randn(1, *size).numpy()}
     runners = {}
     for name, model in models.items():
-        path = workdir / f"{name}.onnx"
-        torch.onnx.export(model.eval(), x, str(path), dynamo=False, opset_version=17,
-                          input_names=["input"], output_names=["logits"])
+        path = vitedge.export(model, workdir / f"{name}.onnx", "fp32", resolution=size[-1])
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1

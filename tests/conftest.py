@@ -87,8 +87,9 @@ def fashion_test():
 def tiny_classifier(tmp_path_factory):
     """A 2-class image folder (ant/bee, 32 px PNGs) and an untrained B0 checkpoint at 32 px for it:
     the cheapest real inputs for the recipe, export and benchmark commands."""
-    import vitedge
     from test_pruning import _tiny_folder
+
+    import vitedge
 
     root = tmp_path_factory.mktemp("tiny")
     data = _tiny_folder(root / "data")

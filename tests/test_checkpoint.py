@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import is_mit, randomize_batchnorm
 
 import vitedge
-from conftest import is_mit, randomize_batchnorm
 from vitedge.errors import VitedgeError
 from vitedge.models.checkpoint import load, read_metadata, save
 from vitedge.models.registry import family_module

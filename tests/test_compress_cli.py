@@ -7,9 +7,9 @@ import json
 
 import pytest
 import torch
+from test_cli import assert_one_line_error, run_cli
 
 import vitedge
-from test_cli import assert_one_line_error, run_cli
 from vitedge.models.checkpoint import read_metadata
 from vitedge.quantization import is_quantized
 

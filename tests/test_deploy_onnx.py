@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import randomize_batchnorm
 
 import vitedge
-from conftest import randomize_batchnorm
 from vitedge.deploy import OnnxRuntime, export_onnx, read_onnx_metadata
 
 pytest.importorskip("onnxruntime")

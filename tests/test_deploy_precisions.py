@@ -7,11 +7,11 @@ import collections
 
 import pytest
 import torch
-
-import vitedge
 from conftest import randomize_batchnorm
 from test_cli import assert_one_line_error, run_cli
 from test_quantization import calib, dense, images
+
+import vitedge
 from vitedge.deploy import OnnxRuntime, export, read_onnx_metadata
 from vitedge.quantization import QuantConfig
 

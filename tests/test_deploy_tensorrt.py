@@ -9,9 +9,9 @@ import json
 import numpy as np
 import pytest
 import torch
+from test_cli import run_cli
 
 import vitedge
-from test_cli import run_cli
 from vitedge.deploy import get_runtime, load_runtime
 from vitedge.quantization import QuantConfig, quantize
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import randomize_batchnorm
+
 from vitedge.errors import VitedgeError
 from vitedge.models import create_model, fuse_bn
 from vitedge.models.efficientvit_msra import (

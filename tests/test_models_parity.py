@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn as nn
+from conftest import is_mit, randomize_batchnorm, timm_oracle
 
 import vitedge
-from conftest import is_mit, randomize_batchnorm, timm_oracle
 
 ALL_MODELS = vitedge.list_models()
 TIMM_EPS = 1e-5  # timm's LiteMLA eps; the official (and our default) is 1e-15

@@ -13,9 +13,9 @@ import math
 import pytest
 import torch
 import torch.nn as nn
+from conftest import randomize_batchnorm
 
 import vitedge
-from conftest import randomize_batchnorm
 from vitedge.errors import VitedgeError
 from vitedge.pruning import (
     MagnitudeImportance,

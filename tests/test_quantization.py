@@ -17,9 +17,9 @@ import warnings
 import pytest
 import torch
 import torch.nn as nn
+from conftest import randomize_batchnorm
 
 import vitedge
-from conftest import randomize_batchnorm
 from vitedge.errors import VitedgeError
 from vitedge.models.efficientvit_mit import LiteMLA, MBConv
 from vitedge.models.efficientvit_msra import CascadedGroupAttention
@@ -27,8 +27,8 @@ from vitedge.quantization import (
     Log2Quantizer,
     ObserverConfig,
     QuantConfig,
-    QuantSpec,
     Quantizer,
+    QuantSpec,
     TrioConfig,
     calibration_batches,
     count_kinds,
@@ -45,7 +45,13 @@ from vitedge.quantization import (
     scale_parameters,
     set_quant_state,
 )
-from vitedge.quantization.qmodules import QuantConv2d, QuantLinear, QuantLiteMLA, QuantResidual, QuantResidualBlock
+from vitedge.quantization.qmodules import (
+    QuantConv2d,
+    QuantLinear,
+    QuantLiteMLA,
+    QuantResidual,
+    QuantResidualBlock,
+)
 from vitedge.quantization.quantizer import lsq_fake_quantize, qparams_from_range
 
 RES = 64

@@ -14,7 +14,7 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from vitedge.quantization import Log2Quantizer, QuantSpec, Quantizer, log2_round  # noqa: E402
+from vitedge.quantization import Log2Quantizer, Quantizer, QuantSpec, log2_round  # noqa: E402
 from vitedge.quantization.quantizer import lsq_fake_quantize, qparams_from_range  # noqa: E402
 
 SETTINGS = settings(max_examples=60, deadline=None)

@@ -24,7 +24,7 @@ from vitedge.quantization.config import METHODS, OBSERVERS, ObserverConfig, Quan
 from vitedge.quantization.plots import RangeSummary, plot_channel_ranges
 from vitedge.quantization.points import is_quantized, prepare, quantizers, set_quant_state
 from vitedge.quantization.qat import freeze, observe, prepare_qat, scale_parameters
-from vitedge.quantization.quantizer import Log2Quantizer, QuantSpec, Quantizer, log2_round
+from vitedge.quantization.quantizer import Log2Quantizer, Quantizer, QuantSpec, log2_round
 from vitedge.quantization.report import PointRow, count_kinds, point_report, report_json, report_markdown
 
 __all__ = [

@@ -55,7 +55,7 @@ from vitedge.quantization.qmodules import (
     QuantResidual,
     QuantResidualBlock,
 )
-from vitedge.quantization.quantizer import Log2Quantizer, QuantSpec, Quantizer
+from vitedge.quantization.quantizer import Log2Quantizer, Quantizer, QuantSpec
 from vitedge.quantization.trio import find_sites
 
 __all__ = ["activation_spec", "is_quantized", "prepare", "quantizers", "set_quant_state", "weight_spec"]

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from vitedge.models.efficientvit_mit import LiteMLA, ResidualBlock
 from vitedge.models.efficientvit_msra import CascadedGroupAttention, Residual
 from vitedge.quantization.config import ObserverConfig
-from vitedge.quantization.quantizer import Log2Quantizer, QuantSpec, Quantizer
+from vitedge.quantization.quantizer import Log2Quantizer, Quantizer, QuantSpec
 from vitedge.quantization.trio import ChannelMigration, ChannelShift
 
 __all__ = [

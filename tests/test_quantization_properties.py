@@ -95,3 +95,13 @@ def test_log2_divisor_stays_in_its_window_and_within_sqrt2(d, exp_min, bits):
     if d > 0:
         assert log2_round(torch.tensor([d])).item() == round(math.log2(d) - 1e-9) or \
             abs(math.log2(d) - math.floor(math.log2(d)) - 0.5) < 1e-5
+
+
+@SETTINGS
+@given(d=st.lists(st.floats(0.0, 1e6, allow_subnormal=False, width=32), min_size=1, max_size=16),
+       low=st.integers(-20, 5), bits=st.integers(1, 6))
+def test_windowed_log2_round_equals_clamped_log2_round(d, low, bits):
+    # the table form the export uses must agree exactly with the plain definition, clamped
+    high = low + 2 ** bits - 1
+    t = torch.tensor(d)
+    assert torch.equal(log2_round(t, low, high), log2_round(t).clamp(low, high))

@@ -37,6 +37,7 @@ import torch
 import torch.nn as nn
 
 import vitedge
+from vitedge.models.checkpoint import atomic_write
 from vitedge.quantization import QuantConfig, TrioConfig, point_report, report_markdown
 
 ACCEPT_W8A8_DROP = 0.5  # pt top-1, best W8A8 PTQ vs FP32 (issue 5)
@@ -53,7 +54,7 @@ class Row:
 
 
 def rows() -> list[Row]:
-    only = lambda m, s, l: TrioConfig(migration=m, shifting=s, log2_divisor=l)  # noqa: E731
+    only = lambda m, s, log2: TrioConfig(migration=m, shifting=s, log2_divisor=log2)  # noqa: E731
     return [
         Row("FP32", None, w8a8=False),
         Row("W8A8 per-tensor min-max", QuantConfig(method="minmax", per_channel=False)),
@@ -182,6 +183,24 @@ def qat_row(args: argparse.Namespace, config: QuantConfig | None) -> dict[str, A
             "ptq_top1": metrics["top1_int8"], "qat_epochs": args.qat_epochs}
 
 
+def previous_rows(path: Path, setup: dict[str, str]) -> list[dict[str, Any]]:
+    """The rows of an earlier run's ``results.json`` on the same model, data and calibration
+    (none if there is no readable one, or it measured something else)."""
+    try:
+        previous = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []
+    return previous.get("rows", []) if previous.get("setup") == setup else []
+
+
+def write_results(out: Path, results: list[dict[str, Any]], command: str, setup: dict[str, str]) -> None:
+    """``results.json`` and ``results.md`` as they stand, written atomically after every row."""
+    text = json.dumps({"command": command, "setup": setup, "rows": results}, indent=1)
+    atomic_write(out / "results.json", lambda tmp: Path(tmp).write_text(text))
+    table = markdown(results, command)
+    atomic_write(out / "results.md", lambda tmp: Path(tmp).write_text(table))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -192,26 +211,39 @@ def main(argv: list[str] | None = None) -> int:
     model, data_config, classes = load_model(args)
     calib, test_loader = loaders(args, data_config, classes)
     chosen = [r for r in rows() if not args.rows or any(s.lower() in r.name.lower() for s in args.rows)]
+    command = shlex.join([sys.executable, *sys.argv])
+    # rows already measured with the same config (an interrupted run) are kept, not recomputed
+    setup = {k: str(getattr(args, k)) for k in ("checkpoint", "model", "data", "data_dir", "img_size", "calib",
+                                                 "eval_limit", "seed")}
+    done = {r["name"]: r for r in previous_rows(args.out / "results.json", setup) if not r.get("pending")}
     results: list[dict[str, Any]] = []
-    best: tuple[float, nn.Module] | None = None
+    best: tuple[float, nn.Module | None] | None = None
     best_config: QuantConfig | None = None
     for row in chosen:
-        start = time.perf_counter()
-        net = model if row.config is None else vitedge.quantize(model, calib, config=row.config)
-        seconds = time.perf_counter() - start
-        metrics = evaluate(net, test_loader)
-        results.append({"name": row.name, "w8a8": row.w8a8, "top1": metrics["top1"], "top5": metrics["top5"],
-                        "seconds": seconds, "config": None if row.config is None else row.config.to_dict()})
-        print(f"{row.name:45s} top-1 {metrics['top1']:6.2f}  ({seconds:.1f} s to quantize)", flush=True)
-        if row.config is not None and row.w8a8 and (best is None or metrics["top1"] > best[0]):
-            best, best_config = (metrics["top1"], net), row.config
+        config = None if row.config is None else row.config.to_dict()
+        kept = done.get(row.name)
+        net = None
+        if kept is not None and kept.get("config") == config:
+            results.append(kept)
+            print(f"{row.name:45s} top-1 {kept['top1']:6.2f}  (from the previous run)", flush=True)
+        else:
+            start = time.perf_counter()
+            net = model if row.config is None else vitedge.quantize(model, calib, config=row.config)
+            seconds = time.perf_counter() - start
+            metrics = evaluate(net, test_loader)
+            results.append({"name": row.name, "w8a8": row.w8a8, "top1": metrics["top1"], "top5": metrics["top5"],
+                            "seconds": seconds, "config": config})
+            print(f"{row.name:45s} top-1 {metrics['top1']:6.2f}  ({seconds:.1f} s to quantize)", flush=True)
+            write_results(args.out, results, command, setup)
+        top1 = results[-1]["top1"]
+        if row.config is not None and row.w8a8 and (best is None or top1 > best[0]):
+            best, best_config = (top1, net), row.config
     results.append(qat_row(args, best_config))
-
-    command = shlex.join([sys.executable, *sys.argv])
-    (args.out / "results.json").write_text(json.dumps({"command": command, "rows": results}, indent=1))
-    (args.out / "results.md").write_text(markdown(results, command))
+    write_results(args.out, results, command, setup)
     if best is not None:
-        (args.out / "points.md").write_text(report_markdown(point_report(best[1])))
+        net = best[1] if best[1] is not None else vitedge.quantize(model, calib, config=best_config)
+        text = report_markdown(point_report(net))
+        atomic_write(args.out / "points.md", lambda tmp: Path(tmp).write_text(text))
     trio = next((r for r in chosen if r.config is not None and r.config.transforms.migration), None)
     if trio is not None:
         from vitedge.quantization.plots import plot_channel_ranges

@@ -243,6 +243,8 @@ class LinearAttentionPoints(nn.Module):
         ksum = self.ksum(k.sum(dim=-2).unsqueeze(-1))
         num = self.num(q @ kv)
         den = self.den(q @ ksum)
+        if isinstance(self.den, Log2Quantizer) and self.den.fake_quant:
+            return num / den  # a power of two ≥ 2^exp_min: no zero to guard, and eps would vanish in it
         if isinstance(self.den, Quantizer) and self.den.fake_quant:
             den = torch.maximum(den, self.den.scale)
         return num / (den + eps)

@@ -465,10 +465,9 @@ def log2_round(d: torch.Tensor, low: int | None = None, high: int | None = None)
         # d / 2^y > 2^(y+1) / d  ⇔  m² > 2 with the mantissa m = d / 2^y ∈ [1, 2): no underflow of d²
         m = d / torch.pow(2.0, y)
         return y + (m * m > 2.0).to(d.dtype)
-    # exponents outside [low - 1, high] clamp to the window's ends either way; inside it the
-    # mantissa divides by a power of two, i.e. multiplies exactly by its reciprocal
+    # exponents outside [low - 1, high] clamp to the window's ends either way
     y = y.clamp(low - 1, high)
-    m = d * exp2_table(-y, -high, 1 - low)
+    m = d / exp2_table(y, low - 1, high)  # exact: a power of two
     return (y + (m * m > 2.0).to(d.dtype)).clamp(low, high)
 
 
@@ -504,8 +503,10 @@ class Log2Quantizer(nn.Module):
         if not self.fake_quant:
             return d
         low, high = int(self.exp_min), self.exp_max
-        y = log2_round(d, low, high)
-        return exp2_table(y, low, high).detach() + (d - d.detach())
+        rounded = exp2_table(log2_round(d, low, high), low, high)
+        if not d.requires_grad or torch.onnx.is_in_onnx_export():
+            return rounded  # the straight-through term is 0: no Sub/Add pair in the exported graph
+        return rounded.detach() + (d - d.detach())
 
     @torch.no_grad()
     def update_qparams(self) -> None:

@@ -76,6 +76,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="fine-tuning random-resized-crop minimum area (short budgets want mild crops)")
     p.add_argument("--distill", action="store_true", help="distil from the unpruned model")
     p.add_argument("--lr", type=float, default=5e-4, help="fine-tuning peak learning rate")
+    p.add_argument("--ema-decay", type=float, default=None,
+                   help="weight EMA during fine-tuning (e.g. 0.999); the averaged weights are evaluated and saved")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--threads", type=int, default=2, help="CPU threads for both runtimes")
@@ -92,14 +94,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def train_config(args: argparse.Namespace, out: Path) -> Any:
-    from vitedge.train import DataConfig, DistillConfig, OptimConfig, TrainConfig
+    from vitedge.train import DataConfig, DistillConfig, EMAConfig, OptimConfig, TrainConfig
 
     return TrainConfig(
         epochs=max(1, args.finetune_epochs), seed=args.seed, out=str(out),
         data=DataConfig(dataset=args.data, root=args.data_dir, batch_size=args.batch_size,
                         workers=args.workers, scale=(args.min_scale, 1.0)),
         optim=OptimConfig(lr=args.lr, warmup_epochs=min(1.0, args.finetune_epochs / 10)),
-        distill=DistillConfig(teacher=DENSE_TEACHER if args.distill else None))
+        distill=DistillConfig(teacher=DENSE_TEACHER if args.distill else None),
+        ema=EMAConfig(decay=args.ema_decay))
 
 
 def alternated_latency(runners: dict[str, Any], *, runs: int, warmup: int) -> dict[str, dict[str, float]]:
@@ -200,7 +203,7 @@ def study(args: argparse.Namespace) -> dict[str, Any]:
         "command": " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]),
         "checkpoint": str(checkpoint), "input_size": list(size), "threads": args.threads,
         "runs": args.runs, "scope": args.scope, "round_to": args.round_to,
-        "finetune_epochs": args.finetune_epochs, "distill": args.distill,
+        "finetune_epochs": args.finetune_epochs, "distill": args.distill, "ema_decay": args.ema_decay,
         "dense": {"params": dense_cost["params"], "macs": dense_cost["macs"],
                   "torch_ms": eager["dense"]["median_ms"], "ort_ms": ort_ms["dense"]["median_ms"]},
         "rows": rows, "acceptance": acceptance(rows, args),
@@ -236,7 +239,8 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [
         f"Checkpoint `{report['checkpoint']}`, input {report['input_size']}, scope "
         f"{report['scope']}, round_to {report['round_to']}, fine-tuning "
-        f"{report['finetune_epochs']} epochs{' with distillation' if report['distill'] else ''}. "
+        f"{report['finetune_epochs']} epochs{' with distillation' if report['distill'] else ''}"
+        f"{', weight EMA ' + str(report['ema_decay']) if report.get('ema_decay') else ''}. "
         f"Latency: batch 1, {report['threads']} threads, median of {report['runs']} runs "
         f"(runs alternated across models in one process, per runtime).",
         "",

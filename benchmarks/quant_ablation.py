@@ -160,20 +160,27 @@ def markdown(results: list[dict[str, Any]], command: str) -> str:
     return "\n".join(["# Quantization ablation", "", *lines, "", *checks, "", f"Command: `{command}`", ""])
 
 
-def qat_row(args: argparse.Namespace, config: QuantConfig | None) -> dict[str, Any]:
+def qat_row(args: argparse.Namespace, config: QuantConfig | None, previous: dict[str, Any] | None) -> dict[str, Any]:
     """``+ QAT``: the best W8A8 PTQ config, calibrated the same way, then LSQ fine-tuning
-    distilled from the FP32 checkpoint (vitedge.quantization.recipe.quantize_checkpoint)."""
+    distilled from the FP32 checkpoint (vitedge.quantization.recipe.quantize_checkpoint).
+    ``previous``: this row from an interrupted run on the same setup, kept if it matches; a QAT
+    run that stopped part-way resumes from its last epoch."""
     name = "+ QAT (distilled from FP32)"
     if args.qat_epochs <= 0 or args.checkpoint is None or config is None:
         return {"name": name, "pending": True, "note": "not run: pass a checkpoint and --qat-epochs N"}
+    if previous and previous.get("config") == config.to_dict() and previous.get("qat_epochs") == args.qat_epochs:
+        return previous
     from vitedge.quantization.recipe import quantize_checkpoint
     from vitedge.train import DataConfig, TrainConfig
     from vitedge.train.config import OptimConfig
 
     data = DataConfig(dataset=args.data, root=args.data_dir, img_size=args.img_size,
                       batch_size=min(args.batch_size, 128), workers=args.workers)
+    from vitedge.train.checkpoint import STATE_FILE
+
     qat = TrainConfig(epochs=args.qat_epochs, seed=args.seed, data=data,
-                      optim=OptimConfig(lr=args.qat_lr, warmup_epochs=0.0))
+                      optim=OptimConfig(lr=args.qat_lr, warmup_epochs=0.0),
+                      resume=(args.out / "qat" / "qat" / STATE_FILE).exists())
     start = time.perf_counter()
     result = quantize_checkpoint(args.checkpoint, config, data=data, calib=args.calib, qat=qat,
                                  out=args.out / "qat", seed=args.seed)
@@ -238,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         top1 = results[-1]["top1"]
         if row.config is not None and row.w8a8 and (best is None or top1 > best[0]):
             best, best_config = (top1, net), row.config
-    results.append(qat_row(args, best_config))
+    results.append(qat_row(args, best_config, done.get("+ QAT (distilled from FP32)")))
     write_results(args.out, results, command, setup)
     if best is not None:
         net = best[1] if best[1] is not None else vitedge.quantize(model, calib, config=best_config)

@@ -1,8 +1,8 @@
 """Static cost of a model: parameters, MACs, weight bytes and an activation-memory estimate.
 
-MACs come from PyTorch's own FLOP counter (``torch.utils.flop_counter``), which sees every conv,
-linear and matmul at the ATen level — the attention matmuls included — so nothing is counted by
-hand per layer type. One MAC = two FLOPs.
+MACs come from the operator list of :mod:`vitedge.hardware.operators` (recorded at the ATen level,
+so every conv, linear and attention matmul is seen whatever module wrote it): the profiler, the
+accelerator model and the CPU roofline count from the same list.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from torch.utils.flop_counter import FlopCounterMode
 
 
 def profile(model: nn.Module, resolution: int | None = None, batch_size: int = 1) -> dict[str, Any]:
@@ -28,7 +27,9 @@ def profile(model: nn.Module, resolution: int | None = None, batch_size: int = 1
         >>> round(stats["macs"] / 1e9, 3)
         0.1
     """
-    channels, height, width = _input_size(model, resolution)
+    from vitedge.hardware.operators import extract_operators
+
+    channels, height, width = input_size(model, resolution)
     x = torch.randn(batch_size, channels, height, width)
     leaf_out, peak = [], [0]
 
@@ -42,8 +43,7 @@ def profile(model: nn.Module, resolution: int | None = None, batch_size: int = 1
     was_training = model.training
     model.eval()
     try:
-        counter = FlopCounterMode(display=False)
-        with torch.no_grad(), counter:
+        with torch.no_grad():
             model(x)
     finally:
         for h in handles:
@@ -52,7 +52,7 @@ def profile(model: nn.Module, resolution: int | None = None, batch_size: int = 1
     params = sum(p.numel() for p in model.parameters())
     return {
         "params": params,
-        "macs": counter.get_total_flops() // 2,
+        "macs": extract_operators(model, resolution, batch_size).macs,
         "weight_bytes": sum(_nbytes(p) for p in model.parameters())
         + sum(_nbytes(b) for b in model.buffers()),
         "activation_bytes": sum(leaf_out),
@@ -62,7 +62,8 @@ def profile(model: nn.Module, resolution: int | None = None, batch_size: int = 1
     }
 
 
-def _input_size(model: nn.Module, resolution: int | None) -> tuple[int, int, int]:
+def input_size(model: nn.Module, resolution: int | None = None) -> tuple[int, int, int]:
+    """(channels, height, width) the model takes: its own ``data_config``, or ``resolution`` square."""
     channels, height, width = getattr(model, "data_config", {}).get("input_size", (3, 224, 224))
     if resolution is not None:
         height = width = resolution

@@ -10,7 +10,9 @@ moves nothing, a copy (``clone``, ``cat``, ``pad``) reads and writes its element
 op reads each input once (a broadcast operand counts its stored elements) and writes its
 output. Inside a fake-quantizer nothing is recorded: on integer hardware (re)quantization is
 part of the producing kernel's output stage, and the operator list describes the network, not
-the simulation of its rounding.
+the simulation of its rounding. Work on parameters alone (a fake-quantized weight, a bias on the
+integer grid, a transposed linear weight) is constant folding, done once at export: it is not
+recorded, and its result counts as a weight of the operator that reads it.
 """
 
 from __future__ import annotations
@@ -209,6 +211,7 @@ class _Recorder(TorchDispatchMode):
         self._stack: list[tuple[str, nn.Module]] = [("", model)]
         self._param_storages = {t.untyped_storage().data_ptr()
                                 for t in list(model.parameters()) + list(model.buffers())}
+        self._constants: list[torch.Tensor] = []  # kept alive: a freed address must not turn into a weight
         self._handles = []
         for path, module in model.named_modules():
             if module is model:
@@ -234,7 +237,16 @@ class _Recorder(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         op = func.overloadpacket.__name__
-        if op in _IGNORED or self._in_quantizer():
+        if op in _IGNORED:
+            return out
+        inputs = [a for a in _flatten(args) + _flatten(list((kwargs or {}).values())) if isinstance(a, torch.Tensor)]
+        if inputs and all(self._is_param(t) for t in inputs):  # constant folding: a derived weight
+            for t in _flatten(out):
+                if isinstance(t, torch.Tensor):
+                    self._constants.append(t)
+                    self._param_storages.add(t.untyped_storage().data_ptr())
+            return out
+        if self._in_quantizer():
             return out
         self._record(op, args, out)
         return out

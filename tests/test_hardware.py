@@ -33,8 +33,24 @@ REFERENCE_FPS = {
     ("efficientvit_b2", 224): 263.0,
 }
 # Ops that only change tensor metadata: PyTorch eager moves no bytes for them.
-VIEW_OPS = {"view", "_unsafe_view", "reshape", "transpose", "permute", "t", "expand", "slice", "select",
-            "split", "split_with_sizes", "unsqueeze", "squeeze", "alias", "unbind", "narrow"}
+VIEW_OPS = {
+    "view",
+    "_unsafe_view",
+    "reshape",
+    "transpose",
+    "permute",
+    "t",
+    "expand",
+    "slice",
+    "select",
+    "split",
+    "split_with_sizes",
+    "unsqueeze",
+    "squeeze",
+    "alias",
+    "unbind",
+    "narrow",
+}
 CONV_KINDS = ("conv", "pointwise", "depthwise")
 QUANT_RES = 32
 # Trio-ViT's transforms and log2 divisor, with min/max ranges: the ranges do not matter here, and the
@@ -117,8 +133,12 @@ def quantized_b0():
     model = _model("efficientvit_b0", num_classes=10)
     calib = [torch.randn(2, 3, QUANT_RES, QUANT_RES, generator=torch.Generator().manual_seed(1))]
     qmodel = vitedge.quantize(model, calib, config=FAST_TRIO)
-    return (model, qmodel, extract_operators(model, resolution=QUANT_RES, fold_bn=True),
-            extract_operators(qmodel, resolution=QUANT_RES))
+    return (
+        model,
+        qmodel,
+        extract_operators(model, resolution=QUANT_RES, fold_bn=True),
+        extract_operators(qmodel, resolution=QUANT_RES),
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -168,15 +188,18 @@ def test_conv_kinds_follow_geometry_and_litemla_bmm_is_matmul(estimates):
     assert any(o.scope.startswith("head") and o.op in ("mm", "addmm") and o.kind == "matmul" for o in ops)
 
 
-@pytest.mark.parametrize("in_channels, weight_shape, groups, kind", [
-    (32, (32, 1, 3, 3), 32, "depthwise"),
-    (32, (32, 1, 5, 5), 32, "depthwise"),
-    (32, (64, 32, 1, 1), 1, "pointwise"),
-    (32, (64, 8, 1, 1), 4, "pointwise"),    # grouped 1×1
-    (3, (16, 3, 3, 3), 1, "conv"),
-    (32, (32, 8, 3, 3), 4, "conv"),         # grouped 3×3
-    (1, (8, 1, 3, 3), 1, "conv"),           # one input channel but not grouped
-])
+@pytest.mark.parametrize(
+    "in_channels, weight_shape, groups, kind",
+    [
+        (32, (32, 1, 3, 3), 32, "depthwise"),
+        (32, (32, 1, 5, 5), 32, "depthwise"),
+        (32, (64, 32, 1, 1), 1, "pointwise"),
+        (32, (64, 8, 1, 1), 4, "pointwise"),  # grouped 1×1
+        (3, (16, 3, 3, 3), 1, "conv"),
+        (32, (32, 8, 3, 3), 4, "conv"),  # grouped 3×3
+        (1, (8, 1, 3, 3), 1, "conv"),  # one input channel but not grouped
+    ],
+)
 def test_classify_conv(in_channels, weight_shape, groups, kind):
     assert classify_conv(in_channels, weight_shape, groups) == kind
 
@@ -221,7 +244,9 @@ def test_views_move_no_bytes_and_compute_ops_do(b0_ops):
 
 def test_quantized_model_extracts_like_the_float_one(quantized_b0):
     _, qmodel, floats, quants = quantized_b0
-    quantizers = [type(m).__name__ for m in qmodel.modules() if type(m).__name__ in ("Quantizer", "Log2Quantizer")]
+    quantizers = [
+        type(m).__name__ for m in qmodel.modules() if type(m).__name__ in ("Quantizer", "Log2Quantizer")
+    ]
     assert len(quantizers) > 50 and "Log2Quantizer" in quantizers  # Trio-ViT's log2 divisor too
     assert not [o.name for o in quants if o.module_type in ("Quantizer", "Log2Quantizer")]
     assert _conv_ops(quants) == _conv_ops(floats)
@@ -234,8 +259,9 @@ def test_quantized_model_extracts_like_the_float_one(quantized_b0):
 def test_quantized_conv_weights_are_attributed_as_weights(quantized_b0):
     floats = [o for o in quantized_b0[2] if o.op == "convolution"]
     quants = [o for o in quantized_b0[3] if o.op == "convolution"]
-    assert [(o.weight_shape, o.weight_elems, o.input_elems) for o in quants] == \
-        [(o.weight_shape, o.weight_elems, o.input_elems) for o in floats]
+    assert [(o.weight_shape, o.weight_elems, o.input_elems) for o in quants] == [
+        (o.weight_shape, o.weight_elems, o.input_elems) for o in floats
+    ]
 
 
 def test_quantized_model_can_be_estimated(quantized_b0):
@@ -322,8 +348,10 @@ def test_ddr_starved_accelerator_is_memory_bound(b0_folded):
     assert len(base.memory_bound_layers) == 0
     assert len(starved.memory_bound_layers) > len(base.memory_bound_layers)
     assert len(starved.memory_bound_layers) >= len(starved.layers) // 2
-    assert all(layer.bound == "memory" and layer.memory_cycles > layer.compute_cycles
-               for layer in starved.memory_bound_layers)
+    assert all(
+        layer.bound == "memory" and layer.memory_cycles > layer.compute_cycles
+        for layer in starved.memory_bound_layers
+    )
     assert starved.fps < base.fps / 10
     assert starved.macs == base.macs
     assert any("0.05 GB/s" in a for a in starved.assumptions)
@@ -336,7 +364,9 @@ def test_default_buffer_keeps_feature_maps_on_chip_and_a_tiny_one_does_not(b0_fo
     weights = sum(o.weight_elems for o in b0_folded if not o.scope.startswith("head"))
     image = math.prod(b0_folded.input_shape)
     assert sum(layer.ddr_bytes for layer in base.layers) == weights + image
-    assert sum(layer.ddr_bytes for layer in tiny.layers) > sum(layer.ddr_bytes for layer in base.layers) + image
+    assert (
+        sum(layer.ddr_bytes for layer in tiny.layers) > sum(layer.ddr_bytes for layer in base.layers) + image
+    )
     assert all(t.ddr_bytes >= b.ddr_bytes for t, b in zip(tiny.layers, base.layers))
     assert tiny.cycles >= base.cycles
 
@@ -352,18 +382,31 @@ def test_estimate_of_a_model_matches_its_operator_list(b0, b0_folded):
 # 5. bad input
 
 
-@pytest.mark.parametrize("make, parameter", [
-    (lambda: AcceleratorConfig(mat_lanes=0), "mat_lanes"),
-    (lambda: AcceleratorConfig(mat_lanes=True), "mat_lanes"),
-    (lambda: AcceleratorConfig(replication=2.5), "replication"),
-    (lambda: AcceleratorConfig(ddr_gbps=-1), "ddr_gbps"),
-    (lambda: AcceleratorConfig(clock_mhz=float("nan")), "clock_mhz"),
-    (lambda: AcceleratorConfig(buffer_kib=float("inf")), "buffer_kib"),
-    (lambda: get_accelerator("trio-zcu102").with_overrides(bogus=1), "bogus"),
-    (lambda: get_accelerator("trio-zcu102").with_overrides(pes=0), "pes"),
-    (lambda: get_accelerator("nope"), "nope"),
-], ids=["mat_lanes=0", "mat_lanes=True", "replication=2.5", "ddr_gbps=-1", "clock_mhz=nan",
-        "buffer_kib=inf", "bogus", "override-pes=0", "unknown-preset"])
+@pytest.mark.parametrize(
+    "make, parameter",
+    [
+        (lambda: AcceleratorConfig(mat_lanes=0), "mat_lanes"),
+        (lambda: AcceleratorConfig(mat_lanes=True), "mat_lanes"),
+        (lambda: AcceleratorConfig(replication=2.5), "replication"),
+        (lambda: AcceleratorConfig(ddr_gbps=-1), "ddr_gbps"),
+        (lambda: AcceleratorConfig(clock_mhz=float("nan")), "clock_mhz"),
+        (lambda: AcceleratorConfig(buffer_kib=float("inf")), "buffer_kib"),
+        (lambda: get_accelerator("trio-zcu102").with_overrides(bogus=1), "bogus"),
+        (lambda: get_accelerator("trio-zcu102").with_overrides(pes=0), "pes"),
+        (lambda: get_accelerator("nope"), "nope"),
+    ],
+    ids=[
+        "mat_lanes=0",
+        "mat_lanes=True",
+        "replication=2.5",
+        "ddr_gbps=-1",
+        "clock_mhz=nan",
+        "buffer_kib=inf",
+        "bogus",
+        "override-pes=0",
+        "unknown-preset",
+    ],
+)
 def test_bad_accelerator_parameters_are_named(make, parameter):
     with pytest.raises(vitedge.VitedgeError, match=parameter):
         make()

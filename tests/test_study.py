@@ -108,11 +108,12 @@ def test_miniature_study_writes_every_artifact(finished_study):
     config, result = finished_study
     run = config.run_dir
     for name in ("report.md", "report.html", "results.json", "results.csv", "config.json",
-                 "plots/accuracy_vs_latency.png", "plots/accuracy_vs_macs.png", "plots/channel_ranges.png"):
+                 "plots/accuracy_vs_latency.png", "plots/accuracy_vs_macs.png", "plots/channel_ranges.png",
+                 "hardware/breakdown.png"):
         assert (run / name).is_file() and (run / name).stat().st_size > 0, name
     report = (run / "report.md").read_text()
     for title in ("Table 1 — pruning", "Table 2 — quantization", "Table 3 — pruning + INT8", "Recommendation",
-                  "Environment", "onnxruntime"):
+                  "Environment", "onnxruntime", "est. FPGA FPS (trio-zcu102)", "CPU breakdown", "Furthest from"):
         assert title in report
     rows = json.loads((run / "results.json").read_text())["rows"]
     expected = {(v, p) for v in ("dense", "l2_p40") for p in ("fp32", "int8")}
@@ -121,8 +122,13 @@ def test_miniature_study_writes_every_artifact(finished_study):
     assert by["l2_p40", "fp32"]["macs"] < by["dense", "fp32"]["macs"]
     assert by["dense", "int8"]["size_mib"] < 0.5 * by["dense", "fp32"]["size_mib"]  # int8 weights in the file
     assert all(0 <= r["top1"] <= 100 and r["latency_ms"] > 0 for r in rows)
+    # the accelerator model: INT8 rows only, and the pruned model is estimated faster
+    assert by["dense", "fp32"]["fpga_fps"] is None
+    assert by["l2_p40", "int8"]["fpga_fps"] > by["dense", "int8"]["fpga_fps"] > 0
+    breakdown = json.loads((run / "results.json").read_text())["breakdown"]
+    assert breakdown["latency_ms"] > 0 and len(breakdown["furthest_from_floor"]) == 3
     html = (run / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 3 and "<table>" in html  # self-contained
+    assert html.count("data:image/png;base64,") == 4 and "<table>" in html  # self-contained
 
 
 def test_rerun_with_the_same_config_does_no_work(finished_study):

@@ -46,8 +46,16 @@ def profile_command(
     batch_size: Annotated[int, typer.Option(help="batch size for latency")] = 1,
     runs: Annotated[int, typer.Option(help="timed runs for latency")] = 10,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="write results as JSON here")] = None,
+    breakdown: Annotated[bool, typer.Option(
+        "--breakdown", help="also profile the FP32 export on ONNX Runtime per node: time per operator kind "
+                            "beside its roofline floor")] = False,
+    breakdown_runs: Annotated[int, typer.Option(help="profiled runs for --breakdown")] = 50,
+    plot: Annotated[Optional[Path], typer.Option(help="--breakdown: write the plot (PNG) here")] = None,
+    markdown: Annotated[Optional[Path], typer.Option(
+        help="--breakdown: write the tables (Markdown) here")] = None,
 ) -> None:
-    """Params, MACs, weight and activation memory (and PyTorch latency) of models."""
+    """Params, MACs, weight and activation memory (and PyTorch latency) of models; with
+    --breakdown, where ONNX Runtime spends the time, per operator kind, against the roofline."""
     from vitedge.bench import profile, torch_latency
     from vitedge.bench.published import PUBLISHED_COST
     from vitedge.models import list_models
@@ -58,7 +66,12 @@ def profile_command(
         raise VitedgeError(f"--resolution must be positive (got {resolution})")
     if batch_size < 1:
         raise VitedgeError(f"--batch-size must be at least 1 (got {batch_size})")
+    if breakdown_runs < 1:
+        raise VitedgeError(f"--breakdown-runs must be at least 1 (got {breakdown_runs})")
+    if (plot or markdown) and not breakdown:
+        raise VitedgeError("--plot and --markdown belong to --breakdown; add --breakdown")
     names = list_models() if all_models else [model]
+    breakdowns = []
     table = Table(title="vitedge profile (paper = published figure)", box=box.SIMPLE_HEAD)
     # Short headers: the table must fit 80 columns (CI logs, pipes). "paper" = published figure.
     for column in ("model", "res", "params M", "paper", "MACs M", "paper", "wts MB", "act MB",
@@ -86,14 +99,112 @@ def profile_command(
             f"{stats['weight_bytes'] / 2**20:.1f}", f"{stats['activation_bytes'] / 2**20:.1f}",
             f"{stats['latency']['median_ms']:.3g}" if latency else "",
         )
+        if breakdown:
+            from vitedge.hardware.roofline import cpu_breakdown
+
+            bd = cpu_breakdown(net, resolution=resolution, threads=threads or 2, runs=breakdown_runs,
+                               name=name)
+            breakdowns.append(bd)
+            stats["breakdown"] = bd.to_dict()
         del net
     console.print(table)
+    if breakdowns:
+        _print_breakdowns(breakdowns, plot, markdown)
     if json_out is not None:
         from vitedge.models.checkpoint import atomic_write
 
         text = json.dumps(results, indent=2)
         atomic_write(json_out, lambda tmp: Path(tmp).write_text(text))
         console.print(f"wrote {json_out}")
+
+
+def _print_breakdowns(breakdowns: list, plot: Path | None, markdown: Path | None) -> None:
+    from vitedge.hardware.roofline import plot_breakdown
+    from vitedge.models.checkpoint import atomic_write
+
+    for bd in breakdowns:
+        table = Table(title=f"{bd.model} {bd.resolution}² on {bd.runtime}, {bd.threads} threads: nodes "
+                            f"{bd.node_ms:.2f} ms = {100 * bd.accounted:.1f} % of {bd.latency_ms:.2f} ms",
+                      box=box.SIMPLE_HEAD)
+        for column in ("kind", "ops", "nodes", "MMAC", "floor ms", "ms", "share %", "× floor"):
+            table.add_column(column, justify="left" if column == "kind" else "right")
+        for r in bd.rows:
+            table.add_row(r.kind, str(r.ops), str(r.nodes), f"{r.macs / 1e6:.1f}", f"{r.floor_ms:.4f}",
+                          f"{r.measured_ms:.3f}", f"{100 * r.measured_ms / bd.node_ms:.1f}",
+                          "∞" if r.ratio == float("inf") else f"{r.ratio:.1f}")
+        console.print(table)
+        console.print("furthest from the floor: " + ", ".join(r.kind for r in bd.furthest_from_floor()))
+    if plot is not None:
+        console.print(f"wrote {plot_breakdown(breakdowns, plot)}")
+    if markdown is not None:
+        text = "\n".join(bd.to_markdown() for bd in breakdowns)
+        console.print(f"wrote {atomic_write(markdown, lambda tmp: Path(tmp).write_text(text))}")
+
+
+@app.command("hw")
+def hw_command(
+    model: Annotated[str, typer.Argument(help="model name, or a (pruned or quantized) vitedge checkpoint")],
+    accelerator: Annotated[str, typer.Option(help="accelerator preset")] = "trio-zcu102",
+    resolution: Annotated[Optional[int], typer.Option(help="input resolution (default: the model's)")] = None,
+    set_params: Annotated[Optional[list[str]], typer.Option(
+        "--set", help="override a preset parameter, e.g. --set ddr_gbps=4 --set replication=8")] = None,
+    include_head: Annotated[bool, typer.Option(help="map the classifier head too")] = False,
+    layers: Annotated[bool, typer.Option(help="print the per-layer table")] = False,
+    json_out: Annotated[Optional[Path], typer.Option(
+        "--json", help="write the estimate as JSON here")] = None,
+    markdown: Annotated[Optional[Path], typer.Option(help="write the estimate (per-layer table, assumptions) "
+                                                              "as Markdown here")] = None,
+) -> None:
+    """Estimate FPS, GOPS and MAC utilisation of a model on an FPGA accelerator (W8A8 cycle model)."""
+    from vitedge.hardware.accelerator import estimate, get_accelerator
+    from vitedge.models.checkpoint import atomic_write
+
+    if resolution is not None and resolution <= 0:
+        raise VitedgeError(f"--resolution must be positive (got {resolution})")
+    cfg = get_accelerator(accelerator).with_overrides(**_parse_overrides(set_params or []))
+    est = estimate(_resolve_any_model(model), cfg, resolution=resolution, include_head=include_head)
+    s = est.summary()
+    table = Table(title=f"{model} on {cfg.name} (W{cfg.bits}A{cfg.bits})", box=box.SIMPLE_HEAD)
+    for column in ("res", "FPS", "ms", "GOPS", "peak", "MAC util %", "GOPS/DSP", "mem-bound layers"):
+        table.add_column(column, justify="right")
+    table.add_row(f"{s['resolution'][0]}", f"{s['fps']:.1f}", f"{s['latency_ms']:.3f}", f"{s['gops']:.1f}",
+                  f"{s['peak_gops']:.1f}", f"{100 * s['mac_utilisation']:.1f}", f"{s['gops_per_dsp']:.3f}",
+                  f"{s['memory_bound_layers']}/{s['layers']}")
+    console.print(table)
+    if layers:
+        console.print(est.to_markdown(), markup=False, highlight=False)
+    if json_out is not None:
+        text = json.dumps(est.to_dict(), indent=2)
+        console.print(f"wrote {atomic_write(json_out, lambda tmp: Path(tmp).write_text(text))}")
+    if markdown is not None:
+        text = est.to_markdown()
+        console.print(f"wrote {atomic_write(markdown, lambda tmp: Path(tmp).write_text(text))}")
+
+
+def _parse_overrides(items: list[str]) -> dict[str, float | int | bool]:
+    """``["ddr_gbps=4", "pes=8", "strict_lanes=true"]`` → ``{"ddr_gbps": 4.0, "pes": 8, ...}``."""
+    out: dict[str, float | int | bool] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise VitedgeError(f"--set takes KEY=VALUE (got {item!r})")
+        if value.strip().lower() in ("true", "false"):
+            out[key.strip()] = value.strip().lower() == "true"
+            continue
+        try:
+            out[key.strip()] = int(value) if value.strip().lstrip("-").isdigit() else float(value)
+        except ValueError:
+            raise VitedgeError(f"--set {key}: {value!r} is not a number") from None
+    return out
+
+
+def _resolve_any_model(spec: str):
+    """A float model from a name or checkpoint, or a quantized model from a quantized checkpoint."""
+    from vitedge.quantization.checkpoint import is_quantized_checkpoint, load_quantized
+
+    if Path(spec).is_file() and is_quantized_checkpoint(spec):
+        return load_quantized(spec)
+    return resolve_model(spec)
 
 
 @app.command("convert")

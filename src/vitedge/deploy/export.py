@@ -16,7 +16,8 @@ __all__ = ["export"]
 
 
 def _export_torch(model: nn.Module, path: Path, *, precision: str, resolution: int | None,
-                  classes: Sequence[str] | None) -> Path:
+                  classes: Sequence[str] | None, dynamic_batch: bool = True) -> Path:
+    del resolution, dynamic_batch  # a torch checkpoint runs at any input size and batch
     from vitedge.models.checkpoint import save
     from vitedge.quantization.checkpoint import save_quantized
     from vitedge.quantization.points import is_quantized
@@ -33,9 +34,11 @@ EXPORTERS: dict[str, Callable[..., Path]] = {"torch": _export_torch, "onnx": exp
 
 
 def export(model: nn.Module, path: str | os.PathLike, precision: str = "fp32", *, format: str = "onnx",
-           resolution: int | None = None, classes: Sequence[str] | None = None) -> Path:
+           resolution: int | None = None, classes: Sequence[str] | None = None,
+           dynamic_batch: bool = True) -> Path:
     """Write ``model`` to ``path`` as ``format`` (a row of :data:`~vitedge.deploy.FORMATS`) in
-    ``precision``; ``int8`` takes a model returned by :func:`vitedge.quantize`.
+    ``precision``; ``int8`` takes a model returned by :func:`vitedge.quantize`. ``dynamic_batch=False``
+    fixes the batch at 1 (ONNX: no run-time shape arithmetic, faster at batch 1).
 
     Example::
 
@@ -51,4 +54,5 @@ def export(model: nn.Module, path: str | os.PathLike, precision: str = "fp32", *
     path = Path(path)
     if path.suffix != fmt.suffix:
         raise VitedgeError(f"a {fmt.name} file ends in {fmt.suffix}, not {path.suffix or 'nothing'} ({path.name})")
-    return EXPORTERS[fmt.name](model, path, precision=precision, resolution=resolution, classes=classes)
+    return EXPORTERS[fmt.name](model, path, precision=precision, resolution=resolution, classes=classes,
+                               dynamic_batch=dynamic_batch)

@@ -50,11 +50,14 @@ def export_onnx(
     resolution: int | None = None,
     classes: Sequence[str] | None = None,
     opset: int = OPSET,
+    dynamic_batch: bool = True,
 ) -> Path:
     """Export ``model`` as ONNX at ``path`` in ``precision`` (see the module doc); returns the path.
 
     The model is copied (and BN-folded) first, so the caller's model is untouched. The batch
-    dimension is dynamic; height and width are fixed to ``resolution`` (default: the model's).
+    dimension is dynamic unless ``dynamic_batch=False`` (batch 1 fixed: ORT then folds every
+    shape computation away, ≈ 10 % faster at batch 1); height and width are fixed to
+    ``resolution`` (default: the model's).
     """
     import onnx
 
@@ -74,7 +77,7 @@ def export_onnx(
             torch.onnx.export(
                 net, (example,), tmp, dynamo=False, opset_version=opset,
                 input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None,
             )
         proto = onnx.load(tmp)
         if precision == "int8":

@@ -55,7 +55,11 @@ class OnnxRuntime:
     name = "onnxruntime"
 
     def __init__(self, path: str | os.PathLike, threads: int | None = None,
-                 optimized_model_path: str | os.PathLike | None = None) -> None:
+                 optimized_model_path: str | os.PathLike | None = None,
+                 profile_prefix: str | os.PathLike | None = None, spinning: bool = True) -> None:
+        """``profile_prefix``: record ORT's per-node profile (written by :meth:`end_profiling`).
+        ``spinning=False``: idle pool threads sleep at once instead of spinning (for several
+        sessions taking turns in one process, whose spinning pools would fight over the cores)."""
         import onnxruntime as ort
 
         path = Path(path)
@@ -68,6 +72,11 @@ class OnnxRuntime:
         options.inter_op_num_threads = 1
         if optimized_model_path is not None:
             options.optimized_model_filepath = str(optimized_model_path)
+        if not spinning:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if profile_prefix is not None:
+            options.enable_profiling = True
+            options.profile_file_prefix = str(profile_prefix)
         try:
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as err:  # ORT raises its own exception types for invalid graphs
@@ -77,6 +86,10 @@ class OnnxRuntime:
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: np.ascontiguousarray(batch, np.float32)})[0]
+
+    def end_profiling(self) -> Path:
+        """Stop profiling and return the JSON trace ORT wrote (Chrome trace format)."""
+        return Path(self.session.end_profiling())
 
 
 class OpenVinoRuntime:

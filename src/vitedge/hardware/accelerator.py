@@ -3,9 +3,10 @@
 What the model computes, from a model's operator list (BN folded, W8A8):
 
 - **MAT + RPE lanes** (point-wise, grouped 1×1 and generic convs, projections, linear layers):
-  ``groups · ⌈C_out_g / (lanes_MAT + lanes_RPE)⌉ · ⌈C_in_g / PE⌉ · ⌈H·W / L⌉ · K²`` — the authors'
-  early cycle model, with the array's replication ``L`` laid along output pixels.
-- **R-MAC engine** (depth-wise convs): ``⌈H / lanes_RPE⌉ · ⌈C / PE⌉ · ⌈W / L⌉ · K²``.
+  ``groups · ⌈C_out_g / (lanes_MAT + lanes_RPE)⌉ · ⌈C_in_g / PE⌉ · H·W · K² / L`` — the authors'
+  early cycle model for one array copy, divided by the replication ``L`` (the spec's arithmetic
+  scaling to 2,048 multipliers: the copies share the output pixels evenly).
+- **R-MAC engine** (depth-wise convs): ``⌈H / lanes_RPE⌉ · ⌈C / PE⌉ · W · K² / L``.
 - **DW → PW fusion**: a depth-wise conv feeding a point-wise conv is one layer of
   ``max(DW, PW + ⌈C/PE⌉·K²)`` cycles (the MAT starts once the first DW outputs exist).
 - **Linear attention**: ``KᵀV`` and ``Q(KV)`` per head on MAT + RPE lanes as point-wise convs
@@ -46,9 +47,11 @@ from vitedge.hardware.operators import Operator, OperatorList, extract_operators
 # Linear-attention scopes: the float block and the quantized one with its per-branch points.
 _LINEAR_ATTENTION = {"LiteMLA", "QuantLiteMLA", "LinearAttentionPoints"}
 _FREE_KINDS = {"elementwise", "reshape"}
-_UNMAPPABLE = {"norm": "normalisation (LayerNorm/softmax/GroupNorm needs statistics at run time)",
-               "resize": "resizing (bilinear/bicubic upsampling)",
-               "other": "an operator outside the accelerator's instruction set"}
+_UNMAPPABLE = {
+    "norm": "normalisation (LayerNorm/softmax/GroupNorm needs statistics at run time)",
+    "resize": "resizing (bilinear/bicubic upsampling)",
+    "other": "an operator outside the accelerator's instruction set",
+}
 
 
 @dataclass(frozen=True)
@@ -61,13 +64,13 @@ class AcceleratorConfig:
     """
 
     name: str = "trio-zcu102"
-    mat_lanes: int = 8        # M: MAT lanes (output channels in parallel)
-    rpe_lanes: int = 8        # S: R-MAC lanes
-    pes: int = 8              # N = T: PEs per lane (input channels in parallel)
-    replication: int = 16     # L: copies of the array (output pixels in parallel)
+    mat_lanes: int = 8  # M: MAT lanes (output channels in parallel)
+    rpe_lanes: int = 8  # S: R-MAC lanes
+    pes: int = 8  # N = T: PEs per lane (input channels in parallel)
+    replication: int = 16  # L: copies of the array (output pixels in parallel)
     clock_mhz: float = 200.0
-    mults_per_dsp: int = 2    # two 8-bit products packed into one DSP48E2
-    bits: int = 8             # weight and activation width
+    mults_per_dsp: int = 2  # two 8-bit products packed into one DSP48E2
+    bits: int = 8  # weight and activation width
     buffer_kib: float = 2048.0
     ddr_gbps: float = 19.2
     strict_lanes: bool = False  # True: no lane does two jobs in one cycle (see the module doc)
@@ -82,8 +85,12 @@ class AcceleratorConfig:
                 raise VitedgeError(f"accelerator {f} must be a positive integer (got {value!r})")
         for f in ("clock_mhz", "buffer_kib", "ddr_gbps"):
             value = getattr(self, f)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) \
-                    or value <= 0:
+            if (
+                not isinstance(value, (int, float))
+                or isinstance(value, bool)
+                or not math.isfinite(value)
+                or value <= 0
+            ):
                 raise VitedgeError(f"accelerator {f} must be a positive number (got {value!r})")
 
     @property
@@ -204,37 +211,60 @@ class AcceleratorEstimate:
 
     def summary(self) -> dict[str, Any]:
         return {
-            "model": self.model, "resolution": list(self.resolution), "accelerator": self.config.name,
-            "fps": self.fps, "latency_ms": self.latency_ms, "gops": self.gops, "peak_gops": self.config.peak_gops,
-            "mac_utilisation": self.utilisation, "gops_per_dsp": self.gops_per_dsp, "dsps": self.config.dsps,
-            "macs": self.macs, "excluded_macs": self.excluded_macs, "cycles": self.cycles,
-            "layers": len(self.layers), "memory_bound_layers": len(self.memory_bound_layers),
+            "model": self.model,
+            "resolution": list(self.resolution),
+            "accelerator": self.config.name,
+            "fps": self.fps,
+            "latency_ms": self.latency_ms,
+            "gops": self.gops,
+            "peak_gops": self.config.peak_gops,
+            "mac_utilisation": self.utilisation,
+            "gops_per_dsp": self.gops_per_dsp,
+            "dsps": self.config.dsps,
+            "macs": self.macs,
+            "excluded_macs": self.excluded_macs,
+            "cycles": self.cycles,
+            "layers": len(self.layers),
+            "memory_bound_layers": len(self.memory_bound_layers),
         }
 
     def to_dict(self) -> dict[str, Any]:
-        return {"summary": self.summary(), "config": asdict(self.config), "assumptions": self.assumptions,
-                "layers": [layer.to_dict(self.config.multipliers) for layer in self.layers]}
+        return {
+            "summary": self.summary(),
+            "config": asdict(self.config),
+            "assumptions": self.assumptions,
+            "layers": [layer.to_dict(self.config.multipliers) for layer in self.layers],
+        }
 
     def to_markdown(self) -> str:
         s = self.summary()
         lines = [
-            f"## {self.model} at {self.resolution[0]}×{self.resolution[1]} on {self.config.name}", "",
-            f"{s['fps']:.1f} FPS ({s['latency_ms']:.3f} ms), {s['gops']:.1f} GOPS of {s['peak_gops']:.1f} peak, "
+            f"## {self.model} at {self.resolution[0]}×{self.resolution[1]} on {self.config.name}",
+            "",
+            f"{s['fps']:.1f} FPS ({s['latency_ms']:.3f} ms), {s['gops']:.1f} GOPS of "
+            f"{s['peak_gops']:.1f} peak, "
             f"MAC utilisation {100 * s['mac_utilisation']:.1f} %, {s['gops_per_dsp']:.3f} GOPS/DSP "
-            f"({s['dsps']:.0f} DSPs), {s['memory_bound_layers']} of {s['layers']} layers memory-bound.", "",
+            f"({s['dsps']:.0f} DSPs), {s['memory_bound_layers']} of {s['layers']} layers memory-bound.",
+            "",
             "| layer | kind | engine | MMAC | compute cyc | memory cyc | bound | util % |",
             "|---|---|---|---:|---:|---:|---|---:|",
         ]
         for layer in self.layers:
-            lines.append(f"| {layer.name} | {layer.kind} | {layer.engine} | {layer.macs / 1e6:.2f} | "
-                         f"{layer.compute_cycles} | {layer.memory_cycles} | {layer.bound} | "
-                         f"{100 * layer.utilisation(self.config.multipliers):.1f} |")
+            lines.append(
+                f"| {layer.name} | {layer.kind} | {layer.engine} | {layer.macs / 1e6:.2f} | "
+                f"{layer.compute_cycles} | {layer.memory_cycles} | {layer.bound} | "
+                f"{100 * layer.utilisation(self.config.multipliers):.1f} |"
+            )
         lines += ["", "Assumptions:", ""] + [f"- {a}" for a in self.assumptions]
         return "\n".join(lines) + "\n"
 
 
-def estimate(model: nn.Module | OperatorList, accelerator: str | AcceleratorConfig = "trio-zcu102",
-             resolution: int | None = None, include_head: bool = False) -> AcceleratorEstimate:
+def estimate(
+    model: nn.Module | OperatorList,
+    accelerator: str | AcceleratorConfig = "trio-zcu102",
+    resolution: int | None = None,
+    include_head: bool = False,
+) -> AcceleratorEstimate:
     """Estimate ``model`` (or its operator list) on the accelerator.
 
     Example::
@@ -256,34 +286,52 @@ def estimate(model: nn.Module | OperatorList, accelerator: str | AcceleratorConf
     if layers:  # the input image comes from DDR
         first = layers[0]
         image_bytes = math.prod(ops.input_shape) * cfg.bits // 8
-        layers[0] = replace(first, ddr_bytes=first.ddr_bytes + image_bytes,
-                            memory_cycles=math.ceil((first.ddr_bytes + image_bytes) / cfg.ddr_bytes_per_cycle))
+        layers[0] = replace(
+            first,
+            ddr_bytes=first.ddr_bytes + image_bytes,
+            memory_cycles=math.ceil((first.ddr_bytes + image_bytes) / cfg.ddr_bytes_per_cycle),
+        )
     excluded = ops.macs - sum(o.macs for o in mapped)
-    return AcceleratorEstimate(model=name, resolution=tuple(ops.input_shape[2:]), config=cfg, layers=layers,
-                               excluded_macs=excluded, assumptions=assumptions(cfg, include_head))
+    return AcceleratorEstimate(
+        model=name,
+        resolution=tuple(ops.input_shape[2:]),
+        config=cfg,
+        layers=layers,
+        excluded_macs=excluded,
+        assumptions=assumptions(cfg, include_head),
+    )
+
+
+_PUBLISHED_LANE_RULES = [
+    "DW → PW fusion: max(DW, PW + ⌈C/PE⌉·K²) cycles (the authors' early model: the PW is priced on "
+    "all lanes while the RPE runs the DW, so a fused layer may show > 100 % utilisation; "
+    "strict_lanes=True books no lane twice)",
+    "linear attention: KᵀV and Q(KV) per head on MAT + RPE lanes (tokens as the batch); "
+    "denominator and division (log2 divisor: a shift) on the R-MAC engine, pipelined head by head: "
+    "Σ max(MAT_h, RPE_h−1) + RPE_last",
+]
+_STRICT_LANE_RULES = [
+    "DW → PW fusion: max(DW, PW + DW·S/(M+S) + ⌈C/PE⌉·K²) cycles (strict lanes: the RPE "
+    "joins the PW after its DW share)",
+    "linear attention: KᵀV and Q(KV) per head on MAT + RPE lanes (tokens as the batch); "
+    "denominator and division (log2 divisor: a shift) on the R-MAC engine while the next head's "
+    "matmuls run on the MAT lanes: heads·MAT_h + heads·RPE_h·S/(M+S) + RPE_last·M/(M+S)",
+]
 
 
 def assumptions(cfg: AcceleratorConfig, include_head: bool) -> list[str]:
     """The model's assumptions, in words, with this configuration's numbers."""
     return [
         f"array ({cfg.mat_lanes}×{cfg.pes} + {cfg.rpe_lanes}×{cfg.pes}) × {cfg.replication} = "
-        f"{cfg.multipliers} multipliers at {cfg.clock_mhz:g} MHz, peak {cfg.peak_gops:.1f} GOPS (2 ops per MAC); "
+        f"{cfg.multipliers} multipliers at {cfg.clock_mhz:g} MHz, peak {cfg.peak_gops:.1f} GOPS "
+        "(2 ops per MAC); "
         f"{cfg.mults_per_dsp} {cfg.bits}-bit products per DSP → {cfg.dsps:.0f} DSPs",
         f"W{cfg.bits}A{cfg.bits}: weights, feature maps and DDR traffic at {cfg.bits} bits per element",
         "point-wise / grouped 1×1 / generic convs and linear layers on MAT + RPE lanes: "
-        "groups·⌈Cout_g/lanes⌉·⌈Cin_g/PE⌉·⌈H·W/L⌉·K² cycles (the authors' early model, L along output pixels)",
-        "depth-wise convs on the R-MAC engine: ⌈H/lanes_RPE⌉·⌈C/PE⌉·⌈W/L⌉·K² cycles",
-        *(["DW → PW fusion: max(DW, PW + DW·S/(M+S) + ⌈C/PE⌉·K²) cycles (strict lanes: the RPE joins the PW "
-            "after its DW share)",
-            "linear attention: KᵀV and Q(KV) per head on MAT + RPE lanes (tokens as the batch); denominator "
-            "and division (log2 divisor: a shift) on the R-MAC engine while the matmuls of the next head run "
-            "on the MAT lanes: heads·MAT_h + heads·RPE_h·S/(M+S) + RPE_last·M/(M+S)"] if cfg.strict_lanes else
-          ["DW → PW fusion: max(DW, PW + ⌈C/PE⌉·K²) cycles (the authors' early model: the PW is priced on all "
-           "lanes while the RPE runs the DW, so a fused layer may show > 100 % utilisation; "
-           "strict_lanes=True books no lane twice)",
-           "linear attention: KᵀV and Q(KV) per head on MAT + RPE lanes (tokens as the batch); denominator "
-           "and division (log2 divisor: a shift) on the R-MAC engine, pipelined head by head: "
-           "Σ max(MAT_h, RPE_h−1) + RPE_last"]),
+        "groups·⌈Cout_g/lanes⌉·⌈Cin_g/PE⌉·H·W·K²/L cycles (the authors' early model for one copy of the "
+        "array; the L copies share the output pixels evenly)",
+        "depth-wise convs on the R-MAC engine: ⌈H/lanes_RPE⌉·⌈C/PE⌉·W·K²/L cycles",
+        *(_STRICT_LANE_RULES if cfg.strict_lanes else _PUBLISHED_LANE_RULES),
         "activations, residual adds, requantization, reshapes, concatenations: output stage / address "
         "generation, no extra cycles; BatchNorm folded into the convs",
         f"memory: weights read from DDR once per frame; feature maps stay on chip when a layer's input + "
@@ -291,8 +339,9 @@ def assumptions(cfg: AcceleratorConfig, include_head: bool) -> list[str]:
         f"{cfg.ddr_bytes_per_cycle:.1f} B/cycle (buffer size and bandwidth are assumptions, not published)",
         "per layer max(compute cycles, memory cycles); layers run back to back (no inter-layer overlap "
         "beyond DW → PW fusion)",
-        "classifier head included" if include_head else
-        "classifier head excluded (run by the host, as in the authors' early model)",
+        "classifier head included"
+        if include_head
+        else "classifier head excluded (run by the host, as in the authors' early model)",
     ]
 
 
@@ -321,9 +370,11 @@ class _Mapper:
             if op.kind in _FREE_KINDS:
                 continue
             if op.kind in _UNMAPPABLE:
-                raise VitedgeError(f"{op.name} ({op.op}) cannot be mapped on {self.cfg.name}: "
-                                   f"{_UNMAPPABLE[op.kind]}; this accelerator runs convolutions and ReLU "
-                                   "linear attention only")
+                raise VitedgeError(
+                    f"{op.name} ({op.op}) cannot be mapped on {self.cfg.name}: "
+                    f"{_UNMAPPABLE[op.kind]}; this accelerator runs convolutions and ReLU "
+                    "linear attention only"
+                )
             if op.kind == "depthwise":
                 consumer = _consumer(ops, i)
                 if consumer is not None:
@@ -338,28 +389,41 @@ class _Mapper:
                 n = op.output_shape[-1]
                 layers.append(self._layer(op, "matmul", "MAT+RPE", self._pw_cycles(n, k, m)))
             elif op.kind == "pool":
-                layers.append(self._layer(op, "pool", "RPE", math.ceil(op.input_elems / self.cfg.rpe_multipliers)))
+                layers.append(
+                    self._layer(op, "pool", "RPE", math.ceil(op.input_elems / self.cfg.rpe_multipliers))
+                )
             else:  # pragma: no cover - KINDS is closed
                 raise AssertionError(op.kind)
-        return [self._attention(layer.name, attention[layer.name]) if layer.kind == "attention" and not layer.engine
-                else layer for layer in layers]
+        return [
+            self._attention(layer.name, attention[layer.name])
+            if layer.kind == "attention" and not layer.engine
+            else layer
+            for layer in layers
+        ]
 
     # ---- cycle formulas -----------------------------------------------------------------
     def _pw_cycles(self, c_out: int, c_in: int, pixels: int, kernel: int = 1, groups: int = 1) -> int:
         c = self.cfg
-        return math.ceil(groups * math.ceil(c_out / c.lanes) * math.ceil(c_in / c.pes) * pixels * kernel
-                         / c.replication)
+        return math.ceil(
+            groups * math.ceil(c_out / c.lanes) * math.ceil(c_in / c.pes) * pixels * kernel / c.replication
+        )
 
     def _conv_cycles(self, op: Operator) -> int:
         _, c_out, h, w = op.output_shape
-        return self._pw_cycles(c_out // op.groups, op.weight_shape[1], op.output_shape[0] * h * w,
-                               math.prod(op.kernel), op.groups)
+        return self._pw_cycles(
+            c_out // op.groups,
+            op.weight_shape[1],
+            op.output_shape[0] * h * w,
+            math.prod(op.kernel),
+            op.groups,
+        )
 
     def _dw_cycles(self, op: Operator) -> int:
         c = self.cfg
         n, ch, h, w = op.output_shape
-        return math.ceil(n * math.ceil(h / c.rpe_lanes) * math.ceil(ch / c.pes) * w * math.prod(op.kernel)
-                         / c.replication)
+        return math.ceil(
+            n * math.ceil(h / c.rpe_lanes) * math.ceil(ch / c.pes) * w * math.prod(op.kernel) / c.replication
+        )
 
     # ---- layers -------------------------------------------------------------------------
     def _memory(self, ops: Sequence[Operator]) -> int:
@@ -370,11 +434,21 @@ class _Mapper:
         spill = maps if maps > self.cfg.buffer_kib * 1024 else 0
         return int(math.ceil(weights + spill))
 
-    def _layer(self, op: Operator, kind: str, engine: str, cycles: int, ops: Sequence[Operator] = ()) -> LayerCost:
+    def _layer(
+        self, op: Operator, kind: str, engine: str, cycles: int, ops: Sequence[Operator] = ()
+    ) -> LayerCost:
         ops = tuple(ops) or (op,)
         ddr = self._memory(ops)
-        return LayerCost(op.scope or op.name, kind, engine, sum(o.macs for o in ops), int(cycles),
-                         math.ceil(ddr / self.cfg.ddr_bytes_per_cycle), ddr, tuple(o.name for o in ops))
+        return LayerCost(
+            op.scope or op.name,
+            kind,
+            engine,
+            sum(o.macs for o in ops),
+            int(cycles),
+            math.ceil(ddr / self.cfg.ddr_bytes_per_cycle),
+            ddr,
+            tuple(o.name for o in ops),
+        )
 
     def _fused(self, dw: Operator, pw: Operator) -> LayerCost:
         c = self.cfg
@@ -407,8 +481,11 @@ class _Mapper:
         c = self.cfg
         rpe_per_head = math.ceil(rpe_work / heads / c.rpe_multipliers)
         if c.strict_lanes:  # while the RPE divides, the matmuls run on the MAT lanes alone
-            cycles = heads * mat_per_head + math.ceil(heads * rpe_per_head * c.rpe_lanes / c.lanes) \
+            cycles = (
+                heads * mat_per_head
+                + math.ceil(heads * rpe_per_head * c.rpe_lanes / c.lanes)
                 + math.ceil(rpe_per_head * c.mat_lanes / c.lanes)
+            )
         else:  # head h's divisor overlaps head h+1's matmuls
             cycles = (heads - 1) * max(mat_per_head, rpe_per_head) + mat_per_head + rpe_per_head
         matmuls = [o for o in ops if o.kind == "matmul"]

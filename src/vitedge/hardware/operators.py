@@ -27,30 +27,167 @@ import torch.nn as nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 # The kinds an operator can have. A convolution's kind follows from its geometry.
-KINDS = ("conv", "pointwise", "depthwise", "matmul", "elementwise", "norm", "reshape", "pool", "resize",
-         "other")
+KINDS = (
+    "conv",
+    "pointwise",
+    "depthwise",
+    "matmul",
+    "elementwise",
+    "norm",
+    "reshape",
+    "pool",
+    "resize",
+    "other",
+)
 
 _ELEMENTWISE = {
-    "add", "sub", "rsub", "mul", "div", "relu", "relu_", "hardswish", "hardswish_", "hardsigmoid", "sigmoid",
-    "gelu", "silu", "clamp", "clamp_min", "clamp_max", "pow", "sqrt", "rsqrt", "neg", "exp", "log", "log2",
-    "where", "round", "abs", "maximum", "minimum", "floor", "ceil", "reciprocal", "tanh", "erf", "sign",
-    "leaky_relu", "hardtanh", "mish", "fill", "masked_fill", "eq", "ne", "lt", "le", "gt", "ge",
+    "add",
+    "sub",
+    "rsub",
+    "mul",
+    "div",
+    "relu",
+    "relu_",
+    "hardswish",
+    "hardswish_",
+    "hardsigmoid",
+    "sigmoid",
+    "gelu",
+    "silu",
+    "clamp",
+    "clamp_min",
+    "clamp_max",
+    "pow",
+    "sqrt",
+    "rsqrt",
+    "neg",
+    "exp",
+    "log",
+    "log2",
+    "where",
+    "round",
+    "abs",
+    "maximum",
+    "minimum",
+    "floor",
+    "ceil",
+    "reciprocal",
+    "tanh",
+    "erf",
+    "sign",
+    "leaky_relu",
+    "hardtanh",
+    "mish",
+    "fill",
+    "masked_fill",
+    "eq",
+    "ne",
+    "lt",
+    "le",
+    "gt",
+    "ge",
 }
-_NORM = {"native_batch_norm", "_native_batch_norm_legit_no_training", "_native_batch_norm_legit",
-         "native_layer_norm", "native_group_norm", "_softmax", "_log_softmax", "softmax"}
-_VIEWS = {"view", "_unsafe_view", "reshape", "transpose", "permute", "t", "expand", "slice", "select",
-          "split", "split_with_sizes", "unsqueeze", "squeeze", "alias", "unbind", "narrow", "as_strided",
-          "detach", "chunk", "flatten", "unflatten", "view_as", "expand_as", "_reshape_alias"}
-_COPIES = {"clone", "contiguous", "cat", "stack", "constant_pad_nd", "copy", "copy_", "index", "index_select",
-           "gather", "_to_copy", "pixel_shuffle", "pixel_unshuffle", "repeat", "roll", "flip", "pad"}
-_POOL = {"mean", "sum", "avg_pool2d", "adaptive_avg_pool2d", "_adaptive_avg_pool2d", "max_pool2d",
-         "max_pool2d_with_indices", "amax", "amin", "max", "min"}
-_RESIZE = {"upsample_bilinear2d", "upsample_bicubic2d", "upsample_nearest2d", "_upsample_bilinear2d_aa",
-           "_upsample_bicubic2d_aa", "_upsample_nearest_exact2d", "grid_sampler_2d"}
+_NORM = {
+    "native_batch_norm",
+    "_native_batch_norm_legit_no_training",
+    "_native_batch_norm_legit",
+    "native_layer_norm",
+    "native_group_norm",
+    "_softmax",
+    "_log_softmax",
+    "softmax",
+}
+_VIEWS = {
+    "view",
+    "_unsafe_view",
+    "reshape",
+    "transpose",
+    "permute",
+    "t",
+    "expand",
+    "slice",
+    "select",
+    "split",
+    "split_with_sizes",
+    "unsqueeze",
+    "squeeze",
+    "alias",
+    "unbind",
+    "narrow",
+    "as_strided",
+    "detach",
+    "chunk",
+    "flatten",
+    "unflatten",
+    "view_as",
+    "expand_as",
+    "_reshape_alias",
+}
+_COPIES = {
+    "clone",
+    "contiguous",
+    "cat",
+    "stack",
+    "constant_pad_nd",
+    "copy",
+    "copy_",
+    "index",
+    "index_select",
+    "gather",
+    "_to_copy",
+    "pixel_shuffle",
+    "pixel_unshuffle",
+    "repeat",
+    "roll",
+    "flip",
+    "pad",
+}
+_POOL = {
+    "mean",
+    "sum",
+    "avg_pool2d",
+    "adaptive_avg_pool2d",
+    "_adaptive_avg_pool2d",
+    "max_pool2d",
+    "max_pool2d_with_indices",
+    "amax",
+    "amin",
+    "max",
+    "min",
+}
+_RESIZE = {
+    "upsample_bilinear2d",
+    "upsample_bicubic2d",
+    "upsample_nearest2d",
+    "_upsample_bilinear2d_aa",
+    "_upsample_bicubic2d_aa",
+    "_upsample_nearest_exact2d",
+    "grid_sampler_2d",
+}
 _MATMUL = {"mm", "addmm", "bmm", "baddbmm"}
-_IGNORED = {"empty", "empty_like", "zeros", "zeros_like", "ones", "ones_like", "full", "full_like",
-            "randn", "rand", "arange", "lift_fresh", "_local_scalar_dense", "scalar_tensor", "item",
-            "empty_strided", "new_empty", "new_zeros", "new_ones", "_assert_async", "sym_size"}
+_IGNORED = {
+    "empty",
+    "empty_like",
+    "zeros",
+    "zeros_like",
+    "ones",
+    "ones_like",
+    "full",
+    "full_like",
+    "randn",
+    "rand",
+    "arange",
+    "lift_fresh",
+    "_local_scalar_dense",
+    "scalar_tensor",
+    "item",
+    "empty_strided",
+    "new_empty",
+    "new_zeros",
+    "new_ones",
+    "_assert_async",
+    "sym_size",
+}
 # Fake-quantizers: the rounding they simulate is folded into the producing kernel on hardware.
 _QUANTIZER_TYPES = {"Quantizer", "Log2Quantizer"}
 
@@ -65,13 +202,13 @@ class Operator:
     """
 
     index: int
-    scope: str           # module path of the innermost module ("" = the model itself)
-    module_type: str     # that module's class name
-    op: str              # ATen op name, e.g. "convolution", "bmm", "add"
-    kind: str            # one of KINDS
+    scope: str  # module path of the innermost module ("" = the model itself)
+    module_type: str  # that module's class name
+    op: str  # ATen op name, e.g. "convolution", "bmm", "add"
+    kind: str  # one of KINDS
     output_shape: tuple[int, ...]
-    input_shapes: tuple[tuple[int, ...], ...] = ()   # activation operands (parameters excluded)
-    weight_shape: tuple[int, ...] | None = None      # the parameter operand of a conv/linear
+    input_shapes: tuple[tuple[int, ...], ...] = ()  # activation operands (parameters excluded)
+    weight_shape: tuple[int, ...] | None = None  # the parameter operand of a conv/linear
     macs: int = 0
     input_elems: int = 0
     weight_elems: int = 0
@@ -126,8 +263,9 @@ class OperatorList(Sequence[Operator]):
         return out
 
 
-def extract_operators(model: nn.Module, resolution: int | None = None, batch_size: int = 1,
-                      fold_bn: bool = False) -> OperatorList:
+def extract_operators(
+    model: nn.Module, resolution: int | None = None, batch_size: int = 1, fold_bn: bool = False
+) -> OperatorList:
     """Run one forward pass of ``model`` and return every operator it executes.
 
     ``resolution`` defaults to the model's input size (``model.data_config``). With
@@ -150,8 +288,7 @@ def extract_operators(model: nn.Module, resolution: int | None = None, batch_siz
         model = fuse_bn(copy.deepcopy(model))
     channels, height, width = input_size(model, resolution)
     param = next(iter(model.parameters()), None)
-    x = torch.randn(batch_size, channels, height, width,
-                    device=param.device if param is not None else "cpu")
+    x = torch.randn(batch_size, channels, height, width, device=param.device if param is not None else "cpu")
     recorder = _Recorder(model)
     was_training = model.training
     model.eval()
@@ -209,8 +346,9 @@ class _Recorder(TorchDispatchMode):
         super().__init__()
         self.operators: list[Operator] = []
         self._stack: list[tuple[str, nn.Module]] = [("", model)]
-        self._param_storages = {t.untyped_storage().data_ptr()
-                                for t in list(model.parameters()) + list(model.buffers())}
+        self._param_storages = {
+            t.untyped_storage().data_ptr() for t in list(model.parameters()) + list(model.buffers())
+        }
         self._constants: list[torch.Tensor] = []  # kept alive: a freed address must not turn into a weight
         self._handles = []
         for path, module in model.named_modules():
@@ -222,6 +360,7 @@ class _Recorder(TorchDispatchMode):
     def _enter(self, path: str, module: nn.Module):
         def hook(_module: nn.Module, _inputs: Any) -> None:
             self._stack.append((path, module))
+
         return hook
 
     def _leave(self, _module: nn.Module, _inputs: Any, _output: Any) -> None:
@@ -239,7 +378,9 @@ class _Recorder(TorchDispatchMode):
         op = func.overloadpacket.__name__
         if op in _IGNORED:
             return out
-        inputs = [a for a in _flatten(args) + _flatten(list((kwargs or {}).values())) if isinstance(a, torch.Tensor)]
+        inputs = [
+            a for a in _flatten(args) + _flatten(list((kwargs or {}).values())) if isinstance(a, torch.Tensor)
+        ]
         if inputs and all(self._is_param(t) for t in inputs):  # constant folding: a derived weight
             for t in _flatten(out):
                 if isinstance(t, torch.Tensor):
@@ -269,8 +410,11 @@ class _Recorder(TorchDispatchMode):
             groups = int(args[8])
             kind = classify_conv(x.shape[1], w.shape, groups)
             macs = outputs[0].numel() * w.shape[1] * _prod(w.shape[2:])
-            extra = {"kernel": tuple(int(k) for k in w.shape[2:]), "stride": tuple(int(s) for s in args[3]),
-                     "groups": groups}
+            extra = {
+                "kernel": tuple(int(k) for k in w.shape[2:]),
+                "stride": tuple(int(s) for s in args[3]),
+                "groups": groups,
+            }
         elif op in ("mm", "addmm"):
             a, b = (args[1], args[2]) if op == "addmm" else (args[0], args[1])
             macs = a.shape[0] * a.shape[1] * b.shape[1]
@@ -285,13 +429,24 @@ class _Recorder(TorchDispatchMode):
             weight_elems = sum(_addressed_elems(t) for t in params)
         scope, module = self._stack[-1]
         weight = max(params, key=lambda t: t.numel(), default=None)
-        self.operators.append(Operator(
-            index=len(self.operators), scope=scope, module_type=type(module).__name__, op=op, kind=kind,
-            output_shape=out_shape, input_shapes=tuple(tuple(t.shape) for t in acts),
-            weight_shape=tuple(weight.shape) if weight is not None else None, macs=int(macs),
-            input_elems=int(in_elems), weight_elems=int(weight_elems),
-            output_elems=int(out_elems), elem_bytes=elem_bytes, **extra,
-        ))
+        self.operators.append(
+            Operator(
+                index=len(self.operators),
+                scope=scope,
+                module_type=type(module).__name__,
+                op=op,
+                kind=kind,
+                output_shape=out_shape,
+                input_shapes=tuple(tuple(t.shape) for t in acts),
+                weight_shape=tuple(weight.shape) if weight is not None else None,
+                macs=int(macs),
+                input_elems=int(in_elems),
+                weight_elems=int(weight_elems),
+                output_elems=int(out_elems),
+                elem_bytes=elem_bytes,
+                **extra,
+            )
+        )
 
 
 def _prod(values: Sequence[int]) -> int:

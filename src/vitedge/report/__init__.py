@@ -12,18 +12,19 @@ from vitedge.models.checkpoint import atomic_write
 from vitedge.report.document import Document, csv_lines
 from vitedge.report.environment import environment
 from vitedge.report.plots import plot_accuracy_vs_latency, plot_accuracy_vs_macs
-from vitedge.report.tables import Row, pareto, recommend, study_rows, study_tables
+from vitedge.report.tables import Row, breakdown_table, pareto, recommend, study_rows, study_tables
 
 if TYPE_CHECKING:
     from vitedge.study.config import StudyConfig
     from vitedge.study.pipeline import Variant
 
-__all__ = ["Row", "pareto", "recommend", "study_rows", "study_tables", "write_report"]
+__all__ = ["Row", "breakdown_table", "pareto", "recommend", "study_rows", "study_tables", "write_report"]
 
 
 def write_report(config: StudyConfig, variants: Sequence[Variant], run_dir: Path, *, task: Any,
-                 log: Callable[[str], None] = print) -> Path:
-    """Write every report file for the finished ``variants``; returns the Markdown report's path."""
+                 hardware: dict[str, Any] | None = None, log: Callable[[str], None] = print) -> Path:
+    """Write every report file for the finished ``variants``; returns the Markdown report's path.
+    ``hardware``: the study's FPGA estimates and CPU breakdown (its ``hardware`` stage result)."""
     rows = study_rows(variants)
     d = config.deploy
     plots = run_dir / "plots"
@@ -35,6 +36,12 @@ def write_report(config: StudyConfig, variants: Sequence[Variant], run_dir: Path
     ranges = _channel_ranges(variants, task, plots / "channel_ranges.png")
     if ranges is not None:
         figures.append(ranges[:2])
+    hardware = hardware or {}
+    breakdown = hardware.get("breakdown")
+    if breakdown:
+        figures.append((Path(breakdown["plot"]),
+                        "where ONNX Runtime spends the dense model's time, per operator kind, beside the "
+                        "roofline floor"))
 
     doc = Document(f"vitedge study: {config.name}")
     source = f"checkpoint `{config.checkpoint}`" if config.checkpoint else \
@@ -55,8 +62,12 @@ def write_report(config: StudyConfig, variants: Sequence[Variant], run_dir: Path
     recommendation = recommend(rows, config.report.max_drop)
     doc.paragraph(recommendation)
     doc.heading("Results")
-    for table in study_tables(rows, variants, d.runtime):
+    for table in study_tables(rows, variants, d.runtime, d.accelerator if hardware.get("fpga") else None):
         doc.table(table)
+    if hardware.get("fpga_note"):
+        doc.paragraph(f"No FPGA estimate: {hardware['fpga_note']}.")
+    if breakdown:
+        doc.table(breakdown_table(breakdown))
     doc.heading("Plots")
     for path, caption in figures:
         doc.image(path, caption)
@@ -70,7 +81,8 @@ def write_report(config: StudyConfig, variants: Sequence[Variant], run_dir: Path
 
     results = {"config": config.to_dict(), "environment": env, "rows": [r.to_dict() for r in rows],
                "pareto": [r.label for r in pareto(rows)],
-               "recommendation": recommendation}
+               "recommendation": recommendation,
+               "breakdown": {k: v for k, v in breakdown.items() if k != "markdown"} if breakdown else None}
     csv_text = csv_lines(list(rows[0].to_dict()), [list(r.to_dict().values()) for r in rows])
     markdown, page = doc.markdown(run_dir), doc.html()
     for name, text in (("results.json", json.dumps(results, indent=2)), ("results.csv", csv_text),

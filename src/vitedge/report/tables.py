@@ -30,6 +30,7 @@ class Row:
     size_mib: float
     latency_ms: float           # median, batch as configured
     p90_ms: float
+    fpga_fps: float | None = None  # INT8 rows: the accelerator cycle model's estimate (W8A8)
 
     @property
     def label(self) -> str:
@@ -38,7 +39,8 @@ class Row:
     def to_dict(self) -> dict[str, Any]:
         return {"variant": self.variant, "ratio": self.ratio, "precision": self.precision, "top1": self.top1,
                 "top1_torch": self.top1_torch, "params": self.params, "macs": self.macs,
-                "size_mib": self.size_mib, "latency_ms": self.latency_ms, "p90_ms": self.p90_ms}
+                "size_mib": self.size_mib, "latency_ms": self.latency_ms, "p90_ms": self.p90_ms,
+                "fpga_fps": self.fpga_fps}
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,8 @@ def study_rows(variants: Sequence[Variant]) -> list[Row]:
             torch_top1 = v.metrics["top1_fp32"] if precision == "fp32" else v.quant_metrics["top1_sim"]
             rows.append(Row(v.name, v.ratio, precision, rt["top1"], torch_top1, int(v.metrics["params"]),
                             int(v.metrics["macs"]), rt["size_mib"], rt["latency"]["median_ms"],
-                            rt["latency"]["p90_ms"]))
+                            rt["latency"]["p90_ms"],
+                            v.metrics.get("fpga_fps") if precision == "int8" else None))
     return rows
 
 
@@ -65,7 +68,8 @@ def _ref(rows: Sequence[Row]) -> Row:
     return next(r for r in rows if r.ratio == 0 and r.precision == "fp32")
 
 
-def study_tables(rows: Sequence[Row], variants: Sequence[Variant], runtime: str) -> list[Table]:
+def study_tables(rows: Sequence[Row], variants: Sequence[Variant], runtime: str,
+                 accelerator: str | None = None) -> list[Table]:
     ref = _ref(rows)
     by = {(r.variant, r.precision): r for r in rows}
 
@@ -96,12 +100,15 @@ def study_tables(rows: Sequence[Row], variants: Sequence[Variant], runtime: str)
     if qm.get("top1_qat") is not None:
         qnote += f"; after QAT: {qm['top1_qat']:.2f} %"
     both = []
+    fpga = accelerator is not None and all(by[v.name, "int8"].fpga_fps for v in variants)
+    dense_fps = by[dense.name, "int8"].fpga_fps
     for v in variants:
         r = by[v.name, "int8"]
         both.append([f"{v.ratio:.0%}", f"{r.top1_torch:.2f}", f"{r.top1:.2f}", delta(r.top1),
                      f"{r.macs / 1e6:.1f} ({x(r.macs, ref.macs)})",
                      f"{r.latency_ms:.2f} ({x(r.latency_ms, ref.latency_ms)})",
-                     f"{r.size_mib:.2f} ({x(r.size_mib, ref.size_mib)})"])
+                     f"{r.size_mib:.2f} ({x(r.size_mib, ref.size_mib)})"]
+                    + ([f"{r.fpga_fps:.0f} ({r.fpga_fps / dense_fps:.2f}×)"] if fpga else []))
     lat = f"latency ms on {runtime} (× dense FP32)"
     return [
         Table("Table 1 — pruning (FP32)",
@@ -111,9 +118,30 @@ def study_tables(rows: Sequence[Row], variants: Sequence[Variant], runtime: str)
         Table("Table 2 — quantization (dense model)",
               ["precision", "top-1 PyTorch", "top-1 runtime", "Δ pt", lat, "size MiB (×)"], quant, qnote + "."),
         Table("Table 3 — pruning + INT8",
-              ["ratio", "top-1 simulated", "top-1 runtime", "Δ pt", "MACs M", lat, "size MiB (×)"], both,
-              "Δ and × against the dense FP32 model on the same runtime."),
+              ["ratio", "top-1 simulated", "top-1 runtime", "Δ pt", "MACs M", lat, "size MiB (×)"]
+              + ([f"est. FPGA FPS ({accelerator})"] if fpga else []), both,
+              "Δ and × against the dense FP32 model on the same runtime."
+              + (f" FPGA FPS: the W8A8 cycle model of `vitedge hw --accelerator {accelerator}` at this "
+                 "resolution (classifier head on the host; × against the dense INT8 model)." if fpga else "")),
     ]
+
+
+def breakdown_table(breakdown: dict[str, Any]) -> Table:
+    """The CPU breakdown (``CpuBreakdown.to_dict()``) as a report table: time per operator kind on
+    the runtime beside its roofline floor."""
+    node_ms = breakdown["node_ms"] or 1.0
+    rows = [[k["kind"], str(k["ops"]), str(k["nodes"]), f"{k['macs'] / 1e6:.1f}", f"{k['floor_ms']:.4f}",
+             f"{k['measured_ms']:.3f}", f"{100 * k['measured_ms'] / node_ms:.1f}",
+             "∞" if k["ratio"] is None else f"{k['ratio']:.1f}"] for k in breakdown["kinds"]]
+    peaks = breakdown["peaks"]
+    return Table(
+        f"CPU breakdown — dense FP32 on {breakdown['runtime']}, {breakdown['threads']} threads",
+        ["kind", "ops", "ORT nodes", "MMAC", "floor ms", "measured ms", "share %", "× floor"], rows,
+        f"The nodes' times sum to {breakdown['node_ms']:.3f} ms = {100 * breakdown['accounted']:.1f} % of "
+        f"the {breakdown['latency_ms']:.3f} ms latency (median, no profiler). Floor = max(MACs / "
+        f"{peaks['macs_per_s'] / 1e9:.1f} GMAC/s, bytes / {peaks['bytes_per_s'] / 1e9:.1f} GB/s) "
+        f"({peaks['source']}). "
+        f"Furthest from their floor: {', '.join(breakdown['furthest_from_floor'])}.")
 
 
 def pareto(rows: Sequence[Row]) -> list[Row]:

@@ -8,7 +8,7 @@ Sections and their knobs (every one documented in ``configs/study.yaml``):
 - ``baseline``: the training recipe used when there is no checkpoint;
 - ``pruning``: ratios, criterion, scope, fine-tuning budget and distillation;
 - ``quantization``: PTQ method, calibration images, bits, optional QAT epochs;
-- ``deploy``: runtime, threads, latency runs, batch size;
+- ``deploy``: runtime, threads, latency runs, batch size, FPGA estimate, CPU breakdown;
 - ``report``: the accuracy budget of the recommendation.
 
 Presets (``quick``: the demo, ≤ 15 minutes on 2 cores; ``full``: the CIFAR-10 study) are
@@ -82,6 +82,8 @@ class DeploySection:
     batch_size: int = 1
     runs: int = 50                    # timed runs per model, alternated across models
     warmup: int = 10
+    accelerator: str | None = "trio-zcu102"  # FPGA estimate column (vitedge hw); None: none
+    breakdown: bool = True            # per-operator-kind ORT profile of the dense model vs its roofline
 
 
 @dataclass(frozen=True)
@@ -275,3 +277,10 @@ def check_study_config(config: StudyConfig) -> None:
     ok, why = spec.available()
     if not ok:
         raise VitedgeError(f"runtime {spec.name} is not available here: {why}")
+    if config.deploy.accelerator is not None:
+        from vitedge.hardware.accelerator import get_accelerator
+
+        try:
+            get_accelerator(config.deploy.accelerator)
+        except VitedgeError as err:
+            raise VitedgeError(f"study setting deploy.accelerator: {err}") from err

@@ -73,7 +73,8 @@ def run_study(config: StudyConfig, *, log: Log = print) -> StudyResult:
         _export(config, run_dir, variant, log)
         _runtime_top1(config, run_dir, variant, task, log)
     _latency(config, run_dir, variants, log)
-    report = write_report(config, variants, run_dir, task=task, log=log)
+    hardware = _hardware(config, run_dir, variants, log)
+    report = write_report(config, variants, run_dir, task=task, hardware=hardware, log=log)
     seconds = time.perf_counter() - start
     log(f"study {config.name}: report in {report} ({seconds / 60:.1f} min)")
     return StudyResult(config, variants, report, seconds)
@@ -272,6 +273,43 @@ def _latency(config: StudyConfig, run_dir: Path, variants: list[Variant], log: L
         result = stage.done({f"{v.name}_{precision}": measured[str(p)] for v, precision, p in files})
     for v, precision, _ in files:
         v.runtime[precision]["latency"] = result[f"{v.name}_{precision}"]
+
+
+def _hardware(config: StudyConfig, run_dir: Path, variants: list[Variant], log: Log) -> dict[str, Any]:
+    """FPGA estimate of every variant (W8A8 cycle model) and the dense model's CPU breakdown."""
+    from vitedge.errors import VitedgeError
+    from vitedge.hardware.accelerator import estimate
+    from vitedge.hardware.roofline import cpu_breakdown, plot_breakdown
+    from vitedge.models.checkpoint import load
+
+    d = config.deploy
+    key = {"models": [file_digest(v.checkpoint) for v in variants], "img_size": config.data.img_size,
+           "accelerator": d.accelerator, "breakdown": d.breakdown, "threads": d.threads, "runs": d.runs}
+    stage = Stage(run_dir / "hardware", key, log)
+    result = stage.cached()
+    if result is None:
+        result = {"fpga": {}, "fpga_note": None, "breakdown": None}
+        if d.accelerator is not None:
+            for v in variants:
+                try:
+                    est = estimate(load(v.checkpoint), d.accelerator, resolution=config.data.img_size)
+                    result["fpga"][v.name] = est.summary()
+                except VitedgeError as err:  # e.g. softmax attention: no engine for it
+                    result["fpga_note"] = str(err)
+                    break
+            log(f"hardware: {d.accelerator} estimates for {len(result['fpga'])} variants")
+        if d.breakdown:
+            dense = next(v for v in variants if v.ratio == 0)
+            log(f"hardware: profiling the dense FP32 model per node on onnxruntime ({d.runs} runs)")
+            bd = cpu_breakdown(load(dense.checkpoint), resolution=config.data.img_size, threads=d.threads,
+                               runs=d.runs, warmup=d.warmup, name=config.model)
+            plot = plot_breakdown([bd], stage.folder / "breakdown.png")
+            result["breakdown"] = {**bd.to_dict(), "markdown": bd.to_markdown(), "plot": str(plot)}
+        result = stage.done(result)
+    for v in variants:
+        if v.name in result["fpga"]:
+            v.metrics["fpga_fps"] = result["fpga"][v.name]["fps"]
+    return result
 
 
 def check_ready(config: StudyConfig) -> None:

@@ -130,7 +130,7 @@ def _print_breakdowns(breakdowns: list, plot: Path | None, markdown: Path | None
             table.add_column(column, justify="left" if column == "kind" else "right")
         for r in bd.rows:
             table.add_row(r.kind, str(r.ops), str(r.nodes), f"{r.macs / 1e6:.1f}", f"{r.floor_ms:.4f}",
-                          f"{r.measured_ms:.3f}", f"{100 * r.measured_ms / bd.node_ms:.1f}",
+                          f"{r.measured_ms:.3f}", f"{100 * r.measured_ms / bd.attributed_ms:.1f}",
                           "∞" if r.ratio == float("inf") else f"{r.ratio:.1f}")
         console.print(table)
         console.print("furthest from the floor: " + ", ".join(r.kind for r in bd.furthest_from_floor()))

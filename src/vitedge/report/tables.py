@@ -129,7 +129,7 @@ def study_tables(rows: Sequence[Row], variants: Sequence[Variant], runtime: str,
 def breakdown_table(breakdown: dict[str, Any]) -> Table:
     """The CPU breakdown (``CpuBreakdown.to_dict()``) as a report table: time per operator kind on
     the runtime beside its roofline floor."""
-    node_ms = breakdown["node_ms"] or 1.0
+    node_ms = breakdown["attributed_ms"] or 1.0
     rows = [[k["kind"], str(k["ops"]), str(k["nodes"]), f"{k['macs'] / 1e6:.1f}", f"{k['floor_ms']:.4f}",
              f"{k['measured_ms']:.3f}", f"{100 * k['measured_ms'] / node_ms:.1f}",
              "∞" if k["ratio"] is None else f"{k['ratio']:.1f}"] for k in breakdown["kinds"]]
@@ -138,7 +138,9 @@ def breakdown_table(breakdown: dict[str, Any]) -> Table:
         f"CPU breakdown — dense FP32 on {breakdown['runtime']}, {breakdown['threads']} threads",
         ["kind", "ops", "ORT nodes", "MMAC", "floor ms", "measured ms", "share %", "× floor"], rows,
         f"The nodes' times sum to {breakdown['node_ms']:.3f} ms = {100 * breakdown['accounted']:.1f} % of "
-        f"the {breakdown['latency_ms']:.3f} ms latency (median, no profiler). Floor = max(MACs / "
+        f"the {breakdown['latency_ms']:.3f} ms latency (median, no profiler)"
+        + (f"; the profile over-counts, so the times are its shares scaled by {breakdown['scale']:.3f}"
+           if breakdown["scale"] < 1 else "") + ". Floor = max(MACs / "
         f"{peaks['macs_per_s'] / 1e9:.1f} GMAC/s, bytes / {peaks['bytes_per_s'] / 1e9:.1f} GB/s) "
         f"({peaks['source']}). "
         f"Furthest from their floor: {', '.join(breakdown['furthest_from_floor'])}.")

@@ -355,6 +355,9 @@ def plot_breakdown(breakdowns: list[CpuBreakdown], path: str | os.PathLike) -> P
             )
         ax.set_yticks(list(y), [r.kind for r in rows])
         ax.set_xscale("log")
+        ax.set_xlim(
+            right=4 * max([r.measured_ms for r in rows] + [r.floor_ms for r in rows] + [1e-3])
+        )  # labels
         ax.set_xlabel("time per inference (ms, log scale)")
         ax.set_title(
             f"{bd.model} {bd.resolution}², {bd.threads} threads: nodes = "

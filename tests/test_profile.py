@@ -66,3 +66,19 @@ def _conv_linear_macs(model: nn.Module, res: int) -> int:
     for h in handles:
         h.remove()
     return total
+
+
+def test_alternated_latency_times_each_model_in_blocks():
+    """Models alternate in blocks of consecutive runs (after settle runs), never run by run:
+    interleaving two engines' spinning thread pools run by run distorts both several-fold."""
+    from vitedge.bench.latency import measure_alternated
+
+    calls: list[str] = []
+    runners = {name: (lambda name=name: calls.append(name)) for name in ("a", "b")}
+    results = measure_alternated(runners, backend="none", batch_size=1, threads=1, warmup=1, runs=5, block=3,
+                                 settle=1)
+    assert {name: r.runs for name, r in results.items()} == {"a": 5, "b": 5}
+    # warm-up, then per round: settle + block for a, then for b; the last block is short
+    assert "".join(calls) == "a" + "b" + "a" * 4 + "b" * 4 + "a" * 3 + "b" * 3
+    with pytest.raises(vitedge.VitedgeError):
+        measure_alternated(runners, backend="none", batch_size=1, threads=1, block=0)

@@ -82,7 +82,7 @@ def write_report(config: StudyConfig, variants: Sequence[Variant], run_dir: Path
     results = {"config": config.to_dict(), "environment": env, "rows": [r.to_dict() for r in rows],
                "pareto": [r.label for r in pareto(rows)],
                "recommendation": recommendation,
-               "breakdown": {k: v for k, v in breakdown.items() if k != "markdown"} if breakdown else None}
+               "breakdown": breakdown}
     csv_text = csv_lines(list(rows[0].to_dict()), [list(r.to_dict().values()) for r in rows])
     markdown, page = doc.markdown(run_dir), doc.html()
     for name, text in (("results.json", json.dumps(results, indent=2)), ("results.csv", csv_text),

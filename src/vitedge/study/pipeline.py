@@ -284,7 +284,8 @@ def _hardware(config: StudyConfig, run_dir: Path, variants: list[Variant], log: 
 
     d = config.deploy
     key = {"models": [file_digest(v.checkpoint) for v in variants], "img_size": config.data.img_size,
-           "accelerator": d.accelerator, "breakdown": d.breakdown, "threads": d.threads, "runs": d.runs}
+           "accelerator": d.accelerator, "breakdown": d.breakdown, "threads": d.threads, "runs": d.runs,
+           "warmup": d.warmup}
     stage = Stage(run_dir / "hardware", key, log)
     result = stage.cached()
     if result is None:
@@ -304,7 +305,7 @@ def _hardware(config: StudyConfig, run_dir: Path, variants: list[Variant], log: 
             bd = cpu_breakdown(load(dense.checkpoint), resolution=config.data.img_size, threads=d.threads,
                                runs=d.runs, warmup=d.warmup, name=config.model)
             plot = plot_breakdown([bd], stage.folder / "breakdown.png")
-            result["breakdown"] = {**bd.to_dict(), "markdown": bd.to_markdown(), "plot": str(plot)}
+            result["breakdown"] = {**bd.to_dict(), "plot": str(plot)}
         result = stage.done(result)
     for v in variants:
         if v.name in result["fpga"]:

@@ -194,3 +194,34 @@ def test_profile_breakdown_command(monkeypatch, capsys, tmp_path):
     assert "furthest from the floor" in stdout and plot.is_file()
     code, _, err = run_cli(monkeypatch, capsys, "profile", "efficientvit_b0", "--plot", str(plot))
     assert_one_line_error(code, err, "--breakdown")
+
+
+@pytest.mark.parametrize("layer_type, shapes, kind", [
+    ("Convolution", [(1, 16, 8, 8), (16, 1, 1, 3, 3)], "depthwise"),   # grouped weight [G, Cout/G, Cin/G, k, k]
+    ("GroupConvolution", [(1, 48, 8, 8), (3, 16, 16, 1, 1)], "pointwise"),
+    ("Convolution", [(1, 16, 8, 8), (32, 16, 1, 1)], "pointwise"),
+    ("Convolution", [(1, 3, 64, 64), (16, 3, 3, 3)], "conv"),
+    ("Subgraph", [], "elementwise"),
+    ("Reorder", [], "reshape"),
+    ("MVN", [], "norm"),
+    ("FullyConnected", [], "matmul"),
+    ("Const", [], None),
+])
+def test_openvino_nodes_get_the_operator_list_kinds(layer_type, shapes, kind):
+    from vitedge.hardware.ov_profile import node_kind as ov_node_kind
+
+    assert ov_node_kind(layer_type, shapes) == kind
+
+
+def test_openvino_breakdown_counts_per_node(tmp_path):
+    bd = cpu_breakdown(vitedge.create_model("efficientvit_b0"), resolution=64, threads=1, runs=10, warmup=2,
+                       peaks=PEAKS, runtime="openvino")
+    assert bd.runtime == "openvino" and bd.overhead_us == 0 and bd.node_ms == bd.node_ms_raw
+    assert {"pointwise", "depthwise"} <= {r.kind for r in bd.rows if r.measured_ms > 0}
+    assert 0.5 < bd.accounted  # its counters cover most of the un-counted latency
+    assert "per-node counters" in bd.to_markdown()
+
+
+def test_breakdown_refuses_an_unknown_runtime():
+    with pytest.raises(vitedge.VitedgeError, match="onnxruntime or openvino"):
+        cpu_breakdown(vitedge.create_model("efficientvit_b0"), resolution=32, runtime="tensorrt")

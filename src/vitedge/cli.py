@@ -50,6 +50,7 @@ def profile_command(
         "--breakdown", help="also profile the FP32 export on ONNX Runtime per node: time per operator kind "
                             "beside its roofline floor")] = False,
     breakdown_runs: Annotated[int, typer.Option(help="profiled runs for --breakdown")] = 50,
+    runtime: Annotated[str, typer.Option(help="--breakdown: onnxruntime or openvino")] = "onnxruntime",
     plot: Annotated[Optional[Path], typer.Option(help="--breakdown: write the plot (PNG) here")] = None,
     markdown: Annotated[Optional[Path], typer.Option(
         help="--breakdown: write the tables (Markdown) here")] = None,
@@ -103,7 +104,7 @@ def profile_command(
             from vitedge.hardware.roofline import cpu_breakdown
 
             bd = cpu_breakdown(net, resolution=resolution, threads=threads or 2, runs=breakdown_runs,
-                               name=name)
+                               name=name, runtime=runtime)
             breakdowns.append(bd)
             stats["breakdown"] = bd.to_dict()
         del net

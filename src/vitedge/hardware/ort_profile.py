@@ -1,9 +1,9 @@
 """Measured time per operator kind on ONNX Runtime, from its own per-node profiler.
 
 Runs in a process of its own (torch's OpenMP threads slow ORT in the same process, see
-:mod:`vitedge.bench.latency_worker`) and prints one JSON line:
+:mod:`vitedge.bench.latency_worker`) through :mod:`vitedge.hardware.profile_worker`:
 
-    python -m vitedge.hardware.ort_profile m.onnx --threads 2 --runs 50 --resolution 224
+    python -m vitedge.hardware.profile_worker m.onnx --runtime onnxruntime --threads 2 --resolution 224
 
 ORT's trace has one ``model_run`` event per inference and one ``*_kernel_time`` event per node
 executed; only the timed runs (after the warm-up) are kept. The profiler is not free: each
@@ -18,11 +18,9 @@ their main op: ``FusedConv`` (conv + activation) is a conv, ``FusedMatMul`` a ma
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
-import sys
 import tempfile
 from collections import defaultdict
 from pathlib import Path
@@ -303,34 +301,3 @@ def _relu_chain(path: Path) -> Path:
     model.ir_version = 8
     onnx.save(model, path)
     return path
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("onnx")
-    p.add_argument("--resolution", type=int, required=True)
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--runs", type=int, default=50)
-    p.add_argument("--warmup", type=int, default=10)
-    args = p.parse_args(argv)
-    from vitedge.errors import VitedgeError
-
-    try:
-        result = profile_onnx(
-            args.onnx,
-            resolution=args.resolution,
-            batch=args.batch,
-            threads=args.threads,
-            runs=args.runs,
-            warmup=args.warmup,
-        )
-    except VitedgeError as err:
-        print(json.dumps({"error": str(err)}))
-        return 2
-    print(json.dumps(result))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

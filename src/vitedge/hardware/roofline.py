@@ -182,12 +182,16 @@ class CpuBreakdown:
             f"## {self.model} at {self.resolution}² on {self.runtime} ({self.threads} threads, batch 1)",
             "",
             f"Latency {self.latency_ms:.3f} ms (median, no profiler); the nodes' times sum to "
-            f"{self.node_ms:.3f} ms = **{100 * self.accounted:.1f} %** of it (as profiled "
-            f"{self.node_ms_raw:.3f} ms, less the profiler's own {self.overhead_us:.2f} µs per node, "
-            "measured on a chain of no-op nodes; "
-            f"a profiled run took {self.run_ms:.3f} ms)."
+            f"{self.node_ms:.3f} ms = **{100 * self.accounted:.1f} %** of it ("
             + (
-                f" The profile over-counts (the profiler slows parallel kernels), so the times below are "
+                f"as profiled {self.node_ms_raw:.3f} ms, less the profiler's own {self.overhead_us:.2f} µs per "
+                "node, measured on a chain of no-op nodes; "
+                if self.overhead_us > 0
+                else "per-node counters; "
+            )
+            + f"a profiled run took {self.run_ms:.3f} ms)."
+            + (
+                " The profile over-counts (the profiler slows parallel kernels), so the times below are "
                 f"its shares scaled by {self.scale:.3f} onto the latency."
                 if self.scale < 1
                 else f" The other {self.latency_ms - self.node_ms:.3f} ms are the executor between nodes."
@@ -214,8 +218,9 @@ class CpuBreakdown:
             "",
             f"Furthest from their floor: {far}.",
             "",
-            "ORT fuses activations into its convolutions (FusedConv) and matmuls: their time counts for "
-            "the conv/matmul kind, while our list keeps them as element-wise ops. Views cost no bytes "
+            "The runtime fuses activations into its convolutions and matmuls (ORT FusedConv, OpenVINO "
+            "post-ops): their time counts for the conv/matmul kind, while our list keeps them as "
+            "element-wise ops. Views cost no bytes "
             "in our list (PyTorch moves nothing), so a reshape kind far above its floor is data "
             "movement the runtime adds (Transpose, layout reorders, Concat/Slice copies).",
         ]
@@ -243,11 +248,21 @@ def cpu_breakdown(
     warmup: int = 10,
     peaks: MachinePeaks | None = None,
     name: str | None = None,
+    runtime: str = "onnxruntime",
 ) -> CpuBreakdown:
-    """Profile ``model``'s FP32 ONNX export on ONNX Runtime per node and set each operator kind
-    beside its roofline floor. The runtime runs in a fresh process (batch 1, static shape)."""
+    """Profile ``model``'s FP32 ONNX export per node on ``runtime`` (``onnxruntime`` or
+    ``openvino``) and set each operator kind beside its roofline floor. The runtime runs in a
+    fresh process (batch 1, static shape)."""
+    from vitedge.deploy import get_runtime
     from vitedge.deploy.export import export
+    from vitedge.hardware.profile_worker import PROFILERS
     from vitedge.quantization.points import is_quantized
+
+    if runtime not in PROFILERS:
+        raise VitedgeError(f"the CPU breakdown profiles {' or '.join(PROFILERS)}, not {runtime!r}")
+    ok, why = get_runtime(runtime).available()
+    if not ok:
+        raise VitedgeError(f"runtime {runtime} is not available here: {why}")
 
     if is_quantized(model):
         raise VitedgeError(
@@ -259,10 +274,10 @@ def cpu_breakdown(
     res = ops.input_shape[-1]
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = export(model, Path(tmp) / "model.onnx", resolution=res, dynamic_batch=False)
-        measured = _profile_in_subprocess(onnx_path, res, threads, runs, warmup)
+        measured = _profile_in_subprocess(runtime, onnx_path, res, threads, runs, warmup)
     peaks = peaks or measure_peaks(threads)
     floors = kind_floors(ops, peaks)
-    # The profiler slows kernels beyond its per-node cost (thread-pool statistics on every
+    # ORT's profiler slows kernels beyond its per-node cost (thread-pool statistics on every
     # parallel section: +57 % on a 200k-element parallel Relu at 2 threads). When the corrected
     # node times still exceed the real latency, they are scaled down onto it: the profile gives
     # the shares, the un-profiled run the total. Below it, the rest is executor time between nodes.
@@ -280,7 +295,7 @@ def cpu_breakdown(
     return CpuBreakdown(
         model=name or getattr(model, "arch", {}).get("name", type(model).__name__),
         resolution=res,
-        runtime="onnxruntime",
+        runtime=runtime,
         threads=threads,
         peaks=peaks,
         rows=rows,
@@ -293,12 +308,16 @@ def cpu_breakdown(
     )
 
 
-def _profile_in_subprocess(onnx_path: Path, resolution: int, threads: int, runs: int, warmup: int) -> dict:
+def _profile_in_subprocess(
+    runtime: str, onnx_path: Path, resolution: int, threads: int, runs: int, warmup: int
+) -> dict:
     cmd = [
         sys.executable,
         "-m",
-        "vitedge.hardware.ort_profile",
+        "vitedge.hardware.profile_worker",
         str(onnx_path),
+        "--runtime",
+        runtime,
         "--resolution",
         str(resolution),
         "--threads",
@@ -312,7 +331,7 @@ def _profile_in_subprocess(onnx_path: Path, resolution: int, threads: int, runs:
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     lines = done.stdout.strip().splitlines()
     if not lines:
-        raise VitedgeError(f"the ONNX Runtime profile failed: {done.stderr.strip().splitlines()[-1:]}")
+        raise VitedgeError(f"the {runtime} profile failed: {done.stderr.strip().splitlines()[-1:]}")
     result = json.loads(lines[-1])
     if "error" in result:
         raise VitedgeError(result["error"])
@@ -326,8 +345,12 @@ def plot_breakdown(breakdowns: list[CpuBreakdown], path: str | os.PathLike) -> P
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(breakdowns), figsize=(6.2 * len(breakdowns), 4.2), squeeze=False)
-    for ax, bd in zip(axes[0], breakdowns):
+    cols = min(2, len(breakdowns))
+    rows_n = -(-len(breakdowns) // cols)
+    fig, axes = plt.subplots(rows_n, cols, figsize=(6.2 * cols, 4.2 * rows_n), squeeze=False)
+    for ax in axes.flat[len(breakdowns) :]:
+        ax.set_visible(False)
+    for ax, bd in zip(axes.flat, breakdowns):
         rows = list(reversed(bd.rows))
         y = range(len(rows))
         ax.barh(
@@ -360,7 +383,7 @@ def plot_breakdown(breakdowns: list[CpuBreakdown], path: str | os.PathLike) -> P
         )  # labels
         ax.set_xlabel("time per inference (ms, log scale)")
         ax.set_title(
-            f"{bd.model} {bd.resolution}², {bd.threads} threads: nodes = "
+            f"{bd.model} {bd.resolution}² on {bd.runtime}, {bd.threads} threads: nodes = "
             f"{100 * bd.accounted:.0f} % of {bd.latency_ms:.2f} ms",
             fontsize=9,
         )

@@ -108,8 +108,9 @@ def test_breakdown_covers_the_measured_latency(b0_breakdown, tmp_path):
     kinds = {r.kind for r in bd.rows}
     assert {"pointwise", "depthwise", "matmul", "reshape"} <= kinds
     assert sum(r.profiled_ms for r in bd.rows) == pytest.approx(bd.node_ms)
-    # on the latency's scale: never more than the latency itself
-    assert bd.attributed_ms == pytest.approx(min(bd.node_ms, bd.latency_ms))
+    # on the latency's scale: the profile's shares, never more than the latency itself
+    assert bd.scale == pytest.approx(min(1.0, 1.0 / bd.accounted))
+    assert bd.attributed_ms == pytest.approx(bd.node_ms * bd.scale)
     assert all(r.measured_ms == pytest.approx(r.profiled_ms * bd.scale) for r in bd.rows)
     assert all(r.nodes > 0 for r in bd.rows if r.measured_ms > 0)
     furthest = bd.furthest_from_floor()

@@ -211,6 +211,7 @@ def parse_trace(events: list[dict[str, Any]], skip_runs: int = 0, overhead_us: f
         "kinds": dict(sorted(kinds.items(), key=lambda kv: -kv[1])),
         "op_types": dict(sorted(op_types.items(), key=lambda kv: -kv[1])),
         "nodes": dict(counts),
+        "per_run_ms": [sum(d for _, _, d, _ in run) / 1e3 for run in per_run],
     }
 
 
@@ -270,6 +271,10 @@ def profile_onnx(
         batch=batch,
         resolution=resolution,
         latency_ms=statistics.median(model_s[warmup:]) * 1e3,
+        # each profiled run against the un-profiled run just before it: robust to drift
+        accounted=statistics.median(
+            t / (p * 1e3) for t, p in zip(result.pop("per_run_ms"), model_s[warmup:])
+        ),
     )
     return result
 

@@ -141,8 +141,9 @@ def profile_openvino(
     for _ in range(warmup):
         plain.infer({0: x})
         counted.infer({0: x})
-    latency, run_s, per_run = [], [], []
+    latency, run_s, per_run, ratios = [], [], [], []
     while len(latency) < runs:
+        done = len(latency)
         for request, sink in ((plain, latency), (counted, run_s)):
             time.sleep(0.05)  # the other request's threads go idle
             request.infer({0: x})

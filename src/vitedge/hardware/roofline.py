@@ -61,8 +61,9 @@ class MachinePeaks:
         return max(op.macs / self.macs_per_s, moved / self.bytes_per_s)
 
 
-def measure_peaks(threads: int, gemm: int = 1024, copy_mib: int = 8, repeats: int = 7) -> MachinePeaks:
-    """Best-of-``repeats`` FP32 GEMM rate and copy bandwidth on ``threads`` threads."""
+def measure_peaks(threads: int, gemm: int = 1024, copy_mib: int = 8, repeats: int = 25) -> MachinePeaks:
+    """Best-of-``repeats`` FP32 GEMM rate and copy bandwidth on ``threads`` threads (best, not
+    median: a floor must not be beaten, and this machine's throughput drifts)."""
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -122,6 +123,7 @@ class CpuBreakdown:
     run_ms: float  # median end-to-end time of one inference under the profiler
     node_ms: float  # median per-run sum of the node kernel times, less the profiler's own cost
     node_ms_raw: float = 0.0  # the same sum as the profiler reports it
+    accounted_paired: float | None = None  # median over runs of node time / adjacent un-profiled run
     overhead_us: float = 0.0  # the profiler's cost per node, measured beside the model
     op_types: dict[str, float] = field(default_factory=dict)
 
@@ -133,7 +135,11 @@ class CpuBreakdown:
         no-op nodes), which is not part of the latency a user sees. The rest of the latency is
         the executor between nodes; more than 100 % means the kernels ran slower under the
         profiler than without it (its thread-pool statistics), and the per-kind times are then
-        scaled onto the latency (:attr:`scale`)."""
+        scaled onto the latency (:attr:`scale`). Each profiled run is compared with the un-profiled
+        run (or block) measured right before it, and the median ratio taken: timings here drift
+        by tens of percent within a minute, which two separate medians would not cancel."""
+        if self.accounted_paired is not None:
+            return self.accounted_paired
         return self.node_ms / self.latency_ms
 
     @property
@@ -144,7 +150,7 @@ class CpuBreakdown:
     @property
     def scale(self) -> float:
         """Factor from profiled node time to the latency's scale (1 unless the profile over-counts)."""
-        return min(1.0, self.latency_ms / self.node_ms) if self.node_ms > 0 else 1.0
+        return min(1.0, 1.0 / self.accounted) if self.accounted > 0 else 1.0
 
     @property
     def floor_ms(self) -> float:
@@ -182,7 +188,7 @@ class CpuBreakdown:
             f"## {self.model} at {self.resolution}² on {self.runtime} ({self.threads} threads, batch 1)",
             "",
             f"Latency {self.latency_ms:.3f} ms (median, no profiler); the nodes' times sum to "
-            f"{self.node_ms:.3f} ms = **{100 * self.accounted:.1f} %** of it ("
+            f"{self.node_ms:.3f} ms; run by run they are **{100 * self.accounted:.1f} %** of it ("
             + (
                 f"as profiled {self.node_ms_raw:.3f} ms, less the profiler's own {self.overhead_us:.2f} µs per "
                 "node, measured on a chain of no-op nodes; "
@@ -194,13 +200,13 @@ class CpuBreakdown:
                 " The profile over-counts (the profiler slows parallel kernels), so the times below are "
                 f"its shares scaled by {self.scale:.3f} onto the latency."
                 if self.scale < 1
-                else f" The other {self.latency_ms - self.node_ms:.3f} ms are the executor between nodes."
+                else f" The rest ({100 * (1 - self.accounted):.1f} %) is the executor between nodes."
             )
             + " Roofline floor of the whole model "
             f"{self.floor_ms:.3f} ms ({p.macs_per_s / 1e9:.1f} GMAC/s, "
             f"{p.bytes_per_s / 1e9:.1f} GB/s; {p.source}).",
             "",
-            "| kind | ops | ORT nodes | MMAC | MB moved | floor ms | measured ms | share % | × floor |",
+            "| kind | ops | runtime nodes | MMAC | MB moved | floor ms | measured ms | share % | × floor |",
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         total = self.attributed_ms or 1.0
@@ -281,9 +287,8 @@ def cpu_breakdown(
     # parallel section: +57 % on a 200k-element parallel Relu at 2 threads). When the corrected
     # node times still exceed the real latency, they are scaled down onto it: the profile gives
     # the shares, the un-profiled run the total. Below it, the rest is executor time between nodes.
-    scale = (
-        min(1.0, measured["latency_ms"] / measured["node_ms"]) if measured["node_ms"] > 0 else 1.0
-    )  # = .scale
+    accounted = measured.get("accounted") or (measured["node_ms"] / measured["latency_ms"])
+    scale = min(1.0, 1.0 / accounted) if accounted > 0 else 1.0  # = CpuBreakdown.scale
     rows = []
     for kind in KINDS:
         n_ops, macs, moved, floor = floors.get(kind, (0, 0, 0, 0.0))
@@ -304,6 +309,7 @@ def cpu_breakdown(
         node_ms=measured["node_ms"],
         node_ms_raw=measured["node_ms_raw"],
         overhead_us=measured["overhead_us"],
+        accounted_paired=measured.get("accounted"),
         op_types=measured["op_types"],
     )
 

@@ -160,6 +160,7 @@ def test_hw_command_estimates_and_writes_json(monkeypatch, capsys, tmp_path):
     "args, fragment",
     [
         (["efficientvit_m0"], "cannot be mapped"),
+    (["efficientvit_m0", "--resolution", "64"], "cannot run on a 64×64 input"),  # M family: built for 224
         (["efficientvit_b0", "--set", "mat_lanes=0"], "mat_lanes"),
         (["efficientvit_b0", "--set", "ddr_gbps=-1"], "ddr_gbps"),
         (["efficientvit_b0", "--set", "lanes"], "KEY=VALUE"),

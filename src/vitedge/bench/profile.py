@@ -12,6 +12,8 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from vitedge.errors import VitedgeError
+
 
 def profile(model: nn.Module, resolution: int | None = None, batch_size: int = 1) -> dict[str, Any]:
     """Params, MACs, weight bytes and activation bytes of ``model`` at ``resolution``.
@@ -44,7 +46,7 @@ def profile(model: nn.Module, resolution: int | None = None, batch_size: int = 1
     model.eval()
     try:
         with torch.no_grad():
-            model(x)
+            forward_at(model, x)
     finally:
         for h in handles:
             h.remove()
@@ -60,6 +62,18 @@ def profile(model: nn.Module, resolution: int | None = None, batch_size: int = 1
         "input_size": [channels, height, width],
         "batch_size": batch_size,
     }
+
+
+def forward_at(model: nn.Module, x: torch.Tensor) -> Any:
+    """``model(x)``, with a one-line error when the model cannot take that input size (the M
+    family's attention biases and windows are built for one resolution)."""
+    try:
+        return model(x)
+    except RuntimeError as err:
+        name = getattr(model, "arch", {}).get("name", type(model).__name__)
+        raise VitedgeError(f"{name} cannot run on a {x.shape[-2]}×{x.shape[-1]} input "
+                           f"({str(err).splitlines()[0][:100]}); build it for that size: "
+                           f"create_model(..., img_size={x.shape[-1]})") from err
 
 
 def input_size(model: nn.Module, resolution: int | None = None) -> tuple[int, int, int]:

@@ -280,7 +280,7 @@ def extract_operators(
         >>> ops[0].kind, ops[0].output_shape
         ('conv', (1, 16, 112, 112))
     """
-    from vitedge.bench.profile import input_size  # the one place that knows a model's input size
+    from vitedge.bench.profile import forward_at, input_size  # the one place that knows a model's input size
 
     if fold_bn:
         from vitedge.models import fuse_bn
@@ -294,7 +294,7 @@ def extract_operators(
     model.eval()
     try:
         with torch.no_grad(), recorder:
-            model(x)
+            forward_at(model, x)
     finally:
         recorder.remove_hooks()
         model.train(was_training)

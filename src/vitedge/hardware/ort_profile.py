@@ -166,11 +166,9 @@ def parse_trace(events: list[dict[str, Any]], skip_runs: int = 0, overhead_us: f
     """Per-kind and per-op-type time from an ORT trace over the runs after ``skip_runs``, each
     node's duration less ``overhead_us`` (the profiler's own cost per node, at least 0).
 
-    Runs are averaged over their middle half (by total node time): timings here jump by tens of
-    percent, a median per kind would not add up, and a plain mean would follow the outliers.
-    Returns ``run_ms`` (median end-to-end time of a profiled run), ``node_ms`` (mean per-run sum
-    of corrected node times), ``node_ms_raw`` (uncorrected), ``kinds`` and ``op_types`` (ms per
-    run; they sum to ``node_ms``) and ``nodes`` (node count per kind in one run).
+    Returns ``run_ms`` (median end-to-end time of a profiled run), ``node_ms_raw`` (uncorrected
+    node time), ``per_run_ms`` (corrected node time of each run) and what :func:`summarise_runs`
+    returns for the corrected times.
     """
     runs = sorted(
         (e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"),
@@ -190,28 +188,43 @@ def parse_trace(events: list[dict[str, Any]], skip_runs: int = 0, overhead_us: f
         op = args.get("op_name", "?")
         kind = node_kind(op, _shapes(args.get("input_type_shape")))
         per_run[i].append((kind, op, max(0.0, e["dur"] - overhead_us), e["dur"]))
-    totals = sorted(range(len(runs)), key=lambda i: sum(d for _, _, d, _ in per_run[i]))
-    quarter = len(runs) // 4
-    middle = totals[quarter : len(runs) - quarter] or totals
-    kinds: dict[str, float] = defaultdict(float)
-    op_types: dict[str, float] = defaultdict(float)
-    for i in middle:
-        for kind, op, dur, _ in per_run[i]:
-            kinds[kind] += dur / len(middle) / 1e3
-            op_types[op] += dur / len(middle) / 1e3
-    counts: dict[str, int] = defaultdict(int)
-    for kind, _, _, _ in per_run[0]:
-        counts[kind] += 1
+    summary = summarise_runs([[(kind, op, dur / 1e3) for kind, op, dur, _ in run] for run in per_run])
+    raw = summarise_runs([[(kind, op, raw / 1e3) for kind, op, _, raw in run] for run in per_run])
     return {
         "runs": len(runs),
         "run_ms": statistics.median(r["dur"] for r in runs) / 1e3,
-        "node_ms": sum(kinds.values()),
-        "node_ms_raw": sum(raw for i in middle for *_, raw in per_run[i]) / len(middle) / 1e3,
+        **summary,
+        "node_ms_raw": raw["node_ms"],
         "overhead_us": overhead_us,
+        "per_run_ms": [sum(d for _, _, d, _ in run) / 1e3 for run in per_run],
+    }
+
+
+def summarise_runs(per_run: list[list[tuple[str, str, float]]]) -> dict[str, Any]:
+    """Per-kind and per-op-type ms of one inference from per-run lists of ``(kind, op, ms)``.
+
+    Runs are averaged over their middle half (by total node time): timings here jump by tens of
+    percent, a median per kind would not add up, and a plain mean would follow the outliers.
+    Returns ``node_ms``, ``kinds`` and ``op_types`` (both summing to ``node_ms``) and ``nodes``
+    (node count per kind in one run).
+    """
+    order = sorted(range(len(per_run)), key=lambda i: sum(ms for *_, ms in per_run[i]))
+    quarter = len(per_run) // 4
+    middle = order[quarter : len(per_run) - quarter] or order
+    kinds: dict[str, float] = defaultdict(float)
+    op_types: dict[str, float] = defaultdict(float)
+    for i in middle:
+        for kind, op, ms in per_run[i]:
+            kinds[kind] += ms / len(middle)
+            op_types[op] += ms / len(middle)
+    counts: dict[str, int] = defaultdict(int)
+    for kind, _, _ in per_run[0] if per_run else ():
+        counts[kind] += 1
+    return {
+        "node_ms": sum(kinds.values()),
         "kinds": dict(sorted(kinds.items(), key=lambda kv: -kv[1])),
         "op_types": dict(sorted(op_types.items(), key=lambda kv: -kv[1])),
         "nodes": dict(counts),
-        "per_run_ms": [sum(d for _, _, d, _ in run) / 1e3 for run in per_run],
     }
 
 

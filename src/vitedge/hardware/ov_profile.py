@@ -16,10 +16,10 @@ from __future__ import annotations
 import os
 import statistics
 import time
-from collections import defaultdict
 from typing import Any
 
 from vitedge.hardware.operators import classify_conv
+from vitedge.hardware.ort_profile import summarise_runs
 
 _SKIP = {"Input", "Output", "Parameter", "Result", "Const", "Constant"}
 _CONV = {"Convolution", "GroupConvolution", "BinaryConvolution", "Deconvolution"}
@@ -107,6 +107,18 @@ def _runtime_kinds(compiled: Any) -> dict[str, tuple[str, str | None]]:
     return out
 
 
+def _typed(
+    info: Any, kinds_of: dict[str, tuple[str, str | None]], executed: Any
+) -> list[tuple[str, str, float]]:
+    """One run's executed nodes as ``(kind, layer type, ms)``, inputs/outputs/constants left out."""
+    rows = []
+    for p in info:
+        layer_type, kind = kinds_of.get(p.node_name, ("?", "other"))
+        if p.status == executed and kind is not None:
+            rows.append((kind, layer_type, p.real_time.total_seconds() * 1e3))
+    return rows
+
+
 def profile_openvino(
     path: str | os.PathLike,
     *,
@@ -152,42 +164,20 @@ def profile_openvino(
                 request.infer({0: x})
                 sink.append(time.perf_counter() - start)
                 if request is counted:
-                    per_run.append(
-                        [
-                            (p.node_name, p.real_time.total_seconds())
-                            for p in request.get_profiling_info()
-                            if p.status == executed
-                        ]
-                    )
-    totals = sorted(range(len(per_run)), key=lambda i: sum(t for _, t in per_run[i]))
-    quarter = len(per_run) // 4
-    middle = totals[quarter : len(per_run) - quarter] or totals
-    kinds: dict[str, float] = defaultdict(float)
-    op_types: dict[str, float] = defaultdict(float)
-    for i in middle:
-        for name, seconds in per_run[i]:
-            layer_type, kind = kinds_of.get(name, ("?", "other"))
-            if kind is None:
-                continue
-            kinds[kind] += seconds * 1e3 / len(middle)
-            op_types[layer_type] += seconds * 1e3 / len(middle)
-    counts: dict[str, int] = defaultdict(int)
-    for name, _ in per_run[0]:
-        kind = kinds_of.get(name, ("?", "other"))[1]
-        if kind is not None:
-            counts[kind] += 1
-    node_ms = sum(kinds.values())
+                    per_run.append(_typed(request.get_profiling_info(), kinds_of, executed))
+        # this block's counted node time against the un-counted block just before it
+        block_ms = [sum(ms for *_, ms in run) for run in per_run[done:]]
+        ratios.append(statistics.median(block_ms) / (statistics.median(latency[done:]) * 1e3))
+    summary = summarise_runs(per_run)
     return {
         "runs": len(per_run),
         "run_ms": statistics.median(run_s) * 1e3,
-        "node_ms": node_ms,
-        "node_ms_raw": node_ms,
+        **summary,
+        "node_ms_raw": summary["node_ms"],
         "overhead_us": 0.0,
+        "accounted": statistics.median(ratios),
         "latency_ms": statistics.median(latency) * 1e3,
         "threads": threads,
         "batch": batch,
         "resolution": resolution,
-        "kinds": dict(sorted(kinds.items(), key=lambda kv: -kv[1])),
-        "op_types": dict(sorted(op_types.items(), key=lambda kv: -kv[1])),
-        "nodes": dict(counts),
     }

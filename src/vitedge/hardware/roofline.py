@@ -190,8 +190,8 @@ class CpuBreakdown:
             f"Latency {self.latency_ms:.3f} ms (median, no profiler); the nodes' times sum to "
             f"{self.node_ms:.3f} ms; run by run they are **{100 * self.accounted:.1f} %** of it ("
             + (
-                f"as profiled {self.node_ms_raw:.3f} ms, less the profiler's own {self.overhead_us:.2f} µs per "
-                "node, measured on a chain of no-op nodes; "
+                f"as profiled {self.node_ms_raw:.3f} ms, less the profiler's own "
+                f"{self.overhead_us:.2f} µs per node, measured on a chain of no-op nodes; "
                 if self.overhead_us > 0
                 else "per-node counters; "
             )

@@ -90,6 +90,11 @@ def _timed(fn) -> float:
     return time.perf_counter() - start
 
 
+# ORT sessions taking turns in one process must not spin (see ort_profile.profile_onnx): its
+# latency here is without spinning, a little above what `vitedge bench` reports.
+_SPIN_NOTE = {"onnxruntime": ", idle pool threads sleeping instead of spinning"}
+
+
 @dataclass
 class KindRow:
     kind: str
@@ -187,7 +192,8 @@ class CpuBreakdown:
         lines = [
             f"## {self.model} at {self.resolution}² on {self.runtime} ({self.threads} threads, batch 1)",
             "",
-            f"Latency {self.latency_ms:.3f} ms (median, no profiler); the nodes' times sum to "
+            f"Latency {self.latency_ms:.3f} ms (median, no profiler{_SPIN_NOTE.get(self.runtime, '')}); "
+            "the nodes' times sum to "
             f"{self.node_ms:.3f} ms; run by run they are **{100 * self.accounted:.1f} %** of it ("
             + (
                 f"as profiled {self.node_ms_raw:.3f} ms, less the profiler's own "

@@ -138,7 +138,8 @@ def breakdown_table(breakdown: dict[str, Any]) -> Table:
         f"CPU breakdown — dense FP32 on {breakdown['runtime']}, {breakdown['threads']} threads",
         ["kind", "ops", "ORT nodes", "MMAC", "floor ms", "measured ms", "share %", "× floor"], rows,
         f"The nodes' times sum to {breakdown['node_ms']:.3f} ms = {100 * breakdown['accounted']:.1f} % of "
-        f"the {breakdown['latency_ms']:.3f} ms latency (median, no profiler)"
+        f"the {breakdown['latency_ms']:.3f} ms latency (median, no profiler"
+        + (", idle pool threads sleeping)" if breakdown["runtime"] == "onnxruntime" else ")")
         + (f"; the profile over-counts, so the times are its shares scaled by {breakdown['scale']:.3f}"
            if breakdown["scale"] < 1 else "") + ". Floor = max(MACs / "
         f"{peaks['macs_per_s'] / 1e9:.1f} GMAC/s, bytes / {peaks['bytes_per_s'] / 1e9:.1f} GB/s) "

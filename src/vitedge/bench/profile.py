@@ -32,7 +32,6 @@ def profile(model: nn.Module, resolution: int | None = None, batch_size: int = 1
     from vitedge.hardware.operators import extract_operators
 
     channels, height, width = input_size(model, resolution)
-    x = torch.randn(batch_size, channels, height, width)
     leaf_out, peak = [], [0]
 
     def record(module: nn.Module, inputs: tuple, output: Any) -> None:
@@ -42,19 +41,15 @@ def profile(model: nn.Module, resolution: int | None = None, batch_size: int = 1
 
     leaves = [m for m in model.modules() if not list(m.children())]
     handles = [m.register_forward_hook(record) for m in leaves]
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            forward_at(model, x)
+    try:  # one forward pass: the operator list's, with the leaf hooks listening
+        ops = extract_operators(model, resolution, batch_size)
     finally:
         for h in handles:
             h.remove()
-        model.train(was_training)
     params = sum(p.numel() for p in model.parameters())
     return {
         "params": params,
-        "macs": extract_operators(model, resolution, batch_size).macs,
+        "macs": ops.macs,
         "weight_bytes": sum(_nbytes(p) for p in model.parameters())
         + sum(_nbytes(b) for b in model.buffers()),
         "activation_bytes": sum(leaf_out),

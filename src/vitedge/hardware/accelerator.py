@@ -274,11 +274,7 @@ def estimate(
         (779, 95)
     """
     cfg = get_accelerator(accelerator) if isinstance(accelerator, str) else accelerator
-    if isinstance(model, OperatorList):
-        ops, name = model, model.meta.get("model", "model")
-    else:
-        ops = extract_operators(model, resolution, fold_bn=True)
-        name = getattr(model, "arch", {}).get("name", type(model).__name__)
+    ops = model if isinstance(model, OperatorList) else extract_operators(model, resolution, fold_bn=True)
     if ops.input_shape[0] != 1:
         raise VitedgeError("the accelerator model estimates one frame at a time; extract with batch_size=1")
     mapped = [o for o in ops if include_head or not _in_head(o)]
@@ -293,7 +289,7 @@ def estimate(
         )
     excluded = ops.macs - sum(o.macs for o in mapped)
     return AcceleratorEstimate(
-        model=name,
+        model=ops.model,
         resolution=tuple(ops.input_shape[2:]),
         config=cfg,
         layers=layers,

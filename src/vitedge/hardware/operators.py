@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -228,11 +228,6 @@ class Operator:
     def bytes_written(self, elem_bytes: int | None = None) -> int:
         return self.output_elems * (elem_bytes or self.elem_bytes)
 
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["name"] = self.name
-        return d
-
 
 @dataclass
 class OperatorList(Sequence[Operator]):
@@ -241,7 +236,7 @@ class OperatorList(Sequence[Operator]):
     operators: list[Operator]
     input_shape: tuple[int, ...]
     folded_bn: bool
-    meta: dict[str, Any] = field(default_factory=dict)
+    model: str = "model"  # the architecture's name, for reports
 
     def __getitem__(self, i):  # type: ignore[override]
         return self.operators[i]
@@ -255,12 +250,6 @@ class OperatorList(Sequence[Operator]):
     @property
     def macs(self) -> int:
         return sum(o.macs for o in self.operators)
-
-    def by_kind(self) -> dict[str, list[Operator]]:
-        out: dict[str, list[Operator]] = {}
-        for o in self.operators:
-            out.setdefault(o.kind, []).append(o)
-        return out
 
 
 def extract_operators(
@@ -298,7 +287,8 @@ def extract_operators(
     finally:
         recorder.remove_hooks()
         model.train(was_training)
-    return OperatorList(recorder.operators, tuple(x.shape), folded_bn=fold_bn)
+    name = getattr(model, "arch", {}).get("name", type(model).__name__)
+    return OperatorList(recorder.operators, tuple(x.shape), folded_bn=fold_bn, model=name)
 
 
 def classify_conv(in_channels: int, weight_shape: Sequence[int], groups: int) -> str:

@@ -155,7 +155,7 @@ class CpuBreakdown:
     @property
     def scale(self) -> float:
         """Factor from profiled node time to the latency's scale (1 unless the profile over-counts)."""
-        return min(1.0, 1.0 / self.accounted) if self.accounted > 0 else 1.0
+        return _scale(self.accounted)
 
     @property
     def floor_ms(self) -> float:
@@ -294,7 +294,7 @@ def cpu_breakdown(
     # node times still exceed the real latency, they are scaled down onto it: the profile gives
     # the shares, the un-profiled run the total. Below it, the rest is executor time between nodes.
     accounted = measured.get("accounted") or (measured["node_ms"] / measured["latency_ms"])
-    scale = min(1.0, 1.0 / accounted) if accounted > 0 else 1.0  # = CpuBreakdown.scale
+    scale = _scale(accounted)
     rows = []
     for kind in KINDS:
         n_ops, macs, moved, floor = floors.get(kind, (0, 0, 0, 0.0))
@@ -304,7 +304,7 @@ def cpu_breakdown(
             rows.append(KindRow(kind, n_ops, nodes, macs, moved, floor, ms * scale, ms))
     rows.sort(key=lambda r: -r.measured_ms)
     return CpuBreakdown(
-        model=name or getattr(model, "arch", {}).get("name", type(model).__name__),
+        model=name or ops.model,
         resolution=res,
         runtime=runtime,
         threads=threads,
@@ -318,6 +318,11 @@ def cpu_breakdown(
         accounted_paired=measured.get("accounted"),
         op_types=measured["op_types"],
     )
+
+
+def _scale(accounted: float) -> float:
+    """Profiled node time → the latency's scale: 1 unless the profile over-counts."""
+    return min(1.0, 1.0 / accounted) if accounted > 0 else 1.0
 
 
 def _profile_in_subprocess(

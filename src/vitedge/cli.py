@@ -47,7 +47,7 @@ def profile_command(
     runs: Annotated[int, typer.Option(help="timed runs for latency")] = 10,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="write results as JSON here")] = None,
     breakdown: Annotated[bool, typer.Option(
-        "--breakdown", help="also profile the FP32 export on ONNX Runtime per node: time per operator kind "
+        "--breakdown", help="also profile the FP32 export per node on --runtime: time per operator kind "
                             "beside its roofline floor")] = False,
     breakdown_runs: Annotated[int, typer.Option(help="profiled runs for --breakdown")] = 50,
     runtime: Annotated[str, typer.Option(help="--breakdown: onnxruntime or openvino")] = "onnxruntime",
@@ -56,7 +56,7 @@ def profile_command(
         help="--breakdown: write the tables (Markdown) here")] = None,
 ) -> None:
     """Params, MACs, weight and activation memory (and PyTorch latency) of models; with
-    --breakdown, where ONNX Runtime spends the time, per operator kind, against the roofline."""
+    --breakdown, where the runtime spends the time, per operator kind, against the roofline."""
     from vitedge.bench import profile, torch_latency
     from vitedge.bench.published import PUBLISHED_COST
     from vitedge.models import list_models

@@ -90,6 +90,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rows", nargs="*", help="run only rows whose name contains one of these")
     p.add_argument("--qat-epochs", type=int, default=0, help="QAT epochs from the best W8A8 PTQ row")
     p.add_argument("--qat-lr", type=float, default=1e-4)
+    p.add_argument("--qat-min-scale", type=float, default=0.5,
+                   help="smallest random-resized-crop area in QAT (the baseline's last stage used 0.5; "
+                        "the trainer's default 0.08 is a from-scratch augmentation)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
@@ -168,14 +171,17 @@ def qat_row(args: argparse.Namespace, config: QuantConfig | None, previous: dict
     name = "+ QAT (distilled from FP32)"
     if args.qat_epochs <= 0 or args.checkpoint is None or config is None:
         return {"name": name, "pending": True, "note": "not run: pass a checkpoint and --qat-epochs N"}
-    if previous and previous.get("config") == config.to_dict() and previous.get("qat_epochs") == args.qat_epochs:
+    setup = {"qat_epochs": args.qat_epochs, "qat_lr": args.qat_lr, "qat_min_scale": args.qat_min_scale}
+    same = previous and previous.get("config") == config.to_dict()
+    if same and all(previous.get(k) == v for k, v in setup.items()):
         return previous
     from vitedge.quantization.recipe import quantize_checkpoint
     from vitedge.train import DataConfig, TrainConfig
     from vitedge.train.config import OptimConfig
 
     data = DataConfig(dataset=args.data, root=args.data_dir, img_size=args.img_size,
-                      batch_size=min(args.batch_size, 128), workers=args.workers)
+                      batch_size=min(args.batch_size, 128), workers=args.workers,
+                      scale=(args.qat_min_scale, 1.0))
     from vitedge.train.checkpoint import STATE_FILE
 
     qat = TrainConfig(epochs=args.qat_epochs, seed=args.seed, data=data,
@@ -187,7 +193,7 @@ def qat_row(args: argparse.Namespace, config: QuantConfig | None, previous: dict
     metrics = result.metrics
     return {"name": name, "w8a8": True, "qat": True, "top1": metrics["top1_qat"], "top5": None,
             "seconds": time.perf_counter() - start, "config": config.to_dict(),
-            "ptq_top1": metrics["top1_int8"], "qat_epochs": args.qat_epochs}
+            "ptq_top1": metrics["top1_int8"], **setup}
 
 
 def previous_rows(path: Path, setup: dict[str, str]) -> list[dict[str, Any]]:

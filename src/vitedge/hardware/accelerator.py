@@ -464,7 +464,8 @@ class _Mapper:
         float_ones_column = ops[0].module_type == "LiteMLA"
         for o in ops:
             if o.kind == "matmul":
-                batch, m, k = o.input_shapes[0]
+                *outer, m, k = o.input_shapes[0]  # a matmul by a constant (Kᵀ1) arrives as a 2-D mm
+                batch = math.prod(outer)
                 n = o.input_shapes[1][-1] if len(o.input_shapes) > 1 else o.output_shape[-1]
                 den_cols = n if n == 1 else (1 if float_ones_column else 0)
                 if n - den_cols:

@@ -270,6 +270,7 @@ def extract_operators(
         ('conv', (1, 16, 112, 112))
     """
     from vitedge.bench.profile import forward_at, input_size  # the one place that knows a model's input size
+    from vitedge.quantization.runtime_arith import graph_arithmetic
 
     if fold_bn:
         from vitedge.models import fuse_bn
@@ -282,7 +283,7 @@ def extract_operators(
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad(), recorder:
+        with torch.no_grad(), graph_arithmetic(), recorder:  # the exported graph's ops
             forward_at(model, x)
     finally:
         recorder.remove_hooks()

@@ -21,10 +21,13 @@ branch's first conv) gets one shared :class:`Quantizer`, registered at both path
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections.abc import Iterator
 
+import torch
 import torch.nn as nn
+from torch.overrides import TorchFunctionMode
 
 from vitedge.errors import VitedgeError
 from vitedge.models.efficientvit_mit import (
@@ -56,6 +59,7 @@ from vitedge.quantization.qmodules import (
     QuantResidualBlock,
 )
 from vitedge.quantization.quantizer import Log2Quantizer, Quantizer, QuantSpec
+from vitedge.quantization.runtime_arith import RuntimeHardswish
 from vitedge.quantization.trio import find_sites
 
 __all__ = ["activation_spec", "is_quantized", "prepare", "quantizers", "set_quant_state", "weight_spec"]
@@ -116,8 +120,90 @@ def prepare(model: nn.Module, cfg: QuantConfig) -> nn.Module:
     net = fuse_bn(copy.deepcopy(model))
     migration, shifting = find_sites(net, cfg.transforms)
     _Converter(cfg, migration, shifting).convert(net, "")
+    _link_consumers(net)
     net.quant_config = cfg
     return net
+
+
+def _link_consumers(net: nn.Module) -> None:
+    """Give each conv without an output point the quantizer that alone reads its output
+    (``QuantConv2d.consumer``): an integer runtime fuses that pair into one conv writing on the
+    quantizer's grid, and in evaluation the simulation does the same
+    (:mod:`~vitedge.quantization.runtime_arith`). Found by tracing one float forward pass at the
+    model's input size, so every block type is covered without a table. An output that anything
+    else reads too (a reshape, an add, a second quantizer) keeps the float path: the runtime
+    cannot fuse it either."""
+    size = getattr(net, "data_config", {}).get("input_size")
+    if size is None:
+        return
+    produced: dict[int, QuantConv2d] = {}
+    readers: dict[int, dict[int, Quantizer]] = {}
+    alive: list[torch.Tensor] = []  # every tensor keyed by id stays alive, so no id is reused
+    uses = _TensorUses()
+
+    def conv_hook(conv: nn.Module, _inputs: tuple, out: torch.Tensor) -> None:
+        produced[id(out)] = conv
+        alive.append(out)
+
+    def quant_pre_hook(quant: nn.Module, inputs: tuple) -> None:
+        readers.setdefault(id(inputs[0]), {})[id(quant)] = quant
+        alive.append(inputs[0])
+
+    def quant_hook(_quant: nn.Module, _inputs: tuple, out: torch.Tensor) -> torch.Tensor:
+        # an uncalibrated quantizer returns its input itself; what reads its output must not
+        # count as reading the conv's output
+        with uses.paused():
+            fresh = out.view_as(out)
+        alive.append(fresh)
+        return fresh
+
+    handles = []
+    for module in net.modules():
+        if isinstance(module, QuantConv2d) and module.output_quant is None:
+            handles.append(module.register_forward_hook(conv_hook))
+        elif isinstance(module, Quantizer) and module.kind != "weight":
+            handles.append(module.register_forward_pre_hook(quant_pre_hook))
+            handles.append(module.register_forward_hook(quant_hook))
+    was_training = net.training
+    try:
+        with torch.no_grad(), uses:
+            net.eval()(torch.zeros(1, *size))
+    finally:
+        net.train(was_training)
+        for handle in handles:
+            handle.remove()
+    for key, conv in produced.items():
+        found = list(readers.get(key, {}).values())
+        if len(found) == 1 and uses.count.get(key, 0) == 0:
+            conv.__dict__["consumer"] = found[0]
+
+
+class _TensorUses(TorchFunctionMode):
+    """Counts, per tensor id, the torch functions that read it (attribute reads excluded)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count: dict[int, int] = {}
+        self._alive: list[torch.Tensor] = []  # a counted id must not be reused by a later tensor
+        self._paused = False
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        self._paused = True
+        try:
+            yield
+        finally:
+            self._paused = False
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001 - torch's protocol
+        kwargs = kwargs or {}
+        if not self._paused and getattr(func, "__name__", "") != "__get__":
+            for value in (*args, *kwargs.values()):
+                for t in value if isinstance(value, (list, tuple)) else (value,):
+                    if isinstance(t, torch.Tensor):
+                        self.count[id(t)] = self.count.get(id(t), 0) + 1
+                        self._alive.append(t)
+        return func(*args, **kwargs)
 
 
 class _Converter:
@@ -138,6 +224,9 @@ class _Converter:
                 setattr(module, name, QuantConv2d(child, self.w_spec, self.a_spec, self.obs,
                                                   migration=path in self.migration,
                                                   shift=path in self.shifting))
+                continue
+            if isinstance(child, nn.Hardswish):  # the exported graph's rounding (runtime_arith)
+                setattr(module, name, RuntimeHardswish())
                 continue
             if isinstance(child, nn.Linear) and not isinstance(child, QuantLinear):
                 setattr(module, name, QuantLinear(child, self.w_spec, self.a_spec, self.obs))

@@ -32,6 +32,7 @@ from vitedge.models.efficientvit_mit import LiteMLA, ResidualBlock
 from vitedge.models.efficientvit_msra import CascadedGroupAttention, Residual
 from vitedge.quantization.config import ObserverConfig
 from vitedge.quantization.quantizer import Log2Quantizer, Quantizer, QuantSpec
+from vitedge.quantization.runtime_arith import exact_mode, integer_accumulate, quantize_to_grid, requantize
 from vitedge.quantization.trio import ChannelMigration, ChannelShift
 
 __all__ = [
@@ -74,8 +75,47 @@ class QuantConv2d(nn.Conv2d):
         self.output_quant: Quantizer | None = None  # set where the output feeds an activation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self._compute(x)
+        target = self.requant_point
+        if target is not None and self._integer_ready(target) and exact_mode(x, self.weight):
+            y = self._integer_forward(x, target)  # already on target's grid
+        else:
+            y = self._compute(x)
         return y if self.output_quant is None else self.output_quant(y)
+
+    @property
+    def requant_point(self) -> Quantizer | None:
+        """The point an integer runtime writes this conv's output to: its own ``output_quant``,
+        else the one quantizer that reads the output unchanged (set by
+        :func:`~vitedge.quantization.points.prepare`; not a submodule, so no state-dict key)."""
+        return self.output_quant if self.output_quant is not None else self.__dict__.get("consumer")
+
+    def _integer_ready(self, target: Quantizer) -> bool:
+        points = (self.input_quant, self.weight_quant, target)
+        return all(q.fake_quant and not q.learning for q in points) and not target.spec.per_channel \
+            and (self.shift is None or self._bias_compensable())
+
+    def _integer_forward(self, x: torch.Tensor, target: Quantizer) -> torch.Tensor:
+        """The integer conv ONNX Runtime runs (QLinearConv): exact accumulator of the integer
+        input and weight plus the int32 bias, requantized onto ``target``'s grid (see
+        :mod:`~vitedge.quantization.runtime_arith`); returned dequantized."""
+        if self.migration is not None:
+            x = self.migration(x)
+        if self.shift is not None:
+            x = self.shift(x)
+        iq, wq = self.input_quant, self.weight_quant
+        xi = quantize_to_grid(x, iq.scale, iq.zero_point, iq.spec.qmin, iq.spec.qmax)
+        w_scale = wq.scale.reshape(-1)
+        wi = torch.round(wq(self.weight) / w_scale.view(-1, 1, 1, 1))
+        x_max = float(max(iq.spec.qmax - iq.zero_point.max(), iq.zero_point.min() - iq.spec.qmin))
+        bound = x_max * float(wi.abs().sum(dim=(1, 2, 3)).max())
+        acc = integer_accumulate(lambda a, b: self._conv_forward(a, b, None), xi, wi, bound)
+        bias = self.folded_bias()
+        if bias is not None:
+            acc = acc + torch.round(bias / (iq.scale * w_scale)).double().view(1, -1, 1, 1)
+        multiplier = (iq.scale * w_scale) / target.scale
+        spec = target.spec
+        yi = requantize(acc, multiplier.view(1, -1, 1, 1), target.zero_point, spec.qmin, spec.qmax)
+        return yi * target.scale
 
     def _compute(self, x: torch.Tensor) -> torch.Tensor:
         if self.migration is not None:
@@ -238,9 +278,11 @@ class LinearAttentionPoints(nn.Module):
         self.den = divisor if divisor is not None else Quantizer(spec, "attn.den", observer_cfg=observer_cfg)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, eps: float) -> torch.Tensor:
+        if self._integer_ready() and exact_mode(q, k, v):
+            return self._integer_forward(q, k, v, eps)
         q, k, v = self.q(q), self.k(k), self.v(v)
         kv = self.kv(k.transpose(-1, -2) @ v)
-        ksum = self.ksum(k.sum(dim=-2).unsqueeze(-1))
+        ksum = self.ksum(k.transpose(-1, -2) @ _ones_column(k))
         num = self.num(q @ kv)
         den = self.den(q @ ksum)
         if isinstance(self.den, Log2Quantizer) and self.den.fake_quant:
@@ -248,6 +290,55 @@ class LinearAttentionPoints(nn.Module):
         if isinstance(self.den, Quantizer) and self.den.fake_quant:
             den = torch.maximum(den, self.den.scale)
         return num / (den + eps)
+
+    def _integer_ready(self) -> bool:
+        points = [getattr(self, n) for n in ("q", "k", "v", "kv", "ksum", "num")] + [self.den]
+        return all(p.fake_quant and not getattr(p, "learning", False) for p in points)
+
+    def _integer_forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, eps: float) -> torch.Tensor:
+        """The branch as ONNX Runtime runs the exported graph: KᵀV and the numerator as
+        QLinearMatMul (exact integer products, requantized), the denominator as
+        MatMulIntegerToFloat (a uniform one requantized like the others), Kᵀ1 as the integer
+        matmul with a ones column, then the float division (see
+        :mod:`~vitedge.quantization.runtime_arith`)."""
+        def grid(x: torch.Tensor, point: Quantizer) -> torch.Tensor:
+            return quantize_to_grid(x, point.scale, point.zero_point, point.spec.qmin, point.spec.qmax)
+
+        def span(point: Quantizer) -> float:
+            return float(max(point.spec.qmax - point.zero_point, point.zero_point - point.spec.qmin))
+
+        def matmul(a: torch.Tensor, b: torch.Tensor, pa: Quantizer, pb: Quantizer) -> torch.Tensor:
+            return integer_accumulate(torch.matmul, a, b, span(pa) * span(pb) * a.shape[-1])
+
+        def requant(acc: torch.Tensor, pa: Quantizer, pb: Quantizer, out: Quantizer) -> torch.Tensor:
+            multiplier = (pa.scale * pb.scale) / out.scale
+            scaled = requantize(acc, multiplier, out.zero_point, out.spec.qmin, out.spec.qmax)
+            return scaled * out.scale
+
+        qi, ki, vi = grid(q, self.q), grid(k, self.k), grid(v, self.v)
+        kv = requant(matmul(ki.transpose(-1, -2), vi, self.k, self.v), self.k, self.v, self.kv)
+        ones = torch.ones(ki.shape[-2], 1, dtype=ki.dtype, device=ki.device)
+        ksum_acc = integer_accumulate(torch.matmul, ki.transpose(-1, -2), ones, span(self.k) * ki.shape[-2])
+        ksum = requantize(ksum_acc, self.k.scale / self.ksum.scale, self.ksum.zero_point, self.ksum.spec.qmin,
+                          self.ksum.spec.qmax) * self.ksum.scale
+        kvi, ksumi = kv / self.kv.scale, ksum / self.ksum.scale
+        num = requant(matmul(qi, kvi, self.q, self.kv), self.q, self.kv, self.num)
+        den_acc = matmul(qi, ksumi, self.q, self.ksum)
+        if isinstance(self.den, Log2Quantizer):
+            return num / self.den(den_acc.float() * (self.q.scale * self.ksum.scale))
+        den = requant(den_acc, self.q, self.ksum, self.den)
+        return num / (torch.maximum(den, self.den.scale) + eps)
+
+
+def _ones_column(k: torch.Tensor) -> torch.Tensor:
+    """A column of ones, exported as an int8 constant (scale 1): ``Kᵀ1`` as a quantized matmul,
+    which ONNX Runtime runs with integer products (a ReduceSum of the dequantized keys would sum
+    floats in an order the simulation cannot follow) — the ones-column of Trio-ViT's
+    accelerator. Ones are on that grid already, so only the export needs the Q/DQ pair."""
+    ones = k.new_ones(k.shape[-2], 1)
+    if torch.onnx.is_in_onnx_export():
+        return torch.fake_quantize_per_tensor_affine(ones, 1.0, 0, -128, 127)
+    return ones
 
 
 class QuantLiteMLA(nn.Module):

@@ -13,7 +13,9 @@ scale is learned (QAT), the LSQ estimator gives its gradient — ``round(x/s) �
 ``qmin − z`` or ``qmax − z`` outside — scaled by ``1/sqrt(n · qmax)`` (Esser et al., 2020).
 
 Numerics: with a fixed scale the op is ``torch.fake_quantize_per_{tensor,channel}_affine``, which
-the ONNX exporter turns into a Q/DQ pair; the learnable path computes the same values.
+the ONNX exporter turns into a Q/DQ pair; the learnable path computes the same values. In
+evaluation a per-tensor point divides by its scale as ONNX Runtime does (see
+:mod:`vitedge.quantization.runtime_arith`).
 
 Example::
 
@@ -32,6 +34,7 @@ import torch
 import torch.nn as nn
 
 from vitedge.quantization.config import ObserverConfig, _choice
+from vitedge.quantization.runtime_arith import exact_mode, quantize_to_grid
 
 __all__ = [
     "Log2Quantizer",
@@ -404,6 +407,10 @@ class Quantizer(nn.Module):
                 self.scale.copy_(scale)
             return lsq_fake_quantize(x, scale, self.zero_point, self.spec.qmin, self.spec.qmax)
         qmin = self.spec.qmin
+        if not self.spec.per_channel and exact_mode(x):
+            # the runtime's QuantizeLinear divides by the scale; torch's fake-quant multiplies
+            # by its inverse, which rounds a near-tie the other way (runtime_arith)
+            return quantize_to_grid(x, self.scale, self.zero_point, qmin, self.spec.qmax) * self.scale
         if self.spec.narrow and torch.onnx.is_in_onnx_export():
             # ONNX's int8 grid is −128…127: clip to the narrow grid first (constant-folded on
             # weights), then quantize on the full one — the same values.

@@ -296,11 +296,13 @@ class LinearAttentionPoints(nn.Module):
         return all(p.fake_quant and not getattr(p, "learning", False) for p in points)
 
     def _integer_forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, eps: float) -> torch.Tensor:
-        """The branch as ONNX Runtime runs the exported graph: KᵀV and the numerator as
-        QLinearMatMul (exact integer products, requantized), the denominator as
-        MatMulIntegerToFloat (a uniform one requantized like the others), Kᵀ1 as the integer
-        matmul with a ones column, then the float division (see
-        :mod:`~vitedge.quantization.runtime_arith`)."""
+        """The branch as ONNX Runtime runs the exported graph: KᵀV, Kᵀ1 (a matmul with a ones
+        column) and the numerator as QLinearMatMul (exact integer products, requantized), the
+        denominator as the integer product scaled to float (a uniform one requantized like the
+        others), then the float division (see :mod:`~vitedge.quantization.runtime_arith`). ORT
+        may run the log2 denominator's product as a float MatMul of the dequantized operands
+        instead; the two differ by float rounding only, which the log2 rounding absorbs except
+        within that rounding of a rounding point."""
         def grid(x: torch.Tensor, point: Quantizer) -> torch.Tensor:
             return quantize_to_grid(x, point.scale, point.zero_point, point.spec.qmin, point.spec.qmax)
 

@@ -454,28 +454,39 @@ def exp2_table(y: torch.Tensor, low: int, high: int) -> torch.Tensor:
     """``2^y`` for integer-valued ``y`` in ``[low, high]``, looked up in a table: exact, and in an
     exported graph a Gather, where ``pow(2, y)`` is a Pow with a tensor exponent that costs
     OpenVINO about 0.5 ms on 800 elements (measured on B1's LiteMLA divisors)."""
-    table = torch.pow(2.0, torch.arange(low, high + 1, dtype=torch.float32, device=y.device)).to(y.dtype)
-    return table[(y - low).long()]
+    return _exp2_values(low, high, y)[(y - low).long()]
+
+
+def _exp2_values(low: int, high: int, like: torch.Tensor) -> torch.Tensor:
+    return torch.pow(2.0, torch.arange(low, high + 1, dtype=torch.float32, device=like.device)).to(like.dtype)
+
+
+def _window_index(d: torch.Tensor, low: int, high: int) -> torch.Tensor:
+    """``clamp(floor(log2 d + 1/2), low, high) − low`` as int64, in the few ops the exported graph
+    runs (Clip, Mul, Log, Mul, Cast, Clip): ``v = ln(d·√2·2^−low)/ln 2`` is ``log2 d + 1/2 − low``;
+    the cast truncates, which is the floor wherever the clip keeps the result (``v ≥ −1/2``).
+    Where ``d`` lies within float error of a rounding point ``2^(y+1/2)`` either exponent may come
+    out (the plain form below decides those exactly)."""
+    d = d.clamp(min=2.0 ** (low - 1))
+    v = torch.log(d * (math.sqrt(2.0) * 2.0**-low)) * (1.0 / math.log(2.0))
+    return v.to(torch.int64).clamp(0, high - low)
 
 
 def log2_round(d: torch.Tensor, low: int | None = None, high: int | None = None) -> torch.Tensor:
     """Trio-ViT's exponent of a positive tensor: ``y = floor(log2 d)``, plus 1 where
     ``d / 2^y > 2^(y+1) / d`` (i.e. rounding in the log domain at ``2^(y + 1/2)``).
     Zero maps to ``-inf`` (the caller clamps). With a window ``[low, high]`` the result is
-    clamped to it, and ``2^y`` comes from :func:`exp2_table`.
+    clamped to it and computed as the export computes it (:func:`_window_index`).
 
     The floor need not be exact: where a runtime's ``log2`` lands one below an exact power of two,
     the mantissa is 2 and the correction adds the 1 back (and symmetrically just below one)."""
     d = d.clamp(min=0.0)
+    if low is not None and high is not None:
+        return (_window_index(d, low, high) + low).to(d.dtype)
     y = torch.floor(torch.log2(d))
-    if low is None or high is None:
-        # d / 2^y > 2^(y+1) / d  ⇔  m² > 2 with the mantissa m = d / 2^y ∈ [1, 2): no underflow of d²
-        m = d / torch.pow(2.0, y)
-        return y + (m * m > 2.0).to(d.dtype)
-    # exponents outside [low - 1, high] clamp to the window's ends either way
-    y = y.clamp(low - 1, high)
-    m = d / exp2_table(y, low - 1, high)  # exact: a power of two
-    return (y + (m * m > 2.0).to(d.dtype)).clamp(low, high)
+    # d / 2^y > 2^(y+1) / d  ⇔  m² > 2 with the mantissa m = d / 2^y ∈ [1, 2): no underflow of d²
+    m = d / torch.pow(2.0, y)
+    return y + (m * m > 2.0).to(d.dtype)
 
 
 class Log2Quantizer(nn.Module):
@@ -510,7 +521,7 @@ class Log2Quantizer(nn.Module):
         if not self.fake_quant:
             return d
         low, high = int(self.exp_min), self.exp_max
-        rounded = exp2_table(log2_round(d, low, high), low, high)
+        rounded = _exp2_values(low, high, d)[_window_index(d, low, high)]
         if not d.requires_grad or torch.onnx.is_in_onnx_export():
             return rounded  # the straight-through term is 0: no Sub/Add pair in the exported graph
         return rounded.detach() + (d - d.detach())

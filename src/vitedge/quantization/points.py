@@ -57,6 +57,7 @@ from vitedge.quantization.qmodules import (
     QuantLiteMLA,
     QuantResidual,
     QuantResidualBlock,
+    _QuantAdd,
 )
 from vitedge.quantization.quantizer import Log2Quantizer, Quantizer, QuantSpec
 from vitedge.quantization.runtime_arith import RuntimeHardswish
@@ -126,9 +127,9 @@ def prepare(model: nn.Module, cfg: QuantConfig) -> nn.Module:
 
 
 def _link_consumers(net: nn.Module) -> None:
-    """Give each conv without an output point the quantizer that alone reads its output
-    (``QuantConv2d.consumer``): an integer runtime fuses that pair into one conv writing on the
-    quantizer's grid, and in evaluation the simulation does the same
+    """Give each conv without an output point, and each quantized residual add, the quantizer
+    that alone reads its output (``consumer``): an integer runtime fuses that pair into one conv
+    (or QLinearAdd) writing on the quantizer's grid, and in evaluation the simulation does the same
     (:mod:`~vitedge.quantization.runtime_arith`). Found by tracing one float forward pass at the
     model's input size, so every block type is covered without a table. An output that anything
     else reads too (a reshape, an add, a second quantizer) keeps the float path: the runtime
@@ -136,7 +137,7 @@ def _link_consumers(net: nn.Module) -> None:
     size = getattr(net, "data_config", {}).get("input_size")
     if size is None:
         return
-    produced: dict[int, QuantConv2d] = {}
+    produced: dict[int, nn.Module] = {}
     readers: dict[int, dict[int, Quantizer]] = {}
     alive: list[torch.Tensor] = []  # every tensor keyed by id stays alive, so no id is reused
     uses = _TensorUses()
@@ -159,7 +160,7 @@ def _link_consumers(net: nn.Module) -> None:
 
     handles = []
     for module in net.modules():
-        if isinstance(module, QuantConv2d) and module.output_quant is None:
+        if isinstance(module, QuantConv2d) and module.output_quant is None or isinstance(module, _QuantAdd):
             handles.append(module.register_forward_hook(conv_hook))
         elif isinstance(module, Quantizer) and module.kind != "weight":
             handles.append(module.register_forward_pre_hook(quant_pre_hook))

@@ -32,7 +32,13 @@ from vitedge.models.efficientvit_mit import LiteMLA, ResidualBlock
 from vitedge.models.efficientvit_msra import CascadedGroupAttention, Residual
 from vitedge.quantization.config import ObserverConfig
 from vitedge.quantization.quantizer import Log2Quantizer, Quantizer, QuantSpec
-from vitedge.quantization.runtime_arith import exact_mode, integer_accumulate, quantize_to_grid, requantize
+from vitedge.quantization.runtime_arith import (
+    exact_mode,
+    integer_accumulate,
+    qlinear_add,
+    quantize_to_grid,
+    requantize,
+)
 from vitedge.quantization.trio import ChannelMigration, ChannelShift
 
 __all__ = [
@@ -217,6 +223,24 @@ class _QuantAdd(nn.Module):
     def branch(self) -> nn.Module:
         raise NotImplementedError
 
+    def add(self, branch: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
+        """``Q(branch) + Q(shortcut)``; in evaluation, when a single quantizer reads the sum
+        (``consumer``, set by :func:`~vitedge.quantization.points.prepare`), the sum ONNX
+        Runtime's QLinearAdd writes on that quantizer's grid (see
+        :mod:`~vitedge.quantization.runtime_arith`)."""
+        target = self.__dict__.get("consumer")
+        points = (self.branch_quant, self.shortcut_quant, target)
+        if target is None or not exact_mode(branch, shortcut) \
+                or not all(q.fake_quant and not q.learning and not q.spec.per_channel for q in points):
+            return self.branch_quant(branch) + self.shortcut_quant(shortcut)
+        bq, sq = self.branch_quant, self.shortcut_quant
+        a = quantize_to_grid(branch, bq.scale, bq.zero_point, bq.spec.qmin, bq.spec.qmax) + bq.zero_point
+        b = quantize_to_grid(shortcut, sq.scale, sq.zero_point, sq.spec.qmin, sq.spec.qmax) + sq.zero_point
+        tq = target
+        yi = qlinear_add(a, bq.scale, bq.zero_point, b, sq.scale, sq.zero_point, tq.scale, tq.zero_point,
+                         tq.spec.qmin, tq.spec.qmax)
+        return (yi - tq.zero_point) * tq.scale
+
 
 class QuantResidual(_QuantAdd):
     """MSRA ``x + m(x)`` with both operands quantized; keys stay under ``m.``."""
@@ -230,7 +254,7 @@ class QuantResidual(_QuantAdd):
         return self.m
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.shortcut_quant(x) + self.branch_quant(self.m(x))
+        return self.add(self.m(x), x)
 
 
 class QuantResidualBlock(_QuantAdd):
@@ -247,7 +271,7 @@ class QuantResidualBlock(_QuantAdd):
         return self.main
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.branch_quant(self.main(x)) + self.shortcut_quant(x)
+        return self.add(self.main(x), x)
 
 
 # --------------------------------------------------------------------------------------------

@@ -13,8 +13,9 @@ time (``tests/test_runtime_arith.py``):
 - ``QLinearConv`` / ``QLinearMatMul``: the integer accumulator ``Σ (x − z_x)·w`` (+ int32 bias),
   then ``rne(float(acc) · m) + z_y`` with ``m = (s_x · s_w) / s_y`` in float32;
 - ``MatMulIntegerToFloat`` (a quantized matmul with a float output): ``float(acc) · (s_a · s_b)``;
-- ``QLinearAdd``: ``rne((DQ(a) + DQ(b)) / s_c) + z_c`` — already the simulation's sum followed by
-  the next ``QuantizeLinear``;
+- ``QLinearAdd``: ``rne(fma(a, r_a, fma(b, r_b, z_c − fma(r_a, z_a, r_b·z_b))))`` with
+  ``r = s / s_c`` (the x86 kernel's float form; the plain ``(DQ(a) + DQ(b)) / s_c`` differs on a
+  few elements in a million);
 - ``HardSigmoid`` (Hardswish exports as HardSigmoid · x): ``clamp(α·x + β, 0, 1)`` with two float32
   roundings (no fused multiply-add).
 
@@ -36,6 +37,7 @@ __all__ = [
     "exact_mode",
     "graph_arithmetic",
     "integer_accumulate",
+    "qlinear_add",
     "quantize_to_grid",
     "requantize",
 ]
@@ -92,6 +94,35 @@ def requantize(
     z = zero_point.to(torch.float32)
     scaled = acc.to(torch.float32) * multiplier.to(torch.float32)
     return torch.clamp(torch.round(scaled) + z, qmin, qmax) - z
+
+
+def _fma32(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """``fl32(a·b + c)`` with one rounding, as a fused multiply-add (float32 products are exact in
+    float64)."""
+    return (a.double() * b.double() + c.double()).float()
+
+
+def qlinear_add(
+    a: torch.Tensor,
+    a_scale: torch.Tensor,
+    a_zero: torch.Tensor,
+    b: torch.Tensor,
+    b_scale: torch.Tensor,
+    b_zero: torch.Tensor,
+    c_scale: torch.Tensor,
+    c_zero: torch.Tensor,
+    qmin: int,
+    qmax: int,
+) -> torch.Tensor:
+    """ONNX Runtime's QLinearAdd on raw integers ``a``, ``b`` (as float): the x86 kernel's float
+    form ``fma(a, r_a, fma(b, r_b, z_c − fma(r_a, z_a, r_b·z_b)))`` with ``r = s / s_c``, rounded
+    half to even and saturated; returns the output integers (zero point included)."""
+    f32 = torch.float32
+    ra, rb = (a_scale.to(f32) / c_scale.to(f32)), (b_scale.to(f32) / c_scale.to(f32))
+    za, zb, zc = (z.to(f32) for z in (a_zero, b_zero, c_zero))
+    const = zc - _fma32(ra, za, rb * zb)
+    t = _fma32(a.to(f32), ra, _fma32(b.to(f32), rb, const))
+    return torch.clamp(torch.round(t), qmin, qmax)
 
 
 class RuntimeHardswish(nn.Module):

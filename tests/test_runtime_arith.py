@@ -53,6 +53,16 @@ def scalar(value, dtype) -> np.ndarray:
     return np.array(value, dtype=dtype)
 
 
+def random_qparams(rng: np.random.Generator, names: str) -> dict[str, np.ndarray]:
+    """Log-uniform scales in [1e-3, 0.1] and uint8 zero points for operands ``names`` ("abc"):
+    keys ``s<name>`` and ``z<name>``, as the ONNX constants of a QLinear node."""
+    out = {}
+    for name in names:
+        out["s" + name] = scalar(np.exp(rng.uniform(np.log(1e-3), np.log(1e-1))), np.float32)
+        out["z" + name] = scalar(rng.integers(0, 256), np.uint8)
+    return out
+
+
 def test_quantize_linear_divides_like_the_runtime():
     rng = np.random.default_rng(0)
     x = (rng.standard_normal(1 << 18) * 3).astype(np.float32)
@@ -86,74 +96,36 @@ def test_requantized_integer_matmul_matches_qlinearmatmul(seed):
     rng = np.random.default_rng(seed)
     a = rng.integers(0, 256, (2, 48, 24), dtype=np.uint8)
     b = rng.integers(0, 256, (2, 24, 16), dtype=np.uint8)
-    sa, sb, sy = (np.float32(v) for v in rng.uniform(1e-3, 5e-2, 3))
-    za, zb, zy = (int(v) for v in rng.integers(0, 256, 3))
-    consts = {
-        "sa": scalar(sa, np.float32),
-        "sb": scalar(sb, np.float32),
-        "sy": scalar(sy, np.float32),
-        "za": scalar(za, np.uint8),
-        "zb": scalar(zb, np.uint8),
-        "zy": scalar(zy, np.uint8),
-    }
-    got = run_node(
-        helper.make_node("QLinearMatMul", ["a", "sa", "za", "b", "sb", "zb", "sy", "zy"], ["y"]),
-        {"a": a, "b": b},
-        consts,
-        TensorProto.UINT8,
+    consts = random_qparams(rng, "aby")
+    t = {k: torch.tensor(v) for k, v in consts.items()}
+    node = helper.make_node("QLinearMatMul", ["a", "sa", "za", "b", "sb", "zb", "sy", "zy"], ["y"])
+    got = run_node(node, {"a": a, "b": b}, consts, TensorProto.UINT8)
+    acc = torch.from_numpy(a.astype(np.float64) - int(t["za"])) @ torch.from_numpy(
+        b.astype(np.float64) - int(t["zb"])
     )
-    acc = torch.from_numpy(a.astype(np.float64) - za) @ torch.from_numpy(b.astype(np.float64) - zb)
-    multiplier = (torch.tensor(sa) * torch.tensor(sb)) / torch.tensor(sy)
-    ours = requantize(acc, multiplier, torch.tensor(zy), 0, 255) + zy
+    ours = requantize(acc, (t["sa"] * t["sb"]) / t["sy"], t["zy"], 0, 255) + t["zy"]
     assert np.array_equal(ours.numpy().astype(np.uint8), got)
     # a quantized matmul with a float output: float(acc) · (s_a · s_b)
-    got = run_node(
-        helper.make_node(
-            "MatMulIntegerToFloat", ["a", "b", "sa", "sb", "za", "zb"], ["y"], domain="com.microsoft"
-        ),
-        {"a": a, "b": b},
-        consts,
-        TensorProto.FLOAT,
+    node = helper.make_node(
+        "MatMulIntegerToFloat", ["a", "b", "sa", "sb", "za", "zb"], ["y"], domain="com.microsoft"
     )
-    assert np.array_equal((acc.float() * (torch.tensor(sa) * torch.tensor(sb))).numpy(), got)
+    got = run_node(node, {"a": a, "b": b}, consts, TensorProto.FLOAT)
+    assert np.array_equal((acc.float() * (t["sa"] * t["sb"])).numpy(), got)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_qlinear_add_matches_the_runtime_kernel(seed):
     rng = np.random.default_rng(seed)
-    n = 65536
-    a = rng.integers(0, 256, n, dtype=np.uint8)
-    b = rng.integers(0, 256, n, dtype=np.uint8)
-    sa, sb, sc = (np.float32(v) for v in np.exp(rng.uniform(np.log(1e-3), np.log(1e-1), 3)))
-    za, zb, zc = (int(v) for v in rng.integers(0, 256, 3))
-    consts = {
-        "sa": scalar(sa, np.float32),
-        "sb": scalar(sb, np.float32),
-        "sc": scalar(sc, np.float32),
-        "za": scalar(za, np.uint8),
-        "zb": scalar(zb, np.uint8),
-        "zc": scalar(zc, np.uint8),
-    }
+    a = rng.integers(0, 256, 65536, dtype=np.uint8)
+    b = rng.integers(0, 256, 65536, dtype=np.uint8)
+    consts = random_qparams(rng, "abc")
     node = helper.make_node(
         "QLinearAdd", ["a", "sa", "za", "b", "sb", "zb", "sc", "zc"], ["y"], domain="com.microsoft"
     )
     got = run_node(node, {"a": a, "b": b}, consts, TensorProto.UINT8)
-    t = {
-        k: torch.tensor(v)
-        for k, v in (("sa", sa), ("sb", sb), ("sc", sc), ("za", za), ("zb", zb), ("zc", zc))
-    }
-    ours = qlinear_add(
-        torch.from_numpy(a).float(),
-        t["sa"],
-        t["za"],
-        torch.from_numpy(b).float(),
-        t["sb"],
-        t["zb"],
-        t["sc"],
-        t["zc"],
-        0,
-        255,
-    )
+    t = {k: torch.tensor(v) for k, v in consts.items()}
+    a_t, b_t = torch.from_numpy(a).float(), torch.from_numpy(b).float()
+    ours = qlinear_add(a_t, t["sa"], t["za"], b_t, t["sb"], t["zb"], t["sc"], t["zc"], 0, 255)
     assert np.array_equal(ours.numpy().astype(np.uint8), got)
 
 

@@ -388,8 +388,10 @@ class QuantLiteMLA(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, _, H, W = x.shape
         qkv = self.qkv(x)
+        # sizes from qkv's (dequantized) output: a Shape reading x, the conv output before this
+        # block, would keep ONNX Runtime from fusing that conv into an integer conv
+        B, _, H, W = qkv.shape
         branches = [qkv] + [aggreg(qkv) for aggreg in self.aggreg]
         outs = []
         for points, branch in zip(self.attn_quant, branches):

@@ -167,8 +167,9 @@ def _link_consumers(net: nn.Module) -> None:
             handles.append(module.register_forward_hook(quant_hook))
     was_training = net.training
     try:
+        param = next(net.parameters(), None)
         with torch.no_grad(), uses:
-            net.eval()(torch.zeros(1, *size))
+            net.eval()(torch.zeros(1, *size, device=param.device if param is not None else "cpu"))
     finally:
         net.train(was_training)
         for handle in handles:

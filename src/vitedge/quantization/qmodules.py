@@ -32,13 +32,7 @@ from vitedge.models.efficientvit_mit import LiteMLA, ResidualBlock
 from vitedge.models.efficientvit_msra import CascadedGroupAttention, Residual
 from vitedge.quantization.config import ObserverConfig
 from vitedge.quantization.quantizer import Log2Quantizer, Quantizer, QuantSpec
-from vitedge.quantization.runtime_arith import (
-    exact_mode,
-    integer_accumulate,
-    qlinear_add,
-    quantize_to_grid,
-    requantize,
-)
+from vitedge.quantization.runtime_arith import exact_mode, integer_accumulate, qlinear_add
 from vitedge.quantization.trio import ChannelMigration, ChannelShift
 
 __all__ = [
@@ -97,37 +91,35 @@ class QuantConv2d(nn.Conv2d):
 
     def _integer_ready(self, target: Quantizer) -> bool:
         points = (self.input_quant, self.weight_quant, target)
-        return all(q.fake_quant and not q.learning for q in points) and not target.spec.per_channel \
+        return all(q.fixed for q in points) and not target.spec.per_channel \
             and (self.shift is None or self._bias_compensable())
 
     def _integer_forward(self, x: torch.Tensor, target: Quantizer) -> torch.Tensor:
         """The integer conv ONNX Runtime runs (QLinearConv): exact accumulator of the integer
         input and weight plus the int32 bias, requantized onto ``target``'s grid (see
         :mod:`~vitedge.quantization.runtime_arith`); returned dequantized."""
-        if self.migration is not None:
-            x = self.migration(x)
-        if self.shift is not None:
-            x = self.shift(x)
+        x = self._transform(x)
         iq, wq = self.input_quant, self.weight_quant
-        xi = quantize_to_grid(x, iq.scale, iq.zero_point, iq.spec.qmin, iq.spec.qmax)
+        xi = iq.grid_offsets(x)
         w_scale = wq.scale.reshape(-1)
         wi = torch.round(wq(self.weight) / w_scale.view(-1, 1, 1, 1))
-        x_max = float(max(iq.spec.qmax - iq.zero_point.max(), iq.zero_point.min() - iq.spec.qmin))
-        bound = x_max * float(wi.abs().sum(dim=(1, 2, 3)).max())
+        bound = iq.span * float(wi.abs().sum(dim=(1, 2, 3)).max())
         acc = integer_accumulate(lambda a, b: self._conv_forward(a, b, None), xi, wi, bound)
         bias = self.folded_bias()
         if bias is not None:
             acc = acc + torch.round(bias / (iq.scale * w_scale)).double().view(1, -1, 1, 1)
-        multiplier = (iq.scale * w_scale) / target.scale
-        spec = target.spec
-        yi = requantize(acc, multiplier.view(1, -1, 1, 1), target.zero_point, spec.qmin, spec.qmax)
-        return yi * target.scale
+        return target.requantize(acc, (iq.scale * w_scale).view(1, -1, 1, 1)) * target.scale
 
-    def _compute(self, x: torch.Tensor) -> torch.Tensor:
+    def _transform(self, x: torch.Tensor) -> torch.Tensor:
+        """The site's Trio-ViT transform: migration ``x / s``, shift ``x − z``, or none."""
         if self.migration is not None:
             x = self.migration(x)
         if self.shift is not None:
             x = self.shift(x)
+        return x
+
+    def _compute(self, x: torch.Tensor) -> torch.Tensor:
+        x = self._transform(x)
         xq = self.input_quant(x)
         weight = self.weight_quant(self.weight)
         export_bias = getattr(self, "export_bias", None)
@@ -228,15 +220,11 @@ class _QuantAdd(nn.Module):
         (``consumer``, set by :func:`~vitedge.quantization.points.prepare`), the sum ONNX
         Runtime's QLinearAdd writes on that quantizer's grid (see
         :mod:`~vitedge.quantization.runtime_arith`)."""
-        target = self.__dict__.get("consumer")
-        points = (self.branch_quant, self.shortcut_quant, target)
-        if target is None or not exact_mode(branch, shortcut) \
-                or not all(q.fake_quant and not q.learning and not q.spec.per_channel for q in points):
-            return self.branch_quant(branch) + self.shortcut_quant(shortcut)
-        bq, sq = self.branch_quant, self.shortcut_quant
-        a = quantize_to_grid(branch, bq.scale, bq.zero_point, bq.spec.qmin, bq.spec.qmax) + bq.zero_point
-        b = quantize_to_grid(shortcut, sq.scale, sq.zero_point, sq.spec.qmin, sq.spec.qmax) + sq.zero_point
-        tq = target
+        bq, sq, tq = self.branch_quant, self.shortcut_quant, self.__dict__.get("consumer")
+        if tq is None or not exact_mode(branch, shortcut) \
+                or not all(q.fixed and not q.spec.per_channel for q in (bq, sq, tq)):
+            return bq(branch) + sq(shortcut)
+        a, b = bq.grid_offsets(branch) + bq.zero_point, sq.grid_offsets(shortcut) + sq.zero_point
         yi = qlinear_add(a, bq.scale, bq.zero_point, b, sq.scale, sq.zero_point, tq.scale, tq.zero_point,
                          tq.spec.qmin, tq.spec.qmax)
         return (yi - tq.zero_point) * tq.scale
@@ -316,8 +304,7 @@ class LinearAttentionPoints(nn.Module):
         return num / (den + eps)
 
     def _integer_ready(self) -> bool:
-        points = [getattr(self, n) for n in ("q", "k", "v", "kv", "ksum", "num")] + [self.den]
-        return all(p.fake_quant and not getattr(p, "learning", False) for p in points)
+        return all(getattr(self, n).fixed for n in ("q", "k", "v", "kv", "ksum", "num", "den"))
 
     def _integer_forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, eps: float) -> torch.Tensor:
         """The branch as ONNX Runtime runs the exported graph: KᵀV, Kᵀ1 (a matmul with a ones
@@ -327,32 +314,20 @@ class LinearAttentionPoints(nn.Module):
         may run the log2 denominator's product as a float MatMul of the dequantized operands
         instead; the two differ by float rounding only, which the log2 rounding absorbs except
         within that rounding of a rounding point."""
-        def grid(x: torch.Tensor, point: Quantizer) -> torch.Tensor:
-            return quantize_to_grid(x, point.scale, point.zero_point, point.spec.qmin, point.spec.qmax)
+        def matmul(a: torch.Tensor, b: torch.Tensor, bound: float) -> torch.Tensor:
+            return integer_accumulate(torch.matmul, a, b, bound * a.shape[-1])
 
-        def span(point: Quantizer) -> float:
-            return float(max(point.spec.qmax - point.zero_point, point.zero_point - point.spec.qmin))
-
-        def matmul(a: torch.Tensor, b: torch.Tensor, pa: Quantizer, pb: Quantizer) -> torch.Tensor:
-            return integer_accumulate(torch.matmul, a, b, span(pa) * span(pb) * a.shape[-1])
-
-        def requant(acc: torch.Tensor, pa: Quantizer, pb: Quantizer, out: Quantizer) -> torch.Tensor:
-            multiplier = (pa.scale * pb.scale) / out.scale
-            scaled = requantize(acc, multiplier, out.zero_point, out.spec.qmin, out.spec.qmax)
-            return scaled * out.scale
-
-        qi, ki, vi = grid(q, self.q), grid(k, self.k), grid(v, self.v)
-        kv = requant(matmul(ki.transpose(-1, -2), vi, self.k, self.v), self.k, self.v, self.kv)
-        ones = torch.ones(ki.shape[-2], 1, dtype=ki.dtype, device=ki.device)
-        ksum_acc = integer_accumulate(torch.matmul, ki.transpose(-1, -2), ones, span(self.k) * ki.shape[-2])
-        ksum = requantize(ksum_acc, self.k.scale / self.ksum.scale, self.ksum.zero_point, self.ksum.spec.qmin,
-                          self.ksum.spec.qmax) * self.ksum.scale
-        kvi, ksumi = kv / self.kv.scale, ksum / self.ksum.scale
-        num = requant(matmul(qi, kvi, self.q, self.kv), self.q, self.kv, self.num)
-        den_acc = matmul(qi, ksumi, self.q, self.ksum)
+        qi, ki, vi = self.q.grid_offsets(q), self.k.grid_offsets(k), self.v.grid_offsets(v)
+        kt = ki.transpose(-1, -2)
+        kvi = self.kv.requantize(matmul(kt, vi, self.k.span * self.v.span), self.k.scale * self.v.scale)
+        ksumi = self.ksum.requantize(matmul(kt, _ones_column(ki), self.k.span), self.k.scale)
+        num = self.num.requantize(matmul(qi, kvi, self.q.span * self.kv.span), self.q.scale * self.kv.scale)
+        num = num * self.num.scale
+        den_acc = matmul(qi, ksumi, self.q.span * self.ksum.span)
+        den_scale = self.q.scale * self.ksum.scale
         if isinstance(self.den, Log2Quantizer):
-            return num / self.den(den_acc.float() * (self.q.scale * self.ksum.scale))
-        den = requant(den_acc, self.q, self.ksum, self.den)
+            return num / self.den(den_acc.float() * den_scale)
+        den = self.den.requantize(den_acc, den_scale) * self.den.scale
         return num / (torch.maximum(den, self.den.scale) + eps)
 
 

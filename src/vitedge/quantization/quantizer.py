@@ -34,7 +34,7 @@ import torch
 import torch.nn as nn
 
 from vitedge.quantization.config import ObserverConfig, _choice
-from vitedge.quantization.runtime_arith import exact_mode, quantize_to_grid
+from vitedge.quantization.runtime_arith import exact_mode, quantize_to_grid, requantize
 
 __all__ = [
     "Log2Quantizer",
@@ -365,6 +365,27 @@ class Quantizer(nn.Module):
     def learning(self) -> bool:
         return self.log_scale is not None
 
+    @property
+    def fixed(self) -> bool:
+        """Fake-quantizing with a calibrated, not learned, scale: where the integer runtime's
+        arithmetic is emulated (:mod:`~vitedge.quantization.runtime_arith`)."""
+        return self.fake_quant and not self.learning
+
+    @property
+    def span(self) -> float:
+        """The largest ``|q − z|`` on this (per-tensor) point's grid: a bound for accumulators."""
+        z = self.zero_point
+        return float(max(self.spec.qmax - z.max(), z.min() - self.spec.qmin))
+
+    def grid_offsets(self, x: torch.Tensor) -> torch.Tensor:
+        """``q − z`` as the runtime's QuantizeLinear stores ``x`` (a division; as float)."""
+        return quantize_to_grid(x, self.scale, self.zero_point, self.spec.qmin, self.spec.qmax)
+
+    def requantize(self, acc: torch.Tensor, acc_scale: torch.Tensor) -> torch.Tensor:
+        """``q − z`` of an integer accumulator worth ``acc · acc_scale``, rounded as ONNX Runtime's
+        QLinearConv / QLinearMatMul round it (``m = acc_scale / s`` in float32)."""
+        return requantize(acc, acc_scale / self.scale, self.zero_point, self.spec.qmin, self.spec.qmax)
+
     def learn(self, enabled: bool = True) -> None:
         """Start learning the scale (a ``log_scale`` parameter from the current scale) or stop
         (keep the learned value in ``scale``, drop the parameter)."""
@@ -410,7 +431,7 @@ class Quantizer(nn.Module):
         if not self.spec.per_channel and exact_mode(x):
             # the runtime's QuantizeLinear divides by the scale; torch's fake-quant multiplies
             # by its inverse, which rounds a near-tie the other way (runtime_arith)
-            return quantize_to_grid(x, self.scale, self.zero_point, qmin, self.spec.qmax) * self.scale
+            return self.grid_offsets(x) * self.scale
         if self.spec.narrow and torch.onnx.is_in_onnx_export():
             # ONNX's int8 grid is −128…127: clip to the narrow grid first (constant-folded on
             # weights), then quantize on the full one — the same values.
@@ -450,14 +471,9 @@ class Quantizer(nn.Module):
                f"observer={self.observer.name}"
 
 
-def exp2_table(y: torch.Tensor, low: int, high: int) -> torch.Tensor:
-    """``2^y`` for integer-valued ``y`` in ``[low, high]``, looked up in a table: exact, and in an
-    exported graph a Gather, where ``pow(2, y)`` is a Pow with a tensor exponent that costs
-    OpenVINO about 0.5 ms on 800 elements (measured on B1's LiteMLA divisors)."""
-    return _exp2_values(low, high, y)[(y - low).long()]
-
-
 def _exp2_values(low: int, high: int, like: torch.Tensor) -> torch.Tensor:
+    """``2^low … 2^high``: the divisor is looked up in this table (an exported Gather; a Pow with
+    a tensor exponent costs OpenVINO about 0.5 ms on B1's 800-element LiteMLA divisors)."""
     return torch.pow(2.0, torch.arange(low, high + 1, dtype=torch.float32, device=like.device)).to(like.dtype)
 
 
@@ -509,6 +525,10 @@ class Log2Quantizer(nn.Module):
         self.observing = False
         self.track = False
         self._max: torch.Tensor | None = None
+
+    @property
+    def fixed(self) -> bool:
+        return self.fake_quant  # no learned scale: its window is fixed
 
     @property
     def exp_max(self) -> int:

@@ -16,8 +16,8 @@ time (``tests/test_runtime_arith.py``):
 - ``QLinearAdd``: ``rne(fma(a, r_a, fma(b, r_b, z_c − fma(r_a, z_a, r_b·z_b))))`` with
   ``r = s / s_c`` (the x86 kernel's float form; the plain ``(DQ(a) + DQ(b)) / s_c`` differs on a
   few elements in a million);
-- ``HardSigmoid`` (Hardswish exports as HardSigmoid · x): ``clamp(α·x + β, 0, 1)`` with two float32
-  roundings (no fused multiply-add).
+- ``HardSwish`` (ORT rewrites the exported node into HardSigmoid · x): ``x · clamp(α·x + β, 0, 1)``
+  with two float32 roundings inside (no fused multiply-add).
 
 Accumulators are computed in float32 when every partial sum is provably below 2^24 (then exact),
 else in float64.
@@ -43,9 +43,7 @@ __all__ = [
 ]
 
 _EXACT_FLOAT32 = float(1 << 24)
-
-
-_DISABLED = [False]
+_DISABLED = [False]  # set by graph_arithmetic()
 
 
 @contextlib.contextmanager
@@ -126,9 +124,9 @@ def qlinear_add(
 
 
 class RuntimeHardswish(nn.Module):
-    """Hardswish as the exported graph computes it, ``x · clamp(x·(1/6) + 0.5, 0, 1)`` in float32
-    (torch's kernel computes ``x · clamp(x + 3, 0, 6) / 6``, a different rounding); exports as
-    ``F.hardswish`` (HardSigmoid, Mul)."""
+    """Hardswish as ONNX Runtime computes the exported node, ``x · clamp(x·(1/6) + 0.5, 0, 1)`` in
+    float32 (torch's kernel computes ``x · clamp(x + 3, 0, 6) / 6``, a different rounding); exports
+    as ``F.hardswish`` does (one HardSwish node)."""
 
     def __init__(self) -> None:
         super().__init__()

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from vitedge.data.segmentation import IGNORE_INDEX
 from vitedge.train.metrics import confusion_matrix
 
-__all__ = ["IGNORE_INDEX", "SegMetricCounts", "predict"]
+__all__ = ["IGNORE_INDEX", "SegMetricCounts", "predict", "resize_logits"]
 
 
 @dataclass
@@ -66,8 +66,13 @@ class SegMetricCounts:
 
 
 def predict(logits: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    """Class indices ``(N, H, W)``: logits resized (bilinear, in FP32) to ``size``, then argmax."""
+    """Class indices ``(N, H, W)``: logits resized to ``size``, then argmax."""
+    return resize_logits(logits, size).argmax(1)
+
+
+def resize_logits(logits: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """``(N, C, h, w)`` logits resized (bilinear, align_corners=False, in FP32) to ``size`` (H, W)."""
     logits = logits.float()
-    if tuple(logits.shape[-2:]) != tuple(size):
-        logits = F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
-    return logits.argmax(1)
+    if tuple(logits.shape[-2:]) == tuple(size):
+        return logits
+    return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)

@@ -7,6 +7,9 @@ timm's ``EfficientVit`` (B0-B3) and ``EfficientVitLarge`` (L1-L3), and
 
 One model class serves both series: what differs (stem block, per-stage block type, expand
 ratios, "fewer norm" stages, activation, norm eps) is data in a :class:`MitSeries`.
+:class:`EfficientVitMitBackbone` is the same stem and stages without the classifier; it and
+``EfficientVitMit.forward_pyramid`` return the stride-8/16/32 features that
+:mod:`vitedge.models.efficientvit_seg` builds on.
 
 Numerics: the linear attention's ``num / (den + eps)`` always runs in FP32, with autocast off;
 ``attn_eps`` defaults to the official 1e-15 (timm uses 1e-5 — pass ``attn_eps=1e-5`` for
@@ -50,9 +53,13 @@ from vitedge.models.registry import register_model
 
 __all__ = [
     "EfficientVitMit",
+    "EfficientVitMitBackbone",
     "MitSeries",
+    "backbone_variant",
     "convert_official_state_dict",
+    "from_official_backbone_key",
     "is_official_state_dict",
+    "to_official_backbone_key",
     "to_official_state_dict",
 ]
 
@@ -372,6 +379,31 @@ class EfficientVitStage(nn.Module):
         return self.blocks(x)
 
 
+def _backbone(series: MitSeries, widths: Sequence[int], depths: Sequence[int], in_chans: int,
+              make: _BlockBuilder) -> tuple[nn.Sequential, nn.Sequential]:
+    """The stem and the four stages (keys ``stem.*``, ``stages.*``)."""
+    n_stages = len(series.blocks)
+    if len(widths) != n_stages or len(depths) != n_stages:
+        raise VitedgeError(f"widths and depths need {n_stages} entries (stem + 4 stages), got "
+                           f"widths={tuple(widths)}, depths={tuple(depths)}")
+    stem = _stem(in_chans, widths[0], depths[0], make)
+    stages = nn.Sequential(*(
+        EfficientVitStage(i, widths[i], widths[i + 1], depths[i + 1], make)
+        for i in range(n_stages - 1)
+    ))
+    return stem, stages
+
+
+def _pyramid(stem: nn.Module, stages: nn.Sequential, x: torch.Tensor,
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    # a tuple, not a dict: it traces and exports to ONNX as three plain outputs
+    x = stages[0](stem(x))
+    stage2 = stages[1](x)
+    stage3 = stages[2](stage2)
+    stage4 = stages[3](stage3)
+    return stage2, stage3, stage4
+
+
 class ClassifierHead(nn.Module):
     """1×1 conv-BN-act → global avg pool → Linear → LayerNorm → act → dropout → Linear."""
 
@@ -430,10 +462,6 @@ class EfficientVitMit(nn.Module):
         block_widths: BlockWidths | None = None,
     ) -> None:
         super().__init__()
-        n_stages = len(series.blocks)
-        if len(widths) != n_stages or len(depths) != n_stages:
-            raise VitedgeError(f"widths and depths need {n_stages} entries (stem + 4 stages), got "
-                               f"widths={tuple(widths)}, depths={tuple(depths)}")
         if isinstance(img_size, bool) or not isinstance(img_size, int) or img_size <= 0 \
                 or img_size % 32:
             raise VitedgeError(f"img_size must be a positive multiple of 32, got {img_size!r}")
@@ -442,11 +470,7 @@ class EfficientVitMit(nn.Module):
 
         self.num_classes = num_classes
         self.img_size = img_size
-        self.stem = _stem(in_chans, widths[0], depths[0], make)
-        self.stages = nn.Sequential(*(
-            EfficientVitStage(i, widths[i], widths[i + 1], depths[i + 1], make)
-            for i in range(n_stages - 1)
-        ))
+        self.stem, self.stages = _backbone(series, widths, depths, in_chans, make)
         self.num_features = widths[-1]
 
         head_widths = list(overrides.take("head", "widths", head_widths))
@@ -466,6 +490,10 @@ class EfficientVitMit(nn.Module):
         """Stride-32 feature map, ``(B, num_features, H/32, W/32)``."""
         return self.stages(self.stem(x))
 
+    def forward_pyramid(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Outputs of stages 2, 3 and 4 (strides 8, 16, 32), for dense-prediction heads."""
+        return _pyramid(self.stem, self.stages, x)
+
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Logits, or the ``head_hidden_size`` embedding before the last Linear."""
         return self.head(x, pre_logits=pre_logits)
@@ -481,6 +509,34 @@ class EfficientVitMit(nn.Module):
         new = (nn.Linear(self.head_hidden_size, num_classes, device=weight.device,
                          dtype=weight.dtype) if num_classes > 0 else nn.Identity())
         self.head.classifier[4] = new.train(old.training)
+
+
+class EfficientVitMitBackbone(nn.Module):
+    """The stem and four stages of :class:`EfficientVitMit` without its classifier: the
+    multi-scale features a dense-prediction head reads. Same keys (``stem.*``, ``stages.*``) as
+    the classifier's.
+
+    Example::
+
+        backbone = EfficientVitMitBackbone(B_SERIES, **backbone_variant("efficientvit_b0")[1])
+        stage2, stage3, stage4 = backbone(torch.randn(1, 3, 256, 512))  # strides 8, 16, 32
+    """
+
+    pyramid_strides = (8, 16, 32)
+
+    def __init__(self, series: MitSeries, widths: Sequence[int], depths: Sequence[int],
+                 head_dim: int, in_chans: int = 3, attn_eps: float = 1e-15) -> None:
+        super().__init__()
+        make = _BlockBuilder(series, head_dim, attn_eps, WidthOverrides(None))
+        self.stem, self.stages = _backbone(series, widths, depths, in_chans, make)
+        self.pyramid_channels = tuple(widths[2:])
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.forward_pyramid(x)
+
+    def forward_pyramid(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Outputs of stages 2, 3 and 4 (strides 8, 16, 32; widths ``pyramid_channels``)."""
+        return _pyramid(self.stem, self.stages, x)
 
 
 # --------------------------------------------------------------------------------------------
@@ -536,6 +592,15 @@ _VARIANTS: dict[str, dict[str, Any]] = {
 # factory
 
 
+def backbone_variant(name: str) -> tuple[MitSeries, dict[str, Any]]:
+    """The series and backbone fields (``widths``, ``depths``, ``head_dim``) of classifier
+    ``name`` (e.g. ``"efficientvit_b1"``), for models that reuse its backbone."""
+    variant = dict(_VARIANTS[name])
+    series = _SERIES[variant.pop("series")]
+    variant.pop("head_widths")
+    return series, variant
+
+
 def _create(name: str, **kwargs: Any) -> EfficientVitMit:
     variant = dict(_VARIANTS[name])
     series = _SERIES[variant.pop("series")]
@@ -578,7 +643,9 @@ def convert_official_state_dict(sd: Mapping[str, torch.Tensor]) -> dict[str, tor
     return out
 
 
-def _from_official_key(key: str, large: bool) -> str:
+def from_official_backbone_key(key: str, large: bool) -> str:
+    """One official key with ``.op_list.`` dropped; a ``backbone.*`` key becomes ours
+    (``stem.*``, ``stages.*``). ``large``: the checkpoint is of the L-series."""
     k = key.replace(".op_list.", ".")
     if large:
         k = re.sub(r"^backbone\.stages\.0\.0\.", "stem.in_conv.", k)
@@ -589,6 +656,11 @@ def _from_official_key(key: str, large: bool) -> str:
         k = re.sub(r"^backbone\.input_stem\.0\.", "stem.in_conv.", k)
         k = re.sub(r"^backbone\.input_stem\.(\d+)\.", lambda m: f"stem.res{int(m[1]) - 1}.", k)
         k = re.sub(r"^backbone\.stages\.(\d+)\.(\d+)\.", r"stages.\1.blocks.\2.", k)
+    return k
+
+
+def _from_official_key(key: str, large: bool) -> str:
+    k = from_official_backbone_key(key, large)
     for ours, official in _HEAD_TO_OFFICIAL:
         if k.startswith(official):
             return ours + k[len(official):]
@@ -607,13 +679,20 @@ def to_official_state_dict(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Te
     return {_to_official_key(key, large): value for key, value in sd.items()}
 
 
-def _to_official_key(key: str, large: bool) -> str:
+def to_official_backbone_key(key: str, large: bool) -> str:
+    """Inverse of :func:`from_official_backbone_key` for our ``stem.*`` / ``stages.*`` keys
+    (other keys come back unchanged)."""
     stem = "backbone.stages.0.op_list." if large else "backbone.input_stem.op_list."
     first = 1 if large else 0
     k = re.sub(r"^stem\.in_conv\.", f"{stem}0.", key)
     k = re.sub(r"^stem\.res(\d+)\.", lambda m: f"{stem}{int(m[1]) + 1}.", k)
     k = re.sub(r"^stages\.(\d+)\.blocks\.(\d+)\.",
                lambda m: f"backbone.stages.{int(m[1]) + first}.op_list.{m[2]}.", k)
+    return k
+
+
+def _to_official_key(key: str, large: bool) -> str:
+    k = to_official_backbone_key(key, large)
     for ours, official in _HEAD_TO_OFFICIAL:
         if k.startswith(ours):
             return "head.op_list." + official[len("head."):] + k[len(ours):]

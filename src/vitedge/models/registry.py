@@ -72,4 +72,4 @@ def family_module(name: str) -> ModuleType:
 
 def _import_families() -> None:
     # Importing the family modules runs their @register_model decorators.
-    from vitedge.models import efficientvit_mit, efficientvit_msra  # noqa: F401
+    from vitedge.models import efficientvit_mit, efficientvit_msra, efficientvit_seg  # noqa: F401

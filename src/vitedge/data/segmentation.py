@@ -258,21 +258,27 @@ class SegTrainTransform:
 
 @dataclass(frozen=True)
 class SegEvalTransform:
-    """Resize the image to ``size`` (h, w; None keeps it) and keep the mask at full resolution:
-    predictions are resized to the label size before scoring, as the official evaluation does."""
+    """Resize the image to ``size`` (h, w) — by default its own size with each side rounded to the
+    nearest multiple of ``multiple`` (the backbone's stride; CamVid's 360×480 runs at 352×480) —
+    and keep the mask at full resolution: predictions are resized to the label size before
+    scoring, as the official evaluation does."""
 
     size: tuple[int, int] | None = None
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
+    multiple: int = 32
 
     def __post_init__(self) -> None:
         if self.size is not None:
             _check_hw(self.size, "size")
+        _check_hw((self.multiple, self.multiple), "multiple")
 
     def __call__(self, image: Image.Image, mask: np.ndarray,
                  rng: random.Random | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.size is not None and image.size != (self.size[1], self.size[0]):
-            image = image.resize((self.size[1], self.size[0]), Image.BILINEAR)
+        m = self.multiple
+        height, width = self.size or tuple(max(m, m * round(side / m)) for side in image.size[::-1])
+        if image.size != (width, height):
+            image = image.resize((width, height), Image.BILINEAR)
         return normalize(to_tensor(image), self.mean, self.std), torch.from_numpy(mask)
 
 

@@ -33,6 +33,7 @@ class DataConfig:
     scale: tuple[float, float] = (0.08, 1.0)   # random-resized-crop area range
     ratio: tuple[float, float] = (3 / 4, 4 / 3)
     hflip: float = 0.5
+    seg_scale: tuple[float, float] = (0.5, 2.0)  # segmentation: random rescale range before the crop
     randaug_ops: int = 0                 # RandAugment-lite ops per image (0: off)
     randaug_magnitude: float = 9.0
     crop_pct: float | None = None        # evaluation crop; None: the model's data_config

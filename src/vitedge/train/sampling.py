@@ -19,7 +19,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
-from PIL import Image
 
 from vitedge.errors import VitedgeError
 
@@ -85,11 +84,12 @@ class ShardSampler(torch.utils.data.Sampler):
 
 
 class SeededDataset(torch.utils.data.Dataset):
-    """``dataset`` (untransformed) with ``transform(img, rng)`` applied using each key's own seed."""
+    """``dataset`` (untransformed) with ``transform(img, rng)`` applied using each key's own seed;
+    ``joint``: the transform takes and returns the label too (``transform(img, mask, rng)``)."""
 
-    def __init__(self, dataset: torch.utils.data.Dataset,
-                 transform: Callable[[Image.Image, random.Random], Any]) -> None:
-        self.dataset, self.transform = dataset, transform
+    def __init__(self, dataset: torch.utils.data.Dataset, transform: Callable[..., Any],
+                 joint: bool = False) -> None:
+        self.dataset, self.transform, self.joint = dataset, transform, joint
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -97,4 +97,6 @@ class SeededDataset(torch.utils.data.Dataset):
     def __getitem__(self, key: tuple[int, int]) -> tuple[Any, int]:
         index, seed = key
         img, label = self.dataset[index]
+        if self.joint:
+            return self.transform(img, label, random.Random(seed))
         return self.transform(img, random.Random(seed)), label

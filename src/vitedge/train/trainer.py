@@ -33,19 +33,17 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from vitedge.errors import VitedgeError
 from vitedge.models.checkpoint import atomic_write
 from vitedge.train import distributed
 from vitedge.train.checkpoint import STATE_FILE, load_train_state, read_train_meta, save_train_state
 from vitedge.train.config import TrainConfig, config_differences
-from vitedge.train.distill import distillation_loss
 from vitedge.train.ema import ModelEMA, unwrap
-from vitedge.train.evaluate import evaluate
 from vitedge.train.optim import lr_at, make_optimizer, set_lr
 from vitedge.train.progress import TrainProgress
 from vitedge.train.sampling import SeededDataset, ShardSampler, TrainBatchSampler, derive_seed
+from vitedge.train.tasks import Task, task_for
 
 MODEL_FILE = "model.safetensors"
 METRICS_FILE = "metrics.json"
@@ -87,6 +85,7 @@ def train(cfg: TrainConfig, *, hooks: Sequence[StepHook] = (), verbose: bool = T
     """
     from vitedge.data import build_dataset, limit_dataset
     from vitedge.data.folder import DataWarning
+    from vitedge.data.segmentation import SEG_DATASETS, SegEvalTransform, build_seg_dataset
     from vitedge.data.transforms import eval_transform
 
     info = distributed.setup(cfg.device)
@@ -94,16 +93,26 @@ def train(cfg: TrainConfig, *, hooks: Sequence[StepHook] = (), verbose: bool = T
         with warnings.catch_warnings():
             if not info.is_main:  # one copy of each data warning, from rank 0
                 warnings.simplefilter("ignore", DataWarning)
-            train_set = build_dataset(cfg.data.dataset, cfg.data.root, "train", strict=cfg.data.strict)
-            train_set = limit_dataset(train_set, cfg.data.train_limit)
-            classes = list(train_set.classes)
+            seg = str(cfg.data.dataset).lower() in SEG_DATASETS
+            if seg:  # image/mask pairs: the trainer switches to the segmentation task
+                train_set = _first(build_seg_dataset(cfg.data.dataset, cfg.data.root, "train"),
+                                   cfg.data.train_limit)
+            else:
+                train_set = build_dataset(cfg.data.dataset, cfg.data.root, "train", strict=cfg.data.strict)
+                train_set = limit_dataset(train_set, cfg.data.train_limit)
+            classes = list(_classes(train_set))
             torch.manual_seed(derive_seed(cfg.seed, "init"))
             model, data_config = build_model(cfg.model, classes, cfg.data.img_size)
             data_config = _override(data_config, cfg)
-            size = int(data_config["input_size"][-1])
-            eval_set = build_dataset(cfg.data.dataset, cfg.data.root, "test", strict=cfg.data.strict,
-                                     classes=classes, transform=eval_transform(size, data_config))
-            eval_set = limit_dataset(eval_set, cfg.data.eval_limit)
+            if seg:  # whole frames, sides rounded to the backbone's stride; scored at label size
+                transform = SegEvalTransform(mean=tuple(data_config["mean"]), std=tuple(data_config["std"]))
+                eval_set = _first(build_seg_dataset(cfg.data.dataset, cfg.data.root, "test",
+                                                    transform=transform), cfg.data.eval_limit)
+            else:
+                size = int(data_config["input_size"][-1])
+                eval_set = build_dataset(cfg.data.dataset, cfg.data.root, "test", strict=cfg.data.strict,
+                                         classes=classes, transform=eval_transform(size, data_config))
+                eval_set = limit_dataset(eval_set, cfg.data.eval_limit)
         teacher = build_teacher(cfg.distill.teacher, len(classes)) if cfg.distill.teacher else None
         return fit(model, train_set, eval_set, cfg, data_config=data_config, teacher=teacher,
                    hooks=hooks, verbose=verbose, info=info)
@@ -118,23 +127,19 @@ def fit(model: nn.Module, train_set: torch.utils.data.Dataset, eval_set: torch.u
     """Train ``model`` on ``train_set`` (untransformed PIL images; the training transform is built
     here from ``cfg.data`` and ``data_config``) and evaluate on ``eval_set`` (already transformed)
     after every epoch. ``cfg.model`` and ``cfg.data.dataset`` are only recorded, not used."""
-    from vitedge.data.transforms import TrainTransform
-
     own_info = info is None
     info = info or distributed.setup(cfg.device)
     try:
         data_config = _override(dict(data_config or getattr(unwrap(model), "data_config", {})), cfg)
         classes = list(_classes(train_set))
-        size = int(data_config["input_size"][-1])
+        task = task_for(train_set)
+        transform = task.train_transform(data_config, cfg)
         d = cfg.data
-        transform = TrainTransform(size, scale=tuple(d.scale), ratio=tuple(d.ratio), hflip=d.hflip,
-                                   interpolation=data_config["interpolation"],
-                                   mean=tuple(data_config["mean"]), std=tuple(data_config["std"]),
-                                   randaug_ops=d.randaug_ops, randaug_magnitude=d.randaug_magnitude)
         sampler = TrainBatchSampler(len(train_set), d.batch_size, seed=cfg.seed, rank=info.rank,
                                     world_size=info.world_size)
         pin = info.device.type == "cuda"
-        loader = torch.utils.data.DataLoader(SeededDataset(train_set, transform), batch_sampler=sampler,
+        seeded = SeededDataset(train_set, transform, joint=task.joint)
+        loader = torch.utils.data.DataLoader(seeded, batch_sampler=sampler,
                                              num_workers=d.workers, persistent_workers=d.workers > 0,
                                              pin_memory=pin)
         eval_loader = torch.utils.data.DataLoader(
@@ -165,7 +170,7 @@ def fit(model: nn.Module, train_set: torch.utils.data.Dataset, eval_set: torch.u
                 torch.manual_seed(derive_seed(cfg.seed, "model", epoch, info.rank))
                 model.train()
                 progress.start_epoch(epoch, cfg.epochs, steps_per_epoch)
-                sums = torch.zeros(3, dtype=torch.float64)  # loss * n, correct, n
+                sums = torch.zeros(4, dtype=torch.float64)  # loss * n, correct, counted, n
                 t0 = time.perf_counter()
                 for images, targets in loader:
                     lr = lr_at(step, total_steps, warmup_steps, cfg.optim)
@@ -174,7 +179,7 @@ def fit(model: nn.Module, train_set: torch.utils.data.Dataset, eval_set: torch.u
                                        memory_format=torch.channels_last)
                     targets = targets.to(info.device, non_blocking=True)
                     logits = model(images)
-                    loss = _loss(logits, targets, images, teacher, cfg)
+                    loss = task.loss(logits, targets, _teacher_logits(teacher, images), cfg)
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     if cfg.optim.clip_grad is not None:
@@ -187,10 +192,10 @@ def fit(model: nn.Module, train_set: torch.utils.data.Dataset, eval_set: torch.u
                     if not math.isfinite(loss_value):
                         raise VitedgeError(f"the loss became {loss_value} at step {step} (epoch "
                                            f"{epoch + 1}); lower --lr or raise the warm-up")
-                    correct = int((logits.detach().argmax(1) == targets).sum())
+                    correct, counted = task.hits(logits, targets)  # images, or labelled pixels
                     n = len(targets)
-                    sums += torch.tensor([loss_value * n, correct, n], dtype=torch.float64)
-                    progress.advance(n * info.world_size, loss_value, 100.0 * correct / n)
+                    sums += torch.tensor([loss_value * n, correct, counted, n], dtype=torch.float64)
+                    progress.advance(n * info.world_size, loss_value, 100.0 * correct / max(counted, 1))
                     for hook in hooks:
                         hook(StepInfo(epoch, step, loss_value, lr, model, info))
                 seconds = time.perf_counter() - t0
@@ -201,25 +206,24 @@ def fit(model: nn.Module, train_set: torch.utils.data.Dataset, eval_set: torch.u
                     distributed.broadcast_buffers(ema.module, info)
                 eval_model = ema.module if ema is not None else unwrap(model)
                 t1 = time.perf_counter()
-                metrics = evaluate(eval_model, eval_loader, classes=classes, dist_info=info)
+                metrics = task.evaluate(eval_model, eval_loader, classes, info)
                 record = {"epoch": epoch + 1, "step": step, "lr": lr,
-                          "train_loss": float(sums[0] / sums[2]),
-                          "train_top1": float(100 * sums[1] / sums[2]),
-                          "images_per_s": float(sums[2]) / seconds, "epoch_seconds": seconds,
+                          "train_loss": float(sums[0] / sums[3]),
+                          "train_top1": float(100 * sums[1] / sums[2].clamp(min=1)),
+                          "images_per_s": float(sums[3]) / seconds, "epoch_seconds": seconds,
                           "eval_seconds": time.perf_counter() - t1,
-                          "top1": metrics["top1"], "top5": metrics["top5"], "test_loss": metrics["loss"]}
+                          **{k: metrics[k] for k in task.record_keys}, "test_loss": metrics["loss"]}
                 history.append(record)
                 if info.is_main:
-                    _write_outputs(out, cfg, model, optimizer, ema, eval_model, data_config, classes,
-                                   history, metrics)
+                    _write_outputs(out, cfg, task, model, optimizer, ema, eval_model, data_config,
+                                   classes, history, metrics)
                 distributed.barrier(info)
                 progress.log(f"epoch {epoch + 1}/{cfg.epochs}  loss {record['train_loss']:.4f}  "
-                             f"train {record['train_top1']:.2f}%  test top-1 {metrics['top1']:.2f}%  "
-                             f"top-5 {metrics['top5']:.2f}%  {record['images_per_s']:.0f} img/s  "
-                             f"{seconds:.0f}s")
+                             f"train {record['train_top1']:.2f}%  {task.describe(metrics)}  "
+                             f"{record['images_per_s']:.0f} img/s  {seconds:.0f}s")
         final = ema.module if ema is not None else unwrap(model)
-        if not metrics.get("per_class") and history:  # resumed after the last epoch: nothing ran
-            metrics = evaluate(final, eval_loader, classes=classes, dist_info=info)
+        if task.final_keys[-1] not in metrics and history:  # resumed after the last epoch: nothing ran
+            metrics = task.evaluate(final, eval_loader, classes, info)
         # Back to the default layout: callers compare, export and time the model as they built it.
         final = final.to(memory_format=torch.contiguous_format)
         return TrainResult(final.eval(), metrics, history, out)
@@ -271,14 +275,11 @@ def build_teacher(spec: str, num_classes: int) -> nn.Module:
     return teacher
 
 
-def _loss(logits: torch.Tensor, targets: torch.Tensor, images: torch.Tensor, teacher: nn.Module | None,
-          cfg: TrainConfig) -> torch.Tensor:
+def _teacher_logits(teacher: nn.Module | None, images: torch.Tensor) -> torch.Tensor | None:
     if teacher is None:
-        return F.cross_entropy(logits, targets, label_smoothing=cfg.optim.label_smoothing)
+        return None
     with torch.no_grad():
-        teacher_logits = teacher(images)
-    return distillation_loss(logits, teacher_logits, targets, alpha=cfg.distill.alpha,
-                             temperature=cfg.distill.temperature, label_smoothing=cfg.optim.label_smoothing)
+        return teacher(images)
 
 
 def _start(out: Path, cfg: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer,
@@ -301,9 +302,10 @@ def _start(out: Path, cfg: TrainConfig, model: nn.Module, optimizer: torch.optim
     return int(meta["epoch"]), int(meta["step"]), list(meta["history"])
 
 
-def _write_outputs(out: Path, cfg: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer,
-                   ema: ModelEMA | None, eval_model: nn.Module, data_config: dict[str, Any],
-                   classes: list[str], history: list[dict[str, Any]], metrics: dict[str, Any]) -> None:
+def _write_outputs(out: Path, cfg: TrainConfig, task: Task, model: nn.Module,
+                   optimizer: torch.optim.Optimizer, ema: ModelEMA | None, eval_model: nn.Module,
+                   data_config: dict[str, Any], classes: list[str], history: list[dict[str, Any]],
+                   metrics: dict[str, Any]) -> None:
     from vitedge.models.checkpoint import save
 
     last = history[-1]
@@ -315,10 +317,10 @@ def _write_outputs(out: Path, cfg: TrainConfig, model: nn.Module, optimizer: tor
         writer(eval_model, out / MODEL_FILE, extra={
             "classes": classes, "data_config": jsonable_config(data_config), "epoch": last["epoch"],
             "weights": "ema" if ema is not None else "raw",
-            "metrics": {"top1": metrics["top1"], "top5": metrics["top5"]},
+            "metrics": {k: metrics[k] for k in task.record_keys}, "task": task.name,
             "train_config": cfg.to_dict()})
     report = {"config": cfg.to_dict(), "classes": classes, "history": history,
-              "final": {k: metrics[k] for k in ("top1", "top5", "loss", "num_samples", "per_class")}}
+              "final": {k: metrics[k] for k in task.final_keys}}
     text = json.dumps(report, indent=2)
     atomic_write(out / METRICS_FILE, lambda tmp: Path(tmp).write_text(text))
     # The training state goes last: once it names epoch N, the other files hold epoch N too.
@@ -342,6 +344,13 @@ def _override(data_config: dict[str, Any], cfg: TrainConfig) -> dict[str, Any]:
     config.setdefault("mean", (0.485, 0.456, 0.406))
     config.setdefault("std", (0.229, 0.224, 0.225))
     return config
+
+
+def _first(dataset: torch.utils.data.Dataset, limit: int | None) -> torch.utils.data.Dataset:
+    """The first ``limit`` samples (a quick run on a segmentation set), or all of them."""
+    if limit is None or limit >= len(dataset):
+        return dataset
+    return torch.utils.data.Subset(dataset, range(limit))
 
 
 def _classes(dataset: torch.utils.data.Dataset) -> Sequence[str]:

@@ -40,24 +40,47 @@ def camvid_like(tmp_path_factory):
     return root
 
 
-def test_segmentation_training_end_to_end(camvid_like, tmp_path):
+@pytest.fixture(scope="module")
+def trained(camvid_like, tmp_path_factory):
     torch.set_num_threads(1)
-    cfg = TrainConfig(model="efficientvit_seg_b0", epochs=2, seed=0, out=str(tmp_path / "run"), device="cpu",
+    out = tmp_path_factory.mktemp("seg-run")
+    cfg = TrainConfig(model="efficientvit_seg_b0", epochs=2, seed=0, out=str(out / "run"), device="cpu",
                       data=DataConfig(dataset="camvid", root=str(camvid_like), img_size=64, batch_size=4,
                                       seg_scale=(0.75, 1.25)),
                       optim=OptimConfig(lr=3e-3, warmup_epochs=0.5))
-    result = train(cfg, verbose=False)
+    return train(cfg, verbose=False), out / "run"
+
+
+def test_segmentation_training_end_to_end(camvid_like, trained):
+    result, run = trained
     history = result.history
     assert [r["epoch"] for r in history] == [1, 2]
     assert {"miou", "pixel_acc", "test_loss", "train_top1"} <= set(history[-1]) and "top1" not in history[-1]
     m = result.metrics
     assert 0 <= m["miou"] <= 100 and m["num_pixels"] == 4 * 64 * 92  # unlabelled columns not scored
     assert set(m["per_class_iou"]) == set(CAMVID_CLASSES)
-    report = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    report = json.loads((run / "metrics.json").read_text())
     assert report["final"]["miou"] == pytest.approx(m["miou"])
     # the saved model is a segmentation model that reloads and scores the same
-    model = vitedge.load(tmp_path / "run" / "model.safetensors")
+    model = vitedge.load(run / "model.safetensors")
     assert model.num_classes == 11
     test = build_seg_dataset("camvid", camvid_like, "test", transform=SegEvalTransform())
     again = evaluate_seg(model, torch.utils.data.DataLoader(test, batch_size=4))
     assert again["miou"] == pytest.approx(m["miou"], abs=1e-6)
+
+
+def test_eval_cli_reports_miou_and_renders_overlays(camvid_like, trained, tmp_path, monkeypatch, capsys):
+    from test_cli import run_cli
+
+    result, run = trained
+    png, report = tmp_path / "overlays.png", tmp_path / "eval.json"
+    code, out, err = run_cli(monkeypatch, capsys, "eval", str(run / "model.safetensors"), "--data", "camvid",
+                             "--data-dir", str(camvid_like), "--overlays", str(png), "--overlay-count", "2",
+                             "--json", str(report))
+    assert code == 0, err
+    assert f"mIoU {result.metrics['miou']:.2f}%" in out and "pavement" in out
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads(report.read_text())["per_class_iou"].keys() == result.metrics["per_class_iou"].keys()
+    code, out, err = run_cli(monkeypatch, capsys, "eval", str(run / "model.safetensors"), "--data", "cifar10",
+                             "--data-dir", str(camvid_like))
+    assert code != 0

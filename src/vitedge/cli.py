@@ -306,19 +306,31 @@ def _train_value(name: str, value: object) -> object:
 @app.command("eval")
 def eval_command(
     checkpoint: Annotated[Path, typer.Argument(help="vitedge checkpoint (e.g. RUN/model.safetensors)")],
-    data: Annotated[str, typer.Option(help="fashion-mnist, cifar10 or a folder")] = _D.data.dataset,
+    data: Annotated[str, typer.Option(help="fashion-mnist, cifar10, camvid, cityscapes or a folder")]
+        = _D.data.dataset,
     data_dir: Annotated[Optional[Path], typer.Option(help="where the named dataset lives")] = None,
-    split: Annotated[str, typer.Option(help="train or test (test also finds val/)")] = "test",
+    split: Annotated[str, typer.Option(help="train or test (test also finds val/; camvid/cityscapes: val)")]
+        = "test",
     batch_size: Annotated[int, typer.Option(help="evaluation batch size")] = 256,
     workers: Annotated[int, typer.Option(help="data-loader worker processes")] = 0,
     strict: Annotated[bool, typer.Option(help="unreadable images are an error, not skipped")] = False,
     confusion: Annotated[Optional[Path], typer.Option(help="write the confusion matrix PNG here")] = None,
+    overlays: Annotated[Optional[Path], typer.Option(
+        help="segmentation: write image/label/prediction overlays of the first frames here (PNG)")]
+        = None,
+    overlay_count: Annotated[int, typer.Option(help="frames in the overlay PNG")] = 4,
     json_out: Annotated[Optional[Path], typer.Option(
         "--json", help="write all metrics as JSON here (- for stdout)")] = None,
 ) -> None:
-    """Top-1, top-5 and per-class accuracy of a checkpoint (and its confusion matrix)."""
+    """Top-1, top-5 and per-class accuracy of a checkpoint (and its confusion matrix); on a
+    segmentation dataset (camvid, cityscapes) mIoU, per-class IoU and pixel accuracy."""
+    from vitedge.data.segmentation import SEG_DATASETS
     from vitedge.train import evaluate_checkpoint, save_confusion_png
 
+    if data.lower() in SEG_DATASETS:
+        _eval_segmentation(checkpoint, data, data_dir, split, batch_size, workers, overlays, overlay_count,
+                           json_out)
+        return
     metrics = evaluate_checkpoint(checkpoint, data, root=str(data_dir) if data_dir else None, split=split,
                                   batch_size=batch_size, workers=workers, strict=strict)
     if json_out is not None and str(json_out) == "-":
@@ -339,6 +351,39 @@ def eval_command(
     if json_out is not None:
         from vitedge.models.checkpoint import atomic_write
 
+        text = json.dumps(metrics, indent=2)
+        atomic_write(json_out, lambda tmp: Path(tmp).write_text(text))
+        console.print(f"wrote {json_out}")
+
+
+def _eval_segmentation(checkpoint: Path, data: str, data_dir: Path | None, split: str, batch_size: int,
+                       workers: int, overlays: Path | None, overlay_count: int,
+                       json_out: Path | None) -> None:
+    from vitedge.data.segmentation import SegEvalTransform, build_seg_dataset
+    from vitedge.models.checkpoint import atomic_write, load
+    from vitedge.train.seg_evaluate import evaluate_seg_checkpoint, save_overlays
+
+    metrics = evaluate_seg_checkpoint(checkpoint, data, root=data_dir, split=split,
+                                      batch_size=min(batch_size, 16), workers=workers)
+    if json_out is not None and str(json_out) == "-":
+        print(json.dumps(metrics))
+        return
+    table = Table(title=f"{checkpoint.name} on {data} ({split}, {metrics['num_images']} images)")
+    table.add_column("class")
+    table.add_column("IoU (%)", justify="right")
+    for name, iou in metrics["per_class_iou"].items():
+        table.add_row(name, f"{iou:.2f}")
+    console.print(table)
+    console.print(f"mIoU {metrics['miou']:.2f}%  pixel accuracy {metrics['pixel_acc']:.2f}%  "
+                  f"mean accuracy {metrics['mean_acc']:.2f}%", highlight=False)
+    if overlays is not None:
+        model = load(checkpoint)
+        dataset = build_seg_dataset(data, data_dir, split, transform=SegEvalTransform(
+            mean=tuple(model.data_config["mean"]), std=tuple(model.data_config["std"])))
+        save_overlays(model, dataset, overlays, count=overlay_count,
+                      title=f"{checkpoint.parent.name}: mIoU {metrics['miou']:.1f}% on {data} {split}")
+        console.print(f"wrote {overlays}")
+    if json_out is not None:
         text = json.dumps(metrics, indent=2)
         atomic_write(json_out, lambda tmp: Path(tmp).write_text(text))
         console.print(f"wrote {json_out}")

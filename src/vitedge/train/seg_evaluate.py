@@ -3,9 +3,12 @@ mIoU over a loader (summed over DDP ranks when the loader is sharded)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -69,3 +72,50 @@ def evaluate_seg(model: nn.Module, loader: torch.utils.data.DataLoader, *,
         counts.loss_sum, counts.images = float(totals[0]), int(totals[1])
     return counts.summary(classes)
 
+
+
+def evaluate_seg_checkpoint(checkpoint: str | os.PathLike, data: str, *, root: str | os.PathLike | None,
+                            split: str = "test", batch_size: int = 4, workers: int = 0,
+                            size: tuple[int, int] | None = None) -> dict[str, Any]:
+    """Load a vitedge segmentation checkpoint and score it on a CamVid/Cityscapes split: whole
+    frames (sides rounded to 32, or ``size``), logits resized to the label size."""
+    from vitedge.data.segmentation import SegEvalTransform, build_seg_dataset
+    from vitedge.models.checkpoint import load, read_metadata
+
+    model = load(checkpoint)
+    extra = read_metadata(checkpoint)["extra"]
+    data_config = {**model.data_config, **extra.get("data_config", {})}
+    transform = SegEvalTransform(size, mean=tuple(data_config["mean"]), std=tuple(data_config["std"]))
+    dataset = build_seg_dataset(data, root, split, transform=transform)
+    trained_on = extra.get("classes")
+    if trained_on is not None and list(trained_on) != dataset.classes:
+        raise VitedgeError(f"{checkpoint} was trained on other classes ({', '.join(trained_on[:3])}, …) than "
+                           f"{data}'s; evaluate it on the data it was trained for")
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers)
+    metrics = evaluate_seg(model, loader)
+    metrics.update(checkpoint=str(checkpoint), data=str(data), split=split)
+    return metrics
+
+
+@torch.no_grad()
+def save_overlays(model: nn.Module, dataset: Any, path: str | os.PathLike, *, count: int = 4,
+                  title: str = "Segmentation") -> Path:
+    """Predict the first ``count`` frames of a segmentation dataset (with its eval transform) and
+    write image / label / prediction overlays as one PNG."""
+    from vitedge.train.plots import save_seg_overlays
+    from vitedge.train.seg_metrics import predict
+
+    was_training = model.training
+    model.eval()
+    frames, masks, preds = [], [], []
+    try:
+        for index in range(min(count, len(dataset))):
+            image, mask = dataset.sample(index)
+            x, _ = dataset.transform(image, mask)
+            logits = model(x[None].to(next(model.parameters()).device))
+            frames.append(np.asarray(image))
+            masks.append(mask)
+            preds.append(predict(logits, mask.shape)[0].cpu().numpy())
+    finally:
+        model.train(was_training)
+    return save_seg_overlays(frames, masks, preds, dataset.classes, path, title=title)

@@ -32,6 +32,7 @@ MODELS = {
     "efficientvit_b0": ({}, 128, 1.0),
     "efficientvit_m0": ({"img_size": 128}, 128, 0.8),
     "efficientvit_l1": ({}, 64, 1.0),
+    "efficientvit_seg_b0": ({"img_size": 64}, 64, 1.0),  # backbone + segmentation head
 }
 _CACHE: dict[str, nn.Module] = {}
 
@@ -113,7 +114,24 @@ def test_size_falls_strictly_with_ratio_and_output_shape_holds(name):
         "prune must leave the original model untouched"
 
 
-@pytest.mark.parametrize("name", ["efficientvit_b0", "efficientvit_m0"])
+def test_segmentation_model_shrinks_with_the_ratio_and_keeps_its_output_shape():
+    name = "efficientvit_seg_b0"
+    costs = []
+    for ratio in (0.0, 0.2, 0.4):
+        pruned = prune(dense(name), ratio=ratio)
+        assert type(pruned) is type(dense(name)) and logits(pruned, name).shape == (2, 10, 8, 8)
+        costs.append(sizes(pruned, name))
+    params, macs = zip(*costs)
+    assert all(a > b for a, b in zip(params, params[1:])), params
+    assert all(a > b for a, b in zip(macs, macs[1:])), macs
+    widths = prune(dense(name), ratio=0.4).arch["kwargs"]["block_widths"]
+    assert widths["head.middle.0.main"]["mid_channels"] < 128 and widths["head.expand"]["width"] < 128
+    assert any(path.startswith("backbone.stages.") for path in widths)
+    with pytest.raises(VitedgeError, match="match no block"):  # a typo must not build the dense model
+        vitedge.create_model(name, block_widths={"head.middle.7.main": {"mid_channels": 8}})
+
+
+@pytest.mark.parametrize("name", ["efficientvit_b0", "efficientvit_m0", "efficientvit_seg_b0"])
 def test_pruned_checkpoint_reloads_to_identical_logits(name, tmp_path):
     pruned = prune(dense(name), ratio=0.4)
     path = vitedge.save(pruned, tmp_path / "pruned.safetensors")
@@ -198,6 +216,9 @@ def _exactness(name: str, kinds: set[str], path_part: str = "") -> None:
     ("efficientvit_m0", {"ffn_hidden"}, ""),
     ("efficientvit_m0", {"merge_hidden", "se_hidden"}, ""),
     ("efficientvit_m0", {"key_dims"}, ""),
+    ("efficientvit_seg_b0", {"mid_channels"}, "head.middle."),      # the head's residual MBConv
+    ("efficientvit_seg_b0", {"head_hidden"}, "head.expand"),        # the expansion before the classifier
+    ("efficientvit_seg_b0", {"mid_channels", "mla_heads"}, "backbone.stages.3."),
 ])
 def test_pruning_equals_silencing_the_removed_units(name, kinds, where):
     _exactness(name, kinds, where)

@@ -525,9 +525,11 @@ class EfficientVitMitBackbone(nn.Module):
     pyramid_strides = (8, 16, 32)
 
     def __init__(self, series: MitSeries, widths: Sequence[int], depths: Sequence[int],
-                 head_dim: int, in_chans: int = 3, attn_eps: float = 1e-15) -> None:
+                 head_dim: int, in_chans: int = 3, attn_eps: float = 1e-15,
+                 overrides: WidthOverrides | None = None) -> None:
         super().__init__()
-        make = _BlockBuilder(series, head_dim, attn_eps, WidthOverrides(None))
+        # overrides: pruned block widths, keyed by paths inside this backbone (stages.1.blocks.0...)
+        make = _BlockBuilder(series, head_dim, attn_eps, overrides or WidthOverrides(None))
         self.stem, self.stages = _backbone(series, widths, depths, in_chans, make)
         self.pyramid_channels = tuple(widths[2:])
 

@@ -47,6 +47,7 @@ from vitedge.models.efficientvit_mit import (
     from_official_backbone_key,
     to_official_backbone_key,
 )
+from vitedge.models.layers import BlockWidths, WidthOverrides
 from vitedge.models.registry import register_model
 
 __all__ = [
@@ -96,20 +97,26 @@ class SegHead(nn.Module):
 
     def __init__(self, in_chs: Sequence[int], width: int, depth: int, expand: float, block: str,
                  final_expand: int | None, num_classes: int, drop_rate: float, act: ActLayer,
-                 norm_eps: float) -> None:
+                 norm_eps: float, overrides: WidthOverrides | None = None) -> None:
         super().__init__()
+        # overrides: pruned widths inside the head, keyed "middle.{j}.main" and "expand"
+        overrides = overrides or WidthOverrides(None)
         self.in_convs = nn.ModuleList(conv_norm_act(c, width, 1, norm_eps=norm_eps)
                                       for c in reversed(in_chs))
         self.up4 = BicubicUpsample(4)
         self.up2 = BicubicUpsample(2)
         kind, n_convs = (MBConv, 3) if block == "mbconv" else (FusedMBConv, 2)
         norms, acts = [norm_eps] * n_convs, [act] * (n_convs - 1) + [None]
-        mid = round(width * expand)
+        mids = [_positive_int(overrides.take(f"middle.{j}.main", "mid_channels", round(width * expand)),
+                              f"block_widths['head.middle.{j}.main']['mid_channels']") for j in range(depth)]
         self.middle = nn.Sequential(*(
-            ResidualBlock(kind(width, width, mid, 1, norms, acts), shortcut=True)
-            for _ in range(depth)
+            ResidualBlock(kind(width, width, mid, 1, norms, acts), shortcut=True) for mid in mids
         ))
-        self.hidden_size = width * final_expand if final_expand else width
+        hidden = width * final_expand if final_expand else width
+        if final_expand:
+            hidden = _positive_int(overrides.take("expand", "width", hidden),
+                                   "block_widths['head.expand']['width']")
+        self.hidden_size = hidden
         self.expand = (conv_norm_act(width, self.hidden_size, 1, norm_eps=norm_eps, act=act)
                        if final_expand else nn.Identity())
         self.dropout = nn.Dropout2d(drop_rate)  # the official ConvLayer's dropout is channel-wise
@@ -170,6 +177,7 @@ class EfficientVitSeg(nn.Module):
         img_size: int | Sequence[int] = DATASET_INPUT_SIZE["cityscapes"],
         attn_eps: float = 1e-15,
         drop_rate: float = 0.0,
+        block_widths: BlockWidths | None = None,
     ) -> None:
         super().__init__()
         height, width = _image_size(img_size)
@@ -178,10 +186,14 @@ class EfficientVitSeg(nn.Module):
         if head_block not in HEAD_BLOCKS:
             raise VitedgeError(f"head_block must be one of {', '.join(HEAD_BLOCKS)}, got "
                                f"{head_block!r}")
-        self.backbone = EfficientVitMitBackbone(series, widths, depths, head_dim, in_chans, attn_eps)
+        # block_widths (a pruned model) are keyed by module path: "backbone.stages...", "head.middle..."
+        overrides = WidthOverrides(block_widths)
+        self.backbone = EfficientVitMitBackbone(series, widths, depths, head_dim, in_chans, attn_eps,
+                                                overrides=overrides.under("backbone."))
         self.head = SegHead(self.backbone.pyramid_channels, head_width, head_depth, head_expand,
                             head_block, final_expand, num_classes, drop_rate, series.act,
-                            series.norm_eps)
+                            series.norm_eps, overrides=overrides.under("head."))
+        overrides.check_all_used()
         self.num_classes = num_classes
         self.img_size = (height, width)
         self.head_hidden_size = self.head.hidden_size

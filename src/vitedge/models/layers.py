@@ -85,13 +85,22 @@ class WidthOverrides:
     def __init__(self, overrides: BlockWidths | None) -> None:
         self._overrides = {path: dict(keys) for path, keys in (overrides or {}).items()}
         self._used: set[tuple[str, str]] = set()
+        self._prefix = ""
 
     def take(self, path: str, key: str, default: Any) -> Any:
+        path = self._prefix + path
         entry = self._overrides.get(path, {})
         if key in entry:
             self._used.add((path, key))
             return entry[key]
         return default
+
+    def under(self, prefix: str) -> WidthOverrides:
+        """A view for a submodule at ``prefix`` (e.g. ``"backbone."``): it takes ``prefix + path``
+        and counts as used here, so the owner's :meth:`check_all_used` sees the whole model."""
+        view = WidthOverrides(None)
+        view._overrides, view._used, view._prefix = self._overrides, self._used, self._prefix + prefix
+        return view
 
     def check_all_used(self) -> None:
         unused = [f"{p}.{k}" for p, keys in self._overrides.items() for k in keys

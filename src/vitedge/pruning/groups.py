@@ -31,6 +31,7 @@ import torch.nn as nn
 from vitedge.errors import VitedgeError
 from vitedge.models import efficientvit_mit as mit
 from vitedge.models import efficientvit_msra as msra
+from vitedge.models import efficientvit_seg as seg
 
 __all__ = [
     "ChannelGroup",
@@ -138,7 +139,7 @@ def _consumer(name: str, index: torch.Tensor) -> ParamSlice:
 
 
 def _stage_of(path: str) -> str:
-    parts = path.split(".")
+    parts = path.removeprefix("backbone.").split(".")  # a segmentation model's backbone: same stages
     if parts[0] == "stages":
         return ".".join(parts[:2])
     return parts[0]
@@ -177,6 +178,11 @@ def _mit_groups(model: mit.EfficientVitMit) -> Iterator[ChannelGroup]:
             yield _lite_mla_heads(m, path)
         elif isinstance(m, mit.ClassifierHead):
             yield from _mit_head(m, path)
+        elif isinstance(m, seg.SegHead) and isinstance(m.expand, mit.ConvNormAct):
+            idx = _channels(m.expand.conv.out_channels)  # the optional expansion before the classifier
+            slices = (_producer(m.expand, f"{path}.expand", idx)
+                      + [_consumer(f"{path}.classifier.weight", idx)])
+            yield _group(f"{path}.expand", "width", "head_hidden", "channel", slices)
 
 
 def _lite_mla_heads(m: mit.LiteMLA, path: str) -> ChannelGroup:
@@ -270,7 +276,7 @@ def channel_groups(model: nn.Module) -> list[ChannelGroup]:
 
     Raises :class:`VitedgeError` for a model that is not one of the two EfficientViT families.
     """
-    if isinstance(model, mit.EfficientVitMit):
+    if isinstance(model, (mit.EfficientVitMit, seg.EfficientVitSeg)):
         groups = list(_mit_groups(model))
     elif isinstance(model, msra.EfficientVitMsra):
         groups = list(_msra_groups(model))

@@ -34,6 +34,7 @@ class DataConfig:
     ratio: tuple[float, float] = (3 / 4, 4 / 3)
     hflip: float = 0.5
     seg_scale: tuple[float, float] = (0.5, 2.0)  # segmentation: random rescale range before the crop
+    seg_train_split: str = "train"       # segmentation: the split trained on (CamVid: "trainval" too)
     randaug_ops: int = 0                 # RandAugment-lite ops per image (0: off)
     randaug_magnitude: float = 9.0
     crop_pct: float | None = None        # evaluation crop; None: the model's data_config

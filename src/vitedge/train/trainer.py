@@ -95,8 +95,8 @@ def train(cfg: TrainConfig, *, hooks: Sequence[StepHook] = (), verbose: bool = T
                 warnings.simplefilter("ignore", DataWarning)
             seg = str(cfg.data.dataset).lower() in SEG_DATASETS
             if seg:  # image/mask pairs: the trainer switches to the segmentation task
-                train_set = _first(build_seg_dataset(cfg.data.dataset, cfg.data.root, "train"),
-                                   cfg.data.train_limit)
+                train_set = _first(build_seg_dataset(cfg.data.dataset, cfg.data.root,
+                                                     cfg.data.seg_train_split), cfg.data.train_limit)
             else:
                 train_set = build_dataset(cfg.data.dataset, cfg.data.root, "train", strict=cfg.data.strict)
                 train_set = limit_dataset(train_set, cfg.data.train_limit)

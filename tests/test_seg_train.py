@@ -84,3 +84,14 @@ def test_eval_cli_reports_miou_and_renders_overlays(camvid_like, trained, tmp_pa
     code, out, err = run_cli(monkeypatch, capsys, "eval", str(run / "model.safetensors"), "--data", "cifar10",
                              "--data-dir", str(camvid_like))
     assert code != 0
+
+
+def test_train_cli_on_a_segmentation_set(camvid_like, tmp_path, monkeypatch, capsys):
+    from test_cli import run_cli
+
+    code, out, err = run_cli(monkeypatch, capsys, "train", "efficientvit_seg_b0", "--data", "camvid",
+                             "--data-dir", str(camvid_like), "--img-size", "64", "--epochs", "1",
+                             "--batch-size", "4", "--out", str(tmp_path / "cli-run"))
+    assert code == 0, err
+    assert "mIoU" in out + err
+    assert json.loads((tmp_path / "cli-run" / "metrics.json").read_text())["final"]["miou"] >= 0

@@ -293,8 +293,9 @@ def train_command(
         cfg = _D.with_overrides(changes)
     result = train(cfg)
     if result.history:
-        console.print(f"top-1 {result.metrics['top1']:.2f}%  top-5 {result.metrics['top5']:.2f}%  "
-                      f"→ {cfg.out}/model.safetensors", highlight=False)
+        from vitedge.train.tasks import describe
+
+        console.print(f"{describe(result.metrics)}  → {cfg.out}/model.safetensors", highlight=False)
 
 
 def _train_value(name: str, value: object) -> object:

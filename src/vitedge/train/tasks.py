@@ -107,3 +107,7 @@ def task_for(dataset: torch.utils.data.Dataset) -> Task:
         dataset = dataset.dataset
     return SegmentationTask() if isinstance(dataset, SegmentationDataset) else Task()
 
+
+def describe(metrics: dict[str, Any]) -> str:
+    """The headline metrics of either task, as the trainer logs them."""
+    return (SegmentationTask() if "miou" in metrics else Task()).describe(metrics)

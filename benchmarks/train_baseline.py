@@ -50,13 +50,13 @@ import argparse
 import json
 import shlex
 import sys
-import tarfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from vitedge.data.archive import extract_once
 from vitedge.errors import VitedgeError
 from vitedge.models.checkpoint import atomic_write
 from vitedge.train import DataConfig, OptimConfig, TrainConfig, train
@@ -130,11 +130,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     jobs = _select(args.only)
-    if any(j.dataset == "cifar10" for j in jobs):
-        _ensure_cifar(args.cifar_dir, args.cifar_tar)
     roots = {"cifar10": str(args.cifar_dir),
              "fashion-mnist": str(args.fashion_dir) if args.fashion_dir else None}
     try:
+        if any(j.dataset == "cifar10" for j in jobs):
+            root = args.cifar_dir
+            extract_once(args.cifar_tar, root, what="CIFAR-10",
+                         repository=Path(__file__).resolve().parents[1],
+                         present=(root / "train").is_dir() or (root / "cifar-10-batches-py").is_dir())
         if args.measure:
             _measure(jobs, args, roots)
         else:
@@ -264,23 +267,6 @@ def _select(only: str) -> list[Job]:
     if unknown:
         raise SystemExit(f"unknown job(s) {', '.join(unknown)}; choose from {', '.join(names)}")
     return [names[n] for n in wanted]
-
-
-def _ensure_cifar(root: Path, tarball: Path | None) -> None:
-    """Extract the CIFAR-10 JPEG tarball into ``root`` once (never into the repository)."""
-    if (root / "train").is_dir() or (root / "cifar-10-batches-py").is_dir():
-        return
-    if tarball is None:
-        raise SystemExit(f"{root} holds no CIFAR-10; pass --cifar-tar cifar10-jpeg.tar.gz to extract "
-                         "it there")
-    repo = Path(__file__).resolve().parents[1]
-    if root.resolve().is_relative_to(repo) and not root.resolve().is_relative_to(repo / "runs"):
-        raise SystemExit(f"refusing to extract CIFAR-10 into the repository ({root}); choose a folder "
-                         "outside it")
-    print(f"extracting {tarball} into {root} …", flush=True)
-    root.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(tarball, "r:gz") as tar:
-        tar.extractall(root, filter="data")
 
 
 if __name__ == "__main__":

@@ -34,12 +34,12 @@ import argparse
 import json
 import shlex
 import sys
-import tarfile
 import time
 from pathlib import Path
 
 import torch
 
+from vitedge.data.archive import extract_once
 from vitedge.errors import VitedgeError
 from vitedge.models.checkpoint import atomic_write
 from vitedge.train import DataConfig, OptimConfig, TrainConfig, train
@@ -74,7 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     try:
-        _ensure_camvid(args.camvid_dir, args.camvid_tar)
+        root = args.camvid_dir
+        extract_once(args.camvid_tar, root, what="CamVid", repository=Path(__file__).resolve().parents[1],
+                     present=(root / "CamVid").is_dir() or (root / "trainannot").is_dir())
         cfg = config(args)
         if args.measure:
             return _measure(cfg, args)
@@ -135,23 +137,6 @@ def _measure(cfg: TrainConfig, args: argparse.Namespace) -> int:
 
 class _Done(Exception):
     pass
-
-
-def _ensure_camvid(root: Path, tarball: Path | None) -> None:
-    """Extract the CamVid tarball into ``root`` once (never into the repository)."""
-    if (root / "CamVid").is_dir() or (root / "trainannot").is_dir():
-        return
-    if tarball is None:
-        raise VitedgeError(f"{root} holds no CamVid; pass --camvid-tar camvid-segnet.tar.gz to extract "
-                           "it there")
-    repo = Path(__file__).resolve().parents[1]
-    if root.resolve().is_relative_to(repo) and not root.resolve().is_relative_to(repo / "runs"):
-        raise VitedgeError(f"refusing to extract CamVid into the repository ({root}); choose a folder "
-                           "outside it")
-    print(f"extracting {tarball} into {root} …", flush=True)
-    root.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(tarball, "r:gz") as tar:
-        tar.extractall(root, filter="data")
 
 
 if __name__ == "__main__":

@@ -38,6 +38,17 @@ def is_mit(name: str) -> bool:
     return not name.startswith("efficientvit_m")
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Torch on one thread for a module (``pytestmark = pytest.mark.usefixtures("one_thread")``):
+    small convs gain nothing from a second thread, and on a shared 2-core machine OpenMP spinning
+    against another process costs up to 100× (2 s instead of 20 ms per B0 forward)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(autouse=True)
 def _deterministic():
     torch.manual_seed(0)

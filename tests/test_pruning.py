@@ -37,14 +37,7 @@ MODELS = {
 _CACHE: dict[str, nn.Module] = {}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny convs gain nothing from a second thread, and on a shared 2-core machine OpenMP
-    # spinning against another process costs 100× (2 s instead of 20 ms per B0 forward).
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @torch.no_grad()

@@ -62,13 +62,7 @@ FAST = ObserverConfig(mse_candidates=10, samples=4096)
 _CACHE: dict[str, nn.Module] = {}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny convs gain nothing from a second thread on a shared 2-core machine.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @torch.no_grad()

@@ -22,12 +22,7 @@ onnx = pytest.importorskip("onnx")
 SIZE = (64, 96)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @torch.no_grad()

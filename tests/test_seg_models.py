@@ -33,14 +33,7 @@ PUBLISHED = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # small maps gain nothing from a second thread; on a shared 2-core machine OpenMP spinning
-    # against another process makes this file 3× slower
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _logits(model: nn.Module, size: tuple[int, int] = SMALL) -> torch.Tensor:

@@ -337,12 +337,8 @@ def eval_command(
     if json_out is not None and str(json_out) == "-":
         print(json.dumps(metrics))
         return
-    table = Table(title=f"{checkpoint.name} on {data} ({split}, {metrics['num_samples']} images)")
-    table.add_column("class")
-    table.add_column("accuracy (%)", justify="right")
-    for name, acc in metrics["per_class"].items():
-        table.add_row(name, f"{acc:.2f}")
-    console.print(table)
+    _print_per_class(f"{checkpoint.name} on {data} ({split}, {metrics['num_samples']} images)",
+                     "accuracy (%)", metrics["per_class"])
     console.print(f"top-1 {metrics['top1']:.2f}%  top-5 {metrics['top5']:.2f}%  loss {metrics['loss']:.4f}",
                   highlight=False)
     if confusion is not None:
@@ -350,18 +346,14 @@ def eval_command(
                            title=f"{checkpoint.parent.name}/{checkpoint.name}: top-1 {metrics['top1']:.1f}%")
         console.print(f"wrote {confusion}")
     if json_out is not None:
-        from vitedge.models.checkpoint import atomic_write
-
-        text = json.dumps(metrics, indent=2)
-        atomic_write(json_out, lambda tmp: Path(tmp).write_text(text))
-        console.print(f"wrote {json_out}")
+        _write_json(metrics, json_out)
 
 
 def _eval_segmentation(checkpoint: Path, data: str, data_dir: Path | None, split: str, batch_size: int,
                        workers: int, overlays: Path | None, overlay_count: int,
                        json_out: Path | None) -> None:
     from vitedge.data.segmentation import SegEvalTransform, build_seg_dataset
-    from vitedge.models.checkpoint import atomic_write, load
+    from vitedge.models.checkpoint import load
     from vitedge.train.seg_evaluate import evaluate_seg_checkpoint, save_overlays
 
     metrics = evaluate_seg_checkpoint(checkpoint, data, root=data_dir, split=split,
@@ -369,12 +361,8 @@ def _eval_segmentation(checkpoint: Path, data: str, data_dir: Path | None, split
     if json_out is not None and str(json_out) == "-":
         print(json.dumps(metrics))
         return
-    table = Table(title=f"{checkpoint.name} on {data} ({split}, {metrics['num_images']} images)")
-    table.add_column("class")
-    table.add_column("IoU (%)", justify="right")
-    for name, iou in metrics["per_class_iou"].items():
-        table.add_row(name, f"{iou:.2f}")
-    console.print(table)
+    _print_per_class(f"{checkpoint.name} on {data} ({split}, {metrics['num_images']} images)", "IoU (%)",
+                     metrics["per_class_iou"])
     console.print(f"mIoU {metrics['miou']:.2f}%  pixel accuracy {metrics['pixel_acc']:.2f}%  "
                   f"mean accuracy {metrics['mean_acc']:.2f}%", highlight=False)
     if overlays is not None:
@@ -385,9 +373,24 @@ def _eval_segmentation(checkpoint: Path, data: str, data_dir: Path | None, split
                       title=f"{checkpoint.parent.name}: mIoU {metrics['miou']:.1f}% on {data} {split}")
         console.print(f"wrote {overlays}")
     if json_out is not None:
-        text = json.dumps(metrics, indent=2)
-        atomic_write(json_out, lambda tmp: Path(tmp).write_text(text))
-        console.print(f"wrote {json_out}")
+        _write_json(metrics, json_out)
+
+
+def _print_per_class(title: str, column: str, values: dict[str, float]) -> None:
+    table = Table(title=title)
+    table.add_column("class")
+    table.add_column(column, justify="right")
+    for name, value in values.items():
+        table.add_row(name, f"{value:.2f}")
+    console.print(table)
+
+
+def _write_json(metrics: dict, path: Path) -> None:
+    from vitedge.models.checkpoint import atomic_write
+
+    text = json.dumps(metrics, indent=2)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+    console.print(f"wrote {path}")
 
 
 @app.command("prune")

@@ -95,3 +95,28 @@ def test_train_cli_on_a_segmentation_set(camvid_like, tmp_path, monkeypatch, cap
     assert code == 0, err
     assert "mIoU" in out + err
     assert json.loads((tmp_path / "cli-run" / "metrics.json").read_text())["final"]["miou"] >= 0
+
+
+def test_prune_and_quantize_recipes_on_a_segmentation_checkpoint(camvid_like, trained, tmp_path, monkeypatch,
+                                                                 capsys):
+    from test_cli import run_cli
+
+    from vitedge.quantization import load_quantized
+
+    _, run = trained
+    data = ["--data", "camvid", "--data-dir", str(camvid_like), "--batch-size", "4"]
+    code, out, err = run_cli(monkeypatch, capsys, "prune", str(run / "model.safetensors"), "--ratio", "0.4",
+                             "--criterion", "taylor", "--finetune-epochs", "1", "--distill", *data,
+                             "--out", str(tmp_path / "pruned"))
+    assert code == 0, err
+    assert "mIoU pruned" in out and "mIoU fine-tuned" in out and "top-1" not in out
+    report = json.loads((tmp_path / "pruned" / "prune.json").read_text())["metrics"]
+    assert report["metric"] == "miou" and report["params_pruned"] < report["params_dense"]
+    code, out, err = run_cli(monkeypatch, capsys, "quantize", str(tmp_path / "pruned" / "model.safetensors"),
+                             "--method", "trio", "--calib", "4", *data, "--out", str(tmp_path / "q"))
+    assert code == 0, err
+    assert "mIoU W8A8 PTQ" in out
+    qmodel = load_quantized(tmp_path / "q" / "model.safetensors")
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        assert qmodel(x).shape == (1, 11, 8, 12)

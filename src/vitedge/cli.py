@@ -574,9 +574,10 @@ def _print_metrics(metrics: dict, rows: tuple[tuple[str, str], ...]) -> None:
     table = Table(box=box.SIMPLE_HEAD)
     table.add_column("metric")
     table.add_column("%", justify="right")
+    name = "mIoU" if metrics.get("metric") == "miou" else "top-1"  # top1_* hold a seg model's mIoU
     for key, label in rows:
         if key in metrics:
-            table.add_row(label, f"{metrics[key]:.2f}")
+            table.add_row(label.replace("top-1", name), f"{metrics[key]:.2f}")
     console.print(table)
 
 

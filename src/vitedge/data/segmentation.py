@@ -197,6 +197,15 @@ def _pair_by_name(images: Sequence[Path], mask_of: Callable[[Path], Path],
     return pairs
 
 
+def first_frames(dataset: SegmentationDataset, limit: int | None) -> torch.utils.data.Dataset:
+    """The first ``limit`` pairs (a quick run), keeping ``classes``; the dataset itself if smaller."""
+    if limit is None or limit >= len(dataset):
+        return dataset
+    subset = torch.utils.data.Subset(dataset, range(limit))
+    subset.classes = dataset.classes
+    return subset
+
+
 SEG_DATASETS: dict[str, Callable[..., SegmentationDataset]] = {"camvid": camvid, "cityscapes": cityscapes}
 
 

@@ -94,22 +94,24 @@ def prune_checkpoint(
         from vitedge.train.task_data import TaskData
 
         data = TaskData(train.data, data_config, classes)
-        metrics["top1_dense"] = data.top1(dense)
+        metrics["metric"] = data.metric  # what the top1_* entries hold: top-1, or mIoU
+        metrics["top1_dense"] = data.score(dense)
 
     batches = None
     if data is not None and config.criterion == "taylor":
         bs = min(64, train.data.batch_size)
         batches = data.sample(bs * config.max_batches, seed=config.seed, batch_size=bs, labels=True)
-    plan = plan_pruning(dense, config, example_batches=batches)
+    loss_fn = data.loss_fn if data is not None else None  # Taylor: the task's own loss
+    plan = plan_pruning(dense, config, example_batches=batches, loss_fn=loss_fn)
     model = apply_plan(dense, plan)
     if data is not None:
-        metrics["top1_pruned"] = data.top1(model)
+        metrics["top1_pruned"] = data.score(model)
         if config.bn_images:  # fine-tuning starts from the re-estimated statistics too
             recalibrate_batchnorm(model, data.sample(config.bn_images, seed=config.seed))
-            metrics["top1_bn_recalibrated"] = data.top1(model)
+            metrics["top1_bn_recalibrated"] = data.score(model)
         if finetune:
             model = _finetune(data, train, model, dense, checkpoint, out_dir, verbose)
-            metrics["top1_finetuned"] = data.top1(model)
+            metrics["top1_finetuned"] = data.score(model)
     for name, net in (("dense", dense), ("pruned", model)):
         cost = profile(net)
         metrics[f"params_{name}"], metrics[f"macs_{name}"] = cost["params"], cost["macs"]

@@ -95,12 +95,12 @@ def quantize_checkpoint(
     task = TaskData(data, {**model.data_config, **extra.get("data_config", {})}, extra.get("classes"))
 
     metrics: dict[str, Any] = {"checkpoint": str(checkpoint), "config": config.to_dict(),
-                               "calib_images": calib, "top1_fp32": task.top1(model)}
+                               "calib_images": calib, "metric": task.metric, "top1_fp32": task.score(model)}
     qmodel = quantize(model.eval(), task.sample(calib, seed=seed), config=config)
-    metrics["top1_int8"] = task.top1(qmodel)
+    metrics["top1_int8"] = task.score(qmodel)
     if qat is not None:
         qmodel = _qat(task, qat, qmodel, model, checkpoint, out_dir, verbose)
-        metrics["top1_qat"] = task.top1(qmodel)
+        metrics["top1_qat"] = task.score(qmodel)
 
     path = None
     if out_dir is not None:

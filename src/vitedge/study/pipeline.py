@@ -149,7 +149,7 @@ def _given_baseline(config: StudyConfig, run_dir: Path, log: Log) -> Variant:
                                          "digest": file_digest(checkpoint), "data": config.section("data")}, log)
     result = stage.cached()
     if result is None:
-        top1 = _task(config, checkpoint).top1(load(checkpoint))
+        top1 = _task(config, checkpoint).score(load(checkpoint))
         log(f"baseline: {checkpoint} — top-1 {top1:.2f} %")
         result = stage.done({"checkpoint": str(checkpoint), "top1": top1})
     return _dense_variant(result, stage)

@@ -4,8 +4,12 @@ evaluation, calibration / importance batches and fine-tuning alike.
 Example::
 
     data = TaskData(DataConfig(dataset="cifar10", root="data/cifar10"), model.data_config)
-    data.top1(model)                     # on the test split, with the evaluation transform
+    data.score(model)                    # top-1 on the test split, with the evaluation transform
     batches = data.sample(1024, seed=0)  # training images, evaluation transform, no labels
+
+A segmentation set (``camvid``, ``cityscapes``) gives the same interface over image/mask pairs:
+``score`` is the mIoU (whole frames, sides rounded to 32), ``sample`` frames at that size, with
+their masks when asked, and ``loss_fn`` the per-pixel loss the Taylor criterion needs.
 """
 
 from __future__ import annotations
@@ -24,7 +28,18 @@ __all__ = ["TaskData"]
 
 class TaskData:
     """``train_set`` (PIL images, for the trainer's augmentation), ``eval_set`` (test split,
-    evaluation transform) and the ``classes`` they share (the checkpoint's, when it names them)."""
+    evaluation transform) and the ``classes`` they share (the checkpoint's, when it names them).
+    ``metric`` names what :meth:`score` returns: ``"top1"``, or ``"miou"`` on a segmentation set."""
+
+    metric = "top1"
+    loss_fn = None  # the classifier's cross-entropy (the importance criteria's default)
+
+    def __new__(cls, data: DataConfig, *args: Any, **kwargs: Any) -> TaskData:
+        from vitedge.data.segmentation import SEG_DATASETS
+
+        if cls is TaskData and str(data.dataset).lower() in SEG_DATASETS:
+            return super().__new__(SegTaskData)
+        return super().__new__(cls)
 
     def __init__(self, data: DataConfig, data_config: dict[str, Any],
                  classes: Sequence[str] | None = None) -> None:
@@ -51,8 +66,9 @@ class TaskData:
 
         return evaluate(model, self.loader(), classes=self.classes)
 
-    def top1(self, model: nn.Module) -> float:
-        return float(self.evaluate(model)["top1"])
+    def score(self, model: nn.Module) -> float:
+        """The headline metric (percent): top-1, or mIoU on a segmentation set."""
+        return float(self.evaluate(model)[self.metric])
 
     def sample(self, n: int, *, seed: int = 0, batch_size: int = 64,
                labels: bool = False) -> list[Any]:
@@ -70,3 +86,56 @@ class TaskData:
             targets = torch.tensor([label for _, label in items])
             batches.append((images, targets) if labels else images)
         return batches
+
+
+class SegTaskData(TaskData):
+    """:class:`TaskData` over image/mask pairs (built by ``TaskData(...)`` for a segmentation set)."""
+
+    metric = "miou"
+
+    def __init__(self, data: DataConfig, data_config: dict[str, Any],
+                 classes: Sequence[str] | None = None) -> None:
+        from vitedge.data.segmentation import SegEvalTransform, build_seg_dataset, first_frames
+        from vitedge.train.seg_evaluate import seg_loss
+
+        self.data = data
+        self.data_config = dict(data_config)
+        if data.img_size:  # the training crop; evaluation and samples use whole frames
+            self.data_config["input_size"] = (3, data.img_size, data.img_size)
+        self.transform = SegEvalTransform(mean=tuple(self.data_config["mean"]),
+                                          std=tuple(self.data_config["std"]))
+        self.train_set = first_frames(build_seg_dataset(data.dataset, data.root, data.seg_train_split),
+                                      data.train_limit)
+        self.classes = list(self.train_set.classes)
+        if classes is not None and list(classes) != self.classes:
+            shown = ", ".join(list(classes)[:3])
+            raise VitedgeError(f"the model's {len(classes)} classes ({shown}, …) are not {data.dataset}'s; "
+                               f"use a model trained on {data.dataset}")
+        test = build_seg_dataset(data.dataset, data.root, "test", transform=self.transform)
+        self.eval_set = first_frames(test, data.eval_limit)
+        self.loss_fn = seg_loss
+
+    def loader(self) -> torch.utils.data.DataLoader:
+        return torch.utils.data.DataLoader(self.eval_set, batch_size=min(8, self.data.batch_size),
+                                           num_workers=self.data.workers)
+
+    def evaluate(self, model: nn.Module) -> dict[str, Any]:
+        from vitedge.train.seg_evaluate import evaluate_seg
+
+        return evaluate_seg(model, self.loader(), classes=self.classes)
+
+    def sample(self, n: int, *, seed: int = 0, batch_size: int = 64,
+               labels: bool = False) -> list[Any]:
+        """``n`` seeded random training frames (whole, evaluation transform) in batches, with
+        their masks when ``labels``."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise VitedgeError(f"the number of sample images must be a positive int, got {n!r}")
+        g = torch.Generator().manual_seed(seed)
+        picked = torch.randperm(len(self.train_set), generator=g)[:n].tolist()
+        batches = []
+        for start in range(0, len(picked), batch_size):
+            pairs = [self.transform(*self.train_set[i]) for i in picked[start:start + batch_size]]
+            images, masks = torch.stack([x for x, _ in pairs]), torch.stack([y for _, y in pairs])
+            batches.append((images, masks) if labels else images)
+        return batches
+

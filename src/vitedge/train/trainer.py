@@ -85,7 +85,7 @@ def train(cfg: TrainConfig, *, hooks: Sequence[StepHook] = (), verbose: bool = T
     """
     from vitedge.data import build_dataset, limit_dataset
     from vitedge.data.folder import DataWarning
-    from vitedge.data.segmentation import SEG_DATASETS, SegEvalTransform, build_seg_dataset
+    from vitedge.data.segmentation import SEG_DATASETS, SegEvalTransform, build_seg_dataset, first_frames
     from vitedge.data.transforms import eval_transform
 
     info = distributed.setup(cfg.device)
@@ -95,8 +95,8 @@ def train(cfg: TrainConfig, *, hooks: Sequence[StepHook] = (), verbose: bool = T
                 warnings.simplefilter("ignore", DataWarning)
             seg = str(cfg.data.dataset).lower() in SEG_DATASETS
             if seg:  # image/mask pairs: the trainer switches to the segmentation task
-                train_set = _first(build_seg_dataset(cfg.data.dataset, cfg.data.root,
-                                                     cfg.data.seg_train_split), cfg.data.train_limit)
+                train_set = first_frames(build_seg_dataset(cfg.data.dataset, cfg.data.root,
+                                                           cfg.data.seg_train_split), cfg.data.train_limit)
             else:
                 train_set = build_dataset(cfg.data.dataset, cfg.data.root, "train", strict=cfg.data.strict)
                 train_set = limit_dataset(train_set, cfg.data.train_limit)
@@ -106,8 +106,8 @@ def train(cfg: TrainConfig, *, hooks: Sequence[StepHook] = (), verbose: bool = T
             data_config = _override(data_config, cfg)
             if seg:  # whole frames, sides rounded to the backbone's stride; scored at label size
                 transform = SegEvalTransform(mean=tuple(data_config["mean"]), std=tuple(data_config["std"]))
-                eval_set = _first(build_seg_dataset(cfg.data.dataset, cfg.data.root, "test",
-                                                    transform=transform), cfg.data.eval_limit)
+                eval_set = first_frames(build_seg_dataset(cfg.data.dataset, cfg.data.root, "test",
+                                                          transform=transform), cfg.data.eval_limit)
             else:
                 size = int(data_config["input_size"][-1])
                 eval_set = build_dataset(cfg.data.dataset, cfg.data.root, "test", strict=cfg.data.strict,
@@ -344,13 +344,6 @@ def _override(data_config: dict[str, Any], cfg: TrainConfig) -> dict[str, Any]:
     config.setdefault("mean", (0.485, 0.456, 0.406))
     config.setdefault("std", (0.229, 0.224, 0.225))
     return config
-
-
-def _first(dataset: torch.utils.data.Dataset, limit: int | None) -> torch.utils.data.Dataset:
-    """The first ``limit`` samples (a quick run on a segmentation set), or all of them."""
-    if limit is None or limit >= len(dataset):
-        return dataset
-    return torch.utils.data.Subset(dataset, range(limit))
 
 
 def _classes(dataset: torch.utils.data.Dataset) -> Sequence[str]:

@@ -74,6 +74,7 @@ def prepare(name: str, out: Path, calib: list[np.ndarray]) -> dict[str, tuple[st
 
     import vitedge
     from vitedge.quantization import QuantConfig
+    from vitedge.quantization.config import TRIO_OFF
 
     folder = out / name
     folder.mkdir(parents=True, exist_ok=True)
@@ -106,6 +107,11 @@ def prepare(name: str, out: Path, calib: list[np.ndarray]) -> dict[str, tuple[st
     qmodel_ov = vitedge.quantize(ours, [torch.from_numpy(b) for b in calib],
                                  config=QuantConfig(method="trio", conv_outputs=False))
     vitedge_int8_ov = vitedge.export(qmodel_ov, folder / "vitedge_int8_no_conv_outputs.onnx", precision="int8")
+    # plain per-channel W8A8 without the Trio-ViT transforms: no per-channel float ops between the
+    # activation and the next quantizer, the layout OpenVINO's own (NNCF) INT8 models have
+    qmodel_plain = vitedge.quantize(ours, [torch.from_numpy(b) for b in calib],
+                                    config=QuantConfig(method="minmax", trio=TRIO_OFF, conv_outputs=False))
+    vitedge_int8_plain = vitedge.export(qmodel_plain, folder / "vitedge_int8_plain.onnx", precision="int8")
     return {
         "timm eager FP32": ("timm", name, "fp32"),
         "ORT FP32 (timm export)": ("onnxruntime", str(fp32), "fp32"),
@@ -116,6 +122,10 @@ def prepare(name: str, out: Path, calib: list[np.ndarray]) -> dict[str, tuple[st
         "vitedge INT8 on OpenVINO": ("openvino", str(vitedge_int8), "int8"),
         "vitedge INT8 (no conv-output points) on OpenVINO": ("openvino", str(vitedge_int8_ov), "int8"),
         "vitedge INT8 (no conv-output points) on OpenVINO, bf16 glue": ("openvino", str(vitedge_int8_ov), "bf16"),
+        "vitedge INT8 plain per-channel (no Trio transforms) on OpenVINO": ("openvino", str(vitedge_int8_plain),
+                                                                           "int8"),
+        "vitedge INT8 plain per-channel (no Trio transforms) on OpenVINO, bf16 glue": (
+            "openvino", str(vitedge_int8_plain), "bf16"),
     }
 
 

@@ -120,3 +120,40 @@ def test_prune_and_quantize_recipes_on_a_segmentation_checkpoint(camvid_like, tr
     x = torch.randn(1, 3, 64, 96)
     with torch.no_grad():
         assert qmodel(x).shape == (1, 11, 8, 12)
+
+
+def test_miniature_segmentation_study(camvid_like, tmp_path, monkeypatch, capsys):
+    from test_cli import run_cli
+
+    config = tmp_path / "seg.yaml"
+    config.write_text(json.dumps({
+        "name": "seg-mini", "out": str(tmp_path / "runs"), "task": "seg", "model": "efficientvit_seg_b0",
+        "data": {"dataset": "camvid", "root": str(camvid_like), "img_size": 64, "batch_size": 4,
+                 "train_limit": None, "eval_limit": None},
+        "baseline": {"epochs": 1}, "pruning": {"ratios": [0.4], "finetune_epochs": 1},
+        "quantization": {"calib": 4},
+        "deploy": {"runs": 3, "warmup": 1, "threads": 1, "seg_latency_size": [64, 128]}}))
+    code, out, err = run_cli(monkeypatch, capsys, "study", "--config", str(config))
+    assert code == 0, err
+    run = tmp_path / "runs" / "seg-mini"
+    report = (run / "report.md").read_text()
+    for text in ("mIoU fine-tuned", "mIoU runtime", "latency ms at 64×128", "whole test frames"):
+        assert text in report, text
+    assert "top-1" not in report
+    rows = json.loads((run / "results.json").read_text())["rows"]
+    assert {(r["variant"], r["precision"]) for r in rows} == {(v, p) for v in ("dense", "l2_p40")
+                                                              for p in ("fp32", "int8")}
+    assert all(0 <= r["top1"] <= 100 and r["latency_ms"] > 0 and r["latency_hi_ms"] > 0 for r in rows)
+    assert (run / "plots" / "accuracy_vs_latency.png").is_file()
+
+
+def test_study_task_and_dataset_must_agree(camvid_like, monkeypatch, capsys):
+    from test_cli import assert_one_line_error, run_cli
+
+    code, _, err = run_cli(monkeypatch, capsys, "study", "--data", "camvid", "--data-dir", str(camvid_like))
+    assert_one_line_error(code, err, "segmentation dataset", "--task seg")
+    code, _, err = run_cli(monkeypatch, capsys, "study", "--task", "seg")
+    assert_one_line_error(code, err, "task seg needs a segmentation dataset")
+    code, _, err = run_cli(monkeypatch, capsys, "study", "--task", "seg", "--data", "camvid", "--data-dir",
+                           str(camvid_like), "--model", "efficientvit_b0")
+    assert_one_line_error(code, err, "task seg needs a segmentation model")

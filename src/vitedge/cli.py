@@ -532,7 +532,10 @@ def study_command(
     config: Annotated[Optional[Path], typer.Option(help="study YAML (see configs/study.yaml)")] = None,
     preset: Annotated[str, typer.Option(help="quick (the demo) or full (the CIFAR-10 study)")] = "quick",
     name: Annotated[Optional[str], typer.Option(help="run folder name under --out")] = None,
-    data: Annotated[Optional[str], typer.Option(help="fashion-mnist, cifar10 or an image folder")] = None,
+    task: Annotated[Optional[str], typer.Option(
+        help="classification, or seg (a segmentation model on camvid/cityscapes; mIoU)")] = None,
+    data: Annotated[Optional[str], typer.Option(
+        help="fashion-mnist, cifar10, an image folder; camvid or cityscapes with --task seg")] = None,
     data_dir: Annotated[Optional[Path], typer.Option(help="where the named dataset lives")] = None,
     checkpoint: Annotated[Optional[Path], typer.Option(help="trained vitedge checkpoint (skips training)")] = None,
     model: Annotated[Optional[str], typer.Option(help="model to train when there is no checkpoint")] = None,
@@ -546,12 +549,15 @@ def study_command(
     """
     from vitedge.study import load_study_config, run_study
 
-    overrides = {"name": name, "data.dataset": data, "data.root": str(data_dir) if data_dir else None,
+    overrides = {"name": name, "task": task, "data.dataset": data,
+                 "data.root": str(data_dir) if data_dir else None,
                  "checkpoint": str(checkpoint) if checkpoint else None, "model": model,
                  "out": str(out) if out else None, "deploy.threads": threads}
     base = load_study_config(config, preset=preset)
     if data is not None and data != base.data.dataset and name is None:
         overrides["name"] = f"{base.name}-{Path(data).name}"  # another dataset: another run folder
+    if task == "seg" and model is None and "_seg_" not in base.model:
+        overrides["model"] = "efficientvit_seg_b0"  # the preset's classifier cannot segment
     study = load_study_config(config, preset=preset, overrides=overrides)
     if show_config:
         import yaml

@@ -146,7 +146,8 @@ def _int8_model(model: torch.nn.Module, quantized: str | os.PathLike | None, tas
 @torch.no_grad()
 def runtime_top1(runtime: str, model: torch.nn.Module | None, artifact: Path, precision: str, task: Any,
                  eval_limit: int | None, threads: int) -> float:
-    """Top-1 (percent) of ``artifact`` (or ``model``, for the torch runtime) on ``task``'s test split."""
+    """Top-1 (percent) of ``artifact`` (or ``model``, for the torch runtime) on ``task``'s test split;
+    the mIoU when ``task`` is a segmentation set."""
     from vitedge.deploy import load_runtime
 
     engine = load_runtime(runtime, model if runtime == "torch" else artifact, precision=precision,
@@ -154,6 +155,13 @@ def runtime_top1(runtime: str, model: torch.nn.Module | None, artifact: Path, pr
     dataset = task.eval_set
     if eval_limit:
         dataset = torch.utils.data.Subset(dataset, range(min(eval_limit, len(dataset))))
+    if task.metric == "miou":
+        from vitedge.train.seg_metrics import SegMetricCounts
+
+        counts = SegMetricCounts(len(task.classes))
+        for images, masks in torch.utils.data.DataLoader(dataset, batch_size=4):
+            counts.update(torch.from_numpy(engine(images.numpy())), masks)
+        return counts.summary()["miou"]
     correct = total = 0
     for images, targets in torch.utils.data.DataLoader(dataset, batch_size=64):
         logits = engine(images.numpy())
@@ -169,11 +177,13 @@ def _latency(runtime: str, artifact: Path, precision: str, batch: int, resolutio
 
 
 def latency_in_subprocess(runtime: str, sources: Sequence[tuple[str | os.PathLike, str]], *, batch: int,
-                          resolution: int, threads: int, runs: int, warmup: int) -> dict[str, dict[str, Any]]:
+                          resolution: int | tuple[int, int], threads: int, runs: int,
+                          warmup: int) -> dict[str, dict[str, Any]]:
     """Latency of each ``(file, precision)`` on ``runtime``, measured in one fresh process with
     the runs alternated across the files; keyed by the file path as given."""
     cmd = [sys.executable, "-m", "vitedge.bench.latency_worker", "--runtime", runtime,
-           "--batch", str(batch), "--resolution", str(resolution),
+           "--batch", str(batch),
+           "--resolution", str(resolution) if isinstance(resolution, int) else "{}x{}".format(*resolution),
            "--threads", str(threads), "--runs", str(runs), "--warmup", str(warmup)]
     for path, precision in sources:
         cmd += ["--source", str(path), "--precision", precision]

@@ -19,6 +19,11 @@ import sys
 import numpy as np
 
 
+def _size(text: str) -> tuple[int, int]:
+    height, _, width = text.partition("x")
+    return int(height), int(width or height)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--runtime", required=True)
@@ -27,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--precision", action="append",
                    help="precision of the sources: once for all, or once per --source (default fp32)")
     p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--resolution", type=int, required=True)
+    p.add_argument("--resolution", type=_size, required=True, help="SIZE or HEIGHTxWIDTH")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--runs", type=int, default=30)
     p.add_argument("--warmup", type=int, default=5)
@@ -43,8 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     from vitedge.errors import VitedgeError
 
     try:
-        x = np.random.default_rng(0).standard_normal((args.batch, 3, args.resolution, args.resolution),
-                                                     dtype=np.float32)
+        x = np.random.default_rng(0).standard_normal((args.batch, 3, *args.resolution), dtype=np.float32)
         runners = {}
         for path, precision in zip(args.source, precisions):
             runtime = load_runtime(args.runtime, _source(args.runtime, path, args.threads),

@@ -15,7 +15,7 @@ from vitedge.errors import VitedgeError
 __all__ = ["export"]
 
 
-def _export_torch(model: nn.Module, path: Path, *, precision: str, resolution: int | None,
+def _export_torch(model: nn.Module, path: Path, *, precision: str, resolution: int | tuple[int, int] | None,
                   classes: Sequence[str] | None, dynamic_batch: bool = True) -> Path:
     del resolution, dynamic_batch  # a torch checkpoint runs at any input size and batch
     from vitedge.models.checkpoint import save
@@ -34,7 +34,7 @@ EXPORTERS: dict[str, Callable[..., Path]] = {"torch": _export_torch, "onnx": exp
 
 
 def export(model: nn.Module, path: str | os.PathLike, precision: str = "fp32", *, format: str = "onnx",
-           resolution: int | None = None, classes: Sequence[str] | None = None,
+           resolution: int | tuple[int, int] | None = None, classes: Sequence[str] | None = None,
            dynamic_batch: bool = True) -> Path:
     """Write ``model`` to ``path`` as ``format`` (a row of :data:`~vitedge.deploy.FORMATS`) in
     ``precision``; ``int8`` takes a model returned by :func:`vitedge.quantize`. ``dynamic_batch=False``

@@ -47,7 +47,7 @@ def export_onnx(
     path: str | os.PathLike,
     *,
     precision: str = "fp32",
-    resolution: int | None = None,
+    resolution: int | tuple[int, int] | None = None,
     classes: Sequence[str] | None = None,
     opset: int = OPSET,
     dynamic_batch: bool = True,
@@ -57,14 +57,15 @@ def export_onnx(
     The model is copied (and BN-folded) first, so the caller's model is untouched. The batch
     dimension is dynamic unless ``dynamic_batch=False`` (batch 1 fixed: ORT then folds every
     shape computation away, ≈ 10 % faster at batch 1); height and width are fixed to
-    ``resolution`` (default: the model's).
+    ``resolution`` (an int, or (height, width) for a segmentation model's frames; default: the
+    model's).
     """
     import onnx
 
     net = _prepare(model, precision)
     channels, height, width = getattr(model, "data_config", {}).get("input_size", (3, 224, 224))
     if resolution is not None:
-        height = width = resolution
+        height, width = (resolution, resolution) if isinstance(resolution, int) else resolution
     example = torch.zeros(1, channels, height, width)
     metadata = _metadata(model, (channels, height, width), classes, precision)
 

@@ -27,11 +27,14 @@ def write_report(config: StudyConfig, variants: Sequence[Variant], run_dir: Path
     ``hardware``: the study's FPGA estimates and CPU breakdown (its ``hardware`` stage result)."""
     rows = study_rows(variants)
     d = config.deploy
+    seg = config.task == "seg"
+    metric = "mIoU" if seg else "top-1"
     plots = run_dir / "plots"
     figures = [
         (plot_accuracy_vs_latency(rows, plots / "accuracy_vs_latency.png", runtime=d.runtime, threads=d.threads,
-                                  batch=d.batch_size), "accuracy vs latency, Pareto front marked"),
-        (plot_accuracy_vs_macs(rows, plots / "accuracy_vs_macs.png"), "accuracy vs MACs"),
+                                  batch=d.batch_size, metric=metric),
+         "accuracy vs latency, Pareto front marked"),
+        (plot_accuracy_vs_macs(rows, plots / "accuracy_vs_macs.png", metric), "accuracy vs MACs"),
     ]
     ranges = _channel_ranges(variants, task, plots / "channel_ranges.png")
     if ranges is not None:
@@ -50,7 +53,10 @@ def write_report(config: StudyConfig, variants: Sequence[Variant], run_dir: Path
     if config.data.train_limit or config.data.eval_limit:
         subset = (f" (subsets: {config.data.train_limit or 'all'} training and {config.data.eval_limit or 'all'} "
                   "test images)")
-    doc.paragraph(f"{config.model} on {config.data.dataset} at {config.data.img_size} px{subset}; baseline "
+    where = (f"trained on {config.data.img_size} px crops, evaluated and timed on whole test frames (sides "
+             f"rounded to 32) and timed at {d.seg_latency_size[0]}×{d.seg_latency_size[1]}" if seg
+             else f"at {config.data.img_size} px")
+    doc.paragraph(f"{config.model} on {config.data.dataset} {where}{subset}; baseline "
                   f"{source}. Pruning: {config.pruning.criterion}, {config.pruning.scope} scope, fine-tuned "
                   f"{config.pruning.finetune_epochs} epochs{' with distillation' if config.pruning.distill else ''}. "
                   f"INT8: {config.quantization.method} W{config.quantization.w_bits}A{config.quantization.a_bits}, "
@@ -59,10 +65,11 @@ def write_report(config: StudyConfig, variants: Sequence[Variant], run_dir: Path
                   f"Deployed as ONNX on {d.runtime}: accuracy on the test split, latency batch {d.batch_size}, "
                   f"{d.threads} threads, median of {d.runs} runs alternated across all models.")
     doc.heading("Recommendation")
-    recommendation = recommend(rows, config.report.max_drop)
+    recommendation = recommend(rows, config.report.max_drop, metric)
     doc.paragraph(recommendation)
     doc.heading("Results")
-    for table in study_tables(rows, variants, d.runtime, d.accelerator if hardware.get("fpga") else None):
+    for table in study_tables(rows, variants, d.runtime, d.accelerator if hardware.get("fpga") else None,
+                              metric, d.seg_latency_size if seg else None):
         doc.table(table)
     if hardware.get("fpga_note"):
         doc.paragraph(f"No FPGA estimate: {hardware['fpga_note']}.")

@@ -14,7 +14,7 @@ __all__ = ["plot_accuracy_vs_latency", "plot_accuracy_vs_macs"]
 _STYLE = {"fp32": ("o", "tab:blue", "FP32"), "int8": ("s", "tab:orange", "INT8")}
 
 
-def _scatter(ax, rows: Sequence[Row], x_of) -> None:
+def _scatter(ax, rows: Sequence[Row], x_of, metric: str) -> None:
     for precision, (marker, color, label) in _STYLE.items():
         mine = [r for r in rows if r.precision == precision]
         ax.scatter([x_of(r) for r in mine], [r.top1 for r in mine], marker=marker, s=46, color=color,
@@ -22,11 +22,11 @@ def _scatter(ax, rows: Sequence[Row], x_of) -> None:
         for r in mine:
             ax.annotate(f"{r.ratio:.0%}", (x_of(r), r.top1), textcoords="offset points", xytext=(5, 4), fontsize=8)
     ax.grid(True, alpha=0.3)
-    ax.set_ylabel("top-1 (%)")
+    ax.set_ylabel(f"{metric} (%)")
 
 
 def plot_accuracy_vs_latency(rows: Sequence[Row], path: str | os.PathLike, *, runtime: str, threads: int,
-                             batch: int) -> Path:
+                             batch: int, metric: str = "top-1") -> Path:
     """Every variant at both precisions; the Pareto front (no model faster *and* more accurate) is
     drawn as a step line. Point labels give the pruning ratio."""
     import matplotlib
@@ -35,7 +35,7 @@ def plot_accuracy_vs_latency(rows: Sequence[Row], path: str | os.PathLike, *, ru
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    _scatter(ax, rows, lambda r: r.latency_ms)
+    _scatter(ax, rows, lambda r: r.latency_ms, metric)
     front = pareto(rows)
     ax.step([r.latency_ms for r in front], [r.top1 for r in front], where="post", color="tab:green",
             linewidth=1.4, label="Pareto front", zorder=2)
@@ -46,14 +46,14 @@ def plot_accuracy_vs_latency(rows: Sequence[Row], path: str | os.PathLike, *, ru
     return _save(fig, path)
 
 
-def plot_accuracy_vs_macs(rows: Sequence[Row], path: str | os.PathLike) -> Path:
+def plot_accuracy_vs_macs(rows: Sequence[Row], path: str | os.PathLike, metric: str = "top-1") -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    _scatter(ax, rows, lambda r: r.macs / 1e6)
+    _scatter(ax, rows, lambda r: r.macs / 1e6, metric)
     ax.set_xlabel("MACs per image (M)")
     ax.set_title("accuracy vs compute (labels: pruning ratio)")
     return _save(fig, path)

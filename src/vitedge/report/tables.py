@@ -31,6 +31,7 @@ class Row:
     latency_ms: float           # median, batch as configured
     p90_ms: float
     fpga_fps: float | None = None  # INT8 rows: the accelerator cycle model's estimate (W8A8)
+    latency_hi_ms: float | None = None  # segmentation: median latency at deploy.seg_latency_size
 
     @property
     def label(self) -> str:
@@ -40,7 +41,7 @@ class Row:
         return {"variant": self.variant, "ratio": self.ratio, "precision": self.precision, "top1": self.top1,
                 "top1_torch": self.top1_torch, "params": self.params, "macs": self.macs,
                 "size_mib": self.size_mib, "latency_ms": self.latency_ms, "p90_ms": self.p90_ms,
-                "fpga_fps": self.fpga_fps}
+                "fpga_fps": self.fpga_fps, "latency_hi_ms": self.latency_hi_ms}
 
 
 @dataclass(frozen=True)
@@ -57,10 +58,12 @@ def study_rows(variants: Sequence[Variant]) -> list[Row]:
         for precision in ("fp32", "int8"):
             rt = v.runtime[precision]
             torch_top1 = v.metrics["top1_fp32"] if precision == "fp32" else v.quant_metrics["top1_sim"]
+            hi = rt.get("latency_hi")
             rows.append(Row(v.name, v.ratio, precision, rt["top1"], torch_top1, int(v.metrics["params"]),
                             int(v.metrics["macs"]), rt["size_mib"], rt["latency"]["median_ms"],
                             rt["latency"]["p90_ms"],
-                            v.metrics.get("fpga_fps") if precision == "int8" else None))
+                            v.metrics.get("fpga_fps") if precision == "int8" else None,
+                            hi["median_ms"] if hi else None))
     return rows
 
 
@@ -69,8 +72,12 @@ def _ref(rows: Sequence[Row]) -> Row:
 
 
 def study_tables(rows: Sequence[Row], variants: Sequence[Variant], runtime: str,
-                 accelerator: str | None = None) -> list[Table]:
+                 accelerator: str | None = None, metric: str = "top-1",
+                 hi_size: Sequence[int] | None = None) -> list[Table]:
+    """The three tables; ``metric`` names the accuracy (``mIoU`` for segmentation), ``hi_size`` the
+    second latency column's (height, width) when the rows have one."""
     ref = _ref(rows)
+    hi = hi_size is not None and all(r.latency_hi_ms for r in rows)
     by = {(r.variant, r.precision): r for r in rows}
 
     def x(value: float, base: float) -> str:
@@ -79,6 +86,12 @@ def study_tables(rows: Sequence[Row], variants: Sequence[Variant], runtime: str,
     def delta(top1: float) -> str:
         return f"{top1 - ref.top1:+.2f}"
 
+    def latencies(r: Row) -> list[str]:
+        shown = [f"{r.latency_ms:.2f} ({x(r.latency_ms, ref.latency_ms)})"]
+        if hi:
+            shown.append(f"{r.latency_hi_ms:.1f} ({x(r.latency_hi_ms, ref.latency_hi_ms)})")
+        return shown
+
     pruning = []
     for v in variants:
         r = by[v.name, "fp32"]
@@ -86,14 +99,12 @@ def study_tables(rows: Sequence[Row], variants: Sequence[Variant], runtime: str,
         shown = "–" if after is None else f"{after:.2f}" + (f" → {bn:.2f}" if bn is not None else "")
         pruning.append([f"{v.ratio:.0%}", shown, f"{r.top1:.2f}",
                         delta(r.top1), f"{r.params / 1e6:.3f} ({x(r.params, ref.params)})",
-                        f"{r.macs / 1e6:.1f} ({x(r.macs, ref.macs)})",
-                        f"{r.latency_ms:.2f} ({x(r.latency_ms, ref.latency_ms)})", f"{r.size_mib:.2f}"])
+                        f"{r.macs / 1e6:.1f} ({x(r.macs, ref.macs)})", *latencies(r), f"{r.size_mib:.2f}"])
     dense = [v for v in variants if v.ratio == 0][0]
     quant = []
     for precision in ("fp32", "int8"):
         r = by[dense.name, precision]
-        quant.append([precision.upper(), f"{r.top1_torch:.2f}", f"{r.top1:.2f}", delta(r.top1),
-                      f"{r.latency_ms:.2f} ({x(r.latency_ms, ref.latency_ms)})",
+        quant.append([precision.upper(), f"{r.top1_torch:.2f}", f"{r.top1:.2f}", delta(r.top1), *latencies(r),
                       f"{r.size_mib:.2f} ({x(r.size_mib, ref.size_mib)})"])
     qm = dense.quant_metrics
     qnote = f"INT8 after PTQ (PyTorch simulation): {qm['top1_ptq']:.2f} %"
@@ -105,20 +116,25 @@ def study_tables(rows: Sequence[Row], variants: Sequence[Variant], runtime: str,
     for v in variants:
         r = by[v.name, "int8"]
         both.append([f"{v.ratio:.0%}", f"{r.top1_torch:.2f}", f"{r.top1:.2f}", delta(r.top1),
-                     f"{r.macs / 1e6:.1f} ({x(r.macs, ref.macs)})",
-                     f"{r.latency_ms:.2f} ({x(r.latency_ms, ref.latency_ms)})",
+                     f"{r.macs / 1e6:.1f} ({x(r.macs, ref.macs)})", *latencies(r),
                      f"{r.size_mib:.2f} ({x(r.size_mib, ref.size_mib)})"]
                     + ([f"{r.fpga_fps:.0f} ({r.fpga_fps / dense_fps:.2f}×)"] if fpga else []))
-    lat = f"latency ms on {runtime} (× dense FP32)"
+    lat = [f"latency ms on {runtime} (× dense FP32)"]
+    if hi:
+        lat = [f"latency ms at the test frames on {runtime} (×)",
+               f"latency ms at {hi_size[0]}×{hi_size[1]} (×)"]
+    m = metric
     return [
         Table("Table 1 — pruning (FP32)",
-              ["ratio", "top-1 pruned", "top-1 fine-tuned", "Δ pt", "params M", "MACs M", lat, "size MiB"], pruning,
-              "top-1 pruned: PyTorch, right after pruning → after re-estimating BatchNorm statistics "
+              ["ratio", f"{m} pruned", f"{m} fine-tuned", "Δ pt", "params M", "MACs M", *lat, "size MiB"],
+              pruning,
+              f"{m} pruned: PyTorch, right after pruning → after re-estimating BatchNorm statistics "
               "(no training); fine-tuned: on the runtime."),
         Table("Table 2 — quantization (dense model)",
-              ["precision", "top-1 PyTorch", "top-1 runtime", "Δ pt", lat, "size MiB (×)"], quant, qnote + "."),
+              ["precision", f"{m} PyTorch", f"{m} runtime", "Δ pt", *lat, "size MiB (×)"], quant,
+              qnote + "."),
         Table("Table 3 — pruning + INT8",
-              ["ratio", "top-1 simulated", "top-1 runtime", "Δ pt", "MACs M", lat, "size MiB (×)"]
+              ["ratio", f"{m} simulated", f"{m} runtime", "Δ pt", "MACs M", *lat, "size MiB (×)"]
               + ([f"est. FPGA FPS ({accelerator})"] if fpga else []), both,
               "Δ and × against the dense FP32 model on the same runtime."
               + (f" FPGA FPS: the W8A8 cycle model of `vitedge hw --accelerator {accelerator}` at this "
@@ -154,7 +170,7 @@ def pareto(rows: Sequence[Row]) -> list[Row]:
     return sorted(front, key=lambda r: r.latency_ms)
 
 
-def recommend(rows: Sequence[Row], max_drop: float) -> str:
+def recommend(rows: Sequence[Row], max_drop: float, metric: str = "top-1") -> str:
     """The fastest model within ``max_drop`` points of the dense FP32 model, in one paragraph."""
     ref = _ref(rows)
     ok = [r for r in rows if r.top1 >= ref.top1 - max_drop]
@@ -166,7 +182,8 @@ def recommend(rows: Sequence[Row], max_drop: float) -> str:
     else:
         text = (f"**Pick {best.label}** (`{best.variant}`, {best.precision}): {ref.latency_ms / best.latency_ms:.2f}× "
                 f"faster than the dense FP32 model ({best.latency_ms:.2f} vs {ref.latency_ms:.2f} ms), "
-                f"{best.size_mib:.2f} MiB instead of {ref.size_mib:.2f}, at {best.top1 - ref.top1:+.2f} pt top-1 "
+                f"{best.size_mib:.2f} MiB instead of {ref.size_mib:.2f}, "
+                f"at {best.top1 - ref.top1:+.2f} pt {metric} "
                 f"({best.top1:.2f} %) — the fastest variant within {max_drop:g} pt of the baseline.")
     if fastest is not best:
         text += (f" The fastest overall, {fastest.label}, runs {ref.latency_ms / fastest.latency_ms:.2f}× faster "

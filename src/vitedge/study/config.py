@@ -2,8 +2,9 @@
 
 Sections and their knobs (every one documented in ``configs/study.yaml``):
 
-- top level: ``name`` (the run folder ``<out>/<name>``), ``out``, ``seed``, ``model``,
-  ``checkpoint`` (a trained or downloaded model; none: the baseline is trained);
+- top level: ``name`` (the run folder ``<out>/<name>``), ``out``, ``seed``, ``task``
+  (``classification``, or ``seg``: a segmentation model on camvid/cityscapes, mIoU in place of
+  top-1), ``model``, ``checkpoint`` (a trained or downloaded model; none: the baseline is trained);
 - ``data``: dataset, where it lives, resolution, optional subsets for quick runs, batch size;
 - ``baseline``: the training recipe used when there is no checkpoint;
 - ``pruning``: ratios, criterion, scope, fine-tuning budget and distillation;
@@ -83,6 +84,7 @@ class DeploySection:
     runs: int = 50                    # timed runs per model, alternated across models
     warmup: int = 10
     accelerator: str | None = "trio-zcu102"  # FPGA estimate column (vitedge hw); None: none
+    seg_latency_size: tuple[int, ...] = (512, 1024)  # task seg: latency also at this (height, width)
     breakdown: bool = True            # per-operator-kind ORT profile of the dense model vs its roofline
 
 
@@ -96,6 +98,7 @@ class StudyConfig:
     name: str = "quick"
     out: str = "runs"
     seed: int = 0
+    task: str = "classification"      # or "seg": segmentation (mIoU; frames and 512×1024 latency)
     model: str = "efficientvit_b0"
     checkpoint: str | None = None
     data: DataSection = field(default_factory=DataSection)
@@ -234,6 +237,7 @@ def check_study_config(config: StudyConfig) -> None:
 
     if not config.name or "/" in config.name or config.name.startswith("."):
         raise VitedgeError(f"study name {config.name!r} must be a plain folder name")
+    _check_task(config)
     if config.checkpoint is None and not is_model(config.model) and not Path(config.model).is_file():
         raise unknown_model_error(config.model)  # a model is a registered name or a checkpoint to fine-tune
     if config.checkpoint is not None and not Path(config.checkpoint).is_file():
@@ -284,3 +288,28 @@ def check_study_config(config: StudyConfig) -> None:
             get_accelerator(config.deploy.accelerator)
         except VitedgeError as err:
             raise VitedgeError(f"study setting deploy.accelerator: {err}") from err
+
+
+TASKS = ("classification", "seg")
+
+
+def _check_task(config: StudyConfig) -> None:
+    """The task, its dataset and its model agree (a classifier on CamVid fails here, not in hour 2)."""
+    from vitedge.data.segmentation import SEG_DATASETS
+
+    if config.task not in TASKS:
+        raise VitedgeError(f"unknown task {config.task!r}; {_hint(config.task, TASKS)}")
+    seg_data = str(config.data.dataset).lower() in SEG_DATASETS
+    if config.task == "seg":
+        if not seg_data:
+            raise VitedgeError(f"task seg needs a segmentation dataset ({', '.join(SEG_DATASETS)}), not "
+                               f"{config.data.dataset!r}; pass --data camvid --data-dir DIR")
+        if config.checkpoint is None and "_seg_" not in Path(config.model).name:
+            raise VitedgeError(f"task seg needs a segmentation model (e.g. efficientvit_seg_b0), not "
+                               f"{config.model!r}; pass --model")
+        size = config.deploy.seg_latency_size
+        if len(size) != 2 or any(s < 32 or s % 32 for s in size):
+            raise VitedgeError(f"deploy.seg_latency_size must be [height, width] in multiples of 32, "
+                               f"got {list(size)}")
+    elif seg_data:
+        raise VitedgeError(f"{config.data.dataset} is a segmentation dataset; run the study with --task seg")

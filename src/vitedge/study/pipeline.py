@@ -4,6 +4,10 @@ baseline (train, or the given checkpoint) → prune at each ratio + fine-tune (d
 baseline) → quantize every variant (PTQ, optional QAT) → export FP32 and INT8 ONNX → top-1 on the
 runtime → latency on the runtime (one process, runs alternated across all files) → report.
 
+``task: seg`` runs the same stages on a segmentation model: mIoU in place of top-1 (kept under the
+same ``top1`` keys), exports at the test frames' size, latency there and at
+``deploy.seg_latency_size`` (a Cityscapes-like 512×1024), no FPGA estimate or CPU breakdown.
+
 Everything lands in ``<out>/<name>/``; each stage is cached (:mod:`vitedge.study.stages`), so a
 killed study resumes where it stopped and a re-run with the same config does no work twice.
 
@@ -43,6 +47,7 @@ class Variant:
     quantized: Path | None = None
     quant_metrics: dict[str, Any] = field(default_factory=dict)
     files: dict[str, Path] = field(default_factory=dict)         # precision → ONNX file
+    files_hi: dict[str, Path] = field(default_factory=dict)      # task seg: precision → 512×1024 file
     runtime: dict[str, dict[str, Any]] = field(default_factory=dict)  # precision → top1, latency, size
 
 
@@ -68,12 +73,14 @@ def run_study(config: StudyConfig, *, log: Log = print) -> StudyResult:
     dense = _baseline(config, run_dir, log)
     task = _task(config, dense.checkpoint)
     variants = [dense] + [_prune(config, run_dir, dense, ratio, log) for ratio in config.pruning.ratios]
+    frame = task.frame if config.task == "seg" else None
     for variant in variants:
         _quantize(config, run_dir, variant, log)
-        _export(config, run_dir, variant, log)
+        _export(config, run_dir, variant, log, frame)
         _runtime_top1(config, run_dir, variant, task, log)
-    _latency(config, run_dir, variants, log)
-    hardware = _hardware(config, run_dir, variants, log)
+    _latency(config, run_dir, variants, log, frame)
+    hardware = (_hardware(config, run_dir, variants, log) if config.task != "seg" else
+                {"fpga": {}, "fpga_note": "no accelerator model for segmentation heads", "breakdown": None})
     report = write_report(config, variants, run_dir, task=task, hardware=hardware, log=log)
     seconds = time.perf_counter() - start
     log(f"study {config.name}: report in {report} ({seconds / 60:.1f} min)")
@@ -137,7 +144,7 @@ def _baseline(config: StudyConfig, run_dir: Path, log: Log) -> Variant:
                             warmup_epochs=b.warmup_epochs, min_scale=b.min_scale)
         trained = train(cfg, verbose=True)
         result = stage.done({"checkpoint": str(stage.folder / "model.safetensors"),
-                             "top1": trained.metrics["top1"]})
+                             "top1": trained.metrics["miou" if config.task == "seg" else "top1"]})
     return _dense_variant(result, stage)
 
 
@@ -222,22 +229,32 @@ def _quantize(config: StudyConfig, run_dir: Path, variant: Variant, log: Log) ->
     variant.quant_metrics = {k: v for k, v in result.items() if k != "checkpoint"}
 
 
-def _export(config: StudyConfig, run_dir: Path, variant: Variant, log: Log) -> None:
+def _export(config: StudyConfig, run_dir: Path, variant: Variant, log: Log,
+            frame: tuple[int, int] | None = None) -> None:
+    """FP32 and INT8 ONNX of ``variant`` (segmentation: at the test ``frame`` size, and again at
+    ``deploy.seg_latency_size`` for the second latency column)."""
     from vitedge.deploy import export
     from vitedge.models.checkpoint import load, read_metadata
 
-    for precision, source in (("fp32", variant.checkpoint), ("int8", variant.quantized)):
-        key = {"source": file_digest(source), "precision": precision}
-        stage = Stage(run_dir / "export" / f"{variant.name}_{precision}", key, log)
-        result = stage.cached()
-        if result is None:
-            log(f"export: {variant.name} {precision} ONNX")
-            path = stage.folder / "model.onnx"
-            export(load(source), path, precision,
-                   classes=read_metadata(source)["extra"].get("classes"))
-            result = stage.done({"file": str(path), "size_mib": path.stat().st_size / 2**20})
-        variant.files[precision] = Path(result["file"])
-        variant.runtime.setdefault(precision, {})["size_mib"] = result["size_mib"]
+    sizes = {"": frame} if frame is None else {"": frame, "_hi": tuple(config.deploy.seg_latency_size)}
+    for suffix, size in sizes.items():
+        for precision, source in (("fp32", variant.checkpoint), ("int8", variant.quantized)):
+            key = {"source": file_digest(source), "precision": precision,
+                   **({"size": list(size)} if size else {})}  # classification keys stay as they were
+            stage = Stage(run_dir / "export" / f"{variant.name}_{precision}{suffix}", key, log)
+            result = stage.cached()
+            if result is None:
+                at = f" at {size[0]}×{size[1]}" if size else ""
+                log(f"export: {variant.name} {precision} ONNX{at}")
+                path = stage.folder / "model.onnx"
+                export(load(source), path, precision, resolution=size,
+                       classes=read_metadata(source)["extra"].get("classes"))
+                result = stage.done({"file": str(path), "size_mib": path.stat().st_size / 2**20})
+            if suffix:
+                variant.files_hi[precision] = Path(result["file"])
+                continue
+            variant.files[precision] = Path(result["file"])
+            variant.runtime.setdefault(precision, {})["size_mib"] = result["size_mib"]
 
 
 def _runtime_top1(config: StudyConfig, run_dir: Path, variant: Variant, task: Any, log: Log) -> None:
@@ -255,24 +272,31 @@ def _runtime_top1(config: StudyConfig, run_dir: Path, variant: Variant, task: An
         variant.runtime[precision]["top1"] = result["top1"]
 
 
-def _latency(config: StudyConfig, run_dir: Path, variants: list[Variant], log: Log) -> None:
+def _latency(config: StudyConfig, run_dir: Path, variants: list[Variant], log: Log,
+             frame: tuple[int, int] | None = None) -> None:
     from vitedge.bench.deployment import latency_in_subprocess
 
     d = config.deploy
-    files = [(v, precision, path) for v in variants for precision, path in v.files.items()]
-    key = {"files": [file_digest(p) for _, _, p in files], "deploy": config.section("deploy"),
-           "img_size": config.data.img_size}
-    stage = Stage(run_dir / "latency", key, log)
-    result = stage.cached()
-    if result is None:
-        log(f"latency: {len(files)} models on {d.runtime}, batch {d.batch_size}, {d.threads} threads, "
-            f"{d.runs} runs each (alternated)")
-        measured = latency_in_subprocess(d.runtime, [(p, precision) for _, precision, p in files],
-                                         batch=d.batch_size, resolution=config.data.img_size,
-                                         threads=d.threads, runs=d.runs, warmup=d.warmup)
-        result = stage.done({f"{v.name}_{precision}": measured[str(p)] for v, precision, p in files})
-    for v, precision, _ in files:
-        v.runtime[precision]["latency"] = result[f"{v.name}_{precision}"]
+    runs = {"latency": ([(v, precision, path) for v in variants for precision, path in v.files.items()],
+                        frame or config.data.img_size)}
+    if frame is not None:
+        hi = [(v, precision, path) for v in variants for precision, path in v.files_hi.items()]
+        runs["latency_hi"] = (hi, tuple(d.seg_latency_size))
+    for field_name, (files, size) in runs.items():
+        key = {"files": [file_digest(p) for _, _, p in files], "deploy": config.section("deploy"),
+               "img_size": config.data.img_size, **({"size": list(size)} if frame else {})}
+        stage = Stage(run_dir / field_name.replace("latency_hi", "latency_512x1024"), key, log)
+        result = stage.cached()
+        if result is None:
+            shown = size if isinstance(size, int) else f"{size[0]}×{size[1]}"
+            log(f"latency: {len(files)} models on {d.runtime} at {shown}, batch {d.batch_size}, "
+                f"{d.threads} threads, {d.runs} runs each (alternated)")
+            measured = latency_in_subprocess(d.runtime, [(p, precision) for _, precision, p in files],
+                                             batch=d.batch_size, resolution=size,
+                                             threads=d.threads, runs=d.runs, warmup=d.warmup)
+            result = stage.done({f"{v.name}_{precision}": measured[str(p)] for v, precision, p in files})
+        for v, precision, _ in files:
+            v.runtime[precision][field_name] = result[f"{v.name}_{precision}"]
 
 
 def _hardware(config: StudyConfig, run_dir: Path, variants: list[Variant], log: Log) -> dict[str, Any]:
@@ -317,6 +341,8 @@ def check_ready(config: StudyConfig) -> None:
     """What can be checked before any work: the dataset opens (both splits) and the given
     checkpoint is a vitedge model for the dataset's classes. Raises a one-line VitedgeError."""
     from vitedge.data import build_dataset
+    from vitedge.data.segmentation import build_seg_dataset
+    from vitedge.errors import VitedgeError
 
     d = config.data
     classes = None
@@ -324,5 +350,12 @@ def check_ready(config: StudyConfig) -> None:
         from vitedge.models.checkpoint import read_metadata
 
         classes = read_metadata(config.checkpoint)["extra"].get("classes")
+    if config.task == "seg":
+        for split in ("train", "test"):
+            found = build_seg_dataset(d.dataset, d.root, split).classes
+            if classes is not None and list(classes) != found:
+                raise VitedgeError(f"checkpoint {config.checkpoint} was trained on other classes than "
+                                   f"{d.dataset}'s; pass a checkpoint trained on {d.dataset}")
+        return
     for split in ("train", "test"):
         build_dataset(d.dataset, d.root, split, classes=classes)

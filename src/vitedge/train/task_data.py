@@ -115,6 +115,11 @@ class SegTaskData(TaskData):
         self.eval_set = first_frames(test, data.eval_limit)
         self.loss_fn = seg_loss
 
+    @property
+    def frame(self) -> tuple[int, int]:
+        """(height, width) the test frames run at (their size rounded to the backbone's stride)."""
+        return tuple(self.eval_set[0][0].shape[-2:])  # type: ignore[return-value]
+
     def loader(self) -> torch.utils.data.DataLoader:
         return torch.utils.data.DataLoader(self.eval_set, batch_size=min(8, self.data.batch_size),
                                            num_workers=self.data.workers)

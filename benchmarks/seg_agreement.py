@@ -136,13 +136,8 @@ def _load(args: argparse.Namespace) -> tuple[torch.nn.Module, dict[str, Any], li
 
 def _export(model: torch.nn.Module, path: Path, precision: str, size: tuple[int, int],
             classes: list[str], dynamic_batch: bool = True) -> Path:
-    """An export at ``size`` (h, w): the model's data_config sets the traced input."""
-    saved = model.data_config
-    model.data_config = {**saved, "input_size": (3, *size)}
-    try:
-        return vitedge.export(model, path, precision=precision, classes=classes, dynamic_batch=dynamic_batch)
-    finally:
-        model.data_config = saved
+    return vitedge.export(model, path, precision=precision, resolution=size, classes=classes,
+                          dynamic_batch=dynamic_batch)
 
 
 def _latency(model: torch.nn.Module, qmodel: torch.nn.Module, frame: tuple[int, int], classes: list[str],

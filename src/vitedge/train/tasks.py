@@ -24,7 +24,6 @@ class Task:
     """Image classification: random-resized crops, (distilled) cross-entropy, top-1/top-5."""
 
     name = "classification"
-    score = "top1"                    # the headline metric, percent
     record_keys = ("top1", "top5")    # per-epoch history fields
     final_keys = ("top1", "top5", "loss", "num_samples", "per_class")
     joint = False                     # the transform sees the label too
@@ -63,7 +62,6 @@ class SegmentationTask(Task):
     labelled pixels), mIoU. ``DataConfig.seg_scale`` is the rescale range, ``img_size`` the crop."""
 
     name = "segmentation"
-    score = "miou"
     record_keys = ("miou", "pixel_acc")
     final_keys = ("miou", "pixel_acc", "mean_acc", "loss", "num_pixels", "per_class_iou")
     joint = True

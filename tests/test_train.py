@@ -191,3 +191,16 @@ def test_distillation_from_a_teacher_checkpoint(fashion_test, tmp_path):
     assert len(result.history) == 1 and math.isfinite(result.history[0]["train_loss"])
     with pytest.raises(VitedgeError, match="predicts 10 classes but the data has 7"):
         build_teacher(str(teacher_path), 7)
+
+
+def test_eval_every_skips_evaluations_but_always_scores_the_last_epoch(fashion_test, tmp_path):
+    train, evaluation = tiny_sets(fashion_test, n_train=32, n_eval=16)
+    model, data_config = build_model("efficientvit_b0", train.classes, 32)
+    cfg = tiny_config(tmp_path, epochs=3, eval_every=2, **{"ema.decay": None})
+    result = fit(model, train, evaluation, cfg, data_config=data_config, verbose=False)
+    assert ["top1" in r for r in result.history] == [False, True, True]  # epoch 2, then the last
+    assert result.metrics["top1"] == result.history[-1]["top1"]
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert "top1" not in saved["history"][0] and saved["final"]["top1"] == result.metrics["top1"]
+    with pytest.raises(VitedgeError, match="eval_every must be at least 1"):
+        tiny_config(tmp_path, eval_every=0)

@@ -241,7 +241,7 @@ _TRAIN_FIELDS = {
     "seed": "seed", "workers": "data.workers", "ema": "ema.decay", "warmup_epochs": "optim.warmup_epochs",
     "weight_decay": "optim.weight_decay", "label_smoothing": "optim.label_smoothing",
     "min_scale": "data.scale", "hflip": "data.hflip", "randaug": "data.randaug_ops",
-    "crop_pct": "data.crop_pct", "strict": "data.strict", "device": "device",
+    "crop_pct": "data.crop_pct", "strict": "data.strict", "device": "device", "eval_every": "eval_every",
 }
 
 
@@ -250,7 +250,8 @@ def train_command(
     ctx: typer.Context,
     model: Annotated[Optional[str], typer.Argument(
         help="model name (fresh weights) or vitedge checkpoint (fine-tune); optional with --resume")] = None,
-    data: Annotated[str, typer.Option(help="fashion-mnist, cifar10 or a folder")] = _D.data.dataset,
+    data: Annotated[str, typer.Option(help="fashion-mnist, cifar10, camvid, cityscapes or a folder")]
+        = _D.data.dataset,
     data_dir: Annotated[Optional[Path], typer.Option(help="where the named dataset lives")] = None,
     epochs: Annotated[int, typer.Option(help="training epochs")] = _D.epochs,
     batch_size: Annotated[int, typer.Option(
@@ -275,6 +276,8 @@ def train_command(
     crop_pct: Annotated[Optional[float], typer.Option(help="eval centre-crop share (default: model)")] = None,
     strict: Annotated[bool, typer.Option(help="unreadable images are an error, not skipped")] = False,
     device: Annotated[Optional[str], typer.Option(help="cpu or cuda[:N] (default: CUDA if present)")] = None,
+    eval_every: Annotated[int, typer.Option(
+        help="test-set evaluation every N epochs (and after the last)")] = _D.eval_every,
 ) -> None:
     """Train or fine-tune a model (alone, or under `torchrun --nproc_per_node=N -m vitedge.cli train`)."""
     from vitedge.train import train

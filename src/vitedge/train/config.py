@@ -115,6 +115,7 @@ class TrainConfig:
     out: str = "runs/train"              # checkpoints, metrics and the final model go here
     resume: bool = False                 # continue the run in `out` instead of starting anew
     device: str | None = None            # None: CUDA if available, else CPU
+    eval_every: int = 1                  # evaluate after every N-th epoch (and always after the last)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     ema: EMAConfig = field(default_factory=EMAConfig)
@@ -123,6 +124,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.epochs < 1:
             raise VitedgeError(f"epochs must be at least 1, got {self.epochs}")
+        if self.eval_every < 1:
+            raise VitedgeError(f"eval_every must be at least 1, got {self.eval_every}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict (tuples become lists)."""

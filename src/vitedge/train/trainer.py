@@ -162,7 +162,7 @@ def fit(model: nn.Module, train_set: torch.utils.data.Dataset, eval_set: torch.u
         progress = TrainProgress(enabled=info.is_main, verbose=verbose)
         if start_epoch:
             progress.log(f"resuming {out} after epoch {start_epoch}/{cfg.epochs} (step {step})")
-        metrics: dict[str, Any] = history[-1] if history else {}
+        metrics: dict[str, Any] = next((r for r in reversed(history) if "test_loss" in r), {})
         with progress:
             for epoch in range(start_epoch, cfg.epochs):
                 sampler.set_epoch(epoch)
@@ -206,20 +206,23 @@ def fit(model: nn.Module, train_set: torch.utils.data.Dataset, eval_set: torch.u
                     distributed.broadcast_buffers(ema.module, info)
                 eval_model = ema.module if ema is not None else unwrap(model)
                 t1 = time.perf_counter()
-                metrics = task.evaluate(eval_model, eval_loader, classes, info)
                 record = {"epoch": epoch + 1, "step": step, "lr": lr,
                           "train_loss": float(sums[0] / sums[3]),
                           "train_top1": float(100 * sums[1] / sums[2].clamp(min=1)),
-                          "images_per_s": float(sums[3]) / seconds, "epoch_seconds": seconds,
-                          "eval_seconds": time.perf_counter() - t1,
-                          **{k: metrics[k] for k in task.record_keys}, "test_loss": metrics["loss"]}
+                          "images_per_s": float(sums[3]) / seconds, "epoch_seconds": seconds}
+                # Skipped evaluations leave the record without test metrics (not stale copies).
+                if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
+                    metrics = task.evaluate(eval_model, eval_loader, classes, info)
+                    record.update({k: metrics[k] for k in task.record_keys}, test_loss=metrics["loss"])
+                record["eval_seconds"] = time.perf_counter() - t1
                 history.append(record)
                 if info.is_main:
                     _write_outputs(out, cfg, task, model, optimizer, ema, eval_model, data_config,
                                    classes, history, metrics)
                 distributed.barrier(info)
+                tested = task.describe(metrics) if "test_loss" in record else "test skipped"
                 progress.log(f"epoch {epoch + 1}/{cfg.epochs}  loss {record['train_loss']:.4f}  "
-                             f"train {record['train_top1']:.2f}%  {task.describe(metrics)}  "
+                             f"train {record['train_top1']:.2f}%  {tested}  "
                              f"{record['images_per_s']:.0f} img/s  {seconds:.0f}s")
         final = ema.module if ema is not None else unwrap(model)
         if task.final_keys[-1] not in metrics and history:  # resumed after the last epoch: nothing ran
@@ -317,10 +320,10 @@ def _write_outputs(out: Path, cfg: TrainConfig, task: Task, model: nn.Module,
         writer(eval_model, out / MODEL_FILE, extra={
             "classes": classes, "data_config": jsonable_config(data_config), "epoch": last["epoch"],
             "weights": "ema" if ema is not None else "raw",
-            "metrics": {k: metrics[k] for k in task.record_keys}, "task": task.name,
+            "metrics": {k: metrics[k] for k in task.record_keys if k in metrics}, "task": task.name,
             "train_config": cfg.to_dict()})
     report = {"config": cfg.to_dict(), "classes": classes, "history": history,
-              "final": {k: metrics[k] for k in task.final_keys}}
+              "final": {k: metrics[k] for k in task.final_keys if k in metrics}}
     text = json.dumps(report, indent=2)
     atomic_write(out / METRICS_FILE, lambda tmp: Path(tmp).write_text(text))
     # The training state goes last: once it names epoch N, the other files hold epoch N too.

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import skip_without_vnni  # noqa: E402
 
 import vitedge
 from vitedge.quantization import QuantConfig, quantize
@@ -167,6 +168,7 @@ def test_exact_mode_only_without_gradient_and_outside_export():
     ],
 )
 def test_quantized_model_reproduces_the_onnx_runtime_logits(tmp_path, name, res, identical):
+    skip_without_vnni()
     torch.manual_seed(0)
     kwargs = {"img_size": res} if name.startswith("efficientvit_m") else {}
     model = vitedge.create_model(name, num_classes=10, **kwargs).eval()

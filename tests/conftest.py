@@ -109,19 +109,24 @@ def tiny_classifier(tmp_path_factory):
     return data, vitedge.save(model, root / "dense.safetensors", extra={"classes": ["ant", "bee"]})
 
 
-def skip_without_vnni() -> None:
-    """Skip a test that expects ONNX Runtime's INT8 kernels to compute exact integer sums.
 
-    On x86 CPUs without VNNI (AVX2 only, e.g. AMD Zen 1-3), ORT's u8s8 convolutions add pairs of
-    products in saturating int16 (vpmaddubsw): outputs drift from exact integer math, which is
-    what the simulation computes (seen: 70 % per-pixel agreement on a random segmentation head).
-    ORT's ``session.x64quantprecision`` option, meant to avoid it, fails to load our QDQ graphs at
-    ORT_ENABLE_EXTENDED and above (ORT 1.32: "Attempt to replace the existing tensor").
-    """
+def cpu_has_vnni() -> bool:
+    """AVX-512 VNNI or AVX-VNNI (Linux CPU flags)."""
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:
-        flags = ""
-    if "avx512_vnni" not in flags and "avx_vnni" not in flags:
-        pytest.skip("this CPU has no VNNI: ONNX Runtime's u8s8 kernels saturate pair sums in int16 "
-                    "(vpmaddubsw), so they do not compute the exact integers the simulation does")
+        return False
+    return "avx512_vnni" in flags or "avx_vnni" in flags
+
+
+def exact_w_bits() -> int:
+    """Weight bits with which ONNX Runtime's INT8 kernels compute exact integer sums on this CPU.
+
+    On x86 CPUs without VNNI (AVX2 only, e.g. AMD Zen 1-3), ORT's u8s8 convolutions add pairs of
+    products in saturating int16 (vpmaddubsw): with 8-bit weights the outputs drift from exact
+    integer math, which the simulation computes (seen: 70 % per-pixel agreement on a random
+    segmentation head). 7-bit weights keep every pair sum below 2^15 (255·63·2), exact again.
+    ORT's ``session.x64quantprecision`` option, meant for this, fails to load our QDQ graphs at
+    ORT_ENABLE_EXTENDED and above (ORT 1.32: "Attempt to replace the existing tensor").
+    """
+    return 8 if cpu_has_vnni() else 7

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import skip_without_vnni  # noqa: E402
+from conftest import exact_w_bits
 
 import vitedge
 from vitedge.quantization import QuantConfig, quantize
@@ -168,7 +168,6 @@ def test_exact_mode_only_without_gradient_and_outside_export():
     ],
 )
 def test_quantized_model_reproduces_the_onnx_runtime_logits(tmp_path, name, res, identical):
-    skip_without_vnni()
     torch.manual_seed(0)
     kwargs = {"img_size": res} if name.startswith("efficientvit_m") else {}
     model = vitedge.create_model(name, num_classes=10, **kwargs).eval()
@@ -177,7 +176,7 @@ def test_quantized_model_reproduces_the_onnx_runtime_logits(tmp_path, name, res,
             m.running_mean.normal_(0, 0.1)
             m.running_var.uniform_(0.5, 2.0)
     calib = [torch.randn(8, 3, res, res) for _ in range(2)]
-    qmodel = quantize(model, calib, config=QuantConfig(conv_outputs=True))
+    qmodel = quantize(model, calib, config=QuantConfig(conv_outputs=True, w_bits=exact_w_bits()))
     path = vitedge.export(qmodel, tmp_path / "model.onnx", precision="int8", resolution=res)
     from vitedge.deploy import OnnxRuntime
 

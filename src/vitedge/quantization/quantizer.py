@@ -432,13 +432,18 @@ class Quantizer(nn.Module):
             # the runtime's QuantizeLinear divides by the scale; torch's fake-quant multiplies
             # by its inverse, which rounds a near-tie the other way (runtime_arith)
             return self.grid_offsets(x) * self.scale
-        if self.spec.narrow and torch.onnx.is_in_onnx_export():
-            # ONNX's int8 grid is −128…127: clip to the narrow grid first (constant-folded on
-            # weights), then quantize on the full one — the same values.
+        qmax = self.spec.qmax
+        short = self.spec.symmetric and (self.spec.narrow or self.spec.bits < 8)
+        if short and torch.onnx.is_in_onnx_export():
+            # ONNX's int8 grid is −128…127: clip to the narrow or shorter grid first
+            # (constant-folded on weights), then quantize on the full one — the same values.
+            # 7-bit weights exported so keep AVX2 CPUs without VNNI exact (no int16 saturation).
             s = _view_channels(self.scale, x.ndim)
             x = torch.maximum(x, qmin * s)
-            qmin -= 1
-        return fake_quantize(x, self.scale, self.zero_point, qmin, self.spec.qmax,
+            if qmax < 127:
+                x = torch.minimum(x, qmax * s)
+            qmin, qmax = -128, 127
+        return fake_quantize(x, self.scale, self.zero_point, qmin, qmax,
                              per_channel=self.spec.per_channel)
 
     @torch.no_grad()

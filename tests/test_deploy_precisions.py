@@ -51,6 +51,19 @@ def test_int8_export_runs_on_integer_kernels_and_matches_the_simulation(name, tm
     assert float((ran - simulated).norm() / simulated.norm()) < 0.25
 
 
+@pytest.mark.parametrize("w_bits", [7, 4])
+def test_weights_narrower_than_8_bits_export_and_run_on_integer_kernels(w_bits, tmp_path):
+    qmodel = vitedge.quantize(dense("efficientvit_b0"), calib(), config=QuantConfig(w_bits=w_bits))
+    path = export(qmodel, tmp_path / "int8.onnx", precision="int8", resolution=64)
+    ops = _optimized_ops(path, tmp_path)
+    assert ops["QLinearConv"] >= 17, ops  # still integer convolutions (int8 storage, short grid)
+    x = images(2)
+    with torch.no_grad():
+        simulated = qmodel(x)
+    ran = torch.from_numpy(OnnxRuntime(path, threads=1)(x.numpy()))
+    assert float((ran - simulated).norm() / simulated.norm()) < 0.25
+
+
 @pytest.mark.parametrize("name", ["efficientvit_b0", "efficientvit_b1", "efficientvit_b2", "efficientvit_b3"])
 def test_fp16_export_is_finite_and_close_to_fp32(name, tmp_path):
     model = randomize_batchnorm(vitedge.create_model(name, num_classes=10)).eval()

@@ -26,7 +26,7 @@ import torch
 
 from vitedge.bench.profile import profile
 from vitedge.errors import VitedgeError
-from vitedge.models.checkpoint import atomic_write
+from vitedge.models.checkpoint import atomic_write, load
 from vitedge.pruning import PruneConfig
 from vitedge.pruning.recipe import DENSE_TEACHER, prune_checkpoint
 from vitedge.train import DataConfig, DistillConfig, OptimConfig, TrainConfig
@@ -70,8 +70,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     m = result.metrics
-    from vitedge.models.checkpoint import load
-
     dense_large, pruned_large = _macs_at_cityscapes(load(args.checkpoint)), _macs_at_cityscapes(result.model)
     command = "python benchmarks/seg_prune.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     drop = m["top1_dense"] - m["top1_finetuned"]

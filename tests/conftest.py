@@ -109,7 +109,6 @@ def tiny_classifier(tmp_path_factory):
     return data, vitedge.save(model, root / "dense.safetensors", extra={"classes": ["ant", "bee"]})
 
 
-
 def cpu_has_vnni() -> bool:
     """AVX-512 VNNI or AVX-VNNI (Linux CPU flags)."""
     try:

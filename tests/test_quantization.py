@@ -208,6 +208,22 @@ def test_log2_divisor_rounds_in_the_log_domain_and_clamps_the_exponent():
     assert (int(window.exp_min), window.exp_max) == (-10, 5)
 
 
+@pytest.mark.parametrize("seen, window", [(40.0, (-6, 9)), (3000.0, (-3, 12)), (2.0 ** 9, (-6, 9))])
+def test_sliding_divisor_window_moves_up_only_past_its_top(seen, window):
+    # many tokens (a segmentation frame) push the divisor past 2^9; saturating there caps every
+    # large denominator, so the window slides up; below its top it stays where the spec puts it
+    q = Log2Quantizer(bits=4, exp_min=-6, slide=True)
+    q.observing = True
+    q(torch.tensor([0.5, seen]))  # log2(3000) = 11.55 → 12
+    q.update_qparams()
+    assert (int(q.exp_min), q.exp_max) == window
+    fixed = Log2Quantizer(bits=4, exp_min=-6)
+    fixed.observing = True
+    fixed(torch.tensor([seen]))
+    fixed.update_qparams()
+    assert (int(fixed.exp_min), fixed.exp_max) == (-6, 9), "slide=False is the spec's literal window"
+
+
 def test_uniform_attention_denominator_never_rounds_to_zero():
     from vitedge.quantization.qmodules import LinearAttentionPoints
 
@@ -533,6 +549,8 @@ def test_bad_calibration_data_and_inputs_fail_clearly():
         quantize(quantize(model, calib(), "minmax"), calib())
     with pytest.raises(VitedgeError, match="divisor_bits"):
         TrioConfig(divisor_bits=0)
+    with pytest.raises(VitedgeError, match="divisor_slide"):
+        TrioConfig(divisor_slide="yes")
     with pytest.raises(VitedgeError, match="percentile"):
         ObserverConfig(percentile=20)
     with pytest.raises(VitedgeError, match="did you mean 'mse'"):

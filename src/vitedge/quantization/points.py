@@ -217,7 +217,8 @@ class _Converter:
         self.migration = migration
         self.shifting = shifting
         trio = cfg.transforms
-        self.log2 = (trio.divisor_bits, trio.divisor_exp_min) if trio.log2_divisor else None
+        self.log2 = ((trio.divisor_bits, trio.divisor_exp_min, trio.divisor_slide) if trio.log2_divisor
+                     else None)
 
     def convert(self, module: nn.Module, prefix: str) -> None:
         for name, child in list(module.named_children()):

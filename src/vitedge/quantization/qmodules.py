@@ -349,7 +349,7 @@ class QuantLiteMLA(nn.Module):
     ``attn_quant`` (one :class:`LinearAttentionPoints` per branch)."""
 
     def __init__(self, mla: LiteMLA, spec: QuantSpec, observer_cfg: ObserverConfig,
-                 log2_divisor: tuple[int, int | None] | None) -> None:
+                 log2_divisor: tuple[int, int | None, bool] | None) -> None:
         super().__init__()
         self.dim = mla.dim
         self.eps = mla.eps

@@ -514,16 +514,21 @@ class Log2Quantizer(nn.Module):
     """Rounds a non-negative tensor to ``2^y`` with ``y`` on a ``bits``-bit exponent grid
     ``[exp_min, exp_min + 2^bits − 1]`` (the linear-attention divisor: a shift in hardware).
 
-    ``exp_min`` is a buffer; with ``calibrate_window`` the window is placed so its top exponent
-    is the rounded log2 of the largest calibration value. Straight-through gradient.
+    ``exp_min`` is a buffer; with ``calibrate_window`` (``exp_min=None``) the window is placed so
+    its top exponent is the rounded log2 of the largest calibration value. With ``slide`` a fixed
+    window keeps ``exp_min`` unless the calibration maximum rounds above its top, and then moves
+    up to end there: a saturated divisor caps every large denominator at once (the attention
+    output of a 1000-token frame grows by the factor it lost), while the bottom of the window
+    only coarsens the rare tiny ones. Straight-through gradient.
     """
 
     kind = "attn.divisor"
 
-    def __init__(self, bits: int = 4, exp_min: int | None = -6) -> None:
+    def __init__(self, bits: int = 4, exp_min: int | None = -6, slide: bool = False) -> None:
         super().__init__()
         self.bits = bits
         self.calibrate_window = exp_min is None
+        self.slide = slide
         self.register_buffer("exp_min", torch.tensor(-6 if exp_min is None else exp_min, dtype=torch.int32))
         self.register_buffer("observed_max", torch.zeros(()))
         self.fake_quant = False
@@ -556,9 +561,9 @@ class Log2Quantizer(nn.Module):
         if self._max is None:
             raise RuntimeError("log2 quantizer saw no data")  # invariant: calibrate feeds it
         self.observed_max.copy_(self._max)
-        if self.calibrate_window:
-            top = log2_round(self._max.clamp(min=2.0 ** -126))
-            self.exp_min.fill_(int(top) - (1 << self.bits) + 1)
+        top = int(log2_round(self._max.clamp(min=2.0 ** -126)))
+        if self.calibrate_window or (self.slide and top > self.exp_max):
+            self.exp_min.fill_(top - (1 << self.bits) + 1)
         self._max = None
 
     def extra_repr(self) -> str:

@@ -97,16 +97,28 @@ def _mini(tmp_path, name="mini", **extra):
     return load_study_config(overrides={**MINI, "name": name, "out": str(tmp_path / "runs"), **extra})
 
 
+# the study as a user's process runs it, on one thread so that two runs compute bit-identical
+# numbers: the killed-and-resumed run below must end where the uninterrupted one (the fixture) did
+_STUDY_SCRIPT = ("import sys, json; from vitedge.study import load_study_config, run_study; "
+                 "run_study(load_study_config(overrides=json.loads(sys.argv[1])), log=lambda l: None)")
+_ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}
+_FINETUNE = {"pruning.finetune_epochs": 2}  # two epochs: the kill lands between them
+
+
+def _study_process(config: StudyConfig) -> list[str]:
+    overrides = {**MINI, **_FINETUNE, "name": config.name, "out": config.out}
+    return [sys.executable, "-c", _STUDY_SCRIPT, json.dumps(overrides)]
+
+
 @pytest.fixture(scope="module")
 def finished_study(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("study")
-    config = _mini(tmp)
-    return config, run_study(config, log=lambda line: None)
+    config = _mini(tmp_path_factory.mktemp("study"), **_FINETUNE)
+    subprocess.run(_study_process(config), env=_ONE_THREAD, check=True, timeout=900)
+    return config
 
 
 def test_miniature_study_writes_every_artifact(finished_study):
-    config, result = finished_study
-    run = config.run_dir
+    run = finished_study.run_dir
     for name in ("report.md", "report.html", "results.json", "results.csv", "config.json",
                  "plots/accuracy_vs_latency.png", "plots/accuracy_vs_macs.png", "plots/channel_ranges.png",
                  "hardware/breakdown.png"):
@@ -132,13 +144,17 @@ def test_miniature_study_writes_every_artifact(finished_study):
 
 
 def test_rerun_with_the_same_config_does_no_work(finished_study):
-    config, first = finished_study
+    config = finished_study
     stamps = {p: p.stat().st_mtime_ns for p in config.run_dir.rglob("stage.json")}
     start = time.perf_counter()
     second = run_study(config, log=lambda line: None)
     assert {p: p.stat().st_mtime_ns for p in config.run_dir.rglob("stage.json")} == stamps
     assert time.perf_counter() - start < 60
-    assert [v.runtime for v in second.variants] == [v.runtime for v in first.variants]
+    # the recorded stages give back the first run's numbers
+    rows = json.loads((config.run_dir / "results.json").read_text())["rows"]
+    recorded = {(r["variant"], r["precision"]): (r["top1"], r["latency_ms"], r["size_mib"]) for r in rows}
+    assert {(v.name, precision): (rt["top1"], rt["latency"]["median_ms"], rt["size_mib"])
+            for v in second.variants for precision, rt in v.runtime.items()} == recorded
 
 
 def _accuracies(run: Path) -> list[tuple]:
@@ -146,17 +162,9 @@ def _accuracies(run: Path) -> list[tuple]:
     return sorted((r["variant"], r["precision"], r["top1"], r["top1_torch"]) for r in rows)
 
 
-def test_study_killed_during_finetuning_resumes_to_the_same_numbers(tmp_path):
-    study = _mini(tmp_path, name="killed", **{"pruning.finetune_epochs": 2})
-    reference = _mini(tmp_path, name="whole", **{"pruning.finetune_epochs": 2})
-    script = ("import sys, json; from vitedge.study import load_study_config, run_study; "
-              "run_study(load_study_config(overrides=json.loads(sys.argv[1])), log=lambda l: None)")
-
-    def overrides(config: StudyConfig) -> str:
-        return json.dumps({**MINI, "name": config.name, "out": config.out, "pruning.finetune_epochs": 2})
-
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # both runs on one thread: bit-identical arithmetic
-    proc = subprocess.Popen([sys.executable, "-c", script, overrides(study)], env=env)
+def test_study_killed_during_finetuning_resumes_to_the_same_numbers(finished_study, tmp_path):
+    study = _mini(tmp_path, name="killed", **_FINETUNE)
+    proc = subprocess.Popen(_study_process(study), env=_ONE_THREAD)
     state = study.run_dir / "prune" / "l2_p40" / "finetune" / "train_state.safetensors"
     deadline = time.time() + 600
     while not state.exists() and proc.poll() is None and time.time() < deadline:
@@ -165,10 +173,10 @@ def test_study_killed_during_finetuning_resumes_to_the_same_numbers(tmp_path):
     proc.send_signal(signal.SIGKILL)  # after fine-tuning epoch 1 of 2
     proc.wait()
     assert not (study.run_dir / "report.md").exists()
-    subprocess.run([sys.executable, "-c", script, overrides(study)], env=env, check=True, timeout=600)
-    subprocess.run([sys.executable, "-c", script, overrides(reference)], env=env, check=True, timeout=600)
-    assert _accuracies(study.run_dir) == _accuracies(reference.run_dir)
+    subprocess.run(_study_process(study), env=_ONE_THREAD, check=True, timeout=900)
+    assert _accuracies(study.run_dir) == _accuracies(finished_study.run_dir)
     # stronger than accuracies of a tiny model: the resumed fine-tuning ends in the same weights
-    weights = [load_file(c.run_dir / "prune" / "l2_p40" / "model.safetensors") for c in (study, reference)]
+    weights = [load_file(c.run_dir / "prune" / "l2_p40" / "model.safetensors")
+               for c in (study, finished_study)]
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])

@@ -20,10 +20,15 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("name", vitedge.list_models())
+# L3 is L2's blocks at larger widths (246M parameters): its 1 GB export took 48 s of the suite
+# on a 2-core CPU and covers no op the others miss
+EXPORTED = [name for name in vitedge.list_models() if name != "efficientvit_l3"]
+
+
+@pytest.mark.parametrize("name", EXPORTED)
 def test_every_model_exports_to_fp32_onnx_with_pytorch_logits(name, tmp_path):
-    """All 13 classifiers, batch 1 and 4, max abs logit difference ≤ 1e-4 (MIT at 128 px to keep
-    L3's export small; MSRA at its fixed 224)."""
+    """Every model but L3, batch 1 and 4, max abs logit difference ≤ 1e-4 (MIT at 128 px,
+    MSRA at its fixed 224)."""
     model = randomize_batchnorm(vitedge.create_model(name)).eval()
     res = 224 if name.startswith("efficientvit_m") else 128
     path = export_onnx(model, tmp_path / "model.onnx", resolution=res)

@@ -132,7 +132,9 @@ def test_miniature_segmentation_study(camvid_like, tmp_path, monkeypatch, capsys
                  "train_limit": None, "eval_limit": None},
         "baseline": {"epochs": 1}, "pruning": {"ratios": [0.4], "finetune_epochs": 1},
         "quantization": {"calib": 4},
-        "deploy": {"runs": 3, "warmup": 1, "threads": 1, "seg_latency_size": [64, 128]}}))
+        # the CPU breakdown and the FPGA estimate are the classification study's to test
+        "deploy": {"runs": 3, "warmup": 1, "threads": 1, "seg_latency_size": [64, 128], "breakdown": False,
+                   "accelerator": None}}))
     code, out, err = run_cli(monkeypatch, capsys, "study", "--config", str(config))
     assert code == 0, err
     run = tmp_path / "runs" / "seg-mini"

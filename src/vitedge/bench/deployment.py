@@ -98,8 +98,8 @@ def bench_deployment(
                 if task is not None:
                     model_for = models["int8" if precision == "int8" else "fp32"]  # torch runs a model
                     row["top1"] = runtime_top1(spec.name, model_for, artifact, precision, task, eval_limit, threads)
-                row["latency"] = [_latency(spec.name, artifact, precision, b, resolution, threads, runs, warmup)
-                                  for b in batch_sizes]
+                row["latency"] = _latencies(spec.name, artifact, precision, list(batch_sizes), resolution,
+                                            threads, runs, warmup)
             except VitedgeError as err:
                 row["reason"] = str(err)
                 continue
@@ -170,10 +170,14 @@ def runtime_top1(runtime: str, model: torch.nn.Module | None, artifact: Path, pr
     return 100.0 * correct / total
 
 
-def _latency(runtime: str, artifact: Path, precision: str, batch: int, resolution: int, threads: int,
-             runs: int, warmup: int) -> dict[str, Any]:
-    return latency_in_subprocess(runtime, [(artifact, precision)], batch=batch, resolution=resolution,
-                                 threads=threads, runs=runs, warmup=warmup)[str(artifact)]
+def _latencies(runtime: str, artifact: Path, precision: str, batches: Sequence[int], resolution: int,
+               threads: int, runs: int, warmup: int) -> list[dict[str, Any]]:
+    """The latency of ``artifact`` at each batch size, measured in one fresh process."""
+    result = _run_worker(runtime, [(artifact, precision)], batches=batches, resolution=resolution,
+                         threads=threads, runs=runs, warmup=warmup)
+    if len(batches) == 1:
+        return [result]
+    return [result["batches"][str(b)] for b in batches]
 
 
 def latency_in_subprocess(runtime: str, sources: Sequence[tuple[str | os.PathLike, str]], *, batch: int,
@@ -181,10 +185,21 @@ def latency_in_subprocess(runtime: str, sources: Sequence[tuple[str | os.PathLik
                           warmup: int) -> dict[str, dict[str, Any]]:
     """Latency of each ``(file, precision)`` on ``runtime``, measured in one fresh process with
     the runs alternated across the files; keyed by the file path as given."""
+    result = _run_worker(runtime, sources, batches=[batch], resolution=resolution, threads=threads, runs=runs,
+                         warmup=warmup)
+    if "results" in result:
+        return result["results"]
+    return {str(sources[0][0]): result}
+
+
+def _run_worker(runtime: str, sources: Sequence[tuple[str | os.PathLike, str]], *, batches: Sequence[int],
+                resolution: int | tuple[int, int], threads: int, runs: int, warmup: int) -> dict[str, Any]:
+    """Run :mod:`vitedge.bench.latency_worker` once and return its JSON line."""
     cmd = [sys.executable, "-m", "vitedge.bench.latency_worker", "--runtime", runtime,
-           "--batch", str(batch),
            "--resolution", str(resolution) if isinstance(resolution, int) else "{}x{}".format(*resolution),
            "--threads", str(threads), "--runs", str(runs), "--warmup", str(warmup)]
+    for batch in batches:
+        cmd += ["--batch", str(batch)]
     for path, precision in sources:
         cmd += ["--source", str(path), "--precision", precision]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
@@ -195,6 +210,4 @@ def latency_in_subprocess(runtime: str, sources: Sequence[tuple[str | os.PathLik
     result = json.loads(lines[-1])
     if "error" in result:
         raise VitedgeError(result["error"])
-    if "results" in result:
-        return result["results"]
-    return {str(sources[0][0]): result}
+    return result

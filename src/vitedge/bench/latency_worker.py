@@ -8,6 +8,9 @@ each engine gets a clean process (only the torch rows ever run a torch op in the
 
 Several ``--source`` files are timed with their runs alternated (one JSON line mapping each
 source to its result), so models compared against each other see the same machine load.
+Several ``--batch`` sizes are timed one after another in the same process (one JSON line
+``{"batches": {"1": result, "8": result}}`` for a single source): a process start with its
+imports costs seconds on a small CPU, more than the measurement itself.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="exported file, or a checkpoint for the torch runtime (repeatable)")
     p.add_argument("--precision", action="append",
                    help="precision of the sources: once for all, or once per --source (default fp32)")
-    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--batch", type=int, action="append", help="batch size (repeatable; default 1)")
     p.add_argument("--resolution", type=_size, required=True, help="SIZE or HEIGHTxWIDTH")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--runs", type=int, default=30)
@@ -42,28 +45,41 @@ def main(argv: list[str] | None = None) -> int:
         precisions = precisions * len(args.source)
     if len(precisions) != len(args.source):
         p.error("give --precision once, or once per --source")
+    batches = args.batch or [1]
+    if len(batches) > 1 and len(args.source) > 1:
+        p.error("several --batch sizes take one --source")
 
-    from vitedge.bench.latency import measure_alternated
-    from vitedge.deploy.runtimes import load_runtime
     from vitedge.errors import VitedgeError
 
     try:
-        x = np.random.default_rng(0).standard_normal((args.batch, 3, *args.resolution), dtype=np.float32)
-        runners = {}
-        for path, precision in zip(args.source, precisions):
-            runtime = load_runtime(args.runtime, _source(args.runtime, path, args.threads),
-                                   precision=precision, threads=args.threads)
-            runners[path] = lambda runtime=runtime: runtime(x)
-        results = measure_alternated(runners, backend=args.runtime, batch_size=args.batch,
-                                     threads=args.threads, warmup=args.warmup, runs=args.runs)
+        by_batch = {b: _measure(args, b, precisions) for b in batches}
     except VitedgeError as err:
         print(json.dumps({"error": str(err)}))
         return 2
+    if len(batches) > 1:
+        print(json.dumps({"batches": {str(b): next(iter(r.values())).to_dict() for b, r in by_batch.items()}}))
+        return 0
+    results = by_batch[batches[0]]
     if len(results) == 1:
         print(json.dumps(next(iter(results.values())).to_dict()))
     else:
         print(json.dumps({"results": {path: r.to_dict() for path, r in results.items()}}))
     return 0
+
+
+def _measure(args: argparse.Namespace, batch: int, precisions: list[str]) -> dict:
+    """Each source's latency at ``batch``, runs alternated; runtimes loaded afresh for the size."""
+    from vitedge.bench.latency import measure_alternated
+    from vitedge.deploy.runtimes import load_runtime
+
+    x = np.random.default_rng(0).standard_normal((batch, 3, *args.resolution), dtype=np.float32)
+    runners = {}
+    for path, precision in zip(args.source, precisions):
+        runtime = load_runtime(args.runtime, _source(args.runtime, path, args.threads),
+                               precision=precision, threads=args.threads)
+        runners[path] = lambda runtime=runtime: runtime(x)
+    return measure_alternated(runners, backend=args.runtime, batch_size=batch, threads=args.threads,
+                              warmup=args.warmup, runs=args.runs)
 
 
 def _source(runtime: str, path: str, threads: int) -> object:

@@ -206,7 +206,8 @@ def _run_worker(runtime: str, sources: Sequence[tuple[str | os.PathLike, str]], 
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=3600)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if not lines:
-        raise VitedgeError(f"the {runtime} latency run failed: {(proc.stderr.strip().splitlines() or ['?'])[-1]}")
+        last = (proc.stderr.strip().splitlines() or ["?"])[-1]
+        raise VitedgeError(f"the {runtime} latency run failed: {last}")
     result = json.loads(lines[-1])
     if "error" in result:
         raise VitedgeError(result["error"])

@@ -57,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"error": str(err)}))
         return 2
     if len(batches) > 1:
-        print(json.dumps({"batches": {str(b): next(iter(r.values())).to_dict() for b, r in by_batch.items()}}))
+        batch_results = {str(b): next(iter(r.values())).to_dict() for b, r in by_batch.items()}
+        print(json.dumps({"batches": batch_results}))
         return 0
     results = by_batch[batches[0]]
     if len(results) == 1:

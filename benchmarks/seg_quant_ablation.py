@@ -4,7 +4,8 @@ Trio-ViT W8A8 recipe, simulated in PyTorch (issue 8's diagnosis of the INT8 mIoU
 Rows: FP32; Trio with conv-output points (what ORT runs) and the spec's fixed log2-divisor window
 −6…9; the same with the window slid up past saturation (the default since 2026-12-05); the window
 at the calibration maximum; no log2 divisor; attention in float; 7-bit weights (exact ORT on
-CPUs without VNNI). Calibration on ``--calib`` training frames (evaluation transform), scored on
+CPUs without VNNI); with ``--reconstruct N`` also W8A8 and W7A8 with step sizes learned for
+N steps against the float logits. Calibration on ``--calib`` training frames (evaluation transform), scored on
 the test split (``--eval-limit`` for the first N frames). For ORT agreement and the deployed
 mIoU run ``seg_agreement.py``.
 
@@ -36,8 +37,10 @@ from vitedge.train.seg_metrics import SegMetricCounts
 from vitedge.train.task_data import TaskData
 
 
-def rows() -> dict[str, QuantConfig | None]:
+def rows(reconstruct: int = 0) -> dict[str, QuantConfig | None]:
     trio = lambda **kw: QuantConfig(method="trio", conv_outputs=True, **kw)  # noqa: E731
+    learned = {f"Trio W{b}A8 + step sizes learned on the calibration frames ({reconstruct} steps)":
+               trio(w_bits=b, reconstruct_iters=reconstruct) for b in (8, 7)} if reconstruct else {}
     return {
         "FP32": None,
         "Trio W8A8, spec's fixed divisor window −6…9": trio(trio=TrioConfig(divisor_slide=False)),
@@ -46,6 +49,7 @@ def rows() -> dict[str, QuantConfig | None]:
         "Trio W8A8 without log2 divisor": trio(trio=TrioConfig(log2_divisor=False)),
         "Trio W8A8, attention in float": trio(attention=False),
         "Trio W7A8 (default window)": trio(w_bits=7),
+        **learned,
     }
 
 
@@ -64,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", required=True)
     p.add_argument("--calib", type=int, default=64, help="calibration frames from the training split")
     p.add_argument("--eval-limit", type=int, help="first N test frames only")
+    p.add_argument("--reconstruct", type=int, default=0,
+                   help="also rows with step sizes learned for this many steps (W8A8 and W7A8)")
+    p.add_argument("--only", help="comma-separated substrings: run the rows whose name contains one")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
@@ -76,7 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     task = TaskData(data, {**model.data_config, **extra.get("data_config", {})}, extra.get("classes"))
     calib = task.sample(args.calib, seed=0, batch_size=4)
     results = []
-    for name, config in rows().items():
+    only = args.only.split(",") if args.only else None
+    for name, config in rows(args.reconstruct).items():
+        if only and name != "FP32" and not any(o in name for o in only):
+            continue
         start = time.perf_counter()
         net = model if config is None else vitedge.quantize(model, calib, config=config)
         results.append({"name": name, "config": None if config is None else config.to_dict(),

@@ -4,10 +4,10 @@ Trio-ViT W8A8 recipe, simulated in PyTorch (issue 8's diagnosis of the INT8 mIoU
 Rows: FP32; Trio with conv-output points (what ORT runs) and the spec's fixed log2-divisor window
 −6…9; the same with the window slid up past saturation (the default since 2026-12-05); the window
 at the calibration maximum; no log2 divisor; attention in float; 7-bit weights (exact ORT on
-CPUs without VNNI); with ``--reconstruct N`` also W8A8 and W7A8 with step sizes learned for
-N steps against the float logits. Calibration on ``--calib`` training frames (evaluation transform), scored on
-the test split (``--eval-limit`` for the first N frames). For ORT agreement and the deployed
-mIoU run ``seg_agreement.py``.
+CPUs without VNNI); with ``--reconstruct N`` also W8A8 and W7A8 with step sizes learned for N
+steps against the float logits. Calibration on ``--calib`` training frames (evaluation
+transform), scored on the test split (``--eval-limit``: the first N frames). For ORT agreement
+and the deployed mIoU run ``seg_agreement.py``.
 
 Writes ``results.json`` and ``results.md`` to ``--out``.
 
@@ -25,7 +25,6 @@ import shlex
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -33,7 +32,6 @@ import vitedge
 from vitedge.models.checkpoint import atomic_write, read_metadata
 from vitedge.quantization import QuantConfig, TrioConfig
 from vitedge.train.config import DataConfig
-from vitedge.train.seg_metrics import SegMetricCounts
 from vitedge.train.task_data import TaskData
 
 
@@ -51,14 +49,6 @@ def rows(reconstruct: int = 0) -> dict[str, QuantConfig | None]:
         "Trio W7A8 (default window)": trio(w_bits=7),
         **learned,
     }
-
-
-def _miou(model: torch.nn.Module, task: Any) -> float:
-    counts = SegMetricCounts(len(task.classes))
-    with torch.no_grad():
-        for images, masks in task.loader():
-            counts.update(model(images), masks)
-    return counts.summary(task.classes)["miou"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         net = model if config is None else vitedge.quantize(model, calib, config=config)
         results.append({"name": name, "config": None if config is None else config.to_dict(),
-                        "miou": _miou(net, task), "seconds": time.perf_counter() - start})
+                        "miou": task.score(net), "seconds": time.perf_counter() - start})
         print(f"{name:55s} mIoU {results[-1]['miou']:6.2f}  ({results[-1]['seconds']:.0f} s)", flush=True)
     fp32 = results[0]["miou"]
     lines = [f"{len(task.eval_set)} test frames, {args.calib} calibration frames", "",

@@ -175,9 +175,7 @@ def _latencies(runtime: str, artifact: Path, precision: str, batches: Sequence[i
     """The latency of ``artifact`` at each batch size, measured in one fresh process."""
     result = _run_worker(runtime, [(artifact, precision)], batches=batches, resolution=resolution,
                          threads=threads, runs=runs, warmup=warmup)
-    if len(batches) == 1:
-        return [result]
-    return [result["batches"][str(b)] for b in batches]
+    return [result["batches"][str(b)][str(artifact)] for b in batches]
 
 
 def latency_in_subprocess(runtime: str, sources: Sequence[tuple[str | os.PathLike, str]], *, batch: int,
@@ -187,9 +185,7 @@ def latency_in_subprocess(runtime: str, sources: Sequence[tuple[str | os.PathLik
     the runs alternated across the files; keyed by the file path as given."""
     result = _run_worker(runtime, sources, batches=[batch], resolution=resolution, threads=threads, runs=runs,
                          warmup=warmup)
-    if "results" in result:
-        return result["results"]
-    return {str(sources[0][0]): result}
+    return result["batches"][str(batch)]
 
 
 def _run_worker(runtime: str, sources: Sequence[tuple[str | os.PathLike, str]], *, batches: Sequence[int],

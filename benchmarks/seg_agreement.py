@@ -55,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--w-bits", type=int, default=8,
                    help="weight bits; 7 keeps ORT exact on AVX2 CPUs without VNNI (no int16 saturation)")
     p.add_argument("--calib", type=int, default=64, help="calibration frames from the training split")
+    p.add_argument("--reconstruct", type=int, default=0,
+                   help="after calibration, learn the step sizes for N steps on the calibration frames")
     p.add_argument("--eval-limit", type=int, help="first N test frames only")
     p.add_argument("--latency", action="store_true", help="also time ORT FP32 / INT8 at batch 1")
     p.add_argument("--runs", type=int, default=20, help="timed runs per file (--latency)")
@@ -74,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     data = DataConfig(dataset=args.data, root=args.data_dir, batch_size=4, eval_limit=args.eval_limit)
     task = TaskData(data, data_config, classes)
     frame = tuple(task.eval_set[0][0].shape[-2:])
-    config = QuantConfig(method=args.method, conv_outputs=True, w_bits=args.w_bits)
+    config = QuantConfig(method=args.method, conv_outputs=True, w_bits=args.w_bits,
+                         reconstruct_iters=args.reconstruct)
     start = time.perf_counter()
     qmodel = vitedge.quantize(model, task.sample(args.calib, seed=args.seed, batch_size=4), config=config)
     files = {"fp32": _export(model, args.out / "fp32.onnx", "fp32", frame, task.classes),

@@ -89,7 +89,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rows", nargs="*", help="run only rows whose name contains one of these")
     p.add_argument("--qat-epochs", type=int, default=0, help="QAT epochs from the best W8A8 PTQ row")
-    p.add_argument("--qat-lr", type=float, default=1e-4)
+    p.add_argument("--qat-lr", type=float, default=1e-4, help="QAT peak learning rate of the weights")
+    p.add_argument("--qat-step-lr-mult", type=float, default=1.0,
+                   help="the learned step sizes train at --qat-lr times this")
+    p.add_argument("--qat-alpha", type=float, default=0.5,
+                   help="distillation weight in QAT (1: match the FP32 model only, no labels)")
     p.add_argument("--qat-min-scale", type=float, default=0.5,
                    help="smallest random-resized-crop area in QAT (the baseline's last stage used 0.5; "
                         "the trainer's default 0.08 is a from-scratch augmentation)")
@@ -171,13 +175,14 @@ def qat_row(args: argparse.Namespace, config: QuantConfig | None, previous: dict
     name = "+ QAT (distilled from FP32)"
     if args.qat_epochs <= 0 or args.checkpoint is None or config is None:
         return {"name": name, "pending": True, "note": "not run: pass a checkpoint and --qat-epochs N"}
-    setup = {"qat_epochs": args.qat_epochs, "qat_lr": args.qat_lr, "qat_min_scale": args.qat_min_scale}
+    setup = {"qat_epochs": args.qat_epochs, "qat_lr": args.qat_lr, "qat_min_scale": args.qat_min_scale,
+             "qat_step_lr_mult": args.qat_step_lr_mult, "qat_alpha": args.qat_alpha}
     same = previous and previous.get("config") == config.to_dict()
     if same and all(previous.get(k) == v for k, v in setup.items()):
         return previous
     from vitedge.quantization.recipe import quantize_checkpoint
     from vitedge.train import DataConfig, TrainConfig
-    from vitedge.train.config import OptimConfig
+    from vitedge.train.config import DistillConfig, OptimConfig
 
     data = DataConfig(dataset=args.data, root=args.data_dir, img_size=args.img_size,
                       batch_size=min(args.batch_size, 128), workers=args.workers,
@@ -185,7 +190,9 @@ def qat_row(args: argparse.Namespace, config: QuantConfig | None, previous: dict
     from vitedge.train.checkpoint import STATE_FILE
 
     qat = TrainConfig(epochs=args.qat_epochs, seed=args.seed, data=data,
-                      optim=OptimConfig(lr=args.qat_lr, warmup_epochs=0.0),
+                      optim=OptimConfig(lr=args.qat_lr, warmup_epochs=0.0,
+                                        step_size_lr_mult=args.qat_step_lr_mult),
+                      distill=DistillConfig(alpha=args.qat_alpha),
                       resume=(args.out / "qat" / "qat" / STATE_FILE).exists())
     start = time.perf_counter()
     result = quantize_checkpoint(args.checkpoint, config, data=data, calib=args.calib, qat=qat,

@@ -21,7 +21,7 @@ from vitedge.errors import VitedgeError
 from vitedge.train import DataConfig, DistillConfig, EMAConfig, ModelEMA, OptimConfig, TrainConfig, fit
 from vitedge.train.config import config_differences
 from vitedge.train.distill import distillation_loss
-from vitedge.train.optim import lr_at
+from vitedge.train.optim import lr_at, make_optimizer, set_lr
 from vitedge.train.sampling import TrainBatchSampler
 from vitedge.train.trainer import build_model
 
@@ -34,6 +34,21 @@ def test_cosine_schedule_with_warmup():
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))      # cosine falls
     # 89 decay steps from step 10 to the last step (99)
     assert lrs[55] == pytest.approx(1e-5 + 0.5 * (1e-3 - 1e-5) * (1 + math.cos(math.pi * 45 / 89)))
+
+
+def test_learned_step_sizes_get_their_own_learning_rate():
+    from vitedge.quantization import Quantizer, QuantSpec
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), Quantizer(QuantSpec(), "input"))
+    model[1].learn(True)
+    opt = make_optimizer(model, OptimConfig(weight_decay=0.05, step_size_lr_mult=10.0))
+    assert [len(g["params"]) for g in opt.param_groups] == [1, 1, 1]   # weight / bias / step size
+    assert opt.param_groups[2]["params"][0] is model[1].log_scale
+    assert opt.param_groups[2]["weight_decay"] == 0.0
+    set_lr(opt, 2e-5)
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([2e-5, 2e-5, 2e-4])
+    with pytest.raises(VitedgeError, match="step_size_lr_mult"):
+        OptimConfig(step_size_lr_mult=0.0)
 
 
 def test_distillation_loss():

@@ -67,6 +67,7 @@ class OptimConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     label_smoothing: float = 0.1
     clip_grad: float | None = 1.0        # max global gradient norm; None: no clipping
+    step_size_lr_mult: float = 1.0       # QAT: learned quantizer step sizes train at lr × this
 
     def __post_init__(self) -> None:
         if not self.lr > 0 or self.min_lr < 0 or self.warmup_lr < 0:
@@ -77,6 +78,8 @@ class OptimConfig:
             raise VitedgeError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.clip_grad is not None and self.clip_grad <= 0:
             raise VitedgeError(f"clip_grad must be positive or None, got {self.clip_grad}")
+        if not self.step_size_lr_mult > 0:
+            raise VitedgeError(f"step_size_lr_mult must be positive, got {self.step_size_lr_mult}")
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,6 @@ import torch.nn as nn
 
 from vitedge.train.config import OptimConfig
 
-
 # Quantizers' learned step sizes (LSQ, vitedge.quantization.Quantizer) are parameters of this name.
 STEP_SIZE_PARAM = "log_scale"
 

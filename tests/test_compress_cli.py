@@ -64,6 +64,15 @@ def test_quantize_cli_ptq_then_qat_and_reload(monkeypatch, capsys, tiny_classifi
     assert _same_function(qat / "qat" / "model.safetensors", trained)
     assert not all(torch.equal(a, b) for a, b in zip(trained.state_dict().values(), qmodel.state_dict().values()))
 
+    rec = tmp_path / "reconstructed"
+    code, stdout, err = run_cli(monkeypatch, capsys, "quantize", str(ckpt), "--method", "minmax", "--calib", "8",
+                                "--reconstruct", "5", "--data", str(data), "--batch-size", "4", "--out", str(rec))
+    assert code == 0, err
+    assert json.loads((rec / "quantize.json").read_text())["config"]["reconstruct_iters"] == 5
+    learned = load_quantized(rec / "model.safetensors")
+    assert any(not torch.equal(a, b) for (k, a), b in zip(learned.state_dict().items(), qmodel.state_dict().values())
+               if k.endswith(".scale"))  # step sizes moved away from the calibrated ones
+
 
 @pytest.mark.parametrize("args,fragment", [
     (("prune", "{ckpt}", "--ratio", "1.0"), "in [0, 1)"),
@@ -72,6 +81,7 @@ def test_quantize_cli_ptq_then_qat_and_reload(monkeypatch, capsys, tiny_classifi
     (("quantize", "{ckpt}", "--method", "minmaxx"), "minmax"),
     (("quantize", "{ckpt}", "--w-bits", "1"), "w_bits"),
     (("quantize", "{ckpt}", "--calib", "0"), "positive"),
+    (("quantize", "{ckpt}", "--reconstruct", "-1"), "--reconstruct must be >= 0"),
     (("quantize", "{ckpt}", "--data", "cifar10"), "needs --data-dir"),
     (("quantize", "missing.safetensors"), "does not exist"),
 ])

@@ -446,6 +446,9 @@ def quantize_command(
     per_channel: Annotated[bool, typer.Option(help="one weight scale per output channel")] = True,
     qat_epochs: Annotated[int, typer.Option(help="QAT epochs after calibration (0: PTQ only)")] = 0,
     qat_lr: Annotated[float, typer.Option(help="QAT peak learning rate")] = 1e-4,
+    reconstruct: Annotated[int, typer.Option(
+        help="post-training: learn the step sizes N steps on the calibration set against the float "
+             "logits (weights fixed; 0: off)")] = 0,
     data: Annotated[str, typer.Option(help="fashion-mnist, cifar10 or a folder")] = _D.data.dataset,
     data_dir: Annotated[Optional[Path], typer.Option(help="where the named dataset lives")] = None,
     batch_size: Annotated[int, typer.Option(help="evaluation / QAT batch size")] = _D.data.batch_size,
@@ -459,7 +462,10 @@ def quantize_command(
 
     if qat_epochs < 0:
         raise VitedgeError(f"--qat-epochs must be >= 0 (got {qat_epochs})")
-    config = QuantConfig(method=method, w_bits=w_bits, a_bits=a_bits, per_channel=per_channel)
+    if reconstruct < 0:
+        raise VitedgeError(f"--reconstruct must be >= 0 steps (got {reconstruct})")
+    config = QuantConfig(method=method, w_bits=w_bits, a_bits=a_bits, per_channel=per_channel,
+                         reconstruct_iters=reconstruct)
     train = _recipe_config(qat_epochs, seed, data, data_dir, batch_size, workers, qat_lr,
                            {"optim.warmup_epochs": 0.0})
     result = quantize_checkpoint(checkpoint, config, data=train.data, calib=calib,

@@ -73,6 +73,7 @@ class QuantizationSection:
     a_bits: int = 8
     qat_epochs: int = 0               # > 0: QAT (learned step sizes, distilled) after PTQ
     qat_lr: float = 1e-4
+    reconstruct: int = 0              # > 0: learn the step sizes for N steps on the calibration set
     conv_outputs: bool = True         # points between conv and activation: ORT's QLinearConv needs them
 
 
@@ -255,6 +256,8 @@ def check_study_config(config: StudyConfig) -> None:
             raise VitedgeError(f"study setting data.{key} must be a positive number of images, got {value}")
     if config.pruning.finetune_epochs < 0 or config.quantization.qat_epochs < 0:
         raise VitedgeError("fine-tuning and QAT epochs must be >= 0")
+    if config.quantization.reconstruct < 0:
+        raise VitedgeError(f"quantization.reconstruct must be >= 0 steps, got {config.quantization.reconstruct}")
     if config.data.crop_pct is not None and not 0 < config.data.crop_pct <= 1:
         raise VitedgeError(f"data.crop_pct must be in (0, 1], got {config.data.crop_pct}")
     for scale in (config.baseline.min_scale, config.pruning.min_scale):

@@ -39,6 +39,7 @@ import torch.nn as nn
 import vitedge
 from vitedge.models.checkpoint import atomic_write
 from vitedge.quantization import QuantConfig, TrioConfig, point_report, report_markdown
+from vitedge.train.config import QAT_ALPHA, QAT_LR, QAT_STEP_LR_MULT
 
 ACCEPT_W8A8_DROP = 0.5  # pt top-1, best W8A8 PTQ vs FP32 (issue 5)
 ACCEPT_QAT_DROP = 0.2   # pt top-1, W8A8 after QAT vs FP32
@@ -89,10 +90,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rows", nargs="*", help="run only rows whose name contains one of these")
     p.add_argument("--qat-epochs", type=int, default=0, help="QAT epochs from the best W8A8 PTQ row")
-    p.add_argument("--qat-lr", type=float, default=1e-4, help="QAT peak learning rate of the weights")
-    p.add_argument("--qat-step-lr-mult", type=float, default=1.0,
+    p.add_argument("--qat-lr", type=float, default=QAT_LR, help="QAT peak learning rate of the weights")
+    p.add_argument("--qat-step-lr-mult", type=float, default=QAT_STEP_LR_MULT,
                    help="the learned step sizes train at --qat-lr times this")
-    p.add_argument("--qat-alpha", type=float, default=0.5,
+    p.add_argument("--qat-alpha", type=float, default=QAT_ALPHA,
                    help="distillation weight in QAT (1: match the FP32 model only, no labels)")
     p.add_argument("--qat-min-scale", type=float, default=0.5,
                    help="smallest random-resized-crop area in QAT (the baseline's last stage used 0.5; "

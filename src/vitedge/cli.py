@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from vitedge.errors import VitedgeError
-from vitedge.train.config import TrainConfig
+from vitedge.train.config import QAT_ALPHA, QAT_LR, QAT_STEP_LR_MULT, TrainConfig
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Compress EfficientViT models and deploy them on edge devices.")
@@ -445,7 +445,11 @@ def quantize_command(
     a_bits: Annotated[int, typer.Option(help="activation bits (2-16)")] = 8,
     per_channel: Annotated[bool, typer.Option(help="one weight scale per output channel")] = True,
     qat_epochs: Annotated[int, typer.Option(help="QAT epochs after calibration (0: PTQ only)")] = 0,
-    qat_lr: Annotated[float, typer.Option(help="QAT peak learning rate")] = 1e-4,
+    qat_lr: Annotated[float, typer.Option(help="QAT peak learning rate of the weights")] = QAT_LR,
+    qat_step_lr_mult: Annotated[float, typer.Option(
+        help="QAT: the learned step sizes train at --qat-lr times this")] = QAT_STEP_LR_MULT,
+    qat_alpha: Annotated[float, typer.Option(
+        help="QAT distillation weight (1: match the float model only, no label term)")] = QAT_ALPHA,
     reconstruct: Annotated[int, typer.Option(
         help="post-training: learn the step sizes N steps on the calibration set against the float "
              "logits (weights fixed; 0: off)")] = 0,
@@ -467,7 +471,8 @@ def quantize_command(
     config = QuantConfig(method=method, w_bits=w_bits, a_bits=a_bits, per_channel=per_channel,
                          reconstruct_iters=reconstruct)
     train = _recipe_config(qat_epochs, seed, data, data_dir, batch_size, workers, qat_lr,
-                           {"optim.warmup_epochs": 0.0})
+                           {"optim.warmup_epochs": 0.0, "optim.step_size_lr_mult": qat_step_lr_mult,
+                            "distill.alpha": qat_alpha})
     result = quantize_checkpoint(checkpoint, config, data=train.data, calib=calib,
                                  qat=train if qat_epochs > 0 else None, out=out, seed=seed)
     _print_metrics(result.metrics, (("top1_fp32", "top-1 FP32"), ("top1_int8", f"top-1 W{w_bits}A{a_bits} PTQ"),

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from vitedge.errors import VitedgeError
+from vitedge.train.config import QAT_ALPHA, QAT_LR, QAT_STEP_LR_MULT
 
 __all__ = ["PRESETS", "StudyConfig", "load_study_config"]
 
@@ -72,7 +73,9 @@ class QuantizationSection:
     w_bits: int = 8
     a_bits: int = 8
     qat_epochs: int = 0               # > 0: QAT (learned step sizes, distilled) after PTQ
-    qat_lr: float = 1e-4
+    qat_lr: float = QAT_LR
+    qat_step_lr_mult: float = QAT_STEP_LR_MULT  # the learned step sizes train at qat_lr × this
+    qat_alpha: float = QAT_ALPHA      # distillation weight in QAT (1: the float model only)
     reconstruct: int = 0              # > 0: learn the step sizes for N steps on the calibration set
     conv_outputs: bool = True         # points between conv and activation: ORT's QLinearConv needs them
 
@@ -256,6 +259,10 @@ def check_study_config(config: StudyConfig) -> None:
             raise VitedgeError(f"study setting data.{key} must be a positive number of images, got {value}")
     if config.pruning.finetune_epochs < 0 or config.quantization.qat_epochs < 0:
         raise VitedgeError("fine-tuning and QAT epochs must be >= 0")
+    q = config.quantization
+    if not (q.qat_lr > 0 and q.qat_step_lr_mult > 0 and 0 <= q.qat_alpha <= 1):
+        raise VitedgeError(f"quantization.qat_lr and qat_step_lr_mult must be positive and qat_alpha in [0, 1], "
+                           f"got {q.qat_lr}, {q.qat_step_lr_mult}, {q.qat_alpha}")
     if config.quantization.reconstruct < 0:
         raise VitedgeError(f"quantization.reconstruct must be >= 0 steps, got {config.quantization.reconstruct}")
     if config.data.crop_pct is not None and not 0 < config.data.crop_pct <= 1:

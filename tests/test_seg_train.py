@@ -96,6 +96,11 @@ def test_train_cli_on_a_segmentation_set(camvid_like, tmp_path, monkeypatch, cap
     assert "mIoU" in out + err
     assert json.loads((tmp_path / "cli-run" / "metrics.json").read_text())["final"]["miou"] >= 0
 
+    code, out, err = run_cli(monkeypatch, capsys, "train", "efficientvit_seg_b0", "--data", "camvid",
+                             "--data-dir", str(camvid_like), "--train-split", "trainvall", "--epochs", "1",
+                             "--out", str(tmp_path / "bad-split"))
+    assert code != 0 and "CamVid split must be one of" in err
+
 
 def test_prune_and_quantize_recipes_on_a_segmentation_checkpoint(camvid_like, trained, tmp_path, monkeypatch,
                                                                  capsys):

@@ -241,7 +241,7 @@ _TRAIN_FIELDS = {
     "seed": "seed", "workers": "data.workers", "ema": "ema.decay", "warmup_epochs": "optim.warmup_epochs",
     "weight_decay": "optim.weight_decay", "label_smoothing": "optim.label_smoothing",
     "min_scale": "data.scale", "hflip": "data.hflip", "randaug": "data.randaug_ops",
-    "crop_pct": "data.crop_pct", "strict": "data.strict", "device": "device", "eval_every": "eval_every",
+    "crop_pct": "data.crop_pct", "train_split": "data.seg_train_split", "strict": "data.strict", "device": "device", "eval_every": "eval_every",
 }
 
 
@@ -274,6 +274,8 @@ def train_command(
     hflip: Annotated[float, typer.Option(help="horizontal flip probability")] = _D.data.hflip,
     randaug: Annotated[int, typer.Option(help="RandAugment-lite ops per image")] = _D.data.randaug_ops,
     crop_pct: Annotated[Optional[float], typer.Option(help="eval centre-crop share (default: model)")] = None,
+    train_split: Annotated[str, typer.Option(
+        help="segmentation: the split trained on (CamVid: train or trainval)")] = _D.data.seg_train_split,
     strict: Annotated[bool, typer.Option(help="unreadable images are an error, not skipped")] = False,
     device: Annotated[Optional[str], typer.Option(help="cpu or cuda[:N] (default: CUDA if present)")] = None,
     eval_every: Annotated[int, typer.Option(

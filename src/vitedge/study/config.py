@@ -44,6 +44,7 @@ class DataSection:
     eval_limit: int | None = None     # ... of the test split; None: the whole split
     batch_size: int = 128
     workers: int = 0                  # data-loader processes (0 is fastest on 2 cores)
+    seg_train_split: str = "train"    # task seg: the split trained on (CamVid: train or trainval)
 
 
 @dataclass(frozen=True)

@@ -97,7 +97,7 @@ def data_config(config: StudyConfig, min_scale: float) -> Any:
     d = config.data
     return DataConfig(dataset=d.dataset, root=d.root, img_size=d.img_size, batch_size=d.batch_size,
                       workers=d.workers, scale=(min_scale, 1.0), crop_pct=d.crop_pct,
-                      train_limit=d.train_limit, eval_limit=d.eval_limit)
+                      train_limit=d.train_limit, eval_limit=d.eval_limit, seg_train_split=d.seg_train_split)
 
 
 def _train_config(config: StudyConfig, out: Path, *, model: str, epochs: int, lr: float,

@@ -241,7 +241,8 @@ _TRAIN_FIELDS = {
     "seed": "seed", "workers": "data.workers", "ema": "ema.decay", "warmup_epochs": "optim.warmup_epochs",
     "weight_decay": "optim.weight_decay", "label_smoothing": "optim.label_smoothing",
     "min_scale": "data.scale", "hflip": "data.hflip", "randaug": "data.randaug_ops",
-    "crop_pct": "data.crop_pct", "train_split": "data.seg_train_split", "strict": "data.strict", "device": "device", "eval_every": "eval_every",
+    "crop_pct": "data.crop_pct", "train_split": "data.seg_train_split", "strict": "data.strict",
+    "device": "device", "eval_every": "eval_every",
 }
 
 

@@ -262,10 +262,10 @@ def check_study_config(config: StudyConfig) -> None:
         raise VitedgeError("fine-tuning and QAT epochs must be >= 0")
     q = config.quantization
     if not (q.qat_lr > 0 and q.qat_step_lr_mult > 0 and 0 <= q.qat_alpha <= 1):
-        raise VitedgeError(f"quantization.qat_lr and qat_step_lr_mult must be positive and qat_alpha in [0, 1], "
-                           f"got {q.qat_lr}, {q.qat_step_lr_mult}, {q.qat_alpha}")
-    if config.quantization.reconstruct < 0:
-        raise VitedgeError(f"quantization.reconstruct must be >= 0 steps, got {config.quantization.reconstruct}")
+        raise VitedgeError("quantization.qat_lr and qat_step_lr_mult must be positive and qat_alpha in "
+                           f"[0, 1], got {q.qat_lr}, {q.qat_step_lr_mult}, {q.qat_alpha}")
+    if q.reconstruct < 0:
+        raise VitedgeError(f"quantization.reconstruct must be >= 0 steps, got {q.reconstruct}")
     if config.data.crop_pct is not None and not 0 < config.data.crop_pct <= 1:
         raise VitedgeError(f"data.crop_pct must be in (0, 1], got {config.data.crop_pct}")
     for scale in (config.baseline.min_scale, config.pruning.min_scale):

@@ -123,6 +123,32 @@ def test_cli_export_then_predict_agree(monkeypatch, capsys, cifar_jpeg, tmp_path
     assert all(name in classes for ranked in answers[0] for name in ranked)
 
 
+def test_cli_batch_one_export_runs_any_batch_as_the_dynamic_one(monkeypatch, capsys, tmp_path):
+    import importlib.util
+
+    import numpy as np
+
+    from vitedge.deploy.runtimes import OpenVinoRuntime
+
+    model = randomize_batchnorm(vitedge.create_model("efficientvit_b0", num_classes=10, img_size=64))
+    ckpt = vitedge.save(model, tmp_path / "b0.safetensors")
+    for name, flags in (("dynamic", ()), ("one", ("--batch-one",))):
+        code, _, err = run_cli(monkeypatch, capsys, "export", str(ckpt), "-o", str(tmp_path / f"{name}.onnx"),
+                               *flags)
+        assert code == 0, err
+    batch_dims = {name: onnx.load(str(tmp_path / f"{name}.onnx")).graph.input[0].type.tensor_type.shape.dim[0]
+                  for name in ("dynamic", "one")}
+    assert batch_dims["one"].dim_value == 1 and batch_dims["dynamic"].dim_param, "only --batch-one fixes it"
+    x = torch.randn(3, 3, 64, 64).numpy()
+    runtimes = [OnnxRuntime]
+    if importlib.util.find_spec("openvino"):
+        runtimes.append(OpenVinoRuntime)
+    for runtime in runtimes:
+        dynamic, one = (runtime(tmp_path / f"{name}.onnx", threads=1) for name in ("dynamic", "one"))
+        assert one.fixed_batch == 1 and dynamic.fixed_batch is None
+        np.testing.assert_allclose(one(x), dynamic(x), rtol=0, atol=1e-4)  # 3 images: run one by one
+
+
 def test_cli_deploy_bad_input(monkeypatch, capsys, tmp_path):
     not_ours = tmp_path / "random.safetensors"
     not_ours.write_bytes(b"\x00" * 64)

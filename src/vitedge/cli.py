@@ -490,6 +490,9 @@ def export_command(
     format: Annotated[str, typer.Option("--format", help="deployment format: onnx or torch")] = "onnx",
     precision: Annotated[str, typer.Option(help="fp32, fp16 or int8 (int8: a quantized checkpoint)")] = "fp32",
     resolution: Annotated[Optional[int], typer.Option(help="input resolution (default: the model's)")] = None,
+    batch_one: Annotated[bool, typer.Option(
+        "--batch-one", help="fix the batch at 1 (ONNX): no run-time shape arithmetic, faster at batch 1 "
+                            "(the usual edge deployment); the default keeps the batch dynamic")] = False,
 ) -> None:
     """Export a model for deployment (ONNX FP32/FP16/INT8 QDQ with preprocessing metadata)."""
     from vitedge.deploy import export
@@ -499,7 +502,8 @@ def export_command(
     if Path(model).is_file():
         classes = read_metadata(model)["extra"].get("classes")
     net = resolve_model(model)
-    path = export(net, output, precision, format=format, resolution=resolution, classes=classes)
+    path = export(net, output, precision, format=format, resolution=resolution, classes=classes,
+                  dynamic_batch=not batch_one)
     size = path.stat().st_size / 2**20
     console.print(f"wrote {path} ({format}, {precision}, {size:.2f} MiB)", highlight=False)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -28,6 +29,18 @@ class Runtime(Protocol):
     threads: int
 
     def __call__(self, batch: np.ndarray) -> np.ndarray: ...
+
+
+def run_in_fixed_batches(run: Callable[[np.ndarray], np.ndarray], batch: np.ndarray,
+                         fixed: int | None) -> np.ndarray:
+    """``run(batch)``, or, for a graph exported with a fixed batch (``vitedge export --batch-one``),
+    ``run`` on consecutive slices of that size with the logits concatenated."""
+    if fixed is None or len(batch) == fixed:
+        return run(batch)
+    if len(batch) % fixed:
+        raise VitedgeError(f"this graph takes batches of exactly {fixed} images, got {len(batch)}; "
+                           "use a multiple of it or re-export without --batch-one")
+    return np.concatenate([run(batch[i:i + fixed]) for i in range(0, len(batch), fixed)])
 
 
 class TorchRuntime:
@@ -82,10 +95,15 @@ class OnnxRuntime:
         except Exception as err:  # ORT raises its own exception types for invalid graphs
             raise VitedgeError(f"onnxruntime cannot load {path}: {str(err).splitlines()[0][:160]}; "
                                "re-export the model") from err
-        self.input_name = self.session.get_inputs()[0].name
+        graph_input = self.session.get_inputs()[0]
+        self.input_name = graph_input.name
+        # a symbolic batch dimension is a string (or None); a fixed one an int
+        self.fixed_batch = graph_input.shape[0] if isinstance(graph_input.shape[0], int) else None
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input_name: np.ascontiguousarray(batch, np.float32)})[0]
+        return run_in_fixed_batches(
+            lambda b: self.session.run(None, {self.input_name: b})[0],
+            np.ascontiguousarray(batch, np.float32), self.fixed_batch)
 
     def end_profiling(self) -> Path:
         """Stop profiling and return the JSON trace ORT wrote (Chrome trace format)."""
@@ -114,9 +132,14 @@ class OpenVinoRuntime:
         except Exception as err:  # OpenVINO raises RuntimeError subclasses of its own
             raise VitedgeError(f"openvino cannot load {path}: {str(err).splitlines()[0][:160]}") from err
         self.request = self.compiled.create_infer_request()
+        batch_dim = self.compiled.input(0).get_partial_shape()[0]
+        self.fixed_batch = batch_dim.get_length() if batch_dim.is_static else None
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        result = self.request.infer({0: np.ascontiguousarray(batch, np.float32)})
+        return run_in_fixed_batches(self._infer, np.ascontiguousarray(batch, np.float32), self.fixed_batch)
+
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
+        result = self.request.infer({0: batch})
         return np.asarray(result[self.compiled.output(0)])
 
 

@@ -85,6 +85,26 @@ def test_learnable_path_equals_fixed_path(spec, lo, width, values):
 
 
 @SETTINGS
+@given(spec=specs, lo=finite, width=widths)
+def test_qat_evaluation_is_the_frozen_arithmetic(spec, lo, width):
+    """Mid-QAT evaluation (no gradient) must score what the frozen, exported model scores: values
+    on the grid's rounding ties are where x·(1/s) and the runtime's x/s part."""
+    spec = _spec(spec)
+    q = Quantizer(spec, "input")
+    q.calibrate_from(torch.tensor([lo, lo + width]))
+    q.fake_quant = True
+    q.learn(True)
+    s = q.log_scale.detach().exp()
+    ties = (torch.arange(spec.qmin, spec.qmax, dtype=torch.float32) + 0.5 - q.zero_point) * s
+    x = torch.cat([ties, torch.nextafter(ties, ties + 1), torch.nextafter(ties, ties - 1)])
+    with torch.no_grad():
+        learning = q(x)
+    q.learn(False)
+    with torch.no_grad():
+        assert torch.equal(learning, q(x))
+
+
+@SETTINGS
 @given(d=st.floats(0.0, 1e6, allow_subnormal=False, width=32), exp_min=st.integers(-20, 5), bits=st.integers(1, 6))
 def test_log2_divisor_stays_in_its_window_and_within_sqrt2(d, exp_min, bits):
     q = Log2Quantizer(bits, exp_min)

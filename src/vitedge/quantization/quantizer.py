@@ -426,7 +426,10 @@ class Quantizer(nn.Module):
             scale = self.log_scale.exp()
             with torch.no_grad():
                 self.scale.copy_(scale)
-            return lsq_fake_quantize(x, scale, self.zero_point, self.spec.qmin, self.spec.qmax)
+            if not exact_mode(x, scale):  # training: the LSQ gradient
+                return lsq_fake_quantize(x, scale, self.zero_point, self.spec.qmin, self.spec.qmax)
+            # evaluation mid-QAT (no gradient): the frozen model's exact arithmetic below, so the
+            # per-epoch top-1 is the one the frozen, exported model gets
         qmin = self.spec.qmin
         if not self.spec.per_channel and exact_mode(x):
             # the runtime's QuantizeLinear divides by the scale; torch's fake-quant multiplies

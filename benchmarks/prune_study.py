@@ -138,18 +138,15 @@ def ort_runners(models: dict[str, nn.Module], size: tuple[int, ...], *, threads:
                 workdir: Path, dynamic_batch: bool) -> dict[str, Any]:
     """ONNX Runtime FP32 on the CPU, batch 1, each model exported by ``vitedge.export`` (what
     deploys: BN folded; batch dynamic, or fixed at 1 as an edge deployment would)."""
-    import onnxruntime as ort
+    from vitedge.deploy import OnnxRuntime
 
-    feed = {"input": torch.randn(1, *size).numpy()}
+    batch = torch.randn(1, *size).numpy()
     runners = {}
     for name, model in models.items():
         path = vitedge.export(model, workdir / f"{name}.onnx", "fp32", resolution=size[-1],
                               dynamic_batch=dynamic_batch)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        runners[name] = lambda sess=sess: sess.run(None, feed)
+        runtime = OnnxRuntime(path, threads=threads)
+        runners[name] = lambda runtime=runtime: runtime(batch)
     return runners
 
 

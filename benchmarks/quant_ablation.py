@@ -95,6 +95,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="the learned step sizes train at --qat-lr times this")
     p.add_argument("--qat-alpha", type=float, default=QAT_ALPHA,
                    help="distillation weight in QAT (1: match the FP32 model only, no labels)")
+    p.add_argument("--qat-ema", type=float, default=None,
+                   help="QAT: evaluate and freeze an EMA of the weights and step sizes with this decay "
+                        "(e.g. 0.998; off if unset)")
     p.add_argument("--qat-min-scale", type=float, default=0.5,
                    help="smallest random-resized-crop area in QAT (the baseline's last stage used 0.5; "
                         "the trainer's default 0.08 is a from-scratch augmentation)")
@@ -177,13 +180,14 @@ def qat_row(args: argparse.Namespace, config: QuantConfig | None, previous: dict
     if args.qat_epochs <= 0 or args.checkpoint is None or config is None:
         return {"name": name, "pending": True, "note": "not run: pass a checkpoint and --qat-epochs N"}
     setup = {"qat_epochs": args.qat_epochs, "qat_lr": args.qat_lr, "qat_min_scale": args.qat_min_scale,
-             "qat_step_lr_mult": args.qat_step_lr_mult, "qat_alpha": args.qat_alpha}
+             "qat_step_lr_mult": args.qat_step_lr_mult, "qat_alpha": args.qat_alpha,
+             "qat_ema": args.qat_ema}
     same = previous and previous.get("config") == config.to_dict()
     if same and all(previous.get(k) == v for k, v in setup.items()):
         return previous
     from vitedge.quantization.recipe import quantize_checkpoint
     from vitedge.train import DataConfig, TrainConfig
-    from vitedge.train.config import DistillConfig, OptimConfig
+    from vitedge.train.config import DistillConfig, EMAConfig, OptimConfig
 
     data = DataConfig(dataset=args.data, root=args.data_dir, img_size=args.img_size,
                       batch_size=min(args.batch_size, 128), workers=args.workers,
@@ -193,7 +197,7 @@ def qat_row(args: argparse.Namespace, config: QuantConfig | None, previous: dict
     qat = TrainConfig(epochs=args.qat_epochs, seed=args.seed, data=data,
                       optim=OptimConfig(lr=args.qat_lr, warmup_epochs=0.0,
                                         step_size_lr_mult=args.qat_step_lr_mult),
-                      distill=DistillConfig(alpha=args.qat_alpha),
+                      distill=DistillConfig(alpha=args.qat_alpha), ema=EMAConfig(decay=args.qat_ema),
                       resume=(args.out / "qat" / "qat" / STATE_FILE).exists())
     start = time.perf_counter()
     result = quantize_checkpoint(args.checkpoint, config, data=data, calib=args.calib, qat=qat,

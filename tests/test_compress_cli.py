@@ -64,6 +64,18 @@ def test_quantize_cli_ptq_then_qat_and_reload(monkeypatch, capsys, tiny_classifi
     assert _same_function(qat / "qat" / "model.safetensors", trained)
     assert not all(torch.equal(a, b) for a, b in zip(trained.state_dict().values(), qmodel.state_dict().values()))
 
+    # same seed, same trajectory: with --qat-ema the frozen model is the average, not the last step
+    averaged = tmp_path / "qat_ema"
+    code, stdout, err = run_cli(monkeypatch, capsys, "quantize", str(ckpt), "--method", "minmax", "--calib", "8",
+                                "--qat-epochs", "1", "--qat-ema", "0.5", "--data", str(data),
+                                "--batch-size", "4", "--out", str(averaged))
+    assert code == 0, err
+    assert json.loads((averaged / "qat" / "metrics.json").read_text())["config"]["ema"]["decay"] == 0.5
+    assert read_metadata(averaged / "qat" / "model.safetensors")["extra"]["weights"] == "ema"
+    ema_model = load_quantized(averaged / "model.safetensors")
+    assert _same_function(averaged / "qat" / "model.safetensors", ema_model)
+    assert not _same_function(qat / "model.safetensors", ema_model)
+
     rec = tmp_path / "reconstructed"
     code, stdout, err = run_cli(monkeypatch, capsys, "quantize", str(ckpt), "--method", "minmax",
                                 "--calib", "8", "--reconstruct", "5", "--data", str(data),
@@ -85,6 +97,7 @@ def test_quantize_cli_ptq_then_qat_and_reload(monkeypatch, capsys, tiny_classifi
     (("quantize", "{ckpt}", "--w-bits", "1"), "w_bits"),
     (("quantize", "{ckpt}", "--calib", "0"), "positive"),
     (("quantize", "{ckpt}", "--reconstruct", "-1"), "--reconstruct must be >= 0"),
+    (("quantize", "{ckpt}", "--qat-epochs", "1", "--qat-ema", "1.5"), "EMA decay"),
     (("quantize", "{ckpt}", "--data", "cifar10"), "needs --data-dir"),
     (("quantize", "missing.safetensors"), "does not exist"),
 ])

@@ -66,8 +66,8 @@ def test_quantize_cli_ptq_then_qat_and_reload(monkeypatch, capsys, tiny_classifi
 
     # same seed, same trajectory: with --qat-ema the frozen model is the average, not the last step
     averaged = tmp_path / "qat_ema"
-    code, stdout, err = run_cli(monkeypatch, capsys, "quantize", str(ckpt), "--method", "minmax", "--calib", "8",
-                                "--qat-epochs", "1", "--qat-ema", "0.5", "--data", str(data),
+    code, stdout, err = run_cli(monkeypatch, capsys, "quantize", str(ckpt), "--method", "minmax",
+                                "--calib", "8", "--qat-epochs", "1", "--qat-ema", "0.5", "--data", str(data),
                                 "--batch-size", "4", "--out", str(averaged))
     assert code == 0, err
     assert json.loads((averaged / "qat" / "metrics.json").read_text())["config"]["ema"]["decay"] == 0.5

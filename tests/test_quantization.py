@@ -53,6 +53,7 @@ from vitedge.quantization.qmodules import (
     QuantResidualBlock,
 )
 from vitedge.quantization.quantizer import lsq_fake_quantize, qparams_from_range
+from vitedge.train.ema import ModelEMA
 
 RES = 64
 # name -> (build kwargs, weight gain that keeps activations O(1) and the logits input-dependent)
@@ -491,6 +492,29 @@ def test_qat_learns_scales_that_reduce_the_loss(tmp_path):
     assert scale_parameters(qmodel) == [] and not any(k.endswith("log_scale") for k in qmodel.state_dict())
     with torch.no_grad():
         assert torch.equal(loaded(x), qmodel(x)), "freezing keeps the learned scales"
+
+
+@pytest.mark.parametrize("name", ["efficientvit_b0", "efficientvit_m0"])
+def test_qat_evaluation_scores_what_the_frozen_model_scores(name):
+    """Mid-QAT evaluation (and that of its weight EMA) runs the runtime's integer arithmetic on
+    the current step sizes, so the trainer's per-epoch top-1 is the frozen, deployed model's."""
+    model = dense(name)
+    qmodel = prepare_qat(quantize(model, calib(), "trio" if name.endswith("b0") else "mse"))
+    x = images(8)
+    opt = torch.optim.Adam(scale_parameters(qmodel), lr=0.02)
+    ema = ModelEMA(qmodel, decay=0.5)
+    for _ in range(3):
+        loss = qmodel(x).square().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()  # moves log_scale; the scale buffers are now a step behind
+        ema.update(qmodel)
+    for learning in (qmodel.eval(), ema.module):
+        with torch.no_grad():
+            mid = learning(x)
+        frozen = freeze(copy.deepcopy(learning))
+        with torch.no_grad():
+            assert torch.equal(mid, frozen(x))
 
 
 def test_qat_with_tracked_ranges_follows_the_data():

@@ -367,9 +367,18 @@ class Quantizer(nn.Module):
 
     @property
     def fixed(self) -> bool:
-        """Fake-quantizing with a calibrated, not learned, scale: where the integer runtime's
+        """Fake-quantizing with a scale that does not change in this forward: a calibrated one,
+        or a learned one under evaluation mid-QAT (no gradient). Where the integer runtime's
         arithmetic is emulated (:mod:`~vitedge.quantization.runtime_arith`)."""
-        return self.fake_quant and not self.learning
+        if not self.fake_quant:
+            return False
+        if self.learning:
+            if not exact_mode(self.log_scale):
+                return False
+            # an optimizer step (or an EMA update) moved log_scale since the last forward: the
+            # integer paths read ``scale``, so the frozen model's value must be there
+            self.sync_scale()
+        return True
 
     @property
     def span(self) -> float:

@@ -39,7 +39,7 @@ import torch.nn as nn
 import vitedge
 from vitedge.models.checkpoint import atomic_write
 from vitedge.quantization import QuantConfig, TrioConfig, point_report, report_markdown
-from vitedge.train.config import QAT_ALPHA, QAT_LR, QAT_STEP_LR_MULT
+from vitedge.train.config import QAT_ALPHA, QAT_EMA, QAT_LR, QAT_STEP_LR_MULT
 
 ACCEPT_W8A8_DROP = 0.5  # pt top-1, best W8A8 PTQ vs FP32 (issue 5)
 ACCEPT_QAT_DROP = 0.2   # pt top-1, W8A8 after QAT vs FP32
@@ -95,9 +95,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="the learned step sizes train at --qat-lr times this")
     p.add_argument("--qat-alpha", type=float, default=QAT_ALPHA,
                    help="distillation weight in QAT (1: match the FP32 model only, no labels)")
-    p.add_argument("--qat-ema", type=float, default=None,
-                   help="QAT: evaluate and freeze an EMA of the weights and step sizes with this decay "
-                        "(e.g. 0.998; off if unset)")
+    p.add_argument("--qat-ema", type=float, default=QAT_EMA,
+                   help="QAT: freeze an EMA of the weights and step sizes with this decay instead of the "
+                        "last step (0: off)")
     p.add_argument("--qat-min-scale", type=float, default=0.5,
                    help="smallest random-resized-crop area in QAT (the baseline's last stage used 0.5; "
                         "the trainer's default 0.08 is a from-scratch augmentation)")
@@ -197,7 +197,7 @@ def qat_row(args: argparse.Namespace, config: QuantConfig | None, previous: dict
     qat = TrainConfig(epochs=args.qat_epochs, seed=args.seed, data=data,
                       optim=OptimConfig(lr=args.qat_lr, warmup_epochs=0.0,
                                         step_size_lr_mult=args.qat_step_lr_mult),
-                      distill=DistillConfig(alpha=args.qat_alpha), ema=EMAConfig(decay=args.qat_ema),
+                      distill=DistillConfig(alpha=args.qat_alpha), ema=EMAConfig(decay=args.qat_ema or None),
                       resume=(args.out / "qat" / "qat" / STATE_FILE).exists())
     start = time.perf_counter()
     result = quantize_checkpoint(args.checkpoint, config, data=data, calib=args.calib, qat=qat,

@@ -59,6 +59,7 @@ def test_documented_config_names_every_knob_and_equals_the_quick_preset():
     ("pruning:\n  ratios: [0.4, 1.2]\n", "pruning: ratio must be a number in [0, 1), got 1.2"),
     ("pruning:\n  criterion: hessian\n", "pruning: unknown pruning criterion"),
     ("quantization:\n  a_bits: 1\n", "quantization: a_bits"),
+    ("quantization:\n  qat_ema: 1.0\n", "quantization.qat_ema must be in [0, 1)"),
     ("deploy:\n  runtime: tflite\n", "unknown runtime 'tflite'"),
     ("modle: efficientvit_b0\n", "did you mean 'model'?"),
     ("model: efficientvit_b9\n", "efficientvit_b9"),

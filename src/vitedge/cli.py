@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from vitedge.errors import VitedgeError
-from vitedge.train.config import QAT_ALPHA, QAT_LR, QAT_STEP_LR_MULT, TrainConfig
+from vitedge.train.config import QAT_ALPHA, QAT_EMA, QAT_LR, QAT_STEP_LR_MULT, TrainConfig
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Compress EfficientViT models and deploy them on edge devices.")
@@ -453,9 +453,9 @@ def quantize_command(
         help="QAT: the learned step sizes train at --qat-lr times this")] = QAT_STEP_LR_MULT,
     qat_alpha: Annotated[float, typer.Option(
         help="QAT distillation weight (1: match the float model only, no label term)")] = QAT_ALPHA,
-    qat_ema: Annotated[Optional[float], typer.Option(
-        help="QAT: keep an EMA of the weights and step sizes with this decay (e.g. 0.998) and "
-             "freeze that instead of the last step (off if unset)")] = None,
+    qat_ema: Annotated[float, typer.Option(
+        help="QAT: freeze an EMA of the weights and step sizes with this decay instead of the "
+             "last step (0: off)")] = QAT_EMA,
     reconstruct: Annotated[int, typer.Option(
         help="post-training: learn the step sizes N steps on the calibration set against the float "
              "logits (weights fixed; 0: off)")] = 0,
@@ -478,7 +478,7 @@ def quantize_command(
                          reconstruct_iters=reconstruct)
     train = _recipe_config(qat_epochs, seed, data, data_dir, batch_size, workers, qat_lr,
                            {"optim.warmup_epochs": 0.0, "optim.step_size_lr_mult": qat_step_lr_mult,
-                            "distill.alpha": qat_alpha, "ema.decay": qat_ema})
+                            "distill.alpha": qat_alpha, "ema.decay": qat_ema or None})
     result = quantize_checkpoint(checkpoint, config, data=train.data, calib=calib,
                                  qat=train if qat_epochs > 0 else None, out=out, seed=seed)
     _print_metrics(result.metrics, (("top1_fp32", "top-1 FP32"), ("top1_int8", f"top-1 W{w_bits}A{a_bits} PTQ"),

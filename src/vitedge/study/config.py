@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from vitedge.errors import VitedgeError
-from vitedge.train.config import QAT_ALPHA, QAT_LR, QAT_STEP_LR_MULT
+from vitedge.train.config import QAT_ALPHA, QAT_EMA, QAT_LR, QAT_STEP_LR_MULT
 
 __all__ = ["PRESETS", "StudyConfig", "load_study_config"]
 
@@ -77,6 +77,7 @@ class QuantizationSection:
     qat_lr: float = QAT_LR
     qat_step_lr_mult: float = QAT_STEP_LR_MULT  # the learned step sizes train at qat_lr × this
     qat_alpha: float = QAT_ALPHA      # distillation weight in QAT (1: the float model only)
+    qat_ema: float = QAT_EMA          # QAT freezes an EMA of weights and step sizes (0: the last step)
     reconstruct: int = 0              # > 0: learn the step sizes for N steps on the calibration set
     conv_outputs: bool = True         # points between conv and activation: ORT's QLinearConv needs them
 
@@ -264,6 +265,8 @@ def check_study_config(config: StudyConfig) -> None:
     if not (q.qat_lr > 0 and q.qat_step_lr_mult > 0 and 0 <= q.qat_alpha <= 1):
         raise VitedgeError("quantization.qat_lr and qat_step_lr_mult must be positive and qat_alpha in "
                            f"[0, 1], got {q.qat_lr}, {q.qat_step_lr_mult}, {q.qat_alpha}")
+    if not 0 <= q.qat_ema < 1:
+        raise VitedgeError(f"quantization.qat_ema must be in [0, 1) (0: off), got {q.qat_ema}")
     if q.reconstruct < 0:
         raise VitedgeError(f"quantization.reconstruct must be >= 0 steps, got {q.reconstruct}")
     if config.data.crop_pct is not None and not 0 < config.data.crop_pct <= 1:

@@ -219,7 +219,7 @@ def _quantize(config: StudyConfig, run_dir: Path, variant: Variant, log: Log) ->
             qat = _train_config(config, stage.folder / "qat", model=str(variant.checkpoint), epochs=q.qat_epochs,
                                 lr=q.qat_lr, warmup_epochs=0.0, min_scale=config.pruning.min_scale)
             qat = qat.with_overrides({"optim.step_size_lr_mult": q.qat_step_lr_mult,
-                                      "distill.alpha": q.qat_alpha})
+                                      "distill.alpha": q.qat_alpha, "ema.decay": q.qat_ema or None})
         method = QuantConfig(method=q.method, w_bits=q.w_bits, a_bits=q.a_bits, conv_outputs=q.conv_outputs,
                              reconstruct_iters=q.reconstruct)
         quantized = quantize_checkpoint(

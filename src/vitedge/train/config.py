@@ -58,9 +58,12 @@ class DataConfig:
 # QAT's fine-tuning recipe (CLI, study, benchmarks): it starts from a calibrated model that is
 # already close, so the weights move little (2e-5), the learned step sizes 10× faster, and the
 # loss is distillation from the float model alone (labels would pull it off the float function).
+# What is frozen is an EMA of the weights and step sizes: the last step alone lands on a noisy
+# point (B0 CIFAR-10, 1 epoch: 85.50 % with the EMA; 2 epochs: 85.37 vs 85.32 without).
 QAT_LR = 2e-5
 QAT_STEP_LR_MULT = 10.0
 QAT_ALPHA = 1.0
+QAT_EMA = 0.998
 
 
 @dataclass(frozen=True)

@@ -103,6 +103,8 @@ JOBS = (
     # runs), hence 20 epochs and the milder crops that stage 1 of B0 showed a short run needs.
     Job("m0-cifar10", "efficientvit_m0", "cifar10", epochs=20, min_scale=0.5, img_size=96),
     Job("m0-fashion-mnist", "efficientvit_m0", "fashion-mnist", epochs=15, min_scale=0.6),
+    # B1 (issue 5's optional third ablation subject): B0's stage-2 crops from the start, one stage.
+    Job("b1-cifar10", "efficientvit_b1", "cifar10", epochs=20, min_scale=0.5, img_size=96),
 )
 DATASET_SIZES = {"cifar10": (50_000, 10_000), "fashion-mnist": (60_000, 10_000)}  # train, test
 

@@ -25,7 +25,8 @@ The recipe (why these settings)
   peak lr, 1 warm-up epoch, milder 50–100 % crops) — the CIFAR-10 baseline. Two stages because
   each fits one 3-hour session on 2 cores, and the first alone had shown where it stood. M0: 20
   epochs, 50–100 % crops (no accuracy floor; it must fit one session with its ablations).
-  Fashion-MNIST (60k easier images): 15 epochs, 92.75 %.
+  Fashion-MNIST (60k easier images): 15 epochs, 92.75 %. B1 (``b1-cifar10``, the optional third
+  quantization subject): one 20-epoch stage with B0's stage-2 crops, ~1.4 h at 218 img/s.
 - **Reported on the full test sets** (10,000 images each), last epoch, no checkpoint selection.
 
 Usage

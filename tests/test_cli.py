@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
+from pathlib import Path
 
+import pytest
 import torch
 
 import vitedge
@@ -82,3 +85,60 @@ def test_convert_then_info(monkeypatch, capsys, tmp_path):
     assert code == 0
     code, out_text, _ = run_cli(monkeypatch, capsys, "info", str(out))
     assert code == 0 and '"num_classes": 3' in out_text
+
+
+# Usage errors (bad command line, caught by the parser before any command runs) are user errors
+# too: one line that names the problem and where to read more, exit 2 like every user error.
+USAGE_ERRORS = [
+    (("profile", "--bogus"), ("--bogus", "see vitedge profile --help")),
+    (("prune",), ("Missing argument", "checkpoint", "see vitedge prune --help")),
+    (("prune", "model.safetensors", "--ratio", "abc"), ("'--ratio'", "number", "see vitedge prune --help")),
+    (("profile", "--resolution"), ("'--resolution' requires an argument", "see vitedge profile --help")),
+    (("profil",), ("No such command 'profil'", "Did you mean 'profile'", "see vitedge --help")),
+]
+
+
+@pytest.mark.parametrize(("args", "fragments"), USAGE_ERRORS, ids=[" ".join(a) for a, _ in USAGE_ERRORS])
+def test_usage_error_is_one_line_and_exit_2(monkeypatch, capsys, args, fragments):
+    code, out, err = run_cli(monkeypatch, capsys, *args)
+    assert code == cli.EXIT_USER_ERROR == 2
+    assert_one_line_error(code, err, "error:", *fragments)
+    assert "Traceback" not in err and out == ""
+
+
+def test_bare_vitedge_shows_the_help_and_fails(monkeypatch, capsys):
+    """No command is a usage error (a script that forgot its verb must not pass), but the user
+    typing the bare name wants the list of commands: print the help, exit 2."""
+    code, out, err = run_cli(monkeypatch, capsys)
+    assert code == 2
+    assert "Usage: vitedge" in out and "prune" in out and "bench" in out
+    assert "Traceback" not in err and "Error" not in err
+
+
+@pytest.mark.parametrize("args", [("--help",), ("prune", "--help")], ids=" ".join)
+def test_help_exits_0(monkeypatch, capsys, args):
+    code, out, err = run_cli(monkeypatch, capsys, *args)
+    assert code == 0, err
+    assert f"Usage: vitedge {args[0] if len(args) > 1 else ''}".rstrip() in out
+    assert err == ""
+
+
+def test_console_script_usage_error(tmp_path):
+    """The installed ``vitedge`` script itself (not ``main()`` called in-process)."""
+    script = Path(sys.executable).with_name("vitedge")
+    assert script.is_file(), f"{script} is missing: install the package (pip install -e .)"
+    proc = subprocess.run([str(script), "profile", "--bogus"], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert_one_line_error(proc.returncode, proc.stderr, "--bogus", "see vitedge profile --help")
+
+
+def test_ctrl_c_exits_130(monkeypatch, capsys):
+    """An interrupted command must not look successful to the shell (typer turns the interrupt
+    into an exit code that a non-standalone caller has to pass on)."""
+    def interrupted(*_args, **_kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("vitedge.models.list_models", interrupted)
+    code, _, _ = run_cli(monkeypatch, capsys, "models")
+    assert code == 130

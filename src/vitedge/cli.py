@@ -11,19 +11,28 @@ import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
-import click
 import typer
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from vitedge.errors import VitedgeError
 from vitedge.train.config import QAT_ALPHA, QAT_EMA, QAT_LR, QAT_STEP_LR_MULT, TrainConfig
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(add_completion=False,
                   help="Compress EfficientViT models and deploy them on edge devices.")
 console = Console()
-EXIT_USER_ERROR = 2
+PROG = "vitedge"
+EXIT_USER_ERROR = 2  # every user mistake, usage errors included (the code click gives them)
+
+
+@app.callback(invoke_without_command=True)
+def _root(ctx: typer.Context) -> None:
+    # Bare `vitedge`: the user wants the list of commands, a script that lost its verb must fail.
+    if ctx.invoked_subcommand is None:
+        typer.echo(ctx.get_help(), nl=False)  # rich help prints itself and returns ""
+        raise typer.Exit(EXIT_USER_ERROR)
 
 
 @app.command("models")
@@ -630,17 +639,35 @@ def resolve_model(spec: str, num_classes: int | None = None):
 def main() -> None:
     """Console-script entry point: one-line errors and a non-zero exit for user mistakes."""
     try:
-        app(standalone_mode=False)
+        code = app(prog_name=PROG, standalone_mode=False)
     except VitedgeError as err:
-        Console(stderr=True).print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        _print_error(str(err))
         sys.exit(EXIT_USER_ERROR)
-    except click.ClickException as err:
-        err.show()
+    except typer.TyperException as err:
+        # The parser's errors: typer vendors click, so they are not click's classes (and click is
+        # not a dependency); usage errors carry exit code 2, anything else its own.
+        _print_error(f"{err.format_message().rstrip('.')} — see {_command_path(err)} --help")
         sys.exit(err.exit_code)
-    except click.exceptions.Abort:
+    except typer.Abort:
         sys.exit(130)
-    except click.exceptions.Exit as err:
-        sys.exit(err.exit_code)
+    # Not standalone, typer returns the code of a typer.Exit (--help: 0, Ctrl-C: 130).
+    if isinstance(code, int) and code:
+        sys.exit(code)
+
+
+def _print_error(message: str) -> None:
+    Console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+def _command_path(err: Exception) -> str:
+    """``vitedge CMD`` for the command the bad arguments were given to (``vitedge`` if none)."""
+    ctx = getattr(err, "ctx", None)
+    if ctx is not None:
+        return ctx.command_path
+    # Some parser errors (an option missing its value) carry no context: read the command line.
+    commands = {info.name for info in app.registered_commands}
+    verb = next((arg for arg in sys.argv[1:] if not arg.startswith("-")), None)
+    return f"{PROG} {verb}" if verb in commands else PROG
 
 
 if __name__ == "__main__":

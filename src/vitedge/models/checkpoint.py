@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -51,18 +52,39 @@ def save(model: nn.Module, path: str | os.PathLike, *, extra: Mapping[str, Any] 
 
 
 def atomic_write(path: str | os.PathLike, write: Any) -> Path:
-    """Call ``write(tmp_path)`` then rename onto ``path``: a crash never leaves a half file."""
+    """Call ``write(tmp_path)`` then rename onto ``path``: a crash never leaves a half file.
+
+    The file gets the permissions a plain ``open(path, "w")`` would give it: an existing file's
+    mode, else ``0o666`` less the umask (``tempfile.mkstemp`` would make every artifact 0600).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = _create_temporary_beside(path)
     try:
-        write(tmp)
+        try:
+            mode = path.stat().st_mode
+        except FileNotFoundError:
+            mode = tmp.stat().st_mode  # created with 0o666: the kernel applied the umask
+        write(str(tmp))
+        # Set after writing: some writers (safetensors) replace the file with a 0600 one.
+        os.chmod(tmp, stat.S_IMODE(mode))
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def _create_temporary_beside(path: Path) -> Path:
+    # O_EXCL, like mkstemp (no clobbering a concurrent writer's file), but mode 0o666 so the
+    # kernel applies the umask.
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return tmp
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:

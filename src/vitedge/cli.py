@@ -541,7 +541,7 @@ def bench_command(
     data_cfg = DataConfig(dataset=data, root=str(data_dir) if data_dir else None) if data else None
     rows = bench_deployment(checkpoint, out=out, quantized=int8, data=data_cfg, eval_limit=eval_limit,
                             calib=calib, runtimes=runtime, batch_sizes=batch_size, threads=threads, runs=runs)
-    console.print(bench_markdown(rows, batch_size), highlight=False, soft_wrap=True)
+    console.print(bench_markdown(rows, batch_size), markup=False, highlight=False, soft_wrap=True)
     console.print(f"wrote {out}/bench.md and bench.json")
 
 

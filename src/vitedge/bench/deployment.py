@@ -58,6 +58,10 @@ def bench_deployment(
     if any(b < 1 for b in batch_sizes) or runs < 1 or threads < 1:
         raise VitedgeError("batch sizes, runs and threads must all be at least 1")
     specs = [get_runtime(name) for name in runtimes] if runtimes else list(RUNTIMES)
+    for spec in specs if runtimes else ():  # asked for by name: it must run (all of them: a ✗ row)
+        ok, why = spec.available()
+        if not ok:
+            raise VitedgeError(f"runtime {spec.name} is not available: {why}")
     out_dir = Path(out)
     checkpoint = Path(checkpoint)
     model = load(checkpoint).eval()
@@ -73,8 +77,8 @@ def bench_deployment(
     qmodel, int8_reason = _int8_model(model, quantized, task, calib, out_dir)
     models = {"fp32": model, "int8": qmodel}
     files: dict[tuple[str, str], Path | str] = {("torch", "fp32"): checkpoint}
-    if qmodel is not None:
-        files["torch", "int8"] = Path(quantized) if quantized else out_dir / "int8.safetensors"
+    files["torch", "int8"] = int8_reason if qmodel is None else (
+        Path(quantized) if quantized else out_dir / "int8.safetensors")
     for precision in ("fp32", "fp16", "int8"):
         source = qmodel if precision == "int8" else model
         if source is None:

@@ -8,7 +8,7 @@ builds any of them. The latency harness times all of them the same way
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -150,15 +150,23 @@ class RuntimeSpec:
     name: str
     format: str                  # a row of vitedge.deploy.FORMATS
     precisions: tuple[str, ...]  # bf16: an FP32 file executed in bf16 by the engine
-    requires: str | None
+    requires: str | None         # the Python package it imports
+    install: str | None = None   # what to pip install for it, when not just ``requires``
 
     def available(self) -> tuple[bool, str]:
         if self.name == "tensorrt":  # a package *and* a CUDA GPU
             from vitedge.deploy.tensorrt_runtime import tensorrt_available
 
             return tensorrt_available()
-        if self.requires and importlib.util.find_spec(self.requires) is None:
-            return False, f"Python package {self.requires!r} is not installed (pip install {self.requires})"
+        if self.requires is None:
+            return True, ""
+        try:  # importing, not just finding: an install that cannot load is not available either
+            importlib.import_module(self.requires)
+        except ImportError as err:
+            fix = f"pip install {self.install or self.requires}"
+            if err.name == self.requires:
+                return False, f"Python package {self.requires!r} is not installed ({fix})"
+            return False, f"Python package {self.requires!r} cannot be imported ({err}); reinstall it ({fix})"
         return True, ""
 
     def file_precision(self, precision: str) -> str:
@@ -169,7 +177,7 @@ class RuntimeSpec:
 RUNTIMES: tuple[RuntimeSpec, ...] = (
     RuntimeSpec("torch", "torch", ("fp32", "int8"), None),  # int8: the fake-quant simulation
     RuntimeSpec("onnxruntime", "onnx", ("fp32", "fp16", "int8"), "onnxruntime"),
-    RuntimeSpec("openvino", "onnx", ("fp32", "bf16", "int8"), "openvino"),
+    RuntimeSpec("openvino", "onnx", ("fp32", "bf16", "int8"), "openvino", install="vitedge[openvino]"),
     RuntimeSpec("tensorrt", "onnx", ("fp32", "fp16", "int8"), "tensorrt"),  # CUDA GPU only
 )
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import random
+import tarfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import SHARED_DATASETS
 from PIL import Image
 
 from vitedge.data.segmentation import (
@@ -128,6 +130,15 @@ def test_train_transform_is_a_function_of_its_rng(tmp_path):
     b = transform(img, mask, random.Random(3))
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
     assert set(a[1].unique().tolist()) <= {3, IGNORE_INDEX}  # nearest resampling invents no labels
+    # Another seed, another draw. Every pixel and label of this pair is unique to its position, so
+    # any other scale, crop offset or flip changes the result: 10 seeds give 10 distinct pairs
+    # (a transform ignoring its rng gives 1; one drawing only the flip, 2).
+    rows, cols = np.mgrid[0:12, 0:16]
+    unique = Image.fromarray(np.stack([rows * 16 + cols, 255 - rows * 16 - cols, cols * 8], -1).astype(np.uint8))
+    labels = (rows * 16 + cols).astype(np.int64)
+    results = [transform(unique, labels, random.Random(seed)) for seed in range(10)]
+    assert len({x.numpy().tobytes() for x, _ in results}) == 10
+    assert len({y.numpy().tobytes() for _, y in results}) == 10  # the mask follows the draw too
 
 
 def test_eval_transform_keeps_the_label_resolution(tmp_path):
@@ -141,3 +152,53 @@ def test_eval_transform_keeps_the_label_resolution(tmp_path):
 def test_bad_crop_sizes(bad):
     with pytest.raises(VitedgeError, match=r"\(height, width\)"):
         SegTrainTransform(crop=bad)
+
+
+# The real archive (SegNet's 11-class CamVid): a few pairs streamed out of it, never extracted whole.
+CAMVID_TARBALL = SHARED_DATASETS / "camvid-segnet.tar.gz"
+CAMVID_PAIRS = 3
+# The archive's class list (its README: 0 Sky ... 10 Bicyclist; 11 Unlabelled = ignore).
+CAMVID_NAMES = ["sky", "building", "pole", "road", "pavement", "tree", "sign_symbol", "fence", "car",
+                "pedestrian", "bicyclist"]
+
+
+@pytest.fixture(scope="module")
+def camvid_real(tmp_path_factory) -> Path:
+    """``CamVid/train/`` and ``CamVid/trainannot/`` with the first few real pairs of the archive."""
+    if not CAMVID_TARBALL.is_file():
+        pytest.skip(f"{CAMVID_TARBALL} is absent (the shared CamVid archive is needed)")
+    root = tmp_path_factory.mktemp("camvid")
+    names: dict[str, set[str]] = {"train": set(), "trainannot": set()}
+    with tarfile.open(CAMVID_TARBALL, "r:gz") as tar:
+        for member in tar:  # sequential: stops as soon as both halves of the pairs are out
+            parts = member.name.split("/")
+            if not member.isfile() or len(parts) != 3 or parts[1] not in names:
+                continue
+            side, other = names[parts[1]], names["train" if parts[1] == "trainannot" else "trainannot"]
+            # The first pairs found: a name is taken while there is room, or when the other half has it.
+            if parts[2] in other or (len(side) < CAMVID_PAIRS and len(other) < CAMVID_PAIRS):
+                side.add(parts[2])
+                tar.extract(member, root, filter="data")
+            if len(names["train"]) == len(names["trainannot"]) == CAMVID_PAIRS and \
+                    names["train"] == names["trainannot"]:
+                break
+    assert names["train"] == names["trainannot"] and len(names["train"]) == CAMVID_PAIRS, names
+    return root
+
+
+def test_real_camvid_pairs(camvid_real):
+    data = build_seg_dataset("camvid", camvid_real, "train")
+    assert len(data) == CAMVID_PAIRS
+    assert data.classes == CAMVID_NAMES and data.num_classes == 11
+    seen = set()
+    for i in range(len(data)):
+        image, mask = data.sample(i)
+        assert image.mode == "RGB" and image.size == (480, 360)
+        assert mask.dtype == np.int64 and mask.shape == (360, 480)
+        raw = np.asarray(Image.open(data.pairs[i][1]))
+        assert raw.shape == (360, 480) and set(np.unique(raw).tolist()) <= set(range(12))
+        # 0-10 are kept, 11 (Unlabelled) becomes the ignore index, and nothing else appears.
+        np.testing.assert_array_equal(mask, np.where(raw == 11, IGNORE_INDEX, raw))
+        seen |= set(np.unique(mask).tolist())
+    assert seen <= set(range(11)) | {IGNORE_INDEX}
+    assert {0, 1, 3} <= seen  # these street frames show sky, building and road

@@ -4,15 +4,19 @@ simulation, FP16 stays finite and close to FP32, the CLI exports and predicts, b
 from __future__ import annotations
 
 import collections
+import json
 
 import pytest
 import torch
-from conftest import randomize_batchnorm
+from conftest import exact_w_bits, randomize_batchnorm
+from parity import assert_parity, input_dependent
 from test_cli import assert_one_line_error, run_cli
 from test_quantization import calib, dense, images
 
 import vitedge
 from vitedge.deploy import OnnxRuntime, export, read_onnx_metadata
+from vitedge.deploy.predict import load_predictor
+from vitedge.models.checkpoint import read_metadata
 from vitedge.quantization import QuantConfig
 
 onnx = pytest.importorskip("onnx")
@@ -121,6 +125,34 @@ def test_cli_export_then_predict_agree(monkeypatch, capsys, cifar_jpeg, tmp_path
         answers.append([line.split(": ", 1)[1].split()[::2] for line in lines])  # class names in order
     assert answers[0] == answers[1], "the ONNX export predicts as its checkpoint"
     assert all(name in classes for ranked in answers[0] for name in ranked)
+
+
+def test_cli_export_writes_the_checkpoint_preprocessing(monkeypatch, capsys, cifar_jpeg, tmp_path):
+    """A checkpoint trained with its own size, mean and std (its metadata's ``data_config``, as
+    ``vitedge train``, ``prune`` and ``quantize`` write it) exports with that preprocessing, so
+    ``predict`` on the ONNX file resizes and normalises as ``predict`` on the checkpoint does."""
+    classes = sorted(p.name for p in (cifar_jpeg / "train").iterdir())
+    model = input_dependent(vitedge.create_model("efficientvit_b0", num_classes=10, img_size=64),
+                            resolution=32)
+    trained = {"input_size": [3, 32, 32], "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25],
+               "crop_pct": 1.0, "interpolation": "bilinear"}
+    ckpt = vitedge.save(model, tmp_path / "b0.safetensors",
+                        extra={"classes": classes, "data_config": trained})
+    for name, flags in (("b0.onnx", ()), ("copy.safetensors", ("--format", "torch"))):
+        code, _, err = run_cli(monkeypatch, capsys, "export", str(ckpt), "-o", str(tmp_path / name), *flags)
+        assert code == 0, err
+    assert read_metadata(tmp_path / "copy.safetensors")["extra"]["data_config"] == trained
+    written = read_onnx_metadata(tmp_path / "b0.onnx")["vitedge.preprocessing"]
+    expected = json.loads(json.dumps({**model.data_config, **trained}))
+    assert written == expected, "the checkpoint's preprocessing, not the architecture's"
+    graph_input = onnx.load(str(tmp_path / "b0.onnx")).graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_value for d in graph_input[2:]] == [32, 32], "exported at the size it was trained at"
+    pictures = [sorted((cifar_jpeg / "test" / name).iterdir())[0] for name in classes[:4]]
+    probs = []
+    for source in (ckpt, tmp_path / "b0.onnx"):
+        ranked = load_predictor(source, threads=1).predict(pictures, top=len(classes))
+        probs.append(torch.tensor([[dict(top)[name] for name in classes] for _, top in ranked]))
+    assert_parity(probs[1], probs[0], tol=1e-6, what="ONNX vs checkpoint class probabilities")
 
 
 def test_cli_batch_one_export_runs_any_batch_as_the_dynamic_one(monkeypatch, capsys, tmp_path):

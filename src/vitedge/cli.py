@@ -510,12 +510,10 @@ def export_command(
     from vitedge.deploy import export
     from vitedge.models.checkpoint import read_metadata
 
-    classes = None
-    if Path(model).is_file():
-        classes = read_metadata(model)["extra"].get("classes")
+    extra = read_metadata(model)["extra"] if Path(model).is_file() else {}
     net = resolve_model(model)
-    path = export(net, output, precision, format=format, resolution=resolution, classes=classes,
-                  dynamic_batch=not batch_one)
+    path = export(net, output, precision, format=format, resolution=resolution, classes=extra.get("classes"),
+                  dynamic_batch=not batch_one, data_config=extra.get("data_config"))
     size = path.stat().st_size / 2**20
     console.print(f"wrote {path} ({format}, {precision}, {size:.2f} MiB)", highlight=False)
 

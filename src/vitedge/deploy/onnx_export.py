@@ -51,6 +51,7 @@ def export_onnx(
     classes: Sequence[str] | None = None,
     opset: int = OPSET,
     dynamic_batch: bool = True,
+    data_config: Mapping[str, Any] | None = None,
 ) -> Path:
     """Export ``model`` as ONNX at ``path`` in ``precision`` (see the module doc); returns the path.
 
@@ -58,16 +59,22 @@ def export_onnx(
     dimension is dynamic unless ``dynamic_batch=False`` (batch 1 fixed: ORT then folds every
     shape computation away, ≈ 10 % faster at batch 1); height and width are fixed to
     ``resolution`` (an int, or (height, width) for a segmentation model's frames; default: the
-    model's).
+    input size of the preprocessing).
+
+    ``data_config`` is the preprocessing the model was trained with (a checkpoint's
+    ``extra["data_config"]``); its keys override the architecture's ``model.data_config`` in the
+    metadata, so a predictor resizes and normalises the file's input as the checkpoint's own.
     """
     import onnx
 
     net = _prepare(model, precision)
-    channels, height, width = getattr(model, "data_config", {}).get("input_size", (3, 224, 224))
+    preprocessing = {**getattr(model, "data_config", {}), **(data_config or {})}
+    channels, height, width = preprocessing.get("input_size", (3, 224, 224))
     if resolution is not None:
         height, width = (resolution, resolution) if isinstance(resolution, int) else resolution
     example = torch.zeros(1, channels, height, width)
-    metadata = _metadata(model, (channels, height, width), classes, precision)
+    preprocessing["input_size"] = [channels, height, width]  # what the graph takes
+    metadata = _metadata(model, preprocessing, classes, precision)
 
     def write(tmp: str) -> None:
         with torch.no_grad(), warnings.catch_warnings():
@@ -215,10 +222,8 @@ def read_onnx_metadata(path: str | os.PathLike) -> dict[str, Any]:
     return {p.key: json.loads(p.value) for p in proto.metadata_props if p.key.startswith("vitedge.")}
 
 
-def _metadata(model: nn.Module, input_size: tuple[int, int, int], classes: Sequence[str] | None,
+def _metadata(model: nn.Module, preprocessing: Mapping[str, Any], classes: Sequence[str] | None,
               precision: str) -> dict[str, str]:
-    data_config: Mapping[str, Any] = getattr(model, "data_config", {})
-    preprocessing = {**data_config, "input_size": list(input_size)}
     values = {
         "vitedge.arch": getattr(model, "arch", None),
         "vitedge.precision": precision,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn as nn
-from conftest import is_mit, randomize_batchnorm, timm_oracle
+from conftest import is_mit, timm_oracle
+from parity import assert_parity, input_dependent
 
 import vitedge
 
@@ -31,27 +32,28 @@ def test_zoo_has_all_thirteen_classifiers():
 @pytest.mark.parametrize("name", TIMM_MODELS)
 def test_logits_match_timm(name):
     reference, ours = ours_from_timm(name)
-    resolutions = (224, 256) if is_mit(name) else (224,)
+    # MIT: two sizes (any multiple of 32 runs); small ones, since L3 is 246M parameters
+    resolutions = (128, 160) if is_mit(name) else (224,)
     for res in resolutions:
         x = torch.randn(2, 3, res, res)
         with torch.no_grad():
             expected, actual = reference(x), ours(x)
         assert actual.shape == expected.shape == (2, 1000)
-        assert expected.std() > 1e-3, "oracle logits are degenerate; the comparison would be empty"
-        diff = (actual - expected).abs().max().item()
-        assert diff <= 1e-4, f"{name}@{res}: max abs logit diff {diff:.2e}"
+        # image 0's logits against image 1's: the oracle must tell two inputs apart
+        assert_parity(actual, expected, tol=1e-4, what=f"{name}@{res}")
 
 
 @pytest.mark.parametrize("name", ALL_MODELS)
 def test_fuse_bn_removes_every_batchnorm_and_keeps_logits(name):
-    model = randomize_batchnorm(vitedge.create_model(name)).eval()
-    x = torch.randn(2, 3, 224, 224)
+    res = 224 if name.startswith("efficientvit_m") else 128
+    model = input_dependent(vitedge.create_model(name), resolution=res)
+    x = torch.randn(2, 3, res, res)
     with torch.no_grad():
         before = model(x)
         vitedge.fuse_bn(model)
         after = model(x)
     assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
-    assert (after - before).abs().max().item() <= 1e-4
+    assert_parity(after, before, tol=1e-4, what=name)
 
 
 @pytest.mark.parametrize("name", ["efficientvit_b0", "efficientvit_m0"])
@@ -64,7 +66,7 @@ def test_uniform_model_surface(name):
         logits = model.forward_head(features)
         assert torch.allclose(model(x), logits)
     assert logits.shape == (1, 10)
-    assert pooled.shape[-1] == model.num_features or pooled.ndim == 2
+    assert pooled.shape == (1, model.head_hidden_size)
     model.reset_classifier(5)
     assert model.num_classes == 5
     with torch.no_grad():

@@ -427,7 +427,7 @@ class EfficientVitMsra(nn.Module):
         self.in_chans = in_chans
         self.img_size = img_size
         self.drop_rate = drop_rate
-        self.num_features = embed_dim[-1]
+        self.num_features = self.head_hidden_size = embed_dim[-1]  # pre-logits = pooled features
         self.data_config = dict(input_size=(in_chans, img_size, img_size), mean=_IMAGENET_MEAN,
                                 std=_IMAGENET_STD, crop_pct=_CROP_PCT, interpolation=_INTERPOLATION)
 

@@ -33,7 +33,12 @@ def _optimized_ops(path, tmp_path) -> collections.Counter:
 
 @pytest.mark.parametrize("name", ["efficientvit_b0", "efficientvit_m0"])
 def test_int8_export_runs_on_integer_kernels_and_matches_the_simulation(name, tmp_path):
-    qmodel = vitedge.quantize(dense(name), calib(), config=QuantConfig(method="trio", conv_outputs=True))
+    """The exported file runs on integer kernels and computes what the simulation computes: the
+    simulation follows ORT's integer arithmetic (vitedge.quantization.runtime_arith), exact with
+    ``exact_w_bits()`` weights. Measured, relative: B0 5.3e-7, M0 2.7e-7 (AVX2, 7-bit weights;
+    the issue's VNNI run, 8-bit: 7e-7 / 2e-7); ORT fed the other images is 0.27 / 0.10 away."""
+    config = QuantConfig(method="trio", conv_outputs=True, w_bits=exact_w_bits())
+    qmodel = vitedge.quantize(dense(name), calib(), config=config)
     path = export(qmodel, tmp_path / "int8.onnx", precision="int8", resolution=64,
                   classes=[str(i) for i in range(10)])
     assert read_onnx_metadata(path)["vitedge.precision"] == "int8"
@@ -51,21 +56,30 @@ def test_int8_export_runs_on_integer_kernels_and_matches_the_simulation(name, tm
     with torch.no_grad():
         simulated = qmodel(x)
     ran = torch.from_numpy(OnnxRuntime(path, threads=1)(x.numpy()))
-    # a rare one-step rounding flip (see test_quantization) moves these deep random nets a little
-    assert float((ran - simulated).norm() / simulated.norm()) < 0.25
+    assert_parity(ran, simulated, tol=5e-6, metric="rel", what=f"{name} INT8 ORT vs simulation")
 
 
 @pytest.mark.parametrize("w_bits", [7, 4])
 def test_weights_narrower_than_8_bits_export_and_run_on_integer_kernels(w_bits, tmp_path):
-    qmodel = vitedge.quantize(dense("efficientvit_b0"), calib(), config=QuantConfig(w_bits=w_bits))
+    """7- and 4-bit weights (int8 storage, a shorter grid) still run as integer convolutions,
+    exactly as simulated: both are at most ``exact_w_bits()`` on any CPU. With conv-output points,
+    so no conv is left in float (a float conv sums in another order than torch's and may flip a
+    step: 4.5e-4 without them). Measured, relative: 5.1e-7 (7 bits), 8.6e-7 (4 bits); the other
+    image's logits are 0.23 / 0.31 away."""
+    assert w_bits <= exact_w_bits()
+    qmodel = vitedge.quantize(dense("efficientvit_b0"), calib(), config=QuantConfig(w_bits=w_bits,
+                                                                                   conv_outputs=True))
     path = export(qmodel, tmp_path / "int8.onnx", precision="int8", resolution=64)
+    float_bytes = 4 * sum(p.numel() for p in dense("efficientvit_b0").parameters())
+    assert path.stat().st_size < 0.4 * float_bytes, "weights are stored as int8 (the clip folded away)"
     ops = _optimized_ops(path, tmp_path)
-    assert ops["QLinearConv"] >= 17, ops  # still integer convolutions (int8 storage, short grid)
+    convs = ops["QLinearConv"] + ops["Conv"] + ops["FusedConv"]
+    assert ops["QLinearConv"] == convs == 50, ops  # every conv an integer one, at 7 and 4 bits too
     x = images(2)
     with torch.no_grad():
         simulated = qmodel(x)
     ran = torch.from_numpy(OnnxRuntime(path, threads=1)(x.numpy()))
-    assert float((ran - simulated).norm() / simulated.norm()) < 0.25
+    assert_parity(ran, simulated, tol=5e-6, metric="rel", what=f"{w_bits}-bit weights, ORT vs simulation")
 
 
 @pytest.mark.parametrize("name", ["efficientvit_b0", "efficientvit_b1", "efficientvit_b2", "efficientvit_b3"])

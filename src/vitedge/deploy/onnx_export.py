@@ -113,24 +113,43 @@ def _store_weights_as_integers(proto: Any) -> int:
 
     graph = proto.graph
     inits = {t.name: t for t in graph.initializer}
-    consumers: dict[str, int] = {}
+    consumers: dict[str, int] = {o.name: 1 for o in graph.output}
     for node in graph.node:
         for name in node.input:
             consumers[name] = consumers.get(name, 0) + 1
     producers = {o: n for n in graph.node for o in n.output}
+    clip_ops = {"Max": np.maximum, "Min": np.minimum}
 
     def constant(name: str) -> Any:
         """The value of ``name`` if it is an initializer, the Identity of one (the exporter
-        dedups shared zero points that way), or the narrow-range clip ``Max(weight, qmin·s)``
-        of two initializers (which the exporter leaves unfolded); else None."""
+        dedups shared zero points that way), or the range clip of a weight the exporter leaves
+        unfolded, ``Max(weight, qmin·s)`` (narrow grid) and ``Min(·, qmax·s)`` (below 8 bits),
+        on constants; else None."""
         if name in inits:
             return numpy_helper.to_array(inits[name])
         node = producers.get(name)
         if node is not None and node.op_type == "Identity":
             return constant(node.input[0])
-        if node is not None and node.op_type == "Max" and all(i in inits for i in node.input):
-            return np.maximum(*(numpy_helper.to_array(inits[i]) for i in node.input))
+        if node is not None and node.op_type in clip_ops:
+            values = [constant(i) for i in node.input]
+            if all(v is not None for v in values):
+                return clip_ops[node.op_type](*values)
         return None
+
+    def release(name: str) -> None:
+        """One reader of ``name`` is gone: drop it when nothing reads it any more, the
+        initializer or the clip / Identity node computing it (and so on up its inputs)."""
+        consumers[name] -= 1
+        if consumers[name] > 0:
+            return
+        if name in inits:
+            graph.initializer.remove(inits.pop(name))
+            return
+        node = producers.get(name)
+        if node is not None and (node.op_type == "Identity" or node.op_type in clip_ops):
+            graph.node.remove(node)
+            for i in node.input:
+                release(i)
 
     converted = 0
     for node in list(graph.node):
@@ -149,15 +168,8 @@ def _store_weights_as_integers(proto: Any) -> int:
         graph.initializer.append(numpy_helper.from_array(q.astype(zero.dtype), node.output[0]))
         graph.node.remove(node)
         converted += 1
-        clip = producers.get(node.input[0])
-        if clip is not None and consumers.get(node.input[0]) == 1:  # the Max fed only this Q
-            graph.node.remove(clip)
-            dead = [i for i in clip.input if consumers.get(i) == 1]
-        else:
-            dead = [node.input[0]] if consumers.get(node.input[0]) == 1 else []
-        for name in dead:  # float weights (and clip bounds) nothing else reads
-            if name in inits:
-                graph.initializer.remove(inits.pop(name))
+        for name in node.input:  # float weights, clip bounds and clip nodes nothing else reads
+            release(name)
     return converted
 
 

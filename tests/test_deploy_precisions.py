@@ -8,7 +8,8 @@ import json
 
 import pytest
 import torch
-from conftest import exact_w_bits, randomize_batchnorm
+import torch.nn.functional as F
+from conftest import exact_w_bits
 from parity import assert_parity, input_dependent
 from test_cli import assert_one_line_error, run_cli
 from test_quantization import calib, dense, images
@@ -23,6 +24,18 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 INTEGER_KERNELS = {"QLinearConv", "ConvInteger", "QLinearMatMul", "MatMulInteger", "MatMulIntegerToFloat"}
+
+
+def distinct_images(n: int, resolution: int, seed: int = 0) -> torch.Tensor:
+    """Images that differ in brightness, contrast and texture (smooth patterns plus noise at random
+    levels): i.i.d. noise images all look alike to these networks (B3's logits move by 0.06 between
+    two of them, against 1.1 between two of these)."""
+    g = torch.Generator().manual_seed(seed)
+    smooth = F.interpolate(torch.randn(n, 3, 8, 8, generator=g), size=resolution, mode="bicubic",
+                           align_corners=False)
+    noise = torch.randn(n, 3, resolution, resolution, generator=g)
+    contrast, grain, level = torch.rand(3, n, 1, 1, 1, generator=g)
+    return smooth * 4 * contrast + noise * 3 * grain + (4 * level - 2)
 
 
 def _optimized_ops(path, tmp_path) -> collections.Counter:
@@ -84,7 +97,9 @@ def test_weights_narrower_than_8_bits_export_and_run_on_integer_kernels(w_bits, 
 
 @pytest.mark.parametrize("name", ["efficientvit_b0", "efficientvit_b1", "efficientvit_b2", "efficientvit_b3"])
 def test_fp16_export_is_finite_and_close_to_fp32(name, tmp_path):
-    model = randomize_batchnorm(vitedge.create_model(name, num_classes=10)).eval()
+    """FP16 logits within half precision of FP32's: measured max |Δ| B0 1.9e-3, B1 3.0e-3, B2
+    2.1e-3, B3 2.4e-3, while the logits of two of these images differ by 1.1-1.5."""
+    model = input_dependent(vitedge.create_model(name, num_classes=10), resolution=128)
     path = export(model, tmp_path / "fp16.onnx", precision="fp16", resolution=128)
     proto = onnx.load(str(path))
     half = sum(t.data_type == onnx.TensorProto.FLOAT16 for t in proto.graph.initializer)
@@ -95,12 +110,12 @@ def test_fp16_export_is_finite_and_close_to_fp32(name, tmp_path):
     for norm in norms:  # ... and it runs on a float32 input
         cast = producer[norm.input[0]]
         assert cast.op_type == "Cast" and cast.attribute[0].i == onnx.TensorProto.FLOAT
-    x = torch.randn(4, 3, 128, 128)
+    x = distinct_images(4, 128)
     with torch.no_grad():
         expected = model(x)
     got = torch.from_numpy(OnnxRuntime(path, threads=1)(x.numpy()))
     assert got.dtype == torch.float32 and torch.isfinite(got).all()
-    assert float((got - expected).norm() / expected.norm()) < 2e-2
+    assert_parity(got, expected, tol=8e-3, what=f"{name} FP16 vs FP32")
 
 
 def test_export_refuses_mismatched_precisions_and_formats(tmp_path):
@@ -122,23 +137,27 @@ def test_export_refuses_mismatched_precisions_and_formats(tmp_path):
 
 
 def test_cli_export_then_predict_agree(monkeypatch, capsys, cifar_jpeg, tmp_path):
+    """The ONNX export prints what its checkpoint prints (names and probabilities), for a
+    checkpoint that tells the pictures apart (its rankings differ between them)."""
     classes = sorted(p.name for p in (cifar_jpeg / "train").iterdir())
-    model = randomize_batchnorm(vitedge.create_model("efficientvit_b0", num_classes=10, img_size=64))
+    model = input_dependent(vitedge.create_model("efficientvit_b0", num_classes=10, img_size=64))
     ckpt = vitedge.save(model, tmp_path / "b0.safetensors", extra={"classes": classes})
     code, out, err = run_cli(monkeypatch, capsys, "export", str(ckpt), "-o", str(tmp_path / "b0.onnx"))
     assert code == 0, err
     assert read_onnx_metadata(tmp_path / "b0.onnx")["vitedge.classes"] == classes
-    pictures = sorted((cifar_jpeg / "test" / classes[0]).iterdir())[:3]
+    pictures = [sorted((cifar_jpeg / "test" / name).iterdir())[0] for name in classes[:4]]
     answers = []
     for source in (ckpt, tmp_path / "b0.onnx"):
         code, out, err = run_cli(monkeypatch, capsys, "predict", *map(str, pictures), "--model", str(source),
                                  "--top", "3")
         assert code == 0, err
         lines = [line for line in out.splitlines() if line.strip()]
-        assert len(lines) == 3 and all(line.count(",") == 2 for line in lines)
-        answers.append([line.split(": ", 1)[1].split()[::2] for line in lines])  # class names in order
-    assert answers[0] == answers[1], "the ONNX export predicts as its checkpoint"
-    assert all(name in classes for ranked in answers[0] for name in ranked)
+        assert len(lines) == 4 and all(line.count(",") == 2 for line in lines)
+        answers.append([line.split(": ", 1)[1].split() for line in lines])  # name, probability, ...
+    rankings = [tuple(answer[::2]) for answer in answers[0]]
+    assert all(name in classes for ranked in rankings for name in ranked)
+    assert len(set(rankings)) > 1, f"the checkpoint ranks every picture alike: {rankings}"
+    assert answers[0] == answers[1], "the ONNX export predicts as its checkpoint (names and probabilities)"
 
 
 def test_cli_export_writes_the_checkpoint_preprocessing(monkeypatch, capsys, cifar_jpeg, tmp_path):
@@ -172,11 +191,9 @@ def test_cli_export_writes_the_checkpoint_preprocessing(monkeypatch, capsys, cif
 def test_cli_batch_one_export_runs_any_batch_as_the_dynamic_one(monkeypatch, capsys, tmp_path):
     import importlib.util
 
-    import numpy as np
-
     from vitedge.deploy.runtimes import OpenVinoRuntime
 
-    model = randomize_batchnorm(vitedge.create_model("efficientvit_b0", num_classes=10, img_size=64))
+    model = input_dependent(vitedge.create_model("efficientvit_b0", num_classes=10, img_size=64))
     ckpt = vitedge.save(model, tmp_path / "b0.safetensors")
     for name, flags in (("dynamic", ()), ("one", ("--batch-one",))):
         code, _, err = run_cli(monkeypatch, capsys, "export", str(ckpt), "-o", str(tmp_path / f"{name}.onnx"),
@@ -185,14 +202,15 @@ def test_cli_batch_one_export_runs_any_batch_as_the_dynamic_one(monkeypatch, cap
     batch_dims = {name: onnx.load(str(tmp_path / f"{name}.onnx")).graph.input[0].type.tensor_type.shape.dim[0]
                   for name in ("dynamic", "one")}
     assert batch_dims["one"].dim_value == 1 and batch_dims["dynamic"].dim_param, "only --batch-one fixes it"
-    x = torch.randn(3, 3, 64, 64).numpy()
+    x = distinct_images(3, 64).numpy()
     runtimes = [OnnxRuntime]
     if importlib.util.find_spec("openvino"):
         runtimes.append(OpenVinoRuntime)
     for runtime in runtimes:
         dynamic, one = (runtime(tmp_path / f"{name}.onnx", threads=1) for name in ("dynamic", "one"))
         assert one.fixed_batch == 1 and dynamic.fixed_batch is None
-        np.testing.assert_allclose(one(x), dynamic(x), rtol=0, atol=1e-4)  # 3 images: run one by one
+        # 3 images run one by one; measured max |Δ| 1e-6 (ORT), 0 (OpenVINO); images 0.8 apart
+        assert_parity(one(x), dynamic(x), tol=5e-6, what=f"{runtime.name}: batch-one vs dynamic graph")
 
 
 def test_cli_deploy_bad_input(monkeypatch, capsys, tmp_path):

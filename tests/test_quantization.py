@@ -418,8 +418,9 @@ def test_fake_quant_model_exports_to_onnx_as_qdq_pairs(tmp_path):
     Conv outputs are points and the weights ``exact_w_bits()`` wide, so every conv runs as an
     exact integer kernel on every CPU. Measured (ORT vs simulation, relative, AVX2 without VNNI,
     7-bit weights): B0 6.5e-7, M0 2.2e-7, while the logits of the other images are 0.28 / 0.11
-    away (8-bit weights on this CPU: 0.20 / 0.17, ORT's int16 pair sums saturate). What is left is the float head (LayerNorm, pooling): on some images one of its values
-    sits on a rounding tie, and one step at the last Linear's input moves the logits by ~5e-4.
+    away (8-bit weights on this CPU: 0.20 / 0.17, ORT's int16 pair sums saturate). What is left
+    is the float head (LayerNorm, pooling): on some images one of its values sits on a rounding
+    tie, and one step at the last Linear's input moves the logits by ~5e-4.
 
     Not compared: the same file at ORT_DISABLE_ALL. That runs the float graph (DQ → float Conv →
     QuantizeLinear, Add of dequantized operands), while the simulation computes the integer

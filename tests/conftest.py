@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn as nn
-from parity import input_dependent
+from parity import input_dependent, spread_predictions
 
 
 def randomize_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:
@@ -104,15 +104,21 @@ def fashion_test():
 @pytest.fixture(scope="module")
 def tiny_classifier(tmp_path_factory):
     """A 2-class image folder (ant/bee, 32 px PNGs) and an untrained B0 checkpoint at 32 px for it:
-    the cheapest real inputs for the recipe, export and benchmark commands."""
+    the cheapest real inputs for the recipe, export and benchmark commands. Its weights are
+    input-dependent and its classifier centred on the training images, so it predicts both
+    classes (a default-initialised B0 predicts one class for everything: every top-1 is 50 %)."""
     from test_pruning import _tiny_folder
 
     import vitedge
+    from vitedge.data import build_dataset
+    from vitedge.data.transforms import EvalTransform
 
     root = tmp_path_factory.mktemp("tiny")
     data = _tiny_folder(root / "data")
-    torch.manual_seed(0)
-    model = vitedge.create_model("efficientvit_b0", num_classes=2, img_size=32)
+    model = input_dependent(vitedge.create_model("efficientvit_b0", num_classes=2, img_size=32))
+    train = build_dataset(str(data), split="train")
+    transform = EvalTransform(32, mean=model.data_config["mean"], std=model.data_config["std"])
+    spread_predictions(model, torch.stack([transform(train.image(i)) for i in range(len(train))]))
     return data, vitedge.save(model, root / "dense.safetensors", extra={"classes": ["ant", "bee"]})
 
 

@@ -69,6 +69,18 @@ def input_dependent(model: nn.Module, seed: int = 0, resolution: int | tuple[int
     return model
 
 
+@torch.no_grad()
+def spread_predictions(model: nn.Module, images: torch.Tensor) -> nn.Module:
+    """Shift the classifier's bias so the mean logit over ``images`` is zero for every class.
+
+    Input-dependent logits can still share one large class-wise offset (the same argmax for every
+    image); a test on predictions (top-k, accuracy, agreement) needs them spread over classes.
+    """
+    classifier = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+    classifier.bias.sub_(model.eval()(images).mean(0))
+    return model
+
+
 def distance(a, b, metric: str = "max") -> float:
     """``max``: largest absolute difference; ``rel``: ‖a − b‖ / ‖b‖."""
     a, b = torch.as_tensor(a).detach().double(), torch.as_tensor(b).detach().double()

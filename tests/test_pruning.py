@@ -442,6 +442,9 @@ def test_batchnorm_reestimation_matches_the_batch_statistics_and_moves_no_weight
     means = torch.stack([model[0](b).detach().mean(dim=(0, 2, 3)) for b in batches])
     assert torch.allclose(bn.running_mean, means.mean(0), atol=1e-5)
     assert torch.allclose(bn.running_mean, feats.mean(dim=(0, 2, 3)), atol=1e-5)
+    variances = torch.stack([model[0](b).detach().var(dim=(0, 2, 3), unbiased=True) for b in batches])
+    assert torch.allclose(bn.running_var, variances.mean(0), rtol=1e-5)
+    assert not torch.allclose(bn.running_var, torch.ones(4), atol=0.05)  # moved from the initial 1
     assert bn.momentum == 0.1 and not model.training and not model[3].training
     assert all(torch.equal(model.state_dict()[k], v) for k, v in weights.items())
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -94,7 +95,17 @@ def test_train_cli_on_a_segmentation_set(camvid_like, tmp_path, monkeypatch, cap
                              "--batch-size", "4", "--out", str(tmp_path / "cli-run"))
     assert code == 0, err
     assert "mIoU" in out + err
-    assert json.loads((tmp_path / "cli-run" / "metrics.json").read_text())["final"]["miou"] >= 0
+    final = json.loads((tmp_path / "cli-run" / "metrics.json").read_text())["final"]
+    # mIoU is the mean over the classes that occur (sky, road) of the per-class IoU, over the
+    # labelled pixels only, and it is what the saved model scores when evaluated again
+    ious = [v for v in final["per_class_iou"].values() if not math.isnan(v)]
+    assert len(ious) >= 2 and final["miou"] == pytest.approx(sum(ious) / len(ious))
+    assert final["num_pixels"] == 4 * 64 * 92
+    model = vitedge.load(tmp_path / "cli-run" / "model.safetensors")
+    test = build_seg_dataset("camvid", camvid_like, "test", transform=SegEvalTransform())
+    again = evaluate_seg(model, torch.utils.data.DataLoader(test, batch_size=4))
+    assert again["miou"] == pytest.approx(final["miou"], abs=1e-6)
+    assert again["per_class_iou"] == pytest.approx(final["per_class_iou"], abs=1e-6, nan_ok=True)
 
     code, out, err = run_cli(monkeypatch, capsys, "train", "efficientvit_seg_b0", "--data", "camvid",
                              "--data-dir", str(camvid_like), "--train-split", "trainvall", "--epochs", "1",

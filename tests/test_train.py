@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from parity import input_dependent
 from safetensors import safe_open
 from safetensors.torch import load_file
 
@@ -196,16 +197,31 @@ def test_distillation_from_a_teacher_checkpoint(fashion_test, tmp_path):
     from vitedge.train.trainer import build_teacher
 
     train, evaluation = tiny_sets(fashion_test, n_train=32, n_eval=16)
-    teacher = create_model("efficientvit_b0", num_classes=10, img_size=32)
-    teacher_path = save(teacher, tmp_path / "t.safetensors")
-    cfg = tiny_config(tmp_path / "run", epochs=1,
-                      **{"distill.teacher": str(teacher_path), "distill.alpha": 0.7})
-    model, data_config = build_model("efficientvit_b0", train.classes, 32)
-    result = fit(model, train, evaluation, cfg, data_config=data_config, verbose=False,
-                 teacher=build_teacher(str(teacher_path), 10))
-    assert len(result.history) == 1 and math.isfinite(result.history[0]["train_loss"])
+    teachers = [save(input_dependent(create_model("efficientvit_b0", num_classes=10, img_size=32), seed=seed),
+                     tmp_path / f"t{seed}.safetensors") for seed in (0, 1)]
+
+    def train_loss(teacher_path, alpha: float) -> float:
+        """The epoch's training loss from the same student, data order and augmentation."""
+        changes = {"distill.alpha": alpha}
+        if teacher_path is not None:
+            changes["distill.teacher"] = str(teacher_path)
+        cfg = tiny_config(tmp_path / f"run-{len(list(tmp_path.iterdir()))}", epochs=1, **changes)
+        torch.manual_seed(0)  # the same student every time
+        model, data_config = build_model("efficientvit_b0", train.classes, 32)
+        teacher = None if teacher_path is None else build_teacher(str(teacher_path), 10)
+        result = fit(model, train, evaluation, cfg, data_config=data_config, verbose=False, teacher=teacher)
+        assert len(result.history) == 1
+        return result.history[0]["train_loss"]
+
+    alone = train_loss(None, 0.7)
+    assert train_loss(None, 0.7) == alone
+    first, second = train_loss(teachers[0], 0.7), train_loss(teachers[1], 0.7)
+    assert math.isfinite(first) and math.isfinite(second)
+    # the teacher's logits enter the loss: another teacher, another loss; alpha 0 ignores it
+    assert abs(first - alone) > 1e-3 and abs(first - second) > 1e-3, (alone, first, second)
+    assert train_loss(teachers[0], 0.0) == pytest.approx(alone, abs=1e-6)
     with pytest.raises(VitedgeError, match="predicts 10 classes but the data has 7"):
-        build_teacher(str(teacher_path), 7)
+        build_teacher(str(teachers[0]), 7)
 
 
 def test_eval_every_skips_evaluations_but_always_scores_the_last_epoch(fashion_test, tmp_path):

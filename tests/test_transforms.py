@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from vitedge.data import build_dataset
-from vitedge.data.transforms import EvalTransform, TrainTransform
+from vitedge.data.transforms import EvalTransform, TrainTransform, random_resized_crop_box
 from vitedge.errors import VitedgeError
 
 SETTINGS = [(64, 0.95, "bicubic"), (64, 0.875, "bilinear"), (96, 1.0, "bicubic"), (32, 0.9, "bicubic"),
@@ -57,6 +57,24 @@ def test_train_transform_crop_stays_inside_the_image(cifar_jpeg):
     # Full-area crop at the image's own size, no flip: the image itself.
     expected = torch.from_numpy(np.asarray(img, dtype=np.float32)).permute(2, 0, 1) / 255
     assert torch.equal(t(img, random.Random(0)), expected)
+
+
+def test_train_transform_crops_the_sampled_box(cifar_jpeg):
+    """A quarter-area square crop of a 32 px image, resized to its own 16 px: exactly the pixels of
+    the box that ``random_resized_crop_box`` samples, and the box takes every position inside."""
+    img = build_dataset("cifar10", root=cifar_jpeg, split="test").image(0)
+    pixels = torch.from_numpy(np.asarray(img, dtype=np.float32)).permute(2, 0, 1) / 255
+    t = TrainTransform(16, scale=(0.25, 0.25), ratio=(1.0, 1.0), hflip=0.0, mean=(0, 0, 0), std=(1, 1, 1))
+    corners = set()
+    for seed in range(300):
+        left, top, width, height = random_resized_crop_box(img.size, t.scale, t.ratio, random.Random(seed))
+        assert (width, height) == (16, 16) and 0 <= left <= 16 and 0 <= top <= 16
+        corners.add((left, top))
+        if seed < 5:
+            crop = pixels[:, top:top + 16, left:left + 16]
+            assert torch.allclose(t(img, random.Random(seed)), crop, atol=1 / 255), seed
+    lefts, tops = {c[0] for c in corners}, {c[1] for c in corners}
+    assert lefts == tops == set(range(17)), "every offset from 0 to 32 - 16 is reachable"
 
 
 @pytest.mark.parametrize("kwargs,match", [({"interpolation": "cubic"}, "unknown interpolation"),

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import exact_w_bits
+from parity import assert_input_dependent, input_dependent
 
 import vitedge
 from vitedge.quantization import QuantConfig, quantize
@@ -159,22 +160,21 @@ def test_exact_mode_only_without_gradient_and_outside_export():
 @pytest.mark.parametrize(
     ("name", "res", "identical"),
     [
-        # every quantization point of B1 and M0 matches ORT's integers here; logits may still
-        # differ in the float head (LayerNorm, pooling, the last Linear). B0 keeps rare flips
-        # born in one 1×1 QLinearConv of its first attention block (see benchmarks/RESULTS.md)
-        ("efficientvit_b1", 96, 0.9),
-        ("efficientvit_m0", 224, 0.9),
-        ("efficientvit_b0", 64, 0.6),
+        # images whose logits equal ORT's (max |Δ| < 1e-4), measured: B1 15/16 (one step flipped in
+        # the float head: LayerNorm, pooling), M0 12/16 (ORT's float Softmax rounds one of 153,664
+        # attention probabilities of its first block across a step, which then grows), B0 16/16;
+        # with torch's float graph instead: 2/16, 0/16, 7/16
+        ("efficientvit_b1", 96, 0.85),
+        ("efficientvit_m0", 224, 0.6),
+        ("efficientvit_b0", 64, 0.9),
     ],
 )
 def test_quantized_model_reproduces_the_onnx_runtime_logits(tmp_path, name, res, identical):
     torch.manual_seed(0)
     kwargs = {"img_size": res} if name.startswith("efficientvit_m") else {}
-    model = vitedge.create_model(name, num_classes=10, **kwargs).eval()
-    for m in model.modules():  # informative weights: the default init gives near-constant logits
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.normal_(0, 0.1)
-            m.running_var.uniform_(0.5, 2.0)
+    # informative weights: with the default init these logits move by ~1e-6 between two images,
+    # and "equal within 1e-4" would hold for ORT fed another image
+    model = input_dependent(vitedge.create_model(name, num_classes=10, **kwargs), resolution=res)
     calib = [torch.randn(8, 3, res, res) for _ in range(2)]
     qmodel = quantize(model, calib, config=QuantConfig(conv_outputs=True, w_bits=exact_w_bits()))
     path = vitedge.export(qmodel, tmp_path / "model.onnx", precision="int8", resolution=res)
@@ -187,6 +187,7 @@ def test_quantized_model_reproduces_the_onnx_runtime_logits(tmp_path, name, res,
         exact = qmodel(x)
         with graph_arithmetic():
             graph = qmodel(x)
+    assert_input_dependent(exact, exact.roll(1, 0), 1e-4, what=f"{name} simulated logits")
     exact_err = (exact - ort_logits).abs().amax(dim=1)
     graph_err = (graph - ort_logits).abs().amax(dim=1)
     assert (exact_err < 1e-4).float().mean() >= identical

@@ -122,3 +122,16 @@ def assert_parity(actual, expected, *, tol: float, other=None, metric: str = "ma
     measured = distance(actual, expected, metric)
     assert measured <= tol, f"{what or 'parity'}: {metric} difference {measured:.3e} > tolerance {tol:.1e}"
     return measured
+
+
+def assert_identical(actual, expected, *, other=None, what: str = "", min_spread: float = 1e-3) -> None:
+    """Bit-identical outputs (a reload, a key renaming), from a model whose outputs for two
+    different inputs differ by at least ``min_spread``: equality of constant outputs proves little."""
+    expected = torch.as_tensor(expected)
+    if other is None:
+        other = expected.roll(1, dims=0)
+    spread = distance(other, expected)
+    if not spread >= min_spread:
+        pytest.fail(f"vacuous comparison{' (' + what + ')' if what else ''}: outputs for two different inputs "
+                    f"differ by only {spread:.2e}; give the model input-dependent weights (parity.input_dependent)")
+    assert torch.equal(torch.as_tensor(actual), expected), f"{what or 'outputs'} differ: {distance(actual, expected):.3e}"

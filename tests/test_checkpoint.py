@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import is_mit, randomize_batchnorm
+from conftest import is_mit
+from parity import assert_identical, input_dependent
 
 import vitedge
 from vitedge.errors import VitedgeError
@@ -21,31 +22,33 @@ def _logits(model, res=224):
 
 
 def test_save_load_roundtrip_rebuilds_architecture(tmp_path):
-    model = randomize_batchnorm(vitedge.create_model("efficientvit_b0", num_classes=10))
+    model = input_dependent(vitedge.create_model("efficientvit_b0", num_classes=10))
     path = save(model, tmp_path / "b0.safetensors", extra={"classes": list("abcdefghij")})
     reloaded = load(path)
-    assert torch.equal(_logits(model), _logits(reloaded))
+    assert_identical(_logits(reloaded), _logits(model))
     assert read_metadata(path)["extra"]["classes"][0] == "a"
     assert [p.name for p in tmp_path.iterdir()] == ["b0.safetensors"], "no temporary file left behind"
 
 
 def test_save_load_keeps_width_overrides(tmp_path):
     narrow = {"stages.1.blocks.0.main": {"mid_channels": 24}}
-    model = randomize_batchnorm(vitedge.create_model("efficientvit_b0", num_classes=10, block_widths=narrow))
+    model = input_dependent(vitedge.create_model("efficientvit_b0", num_classes=10, block_widths=narrow))
     reloaded = load(save(model, tmp_path / "narrow.safetensors"))
     assert reloaded.arch["kwargs"]["block_widths"] == narrow
-    assert torch.equal(_logits(model), _logits(reloaded))
+    assert_identical(_logits(reloaded), _logits(model))
 
 
-@pytest.mark.parametrize("name", ALL_MODELS)
+# L3 is L2's blocks at larger widths, the same key map: its 1 GB round trip took ~40 s of the suite
+@pytest.mark.parametrize("name", [n for n in ALL_MODELS if n != "efficientvit_l3"])
 def test_official_format_checkpoint_loads_to_identical_outputs(name, tmp_path):
-    model = randomize_batchnorm(vitedge.create_model(name))
+    res = 128 if is_mit(name) else 224  # MIT at any multiple of 32: small, for L3's sake
+    model = input_dependent(vitedge.create_model(name), resolution=res)
     official = family_module(name).to_official_state_dict(model.state_dict())
     assert set(official) != set(model.state_dict()), "the official names must differ from ours"
     wrapper = "state_dict" if is_mit(name) else "model"
     torch.save({wrapper: official}, tmp_path / "official.pth")
     reloaded = load(tmp_path / "official.pth", name)
-    assert torch.equal(_logits(model), _logits(reloaded))
+    assert_identical(_logits(reloaded, res), _logits(model, res))
 
 
 def test_timm_state_dict_loads_directly_and_infers_num_classes(tmp_path):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import randomize_batchnorm
+from parity import assert_parity, input_dependent
 
 from vitedge.errors import VitedgeError
 from vitedge.models import create_model, fuse_bn
@@ -26,13 +26,9 @@ SMALL = dict(img_size=SIZE, depth=(1, 1, 1))
 
 
 def _randomize(model: torch.nn.Module) -> None:
-    """Non-trivial BN statistics and attention biases, so folding and renaming are really tested."""
-    randomize_batchnorm(model)
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("attention_biases"):
-                p.copy_(torch.randn(p.shape, generator=g))
+    """Input-dependent weights, non-trivial BN statistics and attention biases, so folding and
+    renaming are really tested."""
+    input_dependent(model)
 
 
 def test_width_overrides_shrink_shapes_and_run() -> None:
@@ -113,7 +109,7 @@ def test_fused_model_traces_and_matches() -> None:
         assert not any(isinstance(m, bn_types) for m in fused.modules())
         traced = torch.jit.trace(fused, x[:1], check_trace=False)
         out = traced(x)  # another batch size: nothing shape-specific was frozen
-    assert torch.allclose(out, ref, atol=1e-4, rtol=0)
+    assert_parity(out, ref, tol=1e-4, what="fused, traced M0")
 
 
 def test_unknown_keyword_is_refused() -> None:

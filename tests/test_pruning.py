@@ -8,12 +8,11 @@ randomised BatchNorm statistics, so a wrong slice of any norm, conv or linear sh
 
 from __future__ import annotations
 
-import math
 
 import pytest
 import torch
 import torch.nn as nn
-from conftest import randomize_batchnorm
+from parity import input_dependent
 
 import vitedge
 from vitedge.errors import VitedgeError
@@ -27,12 +26,12 @@ from vitedge.pruning import (
     prune,
 )
 
-# name -> (build kwargs, input resolution, weight gain that keeps activations O(1))
+# name -> (build kwargs, input resolution)
 MODELS = {
-    "efficientvit_b0": ({}, 128, 1.0),
-    "efficientvit_m0": ({"img_size": 128}, 128, 0.8),
-    "efficientvit_l1": ({}, 64, 1.0),
-    "efficientvit_seg_b0": ({"img_size": 64}, 64, 1.0),  # backbone + segmentation head
+    "efficientvit_b0": ({}, 128),
+    "efficientvit_m0": ({"img_size": 128}, 128),
+    "efficientvit_l1": ({}, 64),
+    "efficientvit_seg_b0": ({"img_size": 64}, 64),  # backbone + segmentation head
 }
 _CACHE: dict[str, nn.Module] = {}
 
@@ -40,26 +39,11 @@ _CACHE: dict[str, nn.Module] = {}
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@torch.no_grad()
-def _informative_init(model: nn.Module, gain: float, seed: int = 0) -> nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            m.weight.copy_(torch.randn(m.weight.shape, generator=g) * gain / math.sqrt(m.weight[0].numel()))
-            if m.bias is not None:
-                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
-    for name, p in model.named_parameters():
-        if name.endswith("attention_biases"):  # non-zero, so a mis-sliced head would show
-            p.copy_(torch.randn(p.shape, generator=g) * 0.5)
-    return model
-
-
 def dense(name: str) -> nn.Module:
     """A randomly initialised 10-class model in eval mode (cached: pruning never edits it)."""
     if name not in _CACHE:
-        kwargs, _, gain = MODELS[name]
-        model = _informative_init(vitedge.create_model(name, num_classes=10, **kwargs), gain)
-        _CACHE[name] = randomize_batchnorm(model).eval()
+        kwargs, res = MODELS[name]
+        _CACHE[name] = input_dependent(vitedge.create_model(name, num_classes=10, **kwargs), resolution=res)
     return _CACHE[name]
 
 

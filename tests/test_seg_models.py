@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn as nn
-from conftest import randomize_batchnorm
+from parity import assert_identical, input_dependent
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import vitedge
@@ -109,7 +109,7 @@ def _matches(measured: float, published: str) -> bool:
     ("efficientvit_seg_l1", "cityscapes", False),
 ])
 def test_official_keys_round_trip_to_identical_logits(name, dataset, expand, tmp_path):
-    model = randomize_batchnorm(vitedge.create_model(name, dataset=dataset))
+    model = input_dependent(vitedge.create_model(name, dataset=dataset))
     sd = model.state_dict()
     official = seg.to_official_state_dict(sd)
     stem = "backbone.input_stem.op_list.0" if "_b" in name else "backbone.stages.0.op_list.0"
@@ -130,13 +130,13 @@ def test_official_keys_round_trip_to_identical_logits(name, dataset, expand, tmp
     torch.manual_seed(5)
     fresh = vitedge.create_model(name, dataset=dataset)
     fresh.load_state_dict(back, strict=True)
-    assert torch.equal(_logits(model), _logits(fresh))
+    assert_identical(_logits(fresh), _logits(model))
 
     # the checkpoint loader recognises the official format (and the class count) by itself
     torch.save(wrapped, tmp_path / "official.pt")
     reloaded = load(tmp_path / "official.pt", name, dataset=dataset)
     assert reloaded.num_classes == CLASSES[dataset]
-    assert torch.equal(_logits(model), _logits(reloaded))
+    assert_identical(_logits(reloaded), _logits(model))
 
 
 def test_classification_converter_refuses_a_seg_checkpoint():
@@ -163,7 +163,7 @@ class _ResizeDtypes(TorchDispatchMode):
 
 
 def test_bicubic_upsample_stays_float32_under_autocast():
-    model = randomize_batchnorm(vitedge.create_model("efficientvit_seg_b0")).eval()
+    model = input_dependent(vitedge.create_model("efficientvit_seg_b0")).eval()
     x = torch.randn(1, 3, *SMALL)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16), _ResizeDtypes() as mode:
         logits = model(x)
@@ -176,14 +176,14 @@ def test_bicubic_upsample_stays_float32_under_autocast():
 
 
 def test_save_load_round_trip_rebuilds_the_seg_architecture(tmp_path):
-    model = randomize_batchnorm(vitedge.create_model(
+    model = input_dependent(vitedge.create_model(
         "efficientvit_seg_b1", dataset="ade20k", num_classes=5, img_size=(256, 512)))
     reloaded = load(save(model, tmp_path / "seg.safetensors"))
     assert type(reloaded) is seg.EfficientVitSeg
     assert reloaded.arch["kwargs"]["dataset"] == "ade20k" and reloaded.num_classes == 5
     assert reloaded.data_config["input_size"] == (3, 256, 512)
     assert isinstance(reloaded.head.expand, nn.Identity)  # ade20k B-series: no expansion conv
-    assert torch.equal(_logits(model), _logits(reloaded))
+    assert_identical(_logits(reloaded), _logits(model))
 
 
 def test_reset_classifier_and_backbone_only_load(tmp_path):

@@ -9,6 +9,8 @@ import pytest
 import torch
 from test_cli import run_cli
 
+import vitedge
+from vitedge.deploy import read_onnx_metadata
 from vitedge.train.evaluate import evaluate_checkpoint
 
 pytest.importorskip("onnxruntime")
@@ -50,12 +52,17 @@ def test_bench_measures_every_available_runtime_and_precision(monkeypatch, capsy
 
 
 def test_bench_without_data_says_why_int8_is_missing(monkeypatch, capsys, tiny_classifier, tmp_path):
-    _, ckpt = tiny_classifier
+    _, dense = tiny_classifier
+    # a checkpoint trained with its own normalisation: the benched files carry it
+    trained = {"input_size": [3, 32, 32], "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
+    ckpt = vitedge.save(vitedge.load(dense), tmp_path / "own.safetensors", extra={"data_config": trained})
     code, _, err = run_cli(monkeypatch, capsys, "bench", str(ckpt), "--runtime", "onnxruntime", "--batch-size", "1",
                            "--threads", "1", "--runs", "2", "--out", str(tmp_path / "b"))
     assert code == 0, err
     rows = {r["precision"]: r for r in json.loads((tmp_path / "b" / "bench.json").read_text())["rows"]}
     assert rows["fp32"]["ok"] and "top1" not in rows["fp32"]
+    written = read_onnx_metadata(rows["fp32"]["file"])["vitedge.preprocessing"]
+    assert (written["mean"], written["std"]) == (trained["mean"], trained["std"])
     assert not rows["int8"]["ok"] and "--data to calibrate" in rows["int8"]["reason"]
     code, _, err = run_cli(monkeypatch, capsys, "bench", str(ckpt), "--runtime", "tensorrtt", "--out", str(tmp_path))
     assert code == 2 and "unknown runtime" in err

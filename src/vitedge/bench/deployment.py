@@ -85,7 +85,8 @@ def bench_deployment(
             files["onnx", precision] = int8_reason
             continue
         files["onnx", precision] = export(source, out_dir / f"model_{precision}.onnx", precision,
-                                          classes=task.classes if task else extra.get("classes"))
+                                          classes=task.classes if task else extra.get("classes"),
+                                          data_config=extra.get("data_config"))
 
     rows = []
     for spec in specs:

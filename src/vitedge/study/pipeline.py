@@ -250,8 +250,9 @@ def _export(config: StudyConfig, run_dir: Path, variant: Variant, log: Log,
                 at = f" at {size[0]}×{size[1]}" if size else ""
                 log(f"export: {variant.name} {precision} ONNX{at}")
                 path = stage.folder / "model.onnx"
-                export(load(source), path, precision, resolution=size,
-                       classes=read_metadata(source)["extra"].get("classes"))
+                extra = read_metadata(source)["extra"]
+                export(load(source), path, precision, resolution=size, classes=extra.get("classes"),
+                       data_config=extra.get("data_config"))
                 result = stage.done({"file": str(path), "size_mib": path.stat().st_size / 2**20})
             if suffix:
                 variant.files_hi[precision] = Path(result["file"])

@@ -67,8 +67,15 @@ def random_qparams(rng: np.random.Generator, names: str) -> dict[str, np.ndarray
 
 def test_quantize_linear_divides_like_the_runtime():
     rng = np.random.default_rng(0)
-    x = (rng.standard_normal(1 << 18) * 3).astype(np.float32)
     scale, zero = np.float32(0.0123), 117
+    # random values, plus every half step of the grid and its float neighbours: there x/s and
+    # x·(1/s) can round to different integers, which random values almost never show
+    ties = ((np.arange(-zero, 256 - zero) + 0.5) * scale).astype(np.float32)
+    near, up, down = [ties], ties, ties
+    for _ in range(4):
+        up, down = np.nextafter(up, np.float32(np.inf)), np.nextafter(down, np.float32(-np.inf))
+        near += [up, down]
+    x = np.concatenate([(rng.standard_normal(1 << 18) * 3).astype(np.float32), *near])
     got = run_node(
         helper.make_node("QuantizeLinear", ["x", "s", "z"], ["y"]),
         {"x": x},
@@ -77,6 +84,8 @@ def test_quantize_linear_divides_like_the_runtime():
     )
     ours = quantize_to_grid(torch.from_numpy(x), torch.tensor(scale), torch.tensor(zero), 0, 255) + zero
     assert np.array_equal(ours.numpy().astype(np.uint8), got)
+    reciprocal = np.clip(np.rint(x * (np.float32(1) / scale)) + zero, 0, 255).astype(np.uint8)
+    assert not np.array_equal(reciprocal, got), "the inputs must tell a division from a multiplication"
 
 
 def test_hardswish_rounds_like_the_exported_hardsigmoid_and_mul():

@@ -8,9 +8,8 @@ import json
 
 import pytest
 import torch
-import torch.nn.functional as F
 from conftest import exact_w_bits
-from parity import assert_parity, input_dependent
+from parity import assert_parity, distinct_images, input_dependent
 from test_cli import assert_one_line_error, run_cli
 from test_quantization import calib, dense, images
 
@@ -24,18 +23,6 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 INTEGER_KERNELS = {"QLinearConv", "ConvInteger", "QLinearMatMul", "MatMulInteger", "MatMulIntegerToFloat"}
-
-
-def distinct_images(n: int, resolution: int, seed: int = 0) -> torch.Tensor:
-    """Images that differ in brightness, contrast and texture (smooth patterns plus noise at random
-    levels): i.i.d. noise images all look alike to these networks (B3's logits move by 0.06 between
-    two of them, against 1.1 between two of these)."""
-    g = torch.Generator().manual_seed(seed)
-    smooth = F.interpolate(torch.randn(n, 3, 8, 8, generator=g), size=resolution, mode="bicubic",
-                           align_corners=False)
-    noise = torch.randn(n, 3, resolution, resolution, generator=g)
-    contrast, grain, level = torch.rand(3, n, 1, 1, 1, generator=g)
-    return smooth * 4 * contrast + noise * 3 * grain + (4 * level - 2)
 
 
 def _optimized_ops(path, tmp_path) -> collections.Counter:

@@ -9,5 +9,6 @@ setup:
 demo: setup
 	$(VENV)/bin/vitedge study --preset quick
 
+# One worker per core (pytest-xdist), a test file per worker so module fixtures are built once.
 test: setup
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q -n auto --dist loadfile

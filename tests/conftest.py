@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tarfile
 from collections import Counter
 from pathlib import Path
@@ -10,6 +11,13 @@ import pytest
 import torch
 import torch.nn as nn
 from parity import input_dependent, spread_predictions
+
+# Under pytest-xdist (make test: one worker per core) every worker computes on one thread, and so
+# do the processes it starts unless a test sets their threads: two workers each spinning two
+# OpenMP threads on two cores cost far more than they gain.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 
 
 def randomize_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:

@@ -28,7 +28,12 @@ def test_bench_measures_every_available_runtime_and_precision(monkeypatch, capsy
     expected = {("torch", "fp32"), ("torch", "int8"), ("onnxruntime", "fp32"), ("onnxruntime", "fp16"),
                 ("onnxruntime", "int8")}
     if importlib.util.find_spec("openvino"):  # installed (the test extra has it): its rows must run
+        import openvino
+
         expected |= {("openvino", "fp32"), ("openvino", "int8")}
+        native_bf16 = "BF16" in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+        bf16 = rows["openvino", "bf16"]
+        assert bf16["ok"] == native_bf16 and (native_bf16 or "no native bf16" in bf16["reason"]), bf16
     assert expected <= set(rows)
     for key in expected:
         row = rows[key]

@@ -218,3 +218,24 @@ def test_cli_deploy_bad_input(monkeypatch, capsys, tmp_path):
     code, _, err = run_cli(monkeypatch, capsys, "predict", str(corrupt), "--model", str(fake_onnx))
     assert_one_line_error(code, err, "fake.onnx")
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_openvino_bf16_runs_only_where_the_cpu_has_it(tmp_path):
+    """OpenVINO quietly runs a bf16 hint in f32 on CPUs without native bf16 (AVX2 or plain
+    AVX-512): the runtime refuses there, so no "bf16" row times FP32 under another name."""
+    ov = pytest.importorskip("openvino")
+    from vitedge.deploy.runtimes import OpenVinoRuntime
+
+    model = input_dependent(vitedge.create_model("efficientvit_b0", num_classes=10, img_size=64))
+    path = export(model, tmp_path / "b0.onnx")
+    if "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        runtime = OpenVinoRuntime(path, threads=1, precision="bf16")
+        assert runtime.compiled.get_property("INFERENCE_PRECISION_HINT") == ov.Type.bf16
+        x = distinct_images(4, 64)
+        with torch.no_grad():
+            expected = model(x)
+        assert_parity(runtime(x.numpy()), expected, tol=0.05, metric="rel", factor=5, what="OpenVINO bf16")
+    else:
+        with pytest.raises(vitedge.VitedgeError, match="no native bf16 .* use precision fp32 or int8"):
+            OpenVinoRuntime(path, threads=1, precision="bf16")
+        assert OpenVinoRuntime(path, threads=1).compiled.get_property("INFERENCE_PRECISION_HINT") == ov.Type.f32

@@ -126,8 +126,16 @@ class OpenVinoRuntime:
         hint = {"bf16": "bf16"}.get(precision, "f32")  # int8 files carry their own precision
         config = {"INFERENCE_NUM_THREADS": self.threads, "INFERENCE_PRECISION_HINT": hint,
                   "PERFORMANCE_HINT": "LATENCY"}
+        core = ov.Core()
+        if precision == "bf16":
+            # Without native bf16 the CPU plugin quietly runs the hint in f32: a "bf16" row would
+            # time and score FP32 under another name.
+            capabilities = core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+            if "BF16" not in capabilities:
+                raise VitedgeError("this CPU has no native bf16 (OpenVINO's CPU plugin offers "
+                                   f"{', '.join(capabilities)}; bf16 needs AVX-512 BF16 or AMX); "
+                                   "use precision fp32 or int8 here")
         try:
-            core = ov.Core()
             self.compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
         except Exception as err:  # OpenVINO raises RuntimeError subclasses of its own
             raise VitedgeError(f"openvino cannot load {path}: {str(err).splitlines()[0][:160]}") from err

@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -110,6 +110,20 @@ class OnnxRuntime:
         return Path(self.session.end_profiling())
 
 
+def openvino_cpu_config(core: Any, precision: str, threads: int) -> dict[str, Any]:
+    """OpenVINO CPU plugin settings for an FP32 file run in ``precision`` (an int8 QDQ file carries
+    its own); bf16 only where the CPU has it natively: elsewhere the plugin quietly runs the hint
+    in f32, and a "bf16" measurement would be FP32's under another name."""
+    if precision == "bf16":
+        capabilities = core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+        if "BF16" not in capabilities:
+            raise VitedgeError("this CPU has no native bf16 (OpenVINO's CPU plugin offers "
+                               f"{', '.join(capabilities)}; bf16 needs AVX-512 BF16 or AMX); "
+                               "use precision fp32 or int8 here")
+    hint = "bf16" if precision == "bf16" else "f32"
+    return {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}
+
+
 class OpenVinoRuntime:
     """OpenVINO on the CPU, reading our ONNX files directly. ``precision="bf16"`` compiles an FP32
     file with bf16 inference (AVX-512 BF16 / AMX CPUs); an INT8 QDQ file runs on its int8 kernels."""
@@ -123,18 +137,8 @@ class OpenVinoRuntime:
         if not path.is_file():
             raise VitedgeError(f"ONNX file {path} does not exist; export it first (vitedge export)")
         self.threads = threads or os.cpu_count() or 1
-        hint = {"bf16": "bf16"}.get(precision, "f32")  # int8 files carry their own precision
-        config = {"INFERENCE_NUM_THREADS": self.threads, "INFERENCE_PRECISION_HINT": hint,
-                  "PERFORMANCE_HINT": "LATENCY"}
         core = ov.Core()
-        if precision == "bf16":
-            # Without native bf16 the CPU plugin quietly runs the hint in f32: a "bf16" row would
-            # time and score FP32 under another name.
-            capabilities = core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-            if "BF16" not in capabilities:
-                raise VitedgeError("this CPU has no native bf16 (OpenVINO's CPU plugin offers "
-                                   f"{', '.join(capabilities)}; bf16 needs AVX-512 BF16 or AMX); "
-                                   "use precision fp32 or int8 here")
+        config = openvino_cpu_config(core, precision, self.threads)
         try:
             self.compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
         except Exception as err:  # OpenVINO raises RuntimeError subclasses of its own

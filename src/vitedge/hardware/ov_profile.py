@@ -137,11 +137,12 @@ def profile_openvino(
 
     from vitedge.errors import VitedgeError
 
+    from vitedge.deploy.runtimes import openvino_cpu_config
+
     x = np.random.default_rng(0).standard_normal((batch, 3, resolution, resolution), dtype=np.float32)
-    hint = {"bf16": "bf16"}.get(precision, "f32")
-    base = {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}
+    core = ov.Core()
+    base = openvino_cpu_config(core, precision, threads)
     try:
-        core = ov.Core()
         model = core.read_model(str(path))
         plain = core.compile_model(model, "CPU", base).create_infer_request()
         counted_model = core.compile_model(model, "CPU", {**base, "PERF_COUNT": True})

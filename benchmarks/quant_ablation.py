@@ -70,6 +70,9 @@ def rows() -> list[Row]:
         Row("Trio + conv outputs (what ORT runs as integer convs)", QuantConfig(method="trio", conv_outputs=True)),
         Row("Trio + step sizes learned on the calibration set (300 steps)",
             QuantConfig(method="trio", reconstruct_iters=300)),
+        Row("Trio + conv outputs, attention operands in float",
+            QuantConfig(method="trio", conv_outputs=True, attention=False)),
+        Row("min-max, attention operands in float", QuantConfig(method="minmax", attention=False)),
         Row("W4A8 Trio", QuantConfig(method="trio", w_bits=4), w8a8=False),
     ]
 

@@ -405,6 +405,33 @@ def test_saved_quantized_model_reloads_to_identical_logits(name, cfg, tmp_path):
         load_quantized(vitedge.save(dense(name), tmp_path / "float.safetensors"))
 
 
+def test_points_left_in_float_stay_in_float_after_reload(tmp_path):
+    """A precision plan that keeps points in float (here LiteMLA's numerators, the points that
+    break small-data models) survives a save: reloading must not switch them back on."""
+    qmodel = quantize(dense("efficientvit_b0"), calib(), config=trio_config(conv_outputs=True))
+    numerators = [name for name, q in quantizers(qmodel) if q.kind == "attn.num"]
+    assert len(numerators) == 8  # 4 LiteMLA blocks × 2 scales (the input and its aggregation)
+    x = images()
+    with torch.no_grad():
+        all_int8 = qmodel(x)
+    for name, q in quantizers(qmodel):
+        q.fake_quant = q.kind != "attn.num"
+    path = save_quantized(qmodel, tmp_path / "plan.safetensors")
+    loaded = load_quantized(path)
+    assert [name for name, q in quantizers(loaded) if not q.fake_quant] == numerators
+    with torch.no_grad():
+        reloaded = loaded(x)
+        assert torch.equal(reloaded, qmodel(x)) and not torch.equal(reloaded, all_int8)
+    record = vitedge.models.checkpoint.read_metadata(path)["extra"]["quantization"]
+    assert record["format_version"] == 2 and record["float_points"] == numerators
+    # every point on: still format 1, readable by the vitedge that wrote format 1
+    plain = load_quantized(save_quantized(quantize(dense("efficientvit_b0"), calib(), config=trio_config()),
+                                          tmp_path / "plain.safetensors"))
+    assert all(q.fake_quant for _, q in quantizers(plain))
+    assert vitedge.models.checkpoint.read_metadata(tmp_path / "plain.safetensors")["extra"][
+        "quantization"]["format_version"] == 1
+
+
 @pytest.mark.parametrize("name", list(MODELS))
 def test_pruned_model_quantizes_and_reloads(name, tmp_path):
     pruned = vitedge.prune(dense(name), 0.4)

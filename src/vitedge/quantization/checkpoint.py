@@ -22,23 +22,28 @@ from vitedge.errors import VitedgeError
 from vitedge.models.checkpoint import load_state_dict_into, read_metadata, read_state_dict, save
 from vitedge.models.registry import create_model
 from vitedge.quantization.config import QuantConfig
-from vitedge.quantization.points import is_quantized, prepare, set_quant_state
+from vitedge.quantization.points import is_quantized, prepare, quantizers, set_quant_state
 
 __all__ = ["QUANT_FORMAT_VERSION", "is_quantized_checkpoint", "load_quantized", "save_quantized"]
 
-QUANT_FORMAT_VERSION = 1
+QUANT_FORMAT_VERSION = 2  # 2: points left in float are recorded (written only when there are some)
 _KEY = "quantization"
 
 
 def save_quantized(qmodel: nn.Module, path: str | os.PathLike, *,
                    extra: Mapping[str, Any] | None = None) -> Path:
     """Write a fake-quantized model (from :func:`~vitedge.quantize`) to ``path`` atomically.
-    ``extra`` is kept beside the quantization record (class names, accuracy …)."""
+    ``extra`` is kept beside the quantization record (class names, accuracy …). Points switched
+    off (``fake_quant = False``: kept in float, as the export then writes them) are recorded."""
     cfg = getattr(qmodel, "quant_config", None)
     if cfg is None or not is_quantized(qmodel):
         raise VitedgeError("this model is not quantized; save float models with vitedge.save, or "
                            "quantize it first with vitedge.quantize")
-    record = {"format_version": QUANT_FORMAT_VERSION, "config": cfg.to_dict()}
+    in_float = [name for name, q in quantizers(qmodel) if not q.fake_quant]
+    # format 1 when every point is on, so an older vitedge still reads such files as they are
+    record: dict[str, Any] = {"format_version": 2 if in_float else 1, "config": cfg.to_dict()}
+    if in_float:
+        record["float_points"] = in_float
     return save(qmodel, path, extra={**dict(extra or {}), _KEY: record})
 
 
@@ -51,7 +56,8 @@ def is_quantized_checkpoint(path: str | os.PathLike) -> bool:
 
 
 def load_quantized(path: str | os.PathLike) -> nn.Module:
-    """The fake-quantized model saved at ``path``, in eval mode with every point on."""
+    """The fake-quantized model saved at ``path``, in eval mode with every point on but those
+    it was saved with in float."""
     meta = read_metadata(path)
     record = meta["extra"].get(_KEY)
     if record is None:
@@ -68,4 +74,10 @@ def load_quantized(path: str | os.PathLike) -> nn.Module:
     state = {k: v for k, v in read_state_dict(path).items() if not k.endswith(".log_scale")}
     load_state_dict_into(qmodel, state, source=str(path))
     set_quant_state(qmodel, fake_quant=True)
+    points = dict(quantizers(qmodel))
+    for name in record.get("float_points", []):
+        if name not in points:
+            raise VitedgeError(f"{path} keeps the point {name!r} in float, but its model has no such point; "
+                               "the file is damaged: quantize the float model again")
+        points[name].fake_quant = False
     return qmodel.eval()

@@ -5,12 +5,25 @@ A new format is one row here plus one export function and one runtime class.
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 from dataclasses import dataclass
 
 from vitedge.errors import VitedgeError
 
 PRECISIONS = ("fp32", "fp16", "int8")
+
+
+def package_status(package: str, install: str | None = None) -> tuple[bool, str]:
+    """Whether ``package`` imports, and what to ``pip install`` when not. Importing, not just
+    finding it: an install that cannot load (a missing native library) is not available either."""
+    fix = f"pip install {install or package}"
+    try:
+        importlib.import_module(package)
+    except ImportError as err:
+        if err.name == package:
+            return False, f"Python package {package!r} is not installed ({fix})"
+        return False, f"Python package {package!r} cannot be imported ({err}); reinstall it ({fix})"
+    return True, ""
 
 
 @dataclass(frozen=True)
@@ -26,9 +39,7 @@ class DeployFormat:
 
     def available(self) -> tuple[bool, str]:
         """Whether this machine can produce and run the format, and why not if it cannot."""
-        if self.requires and importlib.util.find_spec(self.requires) is None:
-            return False, f"Python package {self.requires!r} is not installed"
-        return True, ""
+        return package_status(self.requires) if self.requires else (True, "")
 
 
 FORMATS: tuple[DeployFormat, ...] = (

@@ -8,7 +8,6 @@ builds any of them. The latency harness times all of them the same way
 
 from __future__ import annotations
 
-import importlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from vitedge.deploy.formats import package_status
 from vitedge.errors import VitedgeError
 
 
@@ -170,16 +170,7 @@ class RuntimeSpec:
             from vitedge.deploy.tensorrt_runtime import tensorrt_available
 
             return tensorrt_available()
-        if self.requires is None:
-            return True, ""
-        try:  # importing, not just finding: an install that cannot load is not available either
-            importlib.import_module(self.requires)
-        except ImportError as err:
-            fix = f"pip install {self.install or self.requires}"
-            if err.name == self.requires:
-                return False, f"Python package {self.requires!r} is not installed ({fix})"
-            return False, f"Python package {self.requires!r} cannot be imported ({err}); reinstall it ({fix})"
-        return True, ""
+        return package_status(self.requires, self.install) if self.requires else (True, "")
 
     def file_precision(self, precision: str) -> str:
         """The precision of the file this engine runs for ``precision``."""

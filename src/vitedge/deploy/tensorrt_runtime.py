@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vitedge.deploy.formats import package_status
 from vitedge.deploy.runtimes import run_in_fixed_batches
 from vitedge.errors import VitedgeError
 
@@ -24,14 +25,9 @@ MAX_BATCH = 64
 
 
 def tensorrt_available() -> tuple[bool, str]:
-    try:
-        import tensorrt  # noqa: F401  (an install without its CUDA libraries fails here too)
-    except ImportError as err:
-        if err.name == "tensorrt":
-            return False, ("Python package 'tensorrt' is not installed "
-                           "(pip install tensorrt, on a CUDA machine)")
-        return False, (f"Python package 'tensorrt' cannot be imported ({err}); "
-                       "reinstall it (pip install tensorrt)")
+    ok, why = package_status("tensorrt", "tensorrt, on a CUDA machine")
+    if not ok:
+        return ok, why
     if not torch.cuda.is_available():
         return False, "TensorRT needs a CUDA GPU and none is visible to torch"
     return True, ""

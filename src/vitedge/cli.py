@@ -468,6 +468,12 @@ def quantize_command(
     reconstruct: Annotated[int, typer.Option(
         help="post-training: learn the step sizes N steps on the calibration set against the float "
              "logits (weights fixed; 0: off)")] = 0,
+    holdout: Annotated[int, typer.Option(
+        help="other training images that score the precision plan (0: the calibration images)")] = 256,
+    auto_float: Annotated[bool, typer.Option(
+        help="keep in float the points this model cannot take in INT8, measured on the held-out images")] = True,
+    keep_float: Annotated[Optional[list[str]], typer.Option(
+        help="a point, kind (e.g. attn.num) or layer path to keep in float; repeatable")] = None,
     data: Annotated[str, typer.Option(help="fashion-mnist, cifar10 or a folder")] = _D.data.dataset,
     data_dir: Annotated[Optional[Path], typer.Option(help="where the named dataset lives")] = None,
     batch_size: Annotated[int, typer.Option(help="evaluation / QAT batch size")] = _D.data.batch_size,
@@ -484,14 +490,15 @@ def quantize_command(
     if reconstruct < 0:
         raise VitedgeError(f"--reconstruct must be >= 0 steps (got {reconstruct})")
     config = QuantConfig(method=method, w_bits=w_bits, a_bits=a_bits, per_channel=per_channel,
-                         reconstruct_iters=reconstruct)
+                         reconstruct_iters=reconstruct, keep_float=tuple(keep_float or ()), auto_float=auto_float)
     train = _recipe_config(qat_epochs, seed, data, data_dir, batch_size, workers, qat_lr,
                            {"optim.warmup_epochs": 0.0, "optim.step_size_lr_mult": qat_step_lr_mult,
                             "distill.alpha": qat_alpha, "ema.decay": qat_ema or None})
-    result = quantize_checkpoint(checkpoint, config, data=train.data, calib=calib,
+    result = quantize_checkpoint(checkpoint, config, data=train.data, calib=calib, holdout=holdout,
                                  qat=train if qat_epochs > 0 else None, out=out, seed=seed)
     _print_metrics(result.metrics, (("top1_fp32", "top-1 FP32"), ("top1_int8", f"top-1 W{w_bits}A{a_bits} PTQ"),
                                     ("top1_qat", "top-1 after QAT")))
+    console.print(f"precision plan: {result.metrics['precision_plan']}", highlight=False)
     console.print(f"→ {result.path}", highlight=False)
 
 

@@ -10,6 +10,7 @@ import torch.nn as nn
 
 from vitedge.quantization.calibrate import calibrate, calibration_batches
 from vitedge.quantization.config import QuantConfig
+from vitedge.quantization.plan import auto_plan, fixed_plan, keep_in_float, select_points
 from vitedge.quantization.points import prepare
 
 __all__ = ["quantize"]
@@ -24,6 +25,7 @@ def quantize(
     per_channel: bool | None = None,
     *,
     config: QuantConfig | None = None,
+    holdout: Any = None,
 ) -> nn.Module:
     """A fake-quantized copy of ``model`` (BN folded, every point calibrated), same forward
     signature; ``model`` is left untouched.
@@ -33,6 +35,12 @@ def quantize(
     MSE ranges and the three Trio-ViT transforms), ``"minmax"``, ``"percentile"`` or ``"mse"``.
     Arguments given explicitly override the matching fields of ``config``
     (:class:`~vitedge.quantization.QuantConfig`, for everything else).
+
+    Points named in ``config.keep_float`` stay in float; with ``config.auto_float`` (the
+    default) so do those the measured precision plan keeps in float
+    (:func:`~vitedge.quantization.auto_plan`), scored on ``holdout`` — other training images
+    than the calibration ones, in any form ``calib_data`` takes; the calibration images when
+    not given. The plan is ``qmodel.precision_plan``.
 
     Example::
 
@@ -50,4 +58,10 @@ def quantize(
         from vitedge.quantization.reconstruct import reconstruct
 
         reconstruct(qmodel, model, batches, iters=cfg.reconstruct_iters)
+    keep_in_float(qmodel, select_points(qmodel, cfg.keep_float))
+    if cfg.auto_float:
+        scored = batches if holdout is None else calibration_batches(holdout)
+        auto_plan(qmodel, model, scored)
+    else:
+        qmodel.precision_plan = fixed_plan(qmodel)
     return qmodel.eval()

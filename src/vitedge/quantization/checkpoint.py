@@ -22,6 +22,7 @@ from vitedge.errors import VitedgeError
 from vitedge.models.checkpoint import load_state_dict_into, read_metadata, read_state_dict, save
 from vitedge.models.registry import create_model
 from vitedge.quantization.config import QuantConfig
+from vitedge.quantization.plan import PrecisionPlan
 from vitedge.quantization.points import is_quantized, prepare, quantizers, set_quant_state
 
 __all__ = ["QUANT_FORMAT_VERSION", "is_quantized_checkpoint", "load_quantized", "save_quantized"]
@@ -34,16 +35,20 @@ def save_quantized(qmodel: nn.Module, path: str | os.PathLike, *,
                    extra: Mapping[str, Any] | None = None) -> Path:
     """Write a fake-quantized model (from :func:`~vitedge.quantize`) to ``path`` atomically.
     ``extra`` is kept beside the quantization record (class names, accuracy …). Points switched
-    off (``fake_quant = False``: kept in float, as the export then writes them) are recorded."""
+    kept in float (the precision plan's ``in_float``, or ``fake_quant = False`` set by hand: the
+    export then writes them in float) are recorded, and so is the plan's sensitivity record."""
     cfg = getattr(qmodel, "quant_config", None)
     if cfg is None or not is_quantized(qmodel):
         raise VitedgeError("this model is not quantized; save float models with vitedge.save, or "
                            "quantize it first with vitedge.quantize")
-    in_float = [name for name, q in quantizers(qmodel) if not q.fake_quant]
+    in_float = [name for name, q in quantizers(qmodel) if q.in_float or not q.fake_quant]
     # format 1 when every point is on, so an older vitedge still reads such files as they are
     record: dict[str, Any] = {"format_version": 2 if in_float else 1, "config": cfg.to_dict()}
     if in_float:
         record["float_points"] = in_float
+    plan = getattr(qmodel, "precision_plan", None)
+    if plan is not None:
+        record["plan"] = plan.to_dict()
     return save(qmodel, path, extra={**dict(extra or {}), _KEY: record})
 
 
@@ -79,5 +84,8 @@ def load_quantized(path: str | os.PathLike) -> nn.Module:
         if name not in points:
             raise VitedgeError(f"{path} keeps the point {name!r} in float, but its model has no such point; "
                                "the file is damaged: quantize the float model again")
+        points[name].in_float = True
         points[name].fake_quant = False
+    if "plan" in record:
+        qmodel.precision_plan = PrecisionPlan.from_dict(record["plan"])
     return qmodel.eval()

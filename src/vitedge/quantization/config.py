@@ -173,6 +173,11 @@ class QuantConfig:
     - ``reconstruct_iters``: after calibration, learn every step size for this many steps on
       the calibration images so the logits match the float model's (0: plain PTQ; see
       :mod:`vitedge.quantization.reconstruct`).
+    - ``keep_float``: points kept in float whatever the measurements say — point paths, kinds
+      (``"attn.num"``) or layer paths (every point under it).
+    - ``auto_float``: measure each kind of point's effect on held-out images and keep in float
+      those the model cannot take in INT8 (:mod:`vitedge.quantization.plan`); on by default,
+      so a model whose attention cannot take 8 bits keeps it in float by itself.
     """
 
     method: str = "trio"
@@ -187,12 +192,20 @@ class QuantConfig:
     trio: TrioConfig | None = None
     max_calib_batches: int | None = None
     reconstruct_iters: int = 0
+    keep_float: tuple[str, ...] = ()
+    auto_float: bool = True
 
     def __post_init__(self) -> None:
         _choice(self.method, tuple(METHODS), "quantization method")
         check_bits(self.w_bits, "w_bits")
         check_bits(self.a_bits, "a_bits")
-        for name in ("per_channel", "a_symmetric", "attention", "residual", "conv_outputs"):
+        keep = self.keep_float
+        if isinstance(keep, str) or not isinstance(keep, (tuple, list)) or not all(
+                isinstance(k, str) and k for k in keep):
+            raise VitedgeError(f"keep_float={keep!r} must be a list of point paths, kinds or layer "
+                               "paths, e.g. ['attn.num']")
+        object.__setattr__(self, "keep_float", tuple(keep))
+        for name in ("per_channel", "a_symmetric", "attention", "residual", "conv_outputs", "auto_float"):
             if not isinstance(getattr(self, name), bool):
                 raise VitedgeError(f"{name}={getattr(self, name)!r} must be True or False")
         if not isinstance(self.observer, ObserverConfig):

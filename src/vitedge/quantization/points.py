@@ -330,10 +330,11 @@ def set_quant_state(model: nn.Module, *, fake_quant: bool | None = None, observi
                     weights: bool | None = None) -> nn.Module:
     """Switch fake quantization and/or observation of the points (``weights`` selects as in
     :func:`quantizers`). ``fake_quant=False`` everywhere gives the float function of the
-    transformed model (migration and shifting stay: they are exact)."""
+    transformed model (migration and shifting stay: they are exact); ``fake_quant=True`` leaves
+    the points the precision plan keeps in float (``in_float``) off."""
     for _, q in quantizers(model, weights):
         if fake_quant is not None:
-            q.fake_quant = fake_quant
+            q.fake_quant = fake_quant and not q.in_float
         if observing is not None:
             q.observing = observing
             q.track = q.track and observing

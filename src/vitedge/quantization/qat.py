@@ -44,7 +44,7 @@ def prepare_qat(qmodel: nn.Module, *, learn_scales: bool = True) -> nn.Module:
     for _, q in quantizers(qmodel):
         if not isinstance(q, Quantizer):
             continue  # the log2 divisor has no scale: straight-through only
-        q.fake_quant = True
+        q.fake_quant = not q.in_float
         q.learn(learn_scales)
         if learn_scales:
             q.observing = q.track = False

@@ -331,7 +331,8 @@ class Quantizer(nn.Module):
 
     Three switches, all off until calibration turns fake quantization on:
 
-    - ``fake_quant``: apply quantize→dequantize (off: the identity);
+    - ``fake_quant``: apply quantize→dequantize (off: the identity); never on while ``in_float``
+      (the precision plan keeps the point in float: :mod:`~vitedge.quantization.plan`);
     - ``observing``: feed each input to the observer (``track``: also refresh the scale from
       it after every batch, the classic QAT fake-quant with an EMA observer);
     - :meth:`learn`: learn the scale with the LSQ gradient, through the parameter
@@ -357,6 +358,7 @@ class Quantizer(nn.Module):
         self.register_buffer("observed_min", torch.zeros(shape))
         self.register_buffer("observed_max", torch.zeros(shape))
         self.observer = make_observer(spec.observer, self.observer_cfg, spec.per_channel)
+        self.in_float = False  # the precision plan keeps it in float: fake_quant stays off
         self.fake_quant = False
         self.observing = False
         self.track = False
@@ -543,6 +545,7 @@ class Log2Quantizer(nn.Module):
         self.slide = slide
         self.register_buffer("exp_min", torch.tensor(-6 if exp_min is None else exp_min, dtype=torch.int32))
         self.register_buffer("observed_max", torch.zeros(()))
+        self.in_float = False
         self.fake_quant = False
         self.observing = False
         self.track = False

@@ -60,13 +60,16 @@ def quantize_checkpoint(
     *,
     data: DataConfig,
     calib: int = 1024,
+    holdout: int = 256,
     qat: TrainConfig | None = None,
     out: str | os.PathLike | None = None,
     seed: int = 0,
     verbose: bool = True,
 ) -> QuantizeResult:
     """Quantize the float model in ``checkpoint`` with ``config``, calibrated on ``calib``
-    training images of ``data``; evaluate FP32 and INT8 on the test split.
+    training images of ``data``; evaluate FP32 and INT8 on the test split. ``holdout`` other
+    training images score the precision plan (``config.auto_float``); the calibration images
+    do when the split has no others.
 
     ``qat`` (a :class:`vitedge.train.TrainConfig`; its ``epochs``, ``optim``, ``distill.alpha``
     and ``distill.temperature`` are used) fine-tunes the quantized model with learned step
@@ -81,6 +84,8 @@ def quantize_checkpoint(
     from vitedge.train.task_data import TaskData
     from vitedge.train.trainer import jsonable_config
 
+    if isinstance(holdout, bool) or not isinstance(holdout, int) or holdout < 0:
+        raise VitedgeError(f"the held-out set must hold a number of images >= 0, got {holdout!r}")
     if isinstance(calib, bool) or not isinstance(calib, int) or calib < 1:
         raise VitedgeError(f"the calibration set must hold a positive number of images, got {calib!r}; "
                            "a few hundred to 1024 training images is typical")
@@ -96,8 +101,14 @@ def quantize_checkpoint(
 
     metrics: dict[str, Any] = {"checkpoint": str(checkpoint), "config": config.to_dict(),
                                "calib_images": calib, "metric": task.metric, "top1_fp32": task.score(model)}
-    qmodel = quantize(model.eval(), task.sample(calib, seed=seed), config=config)
+    held_out = task.sample(holdout, seed=seed, skip=calib) if config.auto_float and holdout > 0 else []
+    qmodel = quantize(model.eval(), task.sample(calib, seed=seed), config=config, holdout=held_out or None)
     metrics["top1_int8"] = task.score(qmodel)
+    metrics["precision_plan"] = qmodel.precision_plan.summary()
+    if qmodel.precision_plan.float_points:
+        metrics["float_points"] = list(qmodel.precision_plan.float_points)
+    if qmodel.precision_plan.reasons:
+        metrics["plan_reasons"] = list(qmodel.precision_plan.reasons)
     if qat is not None:
         qmodel = _qat(task, qat, qmodel, model, checkpoint, out_dir, verbose)
         metrics["top1_qat"] = task.score(qmodel)

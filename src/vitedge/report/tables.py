@@ -110,6 +110,14 @@ def study_tables(rows: Sequence[Row], variants: Sequence[Variant], runtime: str,
     qnote = f"INT8 after PTQ (PyTorch simulation): {qm['top1_ptq']:.2f} %"
     if qm.get("top1_qat") is not None:
         qnote += f"; after QAT: {qm['top1_qat']:.2f} %"
+    plans = [f"{v.ratio:.0%}: {v.quant_metrics['precision_plan']}" for v in variants
+             if v.quant_metrics.get("float_points")]
+    if qm.get("precision_plan"):
+        qnote += (f". Precision plan (measured on held-out training images): {qm['precision_plan']}"
+                  if not qm.get("float_points") else
+                  f". This model's attention or other points cannot take 8 bits, so the precision plan "
+                  f"(measured on held-out training images) keeps them in float: {qm['precision_plan']}")
+    plan_note = (" Points kept in float by the precision plan — " + "; ".join(plans) + ".") if plans else ""
     both = []
     fpga = accelerator is not None and all(by[v.name, "int8"].fpga_fps for v in variants)
     dense_fps = by[dense.name, "int8"].fpga_fps
@@ -136,7 +144,7 @@ def study_tables(rows: Sequence[Row], variants: Sequence[Variant], runtime: str,
         Table("Table 3 — pruning + INT8",
               ["ratio", f"{m} simulated", f"{m} runtime", "Δ pt", "MACs M", *lat, "size MiB (×)"]
               + ([f"est. FPGA FPS ({accelerator})"] if fpga else []), both,
-              "Δ and × against the dense FP32 model on the same runtime."
+              "Δ and × against the dense FP32 model on the same runtime." + plan_note
               + (f" FPGA FPS: the W8A8 cycle model of `vitedge hw --accelerator {accelerator}` at this "
                  "resolution (classifier head on the host; × against the dense INT8 model)." if fpga else "")),
     ]

@@ -80,6 +80,9 @@ class QuantizationSection:
     qat_ema: float = QAT_EMA          # QAT freezes an EMA of weights and step sizes (0: the last step)
     reconstruct: int = 0              # > 0: learn the step sizes for N steps on the calibration set
     conv_outputs: bool = True         # points between conv and activation: ORT's QLinearConv needs them
+    holdout: int = 256                # other training images that score the precision plan
+    auto_float: bool = True           # keep in float the points the model cannot take in INT8 (measured)
+    keep_float: tuple[str, ...] = ()  # points, kinds (attn.num) or layers kept in float regardless
 
 
 @dataclass(frozen=True)
@@ -286,7 +289,10 @@ def check_study_config(config: StudyConfig) -> None:
         raise VitedgeError("pruning.ratios must not list 0: the dense baseline is always part of the study")
     q = config.quantization
     try:
-        QuantConfig(method=q.method, w_bits=q.w_bits, a_bits=q.a_bits)
+        QuantConfig(method=q.method, w_bits=q.w_bits, a_bits=q.a_bits, keep_float=q.keep_float,
+                    auto_float=q.auto_float)
+        if isinstance(q.holdout, bool) or not isinstance(q.holdout, int) or q.holdout < 0:
+            raise VitedgeError(f"holdout={q.holdout!r} must be an int >= 0 (0: score on the calibration images)")
     except VitedgeError as err:
         raise VitedgeError(f"study section quantization: {err}") from err
     spec = get_runtime(config.deploy.runtime)

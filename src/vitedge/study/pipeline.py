@@ -221,13 +221,16 @@ def _quantize(config: StudyConfig, run_dir: Path, variant: Variant, log: Log) ->
             qat = qat.with_overrides({"optim.step_size_lr_mult": q.qat_step_lr_mult,
                                       "distill.alpha": q.qat_alpha, "ema.decay": q.qat_ema or None})
         method = QuantConfig(method=q.method, w_bits=q.w_bits, a_bits=q.a_bits, conv_outputs=q.conv_outputs,
-                             reconstruct_iters=q.reconstruct)
+                             reconstruct_iters=q.reconstruct, keep_float=q.keep_float, auto_float=q.auto_float)
         quantized = quantize_checkpoint(
-            variant.checkpoint, method, data=data_config(config, 1.0), calib=q.calib, qat=qat, out=stage.folder,
-            seed=config.seed, verbose=True)
+            variant.checkpoint, method, data=data_config(config, 1.0), calib=q.calib, holdout=q.holdout, qat=qat,
+            out=stage.folder, seed=config.seed, verbose=True)
         m = quantized.metrics
+        log(f"quantize: {variant.name} precision plan: {m['precision_plan']}")
         result = stage.done({"checkpoint": str(quantized.path), "top1_sim": m.get("top1_qat", m["top1_int8"]),
-                             "top1_ptq": m["top1_int8"], "top1_qat": m.get("top1_qat")})
+                             "top1_ptq": m["top1_int8"], "top1_qat": m.get("top1_qat"),
+                             "precision_plan": m["precision_plan"], "float_points": m.get("float_points", []),
+                             "plan_reasons": m.get("plan_reasons", [])})
     variant.quantized = Path(result["checkpoint"])
     variant.quant_metrics = {k: v for k, v in result.items() if k != "checkpoint"}
 

@@ -71,14 +71,17 @@ class TaskData:
         return float(self.evaluate(model)[self.metric])
 
     def sample(self, n: int, *, seed: int = 0, batch_size: int = 64,
-               labels: bool = False) -> list[Any]:
+               labels: bool = False, skip: int = 0) -> list[Any]:
         """``n`` seeded random training images with the evaluation transform (no augmentation:
         calibration ranges and importance scores should reflect the data, not augmentation
-        noise), as batches of ``batch_size``; ``(images, labels)`` pairs with ``labels``."""
+        noise), as batches of ``batch_size``; ``(images, labels)`` pairs with ``labels``.
+        ``skip`` passes over the first images of the same seeded order: ``sample(m, skip=n)``
+        is disjoint from ``sample(n)`` (held-out images beside a calibration set); it may be
+        empty when the split is smaller than ``skip``."""
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise VitedgeError(f"the number of sample images must be a positive int, got {n!r}")
         g = torch.Generator().manual_seed(seed)
-        picked = torch.randperm(len(self.train_set), generator=g)[:n].tolist()
+        picked = torch.randperm(len(self.train_set), generator=g)[skip:skip + n].tolist()
         batches = []
         for start in range(0, len(picked), batch_size):
             items = [self.train_set[i] for i in picked[start:start + batch_size]]
@@ -130,13 +133,13 @@ class SegTaskData(TaskData):
         return evaluate_seg(model, self.loader(), classes=self.classes)
 
     def sample(self, n: int, *, seed: int = 0, batch_size: int = 64,
-               labels: bool = False) -> list[Any]:
+               labels: bool = False, skip: int = 0) -> list[Any]:
         """``n`` seeded random training frames (whole, evaluation transform) in batches, with
-        their masks when ``labels``."""
+        their masks when ``labels``; ``skip`` as in :meth:`TaskData.sample`."""
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise VitedgeError(f"the number of sample images must be a positive int, got {n!r}")
         g = torch.Generator().manual_seed(seed)
-        picked = torch.randperm(len(self.train_set), generator=g)[:n].tolist()
+        picked = torch.randperm(len(self.train_set), generator=g)[skip:skip + n].tolist()
         batches = []
         for start in range(0, len(picked), batch_size):
             pairs = [self.transform(*self.train_set[i]) for i in picked[start:start + batch_size]]

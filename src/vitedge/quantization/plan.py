@@ -1,0 +1,279 @@
+"""Precision plans: which quantization points stay in float, chosen by measurement.
+
+Some models cannot take 8 bits everywhere. LiteMLA's numerator ``(KᵀV)·Q`` spans a range that one
+per-tensor scale cannot hold on small photo datasets (flowers17 B0: −15 pt top-1 in INT8, −1 pt
+with those eight points in float), while CIFAR-10 loses 0.1 pt. A rule cannot tell these apart;
+the model's own outputs can. :func:`auto_plan` measures, on held-out *training* images, how far
+the quantized logits are from the float model's (KL divergence, and how often the predicted
+class agrees), then:
+
+1. If INT8 everywhere already agrees with float on ``target_agreement`` % of the predictions,
+   nothing is kept in float.
+2. Otherwise every *kind* of point (``attn.num``, ``conv.output``, ``weight`` …) is left in
+   float in turn; the kind that removes the most divergence is kept in float if it removes at
+   least ``min_gain`` of what remains. Repeated for at most ``max_kinds`` kinds, until the
+   agreement target holds.
+3. Each point of a chosen kind then goes back to INT8 unless that alone costs more than
+   ``refine_slack`` of the divergence the kind removed: only the layers that need float keep it.
+
+Explicit choices (``QuantConfig.keep_float``: point paths, kinds or layer paths) are applied
+first and never undone. The plan is stored with the model (``qmodel.precision_plan``), written
+into quantized checkpoints, honoured by the export (a point in float has no Q/DQ pair) and shown
+in the study's report.
+
+Example::
+
+    plan = auto_plan(qmodel, float_model, holdout_batches)
+    print(plan.summary())   # "kept in float: attn.num (3 points) — held-out KL 0.285 → 0.05 …"
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from vitedge.errors import VitedgeError
+from vitedge.quantization.points import aliases, quantizers
+from vitedge.quantization.quantizer import Log2Quantizer, Quantizer
+
+__all__ = ["PrecisionPlan", "Score", "auto_plan", "fixed_plan", "keep_in_float", "select_points"]
+
+TARGET_AGREEMENT = 99.0
+MIN_GAIN = 0.5
+MAX_KINDS = 3
+REFINE_SLACK = 0.1
+MIN_KL = 0.01  # below this the logits barely move: disagreements are near-ties, not damage
+RESCORED_KINDS = 4
+
+AnyQuantizer = Quantizer | Log2Quantizer
+
+
+@dataclass(frozen=True)
+class Score:
+    """How close quantized logits are to the float model's on the held-out images: mean KL
+    divergence KL(float ‖ quantized) per prediction, and the % of predicted classes (per
+    pixel for segmentation) that agree."""
+
+    kl: float
+    agreement: float
+
+    def __str__(self) -> str:
+        return f"KL {self.kl:.4g}, agreement {self.agreement:.2f} %"
+
+
+@dataclass
+class PrecisionPlan:
+    """Which points stay in float, and the measurements behind the choice.
+
+    ``float_points``: point paths left in float. ``requested``: the explicit selectors they
+    include. ``int8``: the score with every point in INT8; ``planned``: with this plan.
+    ``kinds``: the score with each kind of point in float alone (the sensitivity table).
+    ``reasons``: one line per decision, for the report. ``predictions``: how many held-out
+    predictions the scores are over. ``point_kinds``: the kind of each point in float.
+    """
+
+    float_points: tuple[str, ...] = ()
+    requested: tuple[str, ...] = ()
+    int8: Score | None = None
+    planned: Score | None = None
+    kinds: dict[str, Score] = field(default_factory=dict)
+    reasons: tuple[str, ...] = ()
+    predictions: int = 0
+    point_kinds: dict[str, str] = field(default_factory=dict)  # kind of each float point
+
+    def summary(self) -> str:
+        """One line for the report."""
+        if not self.float_points:
+            if self.int8 is None:
+                return "every point in INT8 (no sensitivity pass)"
+            return f"every point in INT8: held-out {self.int8}"
+        kinds = _kind_counts(self.float_points, self.point_kinds)
+        text = ", ".join(f"{k} ({n} point{'s' if n > 1 else ''})" for k, n in kinds.items())
+        if self.int8 is None or self.planned is None:
+            return f"kept in float: {text}"
+        return (f"kept in float: {text} — held-out KL {self.int8.kl:.4g} → {self.planned.kl:.4g}, "
+                f"agreement {self.int8.agreement:.2f} → {self.planned.agreement:.2f} %")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PrecisionPlan:
+        def score(v: Any) -> Score | None:
+            return None if v is None else Score(float(v["kl"]), float(v["agreement"]))
+
+        return cls(float_points=tuple(data.get("float_points", ())), requested=tuple(data.get("requested", ())),
+                   int8=score(data.get("int8")), planned=score(data.get("planned")),
+                   kinds={k: score(v) for k, v in data.get("kinds", {}).items()},
+                   reasons=tuple(data.get("reasons", ())), predictions=int(data.get("predictions", 0)),
+                   point_kinds=dict(data.get("point_kinds", {})))
+
+
+def _kind_counts(names: Iterable[str], kinds: Mapping[str, str]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for name in names:
+        kind = kinds.get(name, "?")
+        counts[kind] = counts.get(kind, 0) + 1
+    return counts
+
+
+def select_points(qmodel: nn.Module, selectors: Sequence[str]) -> list[str]:
+    """The point paths that ``selectors`` name: a point's path (any of a shared point's paths),
+    a kind (``attn.num``) or a layer's path (every point under it). A selector that names
+    nothing is an error."""
+    points = dict(quantizers(qmodel))
+    path_of = {alias: name for name, q in points.items() for alias in aliases(qmodel)[id(q)]}
+    kinds = sorted({q.kind for q in points.values()})
+    chosen: dict[str, None] = {}
+    for sel in selectors:
+        found = [path_of[sel]] if sel in path_of else [n for n, q in points.items() if q.kind == sel]
+        if not found:
+            prefix = sel.rstrip(".") + "."
+            found = sorted({path_of[a] for a in path_of if a.startswith(prefix)}, key=list(points).index)
+        if not found:
+            raise VitedgeError(f"the precision plan names {sel!r}, which is no quantization point, kind or "
+                               f"layer of this model; use a kind ({', '.join(kinds)}) or a layer path "
+                               "(see points.md)")
+        chosen.update(dict.fromkeys(found))
+    return list(chosen)
+
+
+def keep_in_float(qmodel: nn.Module, names: Iterable[str]) -> None:
+    """Keep the points at ``names`` in float for good (``in_float``; calibration, QAT and
+    ``set_quant_state`` leave them off)."""
+    points = dict(quantizers(qmodel))
+    for name in names:
+        points[name].in_float = True
+        points[name].fake_quant = False
+
+
+def fixed_plan(qmodel: nn.Module) -> PrecisionPlan:
+    """The plan of the points already in float, without measurements (``auto_float`` off)."""
+    floated = {n: q.kind for n, q in quantizers(qmodel) if q.in_float}
+    return PrecisionPlan(float_points=tuple(floated), requested=tuple(floated), point_kinds=floated)
+
+
+@torch.no_grad()
+def _flat_logits(model: nn.Module, batches: Sequence[torch.Tensor]) -> torch.Tensor:
+    device = next(model.parameters()).device
+    outs = []
+    for x in batches:
+        y = model(x.to(device)).float()
+        if y.ndim == 4:  # segmentation: one prediction per pixel
+            y = y.permute(0, 2, 3, 1).reshape(-1, y.shape[1])
+        outs.append(y.cpu())
+    return torch.cat(outs)
+
+
+def _score(got: torch.Tensor, reference: torch.Tensor) -> Score:
+    kl = F.kl_div(F.log_softmax(got, -1), F.log_softmax(reference, -1), log_target=True, reduction="batchmean")
+    agree = (got.argmax(-1) == reference.argmax(-1)).float().mean()
+    return Score(max(float(kl), 0.0), 100.0 * float(agree))
+
+
+class _Switch:
+    """Turns sets of points to float and back, scoring each state against the float logits."""
+
+    def __init__(self, qmodel: nn.Module, reference: torch.Tensor, batches: Sequence[torch.Tensor]) -> None:
+        self.qmodel, self.reference, self.batches = qmodel, reference, batches
+
+    def score(self, floated: Iterable[AnyQuantizer] = ()) -> Score:
+        floated = [q for q in floated if q.fake_quant]
+        for q in floated:
+            q.fake_quant = False
+        try:
+            return _score(_flat_logits(self.qmodel, self.batches), self.reference)
+        finally:
+            for q in floated:
+                q.fake_quant = True
+
+
+@torch.no_grad()
+def auto_plan(qmodel: nn.Module, float_model: nn.Module, batches: Sequence[torch.Tensor], *,
+              target_agreement: float = TARGET_AGREEMENT, min_gain: float = MIN_GAIN,
+              max_kinds: int = MAX_KINDS, refine_slack: float = REFINE_SLACK) -> PrecisionPlan:
+    """Choose and apply the points of a calibrated ``qmodel`` to keep in float (see the module
+    doc); points already ``in_float`` stay so. ``batches``: held-out training images with the
+    evaluation transform. Returns the plan (also set as ``qmodel.precision_plan``)."""
+    was_training = qmodel.training
+    qmodel.eval()
+    float_model.eval()
+    points = dict(quantizers(qmodel))
+    requested = tuple(n for n, q in points.items() if q.in_float)
+    reference = _flat_logits(float_model, batches)
+    switch = _Switch(qmodel, reference, batches)
+    live = {n: q for n, q in points.items() if q.fake_quant}
+    by_kind: dict[str, list[str]] = {}
+    for name, q in live.items():
+        by_kind.setdefault(q.kind, []).append(name)
+
+    int8 = current = switch.score()
+    reasons: list[str] = []
+    kinds: dict[str, Score] = {}
+    chosen: list[str] = []
+    if current.agreement < target_agreement and current.kl > MIN_KL:
+        kinds = {kind: switch.score(live[n] for n in names) for kind, names in by_kind.items()}
+        reasons.append(f"INT8 everywhere: held-out {int8} (target agreement {target_agreement:g} %)")
+        for _ in range(max_kinds):
+            if current.agreement >= target_agreement or not by_kind:
+                break
+            # after the first choice only the kinds that mattered most alone are re-scored
+            shortlist = sorted(by_kind, key=lambda k: kinds[k].kl)[:RESCORED_KINDS]
+            trial = kinds if not chosen else {
+                kind: switch.score(live[n] for n in by_kind[kind]) for kind in shortlist}
+            kind = min(trial, key=lambda k: trial[k].kl)
+            gain = (current.kl - trial[kind].kl) / current.kl if current.kl > 0 else 0.0
+            if gain < min_gain:
+                reasons.append(f"no kind removes {min_gain:.0%} of the remaining divergence (best: {kind}, "
+                               f"{gain:.0%}): the rest stays INT8")
+                break
+            before = current
+            names = by_kind.pop(kind)
+            kept = _refine(switch, [live[n] for n in names], trial[kind], before, refine_slack)
+            for q in kept:
+                q.in_float, q.fake_quant = True, False
+            kept_names = [n for n in names if live[n] in kept]
+            chosen += kept_names
+            current = switch.score()
+            reasons.append(f"{kind}: {len(kept_names)} of {len(names)} points kept in float, "
+                           f"held-out {before} → {current}")
+    plan = PrecisionPlan(float_points=tuple(n for n, q in points.items() if q.in_float), requested=requested,
+                         int8=int8, planned=current, kinds=kinds, reasons=tuple(reasons),
+                         predictions=int(reference.shape[0]),
+                         point_kinds={n: q.kind for n, q in points.items() if q.in_float})
+    qmodel.precision_plan = plan
+    qmodel.train(was_training)
+    return plan
+
+
+def _refine(switch: _Switch, group: list[AnyQuantizer], all_float: Score, before: Score,
+            slack: float) -> list[AnyQuantizer]:
+    """The points of ``group`` that must stay in float: each goes back to INT8, cheapest first,
+    while the divergence stays within ``slack`` of what keeping the whole group in float removed."""
+    budget = all_float.kl + slack * max(before.kl - all_float.kl, 0.0)
+    if len(group) == 1:
+        return group
+    # what each point alone costs back in INT8 (the rest of the group in float)
+    cost = {id(q): switch.score(p for p in group if p is not q).kl - all_float.kl for q in group}
+    order = sorted(group, key=lambda p: cost[id(p)])
+    # the cheapest points whose costs add up within the budget go back together: one check
+    spent, back = 0.0, []
+    for q in order:
+        if all_float.kl + spent + max(cost[id(q)], 0.0) > budget:
+            break
+        spent += max(cost[id(q)], 0.0)
+        back.append(q)
+    if back and switch.score(p for p in group if p not in back).kl <= budget:
+        return [p for p in group if p not in back]
+    # costs did not add up: one point at a time
+    in_float = list(group)
+    for q in order:
+        trial = [p for p in in_float if p is not q]
+        if switch.score(trial).kl <= budget:
+            in_float = trial
+    return in_float

@@ -1,0 +1,152 @@
+"""Precision plans: the measured choice of points kept in float, explicit selectors, and that
+a point in float stays in float through calibration, QAT, save/load and export."""
+
+from __future__ import annotations
+
+import onnx
+import pytest
+import torch
+from parity import distinct_images, input_dependent, spread_predictions
+
+import vitedge
+from vitedge.errors import VitedgeError
+from vitedge.quantization import QuantConfig, calibrate, load_quantized, prepare_qat, quantizers, save_quantized
+from vitedge.quantization.points import aliases
+from vitedge.quantization.plan import PrecisionPlan, auto_plan, keep_in_float, select_points
+
+RES = 64
+
+
+@pytest.fixture(scope="module")
+def model_and_images():
+    torch.manual_seed(0)
+    model = input_dependent(vitedge.create_model("efficientvit_b0", num_classes=10, img_size=RES), resolution=RES)
+    images = distinct_images(96, RES, seed=1)
+    spread_predictions(model, images)
+    return model.eval(), [images[:48], images[48:]]
+
+
+def _quantize(model, images, **cfg):
+    """16-bit min-max points: a random network's near-tied logits flip under 8-bit noise (and
+    under the log2 divisor), so only a fine grid leaves the float model's predictions alone and
+    lets a broken point stand out."""
+    cfg = {"method": "minmax", "w_bits": 16, "a_bits": 16, "conv_outputs": True, **cfg}
+    return vitedge.quantize(model, images[0], config=QuantConfig(**cfg), holdout=images[1])
+
+
+def _break(qmodel, names, factor=2.0 ** 12):
+    """Points on a grid too coarse for their data (16 bits → 4): a stand-in for LiteMLA's
+    numerator on the flower photos, where one per-tensor 8-bit scale cannot hold the range."""
+    points = dict(quantizers(qmodel))
+    for name in names:
+        points[name].scale.mul_(factor)
+
+
+def test_plan_keeps_exactly_the_broken_points_in_float(model_and_images):
+    model, images = model_and_images
+    qmodel = _quantize(model, images, auto_float=False)
+    nums = [n for n, q in quantizers(qmodel) if q.kind == "attn.num"]
+    broken = nums[:2]
+    _break(qmodel, broken)
+    plan = auto_plan(qmodel, model, [images[1]])
+    assert plan.int8.agreement < 90, plan.int8  # the breakage is real
+    assert set(plan.float_points) == set(broken), plan.reasons
+    assert plan.planned.kl < 0.2 * plan.int8.kl and plan.planned.agreement > plan.int8.agreement
+    assert "attn.num (2 points)" in plan.summary()
+    assert plan.kinds["attn.num"].kl < min(s.kl for k, s in plan.kinds.items() if k != "attn.num")
+    points = dict(quantizers(qmodel))
+    assert all(points[n].in_float and not points[n].fake_quant for n in broken)
+    assert all(points[n].fake_quant for n in nums[2:])
+
+
+def test_plan_leaves_a_model_that_takes_int8_alone(model_and_images):
+    model, images = model_and_images
+    qmodel = _quantize(model, images, auto_float=False)
+    plan = auto_plan(qmodel, model, [images[1]], target_agreement=0.0)
+    assert plan.float_points == () and plan.reasons == ()
+    assert all(q.fake_quant for _, q in quantizers(qmodel))
+    # with the target out of reach, logits that barely move are still left alone
+    plan = auto_plan(qmodel, model, [images[1]], target_agreement=101.0)
+    assert plan.int8.kl < 0.01 and plan.float_points == () and plan.reasons == ()
+    # a broken point no kind can fix by the required share stays INT8
+    _break(qmodel, [n for n, q in quantizers(qmodel) if q.kind == "attn.num"][:1])
+    plan = auto_plan(qmodel, model, [images[1]], min_gain=1.01)
+    assert plan.int8.kl > 0.01 and plan.float_points == ()
+    assert "no kind removes 101% of the remaining divergence (best: attn.num" in plan.reasons[-1]
+
+
+def test_default_quantize_scores_a_plan_on_the_holdout(model_and_images):
+    model, images = model_and_images
+    qmodel = _quantize(model, images)
+    plan = qmodel.precision_plan
+    assert plan.predictions == images[1].shape[0]
+    assert plan.int8 is not None and 0.0 <= plan.int8.agreement <= 100.0
+
+
+def test_selectors_name_points_kinds_and_layers(model_and_images):
+    model, images = model_and_images
+    qmodel = _quantize(model, images, auto_float=False)
+    kinds = {n: q.kind for n, q in quantizers(qmodel)}
+    nums = [n for n, k in kinds.items() if k == "attn.num"]
+    assert select_points(qmodel, ["attn.num"]) == nums
+    layer = nums[0].rsplit(".attn_quant", 1)[0]
+    under = select_points(qmodel, [layer])
+    paths = {n: aliases(qmodel)[id(q)] for n, q in quantizers(qmodel)}
+    # a point shared with the shortcut outside the layer counts: one of its paths is inside
+    assert nums[0] in under and len(under) > 7
+    assert all(any(p.startswith(layer + ".") for p in paths[n]) for n in under)
+    assert [n for n in paths if any(p.startswith(layer + ".") for p in paths[n])] == under
+    assert select_points(qmodel, [nums[1], "attn.num"]) == [nums[1]] + [n for n in nums if n != nums[1]]
+    with pytest.raises(VitedgeError, match=r"'attn.nmu'.*no quantization point, kind or layer") as err:
+        select_points(qmodel, ["attn.nmu"])
+    assert "\n" not in str(err.value)
+    with pytest.raises(VitedgeError, match="keep_float"):
+        QuantConfig(keep_float="attn.num")
+
+
+def test_float_points_survive_calibration_qat_and_state_switches(model_and_images):
+    model, images = model_and_images
+    qmodel = _quantize(model, images, auto_float=False, keep_float=("attn.num",))
+    nums = select_points(qmodel, ["attn.num"])
+    assert qmodel.precision_plan.float_points == tuple(nums)
+    points = dict(quantizers(qmodel))
+    calibrate(qmodel, images[0])
+    vitedge.quantization.set_quant_state(qmodel, fake_quant=True)
+    assert not any(points[n].fake_quant for n in nums)
+    prepare_qat(qmodel)
+    assert not any(points[n].fake_quant for n in nums)
+    assert sum(q.fake_quant for q in points.values()) == len(points) - len(nums)
+
+
+def test_plan_round_trips_and_exports_without_its_float_points(model_and_images, tmp_path):
+    model, images = model_and_images
+    qmodel = _quantize(model, images, auto_float=False)
+    _break(qmodel, [n for n, q in quantizers(qmodel) if q.kind == "attn.num"][:1])
+    plan = auto_plan(qmodel, model, [images[1]])
+    assert len(plan.float_points) == 1
+    path = save_quantized(qmodel, tmp_path / "q.safetensors")
+    again = load_quantized(path)
+    assert again.precision_plan.float_points == plan.float_points
+    assert again.precision_plan.summary() == plan.summary()
+    assert PrecisionPlan.from_dict(plan.to_dict()) == plan
+    x = images[1][:4]
+    with torch.no_grad():
+        assert torch.equal(again(x), qmodel(x))
+    # the export (8-bit: ONNX has no 16-bit QDQ): one QuantizeLinear fewer for a point in float
+    one = [n for n, q in quantizers(again) if q.kind == "attn.num"][0]
+    counts = []
+    for keep, name in (((), "full"), ((one,), "planned")):
+        q = _quantize(model, images, auto_float=False, w_bits=8, a_bits=8, keep_float=keep)
+        vitedge.export(q, tmp_path / f"{name}.onnx", precision="int8")
+        graph = onnx.load(str(tmp_path / f"{name}.onnx")).graph
+        counts.append(sum(n.op_type == "QuantizeLinear" for n in graph.node))
+    assert counts[1] == counts[0] - 1, counts
+
+
+def test_keep_in_float_is_idempotent(model_and_images):
+    model, images = model_and_images
+    qmodel = _quantize(model, images, auto_float=False)
+    names = select_points(qmodel, ["attn.kv"])
+    keep_in_float(qmodel, names)
+    keep_in_float(qmodel, names)
+    assert sum(q.in_float for _, q in quantizers(qmodel)) == len(names)

@@ -24,7 +24,8 @@ def test_bench_measures_every_available_runtime_and_precision(monkeypatch, capsy
                                 "--out", str(out))
     assert code == 0, err
     report = json.loads((out / "bench.json").read_text())
-    rows = {(r["runtime"], r["precision"]): r for r in report["rows"]}
+    rows = {(r["runtime"], r["precision"]): r for r in report["rows"] if not r["quantizer"].startswith("NNCF")}
+    anchors = [r for r in report["rows"] if r["quantizer"].startswith("NNCF")]
     expected = {("torch", "fp32"), ("torch", "int8"), ("onnxruntime", "fp32"), ("onnxruntime", "fp16"),
                 ("onnxruntime", "int8")}
     if importlib.util.find_spec("openvino"):  # installed (the test extra has it): its rows must run
@@ -53,7 +54,19 @@ def test_bench_measures_every_available_runtime_and_precision(monkeypatch, capsy
     assert abs(rows["torch", "int8"]["top1"] - reference["top1"]) <= 25  # at most 2 of 8 images flip
     assert rows["onnxruntime", "int8"]["size_mib"] < 0.4 * rows["onnxruntime", "fp32"]["size_mib"]
     assert rows["onnxruntime", "fp16"]["size_mib"] < 0.6 * rows["onnxruntime", "fp32"]["size_mib"]
-    assert "| onnxruntime | int8 | ✓ |" in (out / "bench.md").read_text()
+    assert "| onnxruntime | int8 | vitedge | ✓ |" in (out / "bench.md").read_text()
+    # the NNCF anchor: both presets quantize the same FP32 file on the same images and run on
+    # OpenVINO, scored like every other row
+    if importlib.util.find_spec("nncf") and importlib.util.find_spec("openvino"):
+        import nncf
+
+        assert [r["quantizer"] for r in anchors] == [f"NNCF {nncf.__version__} performance",
+                                                    f"NNCF {nncf.__version__} transformer"]
+        for row in anchors:
+            assert row["ok"], row
+            assert row["file"].endswith(".xml") and abs(row["top1"] - reference["top1"]) <= 25
+            assert row["size_mib"] < 0.5 * rows["openvino", "fp32"]["size_mib"]
+        assert f"| openvino | int8 | NNCF {nncf.__version__} performance | ✓ |" in (out / "bench.md").read_text()
 
 
 def test_bench_without_data_says_why_int8_is_missing(monkeypatch, capsys, tiny_classifier, tmp_path):
@@ -71,3 +84,14 @@ def test_bench_without_data_says_why_int8_is_missing(monkeypatch, capsys, tiny_c
     assert not rows["int8"]["ok"] and "--data to calibrate" in rows["int8"]["reason"]
     code, _, err = run_cli(monkeypatch, capsys, "bench", str(ckpt), "--runtime", "tensorrtt", "--out", str(tmp_path))
     assert code == 2 and "unknown runtime" in err
+
+
+def test_nncf_anchor_row_says_what_to_install(monkeypatch, tmp_path):
+    from vitedge.bench import deployment, nncf_anchor
+
+    monkeypatch.setattr(nncf_anchor, "nncf_available",
+                        lambda: (False, "No module named 'nncf': pip install nncf (pip install 'vitedge[test]')"))
+    row = deployment._nncf_row("performance", tmp_path / "m.onnx", [], tmp_path, None, None, [1], 32, 1, 1, 0)
+    assert not row["ok"] and row["quantizer"] == "NNCF performance" and "pip install nncf" in row["reason"]
+    with pytest.raises(vitedge.VitedgeError, match="unknown NNCF preset 'fast'; choose one of performance"):
+        nncf_anchor.nncf_quantize(tmp_path / "m.onnx", [], tmp_path / "q.xml", preset="fast")

@@ -97,6 +97,8 @@ def test_quantize_cli_ptq_then_qat_and_reload(monkeypatch, capsys, tiny_classifi
     (("quantize", "{ckpt}", "--w-bits", "1"), "w_bits"),
     (("quantize", "{ckpt}", "--calib", "0"), "positive"),
     (("quantize", "{ckpt}", "--reconstruct", "-1"), "--reconstruct must be >= 0"),
+    (("quantize", "{ckpt}", "--keep-float", "attn.nmu"), "'attn.nmu', which is no quantization point, kind or layer"),
+    (("quantize", "{ckpt}", "--holdout", "-1"), "held-out set"),
     (("quantize", "{ckpt}", "--qat-epochs", "1", "--qat-ema", "1.5"), "EMA decay"),
     (("quantize", "{ckpt}", "--data", "cifar10"), "needs --data-dir"),
     (("quantize", "missing.safetensors"), "does not exist"),

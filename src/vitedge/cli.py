@@ -537,15 +537,20 @@ def bench_command(
     batch_size: Annotated[list[int], typer.Option(help="batch sizes to time")] = [1, 8],  # noqa: B006
     threads: Annotated[int, typer.Option(help="CPU threads per runtime")] = 2,
     runs: Annotated[int, typer.Option(help="timed runs per measurement")] = 30,
+    nncf: Annotated[bool, typer.Option(
+        help="add the NNCF anchor rows (nncf.quantize on the same FP32 ONNX and calibration images, "
+             "on OpenVINO)")] = True,
     out: Annotated[Path, typer.Option(help="folder for the exported files and bench.md/json")] = Path("runs/bench"),
 ) -> None:
-    """Every runtime × precision: file size, accuracy, latency (median/p90), throughput."""
+    """Every runtime × precision: file size, accuracy, latency (median/p90), throughput — beside
+    NNCF's INT8 on OpenVINO."""
     from vitedge.bench.deployment import bench_deployment, bench_markdown
     from vitedge.train.config import DataConfig
 
     data_cfg = DataConfig(dataset=data, root=str(data_dir) if data_dir else None) if data else None
     rows = bench_deployment(checkpoint, out=out, quantized=int8, data=data_cfg, eval_limit=eval_limit,
-                            calib=calib, runtimes=runtime, batch_sizes=batch_size, threads=threads, runs=runs)
+                            calib=calib, runtimes=runtime, batch_sizes=batch_size, threads=threads, runs=runs,
+                            nncf_presets=("performance", "transformer") if nncf else ())
     console.print(bench_markdown(rows, batch_size), markup=False, highlight=False, soft_wrap=True)
     console.print(f"wrote {out}/bench.md and bench.json")
 

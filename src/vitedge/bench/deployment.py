@@ -46,11 +46,15 @@ def bench_deployment(
     threads: int = 2,
     runs: int = 30,
     warmup: int = 5,
+    nncf_presets: Sequence[str] = ("performance", "transformer"),
 ) -> list[dict[str, Any]]:
     """Benchmark the float ``checkpoint`` (and its INT8 version: ``quantized``, or quantized here
     with the Trio-ViT engine on ``calib`` training images of ``data``) on every runtime.
 
-    Returns one row per runtime × precision; writes ``bench.json`` and ``bench.md`` to ``out``.
+    Returns one row per runtime × precision, then one per NNCF preset in ``nncf_presets`` (the
+    anchor: ``nncf.quantize`` on the same FP32 ONNX file and the same ``calib`` images, run on
+    OpenVINO; ✗ with the reason when nncf or openvino is missing); the ``quantizer`` column
+    says whose INT8 each row is. Writes ``bench.json`` and ``bench.md`` to ``out``.
     """
     from vitedge.deploy import RUNTIMES, export, get_runtime
     from vitedge.models.checkpoint import atomic_write, load, read_metadata
@@ -91,24 +95,23 @@ def bench_deployment(
     rows = []
     for spec in specs:
         for precision in spec.precisions:
-            row: dict[str, Any] = {"runtime": spec.name, "precision": precision, "ok": False}
+            row: dict[str, Any] = {"runtime": spec.name, "precision": precision, "ok": False,
+                                   "quantizer": "vitedge" if precision == "int8" else ""}
             rows.append(row)
             ok, why = spec.available()
             artifact = files.get((spec.format, spec.file_precision(precision)), "no such file")
             if not ok or not isinstance(artifact, Path):
                 row["reason"] = why or str(artifact)
                 continue
-            row["file"], row["size_mib"] = str(artifact), artifact.stat().st_size / 2**20
-            try:
-                if task is not None:
-                    model_for = models["int8" if precision == "int8" else "fp32"]  # torch runs a model
-                    row["top1"] = runtime_top1(spec.name, model_for, artifact, precision, task, eval_limit, threads)
-                row["latency"] = _latencies(spec.name, artifact, precision, list(batch_sizes), resolution,
-                                            threads, runs, warmup)
-            except VitedgeError as err:
-                row["reason"] = str(err)
-                continue
-            row["ok"] = True
+            model_for = models["int8" if precision == "int8" else "fp32"]  # torch runs a model
+            _measure(row, spec.name, model_for, artifact, precision, task, eval_limit, list(batch_sizes),
+                     resolution, threads, runs, warmup)
+    if any(spec.name == "openvino" for spec in specs):
+        fp32 = files["onnx", "fp32"]
+        calib_images = [b.numpy() for b in task.sample(calib)] if task is not None else []
+        for preset in nncf_presets:
+            rows.append(_nncf_row(preset, fp32, calib_images, out_dir, task, eval_limit, list(batch_sizes),
+                                  resolution, threads, runs, warmup))
     text = json.dumps({"checkpoint": str(checkpoint), "resolution": resolution, "threads": threads,
                        "batch_sizes": list(batch_sizes), "rows": rows}, indent=2)
     atomic_write(out_dir / "bench.json", lambda tmp: Path(tmp).write_text(text))
@@ -117,13 +120,68 @@ def bench_deployment(
     return rows
 
 
+def _measure(row: dict[str, Any], runtime: str, model: torch.nn.Module | None, artifact: Path, precision: str,
+             task: Any, eval_limit: int | None, batch_sizes: list[int], resolution: int, threads: int, runs: int,
+             warmup: int) -> None:
+    """Fill ``row`` with the size, top-1 (when there is data) and latencies of ``artifact``."""
+    row["file"], row["size_mib"] = str(artifact), _file_mib(artifact)
+    try:
+        if task is not None:
+            row["top1"] = runtime_top1(runtime, model, artifact, precision, task, eval_limit, threads)
+        row["latency"] = _latencies(runtime, artifact, precision, batch_sizes, resolution, threads, runs, warmup)
+    except VitedgeError as err:
+        row["reason"] = str(err)
+        return
+    row["ok"] = True
+
+
+def _file_mib(path: Path) -> float:
+    """Size of a model file; an OpenVINO IR counts its ``.bin`` too."""
+    size = path.stat().st_size
+    if path.suffix == ".xml" and path.with_suffix(".bin").is_file():
+        size += path.with_suffix(".bin").stat().st_size
+    return size / 2**20
+
+
+def _nncf_row(preset: str, fp32: Path | str, calib_images: list[np.ndarray], out_dir: Path, task: Any,
+              eval_limit: int | None, batch_sizes: list[int], resolution: int, threads: int, runs: int,
+              warmup: int) -> dict[str, Any]:
+    """The NNCF anchor row for ``preset``: its INT8 IR on OpenVINO."""
+    from vitedge.bench.nncf_anchor import nncf_available, nncf_quantize, nncf_version
+
+    row: dict[str, Any] = {"runtime": "openvino", "precision": "int8", "ok": False, "quantizer": f"NNCF {preset}"}
+    ok, why = nncf_available()
+    if not ok:
+        row["reason"] = why
+        return row
+    row["quantizer"] = f"NNCF {nncf_version()} {preset}"
+    if not isinstance(fp32, Path):
+        row["reason"] = f"no FP32 ONNX file: {fp32}"
+        return row
+    if not calib_images:
+        row["reason"] = "no calibration images: pass --data"
+        return row
+    try:
+        artifact = nncf_quantize(fp32, calib_images, out_dir / f"nncf_{preset}.xml", preset)
+    except VitedgeError as err:
+        row["reason"] = str(err)
+        return row
+    except Exception as err:  # NNCF's own failures: the anchor row says so instead of ending the bench
+        row["reason"] = f"nncf.quantize failed: {str(err).splitlines()[0][:160]}"
+        return row
+    _measure(row, "openvino", None, artifact, "int8", task, eval_limit, batch_sizes, resolution, threads, runs,
+             warmup)
+    return row
+
+
 def bench_markdown(rows: list[dict[str, Any]], batch_sizes: Sequence[int]) -> str:
-    """The table of :func:`bench_deployment` rows (latency in ms, median / p90)."""
-    head = ["runtime", "precision", "ok", "size MiB", "top-1 %"]
+    """The table of :func:`bench_deployment` rows (latency in ms, median / p90); ``quantizer``
+    says whose INT8 a row runs (vitedge's or an NNCF preset's, with NNCF's version)."""
+    head = ["runtime", "precision", "quantizer", "ok", "size MiB", "top-1 %"]
     head += [f"b{b} ms (p90)" for b in batch_sizes] + [f"b{batch_sizes[-1]} img/s", "note"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        cells = [r["runtime"], r["precision"], "✓" if r["ok"] else "✗",
+        cells = [r["runtime"], r["precision"], r.get("quantizer", ""), "✓" if r["ok"] else "✗",
                  f"{r['size_mib']:.2f}" if "size_mib" in r else "", f"{r['top1']:.2f}" if "top1" in r else ""]
         lat = r.get("latency") or []
         cells += [f"{x['median_ms']:.2f} ({x['p90_ms']:.2f})" for x in lat] or [""] * len(batch_sizes)

@@ -113,14 +113,15 @@ class OnnxRuntime:
 def openvino_cpu_config(core: Any, precision: str, threads: int) -> dict[str, Any]:
     """OpenVINO CPU plugin settings for an FP32 file run in ``precision`` (an int8 QDQ file carries
     its own); bf16 only where the CPU has it natively: elsewhere the plugin quietly runs the hint
-    in f32, and a "bf16" measurement would be FP32's under another name."""
-    if precision == "bf16":
-        capabilities = core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-        if "BF16" not in capabilities:
-            raise VitedgeError("this CPU has no native bf16 (OpenVINO's CPU plugin offers "
-                               f"{', '.join(capabilities)}; bf16 needs AVX-512 BF16 or AMX); "
-                               "use precision fp32 or int8 here")
-    hint = "bf16" if precision == "bf16" else "f32"
+    in f32, and a "bf16" measurement would be FP32's under another name. An INT8 file runs its
+    float glue (softmax, norms, the ops left in float) in bf16 where the CPU has it — the plugin's
+    own default there, and what NNCF's INT8 models get."""
+    capabilities = core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    if precision == "bf16" and "BF16" not in capabilities:
+        raise VitedgeError("this CPU has no native bf16 (OpenVINO's CPU plugin offers "
+                           f"{', '.join(capabilities)}; bf16 needs AVX-512 BF16 or AMX); "
+                           "use precision fp32 or int8 here")
+    hint = "bf16" if precision == "bf16" or (precision == "int8" and "BF16" in capabilities) else "f32"
     return {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}
 
 

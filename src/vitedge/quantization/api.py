@@ -53,12 +53,12 @@ def quantize(
     cfg = dataclasses.replace(config or QuantConfig(), **overrides)  # validates
     batches = calibration_batches(calib_data, cfg.max_calib_batches)
     qmodel = prepare(model, cfg)
+    keep_in_float(qmodel, select_points(qmodel, cfg.keep_float))  # a bad name fails before calibration
     calibrate(qmodel, batches)
     if cfg.reconstruct_iters:
         from vitedge.quantization.reconstruct import reconstruct
 
         reconstruct(qmodel, model, batches, iters=cfg.reconstruct_iters)
-    keep_in_float(qmodel, select_points(qmodel, cfg.keep_float))
     if cfg.auto_float:
         scored = batches if holdout is None else calibration_batches(holdout)
         auto_plan(qmodel, model, scored)

@@ -96,6 +96,11 @@ def quantize_checkpoint(
     out_dir = Path(out) if out is not None else None
     if out_dir is not None and (out_dir / QUANTIZED_FILE).exists():
         raise VitedgeError(f"{out_dir / QUANTIZED_FILE} already exists; choose another --out or delete it")
+    if config.keep_float:  # a plan naming no point of this model fails before any data is read
+        from vitedge.quantization.plan import select_points
+        from vitedge.quantization.points import prepare
+
+        select_points(prepare(model, config), config.keep_float)
     extra = read_metadata(checkpoint)["extra"]
     task = TaskData(data, {**model.data_config, **extra.get("data_config", {})}, extra.get("classes"))
 

@@ -78,7 +78,8 @@ def bench_deployment(
 
         task = TaskData(data, data_config, extra.get("classes"))
 
-    qmodel, int8_reason = _int8_model(model, quantized, task, calib, out_dir)
+    calib_batches = task.sample(calib) if task is not None else []  # vitedge's and NNCF's INT8 alike
+    qmodel, int8_reason = _int8_model(model, quantized, task, calib_batches, out_dir)
     models = {"fp32": model, "int8": qmodel}
     files: dict[tuple[str, str], Path | str] = {("torch", "fp32"): checkpoint}
     files["torch", "int8"] = int8_reason if qmodel is None else (
@@ -108,7 +109,7 @@ def bench_deployment(
                      resolution, threads, runs, warmup)
     if any(spec.name == "openvino" for spec in specs):
         fp32 = files["onnx", "fp32"]
-        calib_images = [b.numpy() for b in task.sample(calib)] if task is not None else []
+        calib_images = [b.numpy() for b in calib_batches]
         for preset in nncf_presets:
             rows.append(_nncf_row(preset, fp32, calib_images, out_dir, task, eval_limit, list(batch_sizes),
                                   resolution, threads, runs, warmup))
@@ -190,8 +191,8 @@ def bench_markdown(rows: list[dict[str, Any]], batch_sizes: Sequence[int]) -> st
     return "\n".join(lines) + "\n"
 
 
-def _int8_model(model: torch.nn.Module, quantized: str | os.PathLike | None, task: Any, calib: int,
-                out_dir: Path) -> tuple[torch.nn.Module | None, str]:
+def _int8_model(model: torch.nn.Module, quantized: str | os.PathLike | None, task: Any,
+                calib_batches: list[torch.Tensor], out_dir: Path) -> tuple[torch.nn.Module | None, str]:
     from vitedge.quantization import QuantConfig, is_quantized, load_quantized, quantize, save_quantized
 
     if quantized is not None:
@@ -201,7 +202,7 @@ def _int8_model(model: torch.nn.Module, quantized: str | os.PathLike | None, tas
         return qmodel, ""
     if task is None:
         return None, "no INT8 model: pass --int8 QUANTIZED_CKPT, or --data to calibrate one"
-    qmodel = quantize(model, task.sample(calib), config=QuantConfig(method="trio", conv_outputs=True))
+    qmodel = quantize(model, calib_batches, config=QuantConfig(method="trio", conv_outputs=True))
     save_quantized(qmodel, out_dir / "int8.safetensors", extra={"classes": task.classes})
     return qmodel, ""
 

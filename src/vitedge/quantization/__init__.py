@@ -21,6 +21,7 @@ from vitedge.quantization.api import quantize
 from vitedge.quantization.calibrate import calibrate, calibration_batches
 from vitedge.quantization.checkpoint import is_quantized_checkpoint, load_quantized, save_quantized
 from vitedge.quantization.config import METHODS, OBSERVERS, ObserverConfig, QuantConfig, TrioConfig
+from vitedge.quantization.plan import PrecisionPlan, Score, auto_plan, keep_in_float, select_points
 from vitedge.quantization.plots import RangeSummary, plot_channel_ranges
 from vitedge.quantization.points import is_quantized, prepare, quantizers, set_quant_state
 from vitedge.quantization.qat import freeze, observe, prepare_qat, scale_parameters
@@ -33,17 +34,21 @@ __all__ = [
     "Log2Quantizer",
     "ObserverConfig",
     "PointRow",
+    "PrecisionPlan",
     "QuantConfig",
     "QuantSpec",
     "Quantizer",
     "RangeSummary",
+    "Score",
     "TrioConfig",
+    "auto_plan",
     "calibrate",
     "calibration_batches",
     "count_kinds",
     "freeze",
     "is_quantized",
     "is_quantized_checkpoint",
+    "keep_in_float",
     "load_quantized",
     "log2_round",
     "observe",
@@ -57,5 +62,6 @@ __all__ = [
     "report_markdown",
     "save_quantized",
     "scale_parameters",
+    "select_points",
     "set_quant_state",
 ]

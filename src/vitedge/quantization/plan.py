@@ -8,6 +8,7 @@ the quantized logits are from the float model's (KL divergence, and how often th
 class agrees), then:
 
 1. If INT8 everywhere already agrees with float on ``target_agreement`` % of the predictions,
+   or its KL stays below ``MIN_KL`` (logits that barely move: the disagreements are near-ties),
    nothing is kept in float.
 2. Otherwise every *kind* of point (``attn.num``, ``conv.output``, ``weight`` …) is left in
    float in turn; the kind that removes the most divergence is kept in float if it removes at
@@ -29,6 +30,7 @@ Example::
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -70,21 +72,24 @@ class Score:
 class PrecisionPlan:
     """Which points stay in float, and the measurements behind the choice.
 
-    ``float_points``: point paths left in float. ``requested``: the explicit selectors they
-    include. ``int8``: the score with every point in INT8; ``planned``: with this plan.
+    ``point_kinds``: each point path left in float, with its kind (``float_points``: the paths).
+    ``requested``: the points among them that were asked for by name rather than measured. ``int8``: the score with every point in INT8; ``planned``: with this plan.
     ``kinds``: the score with each kind of point in float alone (the sensitivity table).
     ``reasons``: one line per decision, for the report. ``predictions``: how many held-out
-    predictions the scores are over. ``point_kinds``: the kind of each point in float.
+    predictions the scores are over.
     """
 
-    float_points: tuple[str, ...] = ()
+    point_kinds: dict[str, str] = field(default_factory=dict)
     requested: tuple[str, ...] = ()
     int8: Score | None = None
     planned: Score | None = None
     kinds: dict[str, Score] = field(default_factory=dict)
     reasons: tuple[str, ...] = ()
     predictions: int = 0
-    point_kinds: dict[str, str] = field(default_factory=dict)  # kind of each float point
+
+    @property
+    def float_points(self) -> tuple[str, ...]:
+        return tuple(self.point_kinds)
 
     def summary(self) -> str:
         """One line for the report."""
@@ -92,7 +97,7 @@ class PrecisionPlan:
             if self.int8 is None:
                 return "every point in INT8 (no sensitivity pass)"
             return f"every point in INT8: held-out {self.int8}"
-        kinds = _kind_counts(self.float_points, self.point_kinds)
+        kinds = Counter(self.point_kinds.values())
         text = ", ".join(f"{k} ({n} point{'s' if n > 1 else ''})" for k, n in kinds.items())
         if self.int8 is None or self.planned is None:
             return f"kept in float: {text}"
@@ -107,19 +112,10 @@ class PrecisionPlan:
         def score(v: Any) -> Score | None:
             return None if v is None else Score(float(v["kl"]), float(v["agreement"]))
 
-        return cls(float_points=tuple(data.get("float_points", ())), requested=tuple(data.get("requested", ())),
+        return cls(point_kinds=dict(data.get("point_kinds", {})), requested=tuple(data.get("requested", ())),
                    int8=score(data.get("int8")), planned=score(data.get("planned")),
                    kinds={k: score(v) for k, v in data.get("kinds", {}).items()},
-                   reasons=tuple(data.get("reasons", ())), predictions=int(data.get("predictions", 0)),
-                   point_kinds=dict(data.get("point_kinds", {})))
-
-
-def _kind_counts(names: Iterable[str], kinds: Mapping[str, str]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for name in names:
-        kind = kinds.get(name, "?")
-        counts[kind] = counts.get(kind, 0) + 1
-    return counts
+                   reasons=tuple(data.get("reasons", ())), predictions=int(data.get("predictions", 0)))
 
 
 def select_points(qmodel: nn.Module, selectors: Sequence[str]) -> list[str]:
@@ -127,7 +123,8 @@ def select_points(qmodel: nn.Module, selectors: Sequence[str]) -> list[str]:
     a kind (``attn.num``) or a layer's path (every point under it). A selector that names
     nothing is an error."""
     points = dict(quantizers(qmodel))
-    path_of = {alias: name for name, q in points.items() for alias in aliases(qmodel)[id(q)]}
+    paths = aliases(qmodel)
+    path_of = {alias: name for name, q in points.items() for alias in paths[id(q)]}
     kinds = sorted({q.kind for q in points.values()})
     chosen: dict[str, None] = {}
     for sel in selectors:
@@ -155,7 +152,7 @@ def keep_in_float(qmodel: nn.Module, names: Iterable[str]) -> None:
 def fixed_plan(qmodel: nn.Module) -> PrecisionPlan:
     """The plan of the points already in float, without measurements (``auto_float`` off)."""
     floated = {n: q.kind for n, q in quantizers(qmodel) if q.in_float}
-    return PrecisionPlan(float_points=tuple(floated), requested=tuple(floated), point_kinds=floated)
+    return PrecisionPlan(point_kinds=floated, requested=tuple(floated))
 
 
 @torch.no_grad()
@@ -215,7 +212,7 @@ def auto_plan(qmodel: nn.Module, float_model: nn.Module, batches: Sequence[torch
     int8 = current = switch.score()
     reasons: list[str] = []
     kinds: dict[str, Score] = {}
-    chosen: list[str] = []
+    first = True
     if current.agreement < target_agreement and current.kl > MIN_KL:
         kinds = {kind: switch.score(live[n] for n in names) for kind, names in by_kind.items()}
         reasons.append(f"INT8 everywhere: held-out {int8} (target agreement {target_agreement:g} %)")
@@ -224,8 +221,9 @@ def auto_plan(qmodel: nn.Module, float_model: nn.Module, batches: Sequence[torch
                 break
             # after the first choice only the kinds that mattered most alone are re-scored
             shortlist = sorted(by_kind, key=lambda k: kinds[k].kl)[:RESCORED_KINDS]
-            trial = kinds if not chosen else {
+            trial = {kind: kinds[kind] for kind in by_kind} if first else {
                 kind: switch.score(live[n] for n in by_kind[kind]) for kind in shortlist}
+            first = False
             kind = min(trial, key=lambda k: trial[k].kl)
             gain = (current.kl - trial[kind].kl) / current.kl if current.kl > 0 else 0.0
             if gain < min_gain:
@@ -238,14 +236,12 @@ def auto_plan(qmodel: nn.Module, float_model: nn.Module, batches: Sequence[torch
             for q in kept:
                 q.in_float, q.fake_quant = True, False
             kept_names = [n for n in names if live[n] in kept]
-            chosen += kept_names
             current = switch.score()
             reasons.append(f"{kind}: {len(kept_names)} of {len(names)} points kept in float, "
                            f"held-out {before} → {current}")
-    plan = PrecisionPlan(float_points=tuple(n for n, q in points.items() if q.in_float), requested=requested,
+    plan = PrecisionPlan(point_kinds={n: q.kind for n, q in points.items() if q.in_float}, requested=requested,
                          int8=int8, planned=current, kinds=kinds, reasons=tuple(reasons),
-                         predictions=int(reference.shape[0]),
-                         point_kinds={n: q.kind for n, q in points.items() if q.in_float})
+                         predictions=int(reference.shape[0]))
     qmodel.precision_plan = plan
     qmodel.train(was_training)
     return plan

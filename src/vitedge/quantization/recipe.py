@@ -96,18 +96,14 @@ def quantize_checkpoint(
     out_dir = Path(out) if out is not None else None
     if out_dir is not None and (out_dir / QUANTIZED_FILE).exists():
         raise VitedgeError(f"{out_dir / QUANTIZED_FILE} already exists; choose another --out or delete it")
-    if config.keep_float:  # a plan naming no point of this model fails before any data is read
-        from vitedge.quantization.plan import select_points
-        from vitedge.quantization.points import prepare
-
-        select_points(prepare(model, config), config.keep_float)
     extra = read_metadata(checkpoint)["extra"]
     task = TaskData(data, {**model.data_config, **extra.get("data_config", {})}, extra.get("classes"))
 
+    held_out = task.sample(holdout, seed=seed, skip=calib) if config.auto_float and holdout > 0 else []
+    # quantized before the float model is scored: a keep_float name that matches nothing fails first
+    qmodel = quantize(model.eval(), task.sample(calib, seed=seed), config=config, holdout=held_out or None)
     metrics: dict[str, Any] = {"checkpoint": str(checkpoint), "config": config.to_dict(),
                                "calib_images": calib, "metric": task.metric, "top1_fp32": task.score(model)}
-    held_out = task.sample(holdout, seed=seed, skip=calib) if config.auto_float and holdout > 0 else []
-    qmodel = quantize(model.eval(), task.sample(calib, seed=seed), config=config, holdout=held_out or None)
     metrics["top1_int8"] = task.score(qmodel)
     metrics["precision_plan"] = qmodel.precision_plan.summary()
     if qmodel.precision_plan.float_points:

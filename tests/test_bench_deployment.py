@@ -54,7 +54,12 @@ def test_bench_measures_every_available_runtime_and_precision(monkeypatch, capsy
     assert abs(rows["torch", "int8"]["top1"] - reference["top1"]) <= 25  # at most 2 of 8 images flip
     assert rows["onnxruntime", "int8"]["size_mib"] < 0.4 * rows["onnxruntime", "fp32"]["size_mib"]
     assert rows["onnxruntime", "fp16"]["size_mib"] < 0.6 * rows["onnxruntime", "fp32"]["size_mib"]
-    assert "| onnxruntime | int8 | vitedge | ✓ |" in (out / "bench.md").read_text()
+    assert "| onnxruntime | int8 | vitedge (onnxruntime target) | ✓ |" in (out / "bench.md").read_text()
+    # each runtime runs the INT8 graph quantized for it: the file says which target made it
+    for runtime in {"onnxruntime", "openvino"} & {key[0] for key in expected}:
+        row = rows[runtime, "int8"]
+        assert row["quantizer"] == f"vitedge ({runtime} target)", row
+        assert read_onnx_metadata(row["file"])["vitedge.quant_target"] == runtime
     # the NNCF anchor: both presets quantize the same FP32 file on the same images and run on
     # OpenVINO, scored like every other row
     if importlib.util.find_spec("nncf") and importlib.util.find_spec("openvino"):

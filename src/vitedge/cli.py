@@ -474,6 +474,9 @@ def quantize_command(
         help="keep in float the points this model cannot take in INT8, measured on the held-out images")] = True,
     keep_float: Annotated[Optional[list[str]], typer.Option(
         help="a point, kind (e.g. attn.num) or layer path to keep in float; repeatable")] = None,
+    target: Annotated[str, typer.Option(
+        help="the runtime to deploy on: openvino, onnxruntime or tensorrt (points where its int8 kernels "
+             "fuse them), or simulation (every point of the Trio-ViT spec)")] = "simulation",
     data: Annotated[str, typer.Option(help="fashion-mnist, cifar10 or a folder")] = _D.data.dataset,
     data_dir: Annotated[Optional[Path], typer.Option(help="where the named dataset lives")] = None,
     batch_size: Annotated[int, typer.Option(help="evaluation / QAT batch size")] = _D.data.batch_size,
@@ -489,8 +492,9 @@ def quantize_command(
         raise VitedgeError(f"--qat-epochs must be >= 0 (got {qat_epochs})")
     if reconstruct < 0:
         raise VitedgeError(f"--reconstruct must be >= 0 steps (got {reconstruct})")
-    config = QuantConfig(method=method, w_bits=w_bits, a_bits=a_bits, per_channel=per_channel,
-                         reconstruct_iters=reconstruct, keep_float=tuple(keep_float or ()), auto_float=auto_float)
+    config = QuantConfig.for_target(target, method=method, w_bits=w_bits, a_bits=a_bits, per_channel=per_channel,
+                                    reconstruct_iters=reconstruct, keep_float=tuple(keep_float or ()),
+                                    auto_float=auto_float)
     train = _recipe_config(qat_epochs, seed, data, data_dir, batch_size, workers, qat_lr,
                            {"optim.warmup_epochs": 0.0, "optim.step_size_lr_mult": qat_step_lr_mult,
                             "distill.alpha": qat_alpha, "ema.decay": qat_ema or None})

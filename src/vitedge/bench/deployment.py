@@ -49,7 +49,8 @@ def bench_deployment(
     nncf_presets: Sequence[str] = ("performance", "transformer"),
 ) -> list[dict[str, Any]]:
     """Benchmark the float ``checkpoint`` (and its INT8 version: ``quantized``, or quantized here
-    with the Trio-ViT engine on ``calib`` training images of ``data``) on every runtime.
+    with the Trio-ViT engine on ``calib`` training images of ``data``, once per runtime for that
+    runtime's target, so each runs the graph it fuses) on every runtime.
 
     Returns one row per runtime × precision, then one per NNCF preset in ``nncf_presets`` (the
     anchor: ``nncf.quantize`` on the same FP32 ONNX file and the same ``calib`` images, run on
@@ -79,19 +80,21 @@ def bench_deployment(
         task = TaskData(data, data_config, extra.get("classes"))
 
     calib_batches = task.sample(calib) if task is not None else []  # vitedge's and NNCF's INT8 alike
-    qmodel, int8_reason = _int8_model(model, quantized, task, calib_batches, out_dir)
-    models = {"fp32": model, "int8": qmodel}
+    # each runtime runs the INT8 graph quantized for it (or the one given, whatever its target)
+    targets = {spec.name: _int8_target(spec.name) for spec in specs if "int8" in spec.precisions
+               and spec.available()[0]}
+    qmodels, int8_reason = _int8_models(model, quantized, task, calib_batches, out_dir, set(targets.values()))
     files: dict[tuple[str, str], Path | str] = {("torch", "fp32"): checkpoint}
-    files["torch", "int8"] = int8_reason if qmodel is None else (
-        Path(quantized) if quantized else out_dir / "int8.safetensors")
-    for precision in ("fp32", "fp16", "int8"):
-        source = qmodel if precision == "int8" else model
-        if source is None:
-            files["onnx", precision] = int8_reason
-            continue
-        files["onnx", precision] = export(source, out_dir / f"model_{precision}.onnx", precision,
+    for precision in ("fp32", "fp16"):
+        files["onnx", precision] = export(model, out_dir / f"model_{precision}.onnx", precision,
                                           classes=task.classes if task else extra.get("classes"),
                                           data_config=extra.get("data_config"))
+    int8_files: dict[str, Path] = {}
+    for target, qmodel in qmodels.items():
+        name = "model_int8.onnx" if quantized else f"model_int8_{target}.onnx"
+        int8_files[target] = export(qmodel, out_dir / name, "int8",
+                                    classes=task.classes if task else extra.get("classes"),
+                                    data_config=extra.get("data_config"))
 
     rows = []
     for spec in specs:
@@ -100,11 +103,21 @@ def bench_deployment(
                                    "quantizer": "vitedge" if precision == "int8" else ""}
             rows.append(row)
             ok, why = spec.available()
-            artifact = files.get((spec.format, spec.file_precision(precision)), "no such file")
+            if precision == "int8":
+                target = "given" if quantized else targets.get(spec.name, "")
+                qmodel = qmodels.get(target)
+                if qmodel is not None:
+                    row["quantizer"] = f"vitedge ({qmodel.quant_config.target} target)"
+                artifact: Path | str = int8_reason if qmodel is None else (
+                    (Path(quantized) if quantized else out_dir / f"int8_{target}.safetensors")
+                    if spec.format == "torch" else int8_files[target])
+            else:
+                qmodel = None
+                artifact = files.get((spec.format, spec.file_precision(precision)), "no such file")
             if not ok or not isinstance(artifact, Path):
                 row["reason"] = why or str(artifact)
                 continue
-            model_for = models["int8" if precision == "int8" else "fp32"]  # torch runs a model
+            model_for = qmodel if precision == "int8" else model  # torch runs a model
             _measure(row, spec.name, model_for, artifact, precision, task, eval_limit, list(batch_sizes),
                      resolution, threads, runs, warmup)
     if any(spec.name == "openvino" for spec in specs):
@@ -191,20 +204,34 @@ def bench_markdown(rows: list[dict[str, Any]], batch_sizes: Sequence[int]) -> st
     return "\n".join(lines) + "\n"
 
 
-def _int8_model(model: torch.nn.Module, quantized: str | os.PathLike | None, task: Any,
-                calib_batches: list[torch.Tensor], out_dir: Path) -> tuple[torch.nn.Module | None, str]:
+def _int8_target(runtime: str) -> str:
+    """The quantization target whose graph ``runtime`` runs (PyTorch runs ONNX Runtime's, which
+    the simulation matches bit for bit)."""
+    from vitedge.quantization.config import TARGETS
+
+    return runtime if runtime in TARGETS else "onnxruntime"
+
+
+def _int8_models(model: torch.nn.Module, quantized: str | os.PathLike | None, task: Any,
+                 calib_batches: list[torch.Tensor], out_dir: Path,
+                 targets: set[str]) -> tuple[dict[str, torch.nn.Module], str]:
+    """The INT8 model of each target (``{"given": model}`` when ``quantized`` is passed), or the
+    reason there is none."""
     from vitedge.quantization import QuantConfig, is_quantized, load_quantized, quantize, save_quantized
 
     if quantized is not None:
         qmodel = load_quantized(quantized)
         if not is_quantized(qmodel):
             raise VitedgeError(f"{quantized} is not a quantized checkpoint; make one with `vitedge quantize`")
-        return qmodel, ""
+        return {"given": qmodel}, ""
     if task is None:
-        return None, "no INT8 model: pass --int8 QUANTIZED_CKPT, or --data to calibrate one"
-    qmodel = quantize(model, calib_batches, config=QuantConfig(method="trio", conv_outputs=True))
-    save_quantized(qmodel, out_dir / "int8.safetensors", extra={"classes": task.classes})
-    return qmodel, ""
+        return {}, "no INT8 model: pass --int8 QUANTIZED_CKPT, or --data to calibrate one"
+    qmodels = {}
+    for target in sorted(targets):
+        qmodel = quantize(model, calib_batches, config=QuantConfig.for_target(target, method="trio"))
+        save_quantized(qmodel, out_dir / f"int8_{target}.safetensors", extra={"classes": task.classes})
+        qmodels[target] = qmodel
+    return qmodels, ""
 
 
 @torch.no_grad()

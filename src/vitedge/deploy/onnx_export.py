@@ -236,9 +236,11 @@ def read_onnx_metadata(path: str | os.PathLike) -> dict[str, Any]:
 
 def _metadata(model: nn.Module, preprocessing: Mapping[str, Any], classes: Sequence[str] | None,
               precision: str) -> dict[str, str]:
+    quant_config = getattr(model, "quant_config", None)
     values = {
         "vitedge.arch": getattr(model, "arch", None),
         "vitedge.precision": precision,
+        "vitedge.quant_target": quant_config.target if precision == "int8" and quant_config else None,
         "vitedge.classes": list(classes) if classes is not None else None,
         "vitedge.preprocessing": preprocessing,
     }

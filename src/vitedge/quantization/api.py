@@ -4,16 +4,26 @@ fake-quantized model."""
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 from typing import Any
 
 import torch.nn as nn
 
+from vitedge.errors import VitedgeError
 from vitedge.quantization.calibrate import calibrate, calibration_batches
-from vitedge.quantization.config import QuantConfig
+from vitedge.quantization.config import TARGET_PACKAGES, QuantConfig
 from vitedge.quantization.plan import auto_plan, fixed_plan, keep_in_float, select_points
 from vitedge.quantization.points import prepare
 
-__all__ = ["quantize"]
+__all__ = ["check_target_runtime", "quantize"]
+
+
+def check_target_runtime(target: str) -> None:
+    """A one-line error when ``target``'s runtime is not installed here."""
+    package = TARGET_PACKAGES.get(target)
+    if package is not None and importlib.util.find_spec(package) is None:
+        raise VitedgeError(f"target {target} needs the {package} package, which is not installed: "
+                           f"`pip install {package}`, or quantize for another target (simulation runs anywhere)")
 
 
 def quantize(
@@ -26,6 +36,7 @@ def quantize(
     *,
     config: QuantConfig | None = None,
     holdout: Any = None,
+    target: str | None = None,
 ) -> nn.Module:
     """A fake-quantized copy of ``model`` (BN folded, every point calibrated), same forward
     signature; ``model`` is left untouched.
@@ -35,6 +46,12 @@ def quantize(
     MSE ranges and the three Trio-ViT transforms), ``"minmax"``, ``"percentile"`` or ``"mse"``.
     Arguments given explicitly override the matching fields of ``config``
     (:class:`~vitedge.quantization.QuantConfig`, for everything else).
+
+    ``target`` (``"openvino"``, ``"onnxruntime"``, ``"tensorrt"`` or ``"simulation"``; default
+    ``config.target``) is the runtime the model will deploy on: the points go where that runtime
+    fuses them into integer kernels (:data:`~vitedge.quantization.config.TARGETS`), the checkpoint
+    records it and ``vitedge.export(q, path, precision="int8")`` writes that runtime's graph. A
+    target whose runtime is not installed is an error before any work.
 
     Points named in ``config.keep_float`` stay in float; with ``config.auto_float`` (the
     default) so do those the measured precision plan keeps in float
@@ -46,11 +63,15 @@ def quantize(
 
         qmodel = vitedge.quantize(model, loader, method="trio", w_bits=8, a_bits=8)
         qmodel = vitedge.quantize(model, loader, config=QuantConfig(method="minmax", per_channel=False))
+        qmodel = vitedge.quantize(model, loader, target="openvino")      # OpenVINO's int8 graph
         save_quantized(qmodel, "b0_w8a8.safetensors")
     """
     overrides = {k: v for k, v in dict(method=method, w_bits=w_bits, a_bits=a_bits,
                                        per_channel=per_channel).items() if v is not None}
     cfg = dataclasses.replace(config or QuantConfig(), **overrides)  # validates
+    if target is not None and target != cfg.target:
+        cfg = cfg.retarget(target)
+    check_target_runtime(cfg.target)
     batches = calibration_batches(calib_data, cfg.max_calib_batches)
     qmodel = prepare(model, cfg)
     keep_in_float(qmodel, select_points(qmodel, cfg.keep_float))  # a bad name fails before calibration

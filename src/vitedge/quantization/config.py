@@ -20,7 +20,7 @@ from typing import Any
 
 from vitedge.errors import VitedgeError
 
-__all__ = ["METHODS", "OBSERVERS", "ObserverConfig", "QuantConfig", "TrioConfig", "check_bits"]
+__all__ = ["METHODS", "OBSERVERS", "TARGETS", "ObserverConfig", "QuantConfig", "TrioConfig", "check_bits"]
 
 MIN_BITS, MAX_BITS = 2, 16
 OBSERVERS = ("minmax", "percentile", "mse", "ema")
@@ -32,6 +32,26 @@ METHODS: dict[str, tuple[str, str, bool]] = {
     "mse": ("mse", "mse", False),
     "trio": ("mse", "mse", True),
 }
+
+# Deployment target → the layout fields it fixes. Each runtime fuses a different QDQ pattern
+# into integer kernels, so the points go where that runtime's fusions expect them:
+# - "simulation": every point of the Trio-ViT spec, as configured (no runtime constraint);
+# - "onnxruntime": a point after every activated conv, since ORT only makes DQ → Conv → Q an
+#   integer QLinearConv (the simulation then computes what ORT computes, bit for bit);
+# - "openvino": points only on the inputs of convs and matmuls (OpenVINO folds conv → bias →
+#   activation → FakeQuantize into one int8 conv, and a point between conv and activation or on
+#   a residual add's operands stays a separate float op); attention matmul operands signed
+#   symmetric on input 1 (the CPU plugin's int8 MatMul takes only i8 there) and the linear
+#   attention's denominator in float (its log2 form has no int8 kernel);
+# - "tensorrt": the OpenVINO layout with symmetric activations (TensorRT's int8 has no zero point).
+TARGETS: dict[str, dict[str, Any]] = {
+    "simulation": {},
+    "onnxruntime": {"conv_outputs": True},
+    "openvino": {"conv_outputs": False, "residual": False},
+    "tensorrt": {"conv_outputs": False, "residual": False, "a_symmetric": True},
+}
+# the Python package each target's runtime comes from (checked before calibrating for it)
+TARGET_PACKAGES = {"onnxruntime": "onnxruntime", "openvino": "openvino", "tensorrt": "tensorrt"}
 
 
 def check_bits(value: Any, name: str) -> int:
@@ -178,6 +198,10 @@ class QuantConfig:
     - ``auto_float``: measure each kind of point's effect on held-out images and keep in float
       those the model cannot take in INT8 (:mod:`vitedge.quantization.plan`); on by default,
       so a model whose attention cannot take 8 bits keeps it in float by itself.
+    - ``target``: the runtime the model will deploy on (:data:`TARGETS`); it fixes where the
+      points go so the exported graph is the one that runtime fuses into integer kernels.
+      Build a config for a target with :meth:`for_target`, which sets the layout fields the
+      target needs; a config whose fields contradict its target is an error.
     """
 
     method: str = "trio"
@@ -194,9 +218,11 @@ class QuantConfig:
     reconstruct_iters: int = 0
     keep_float: tuple[str, ...] = ()
     auto_float: bool = True
+    target: str = "simulation"
 
     def __post_init__(self) -> None:
         _choice(self.method, tuple(METHODS), "quantization method")
+        _choice(self.target, tuple(TARGETS), "quantization target")
         check_bits(self.w_bits, "w_bits")
         check_bits(self.a_bits, "a_bits")
         keep = self.keep_float
@@ -218,6 +244,21 @@ class QuantConfig:
         n = self.max_calib_batches
         if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
             raise VitedgeError(f"max_calib_batches={n!r} must be a positive int or None")
+        for name, value in TARGETS[self.target].items():
+            if getattr(self, name) != value:
+                raise VitedgeError(f"target {self.target} needs {name}={value} (its integer kernels fuse that "
+                                   f"layout); build the config with QuantConfig.for_target({self.target!r}, ...)")
+
+    @classmethod
+    def for_target(cls, target: str, **fields: Any) -> QuantConfig:
+        """A config for ``target`` (:data:`TARGETS`): ``fields`` with the target's layout on top."""
+        _choice(target, tuple(TARGETS), "quantization target")
+        return cls(**{**fields, **TARGETS[target], "target": target})
+
+    def retarget(self, target: str) -> QuantConfig:
+        """This config moved to ``target``: same method, bits and ranges, that target's layout."""
+        _choice(target, tuple(TARGETS), "quantization target")
+        return dataclasses.replace(self, **TARGETS[target], target=target)
 
     @property
     def weight_observer(self) -> str:

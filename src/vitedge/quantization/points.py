@@ -95,6 +95,11 @@ _ACTIVATED_CONVS: tuple[tuple[type[nn.Module], tuple[str, ...]], ...] = (
 )
 
 
+# Targets whose integer matmuls want only the operands quantized, signed on input 1
+# (see :data:`~vitedge.quantization.config.TARGETS`).
+OPERAND_TARGETS = ("openvino", "tensorrt")
+
+
 def weight_spec(cfg: QuantConfig) -> QuantSpec:
     """Weights: symmetric, narrow range (−127…127 at 8 bits), per output channel or tensor."""
     return QuantSpec(cfg.w_bits, symmetric=True, narrow=True, per_channel=cfg.per_channel,
@@ -242,10 +247,12 @@ class _Converter:
 
     def twin(self, child: nn.Module) -> nn.Module:
         cfg = self.cfg
+        operands = cfg.target in OPERAND_TARGETS
         if cfg.attention and isinstance(child, LiteMLA):
-            return QuantLiteMLA(child, self.a_spec, self.obs, self.log2)
+            return QuantLiteMLA(child, self.a_spec, self.obs, None if operands else self.log2,
+                                operands_only=operands)
         if cfg.attention and isinstance(child, CascadedGroupAttention):
-            return QuantCascadedGroupAttention(child, self.a_spec, self.obs)
+            return QuantCascadedGroupAttention(child, self.a_spec, self.obs, operands_only=operands)
         if cfg.residual and isinstance(child, ResidualBlock) and child.shortcut:
             return QuantResidualBlock(child, self.a_spec, self.obs)
         if cfg.residual and isinstance(child, Residual):

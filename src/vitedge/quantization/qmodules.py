@@ -23,6 +23,7 @@ bias (ONNX Runtime adds it after the integer matmul).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 
 import torch
 import torch.nn as nn
@@ -283,13 +284,27 @@ class LinearAttentionPoints(nn.Module):
     numerator need not, and ``num / (0 + eps)`` explodes. The log2 grid has no zero already.
     """
 
-    def __init__(self, spec: QuantSpec, observer_cfg: ObserverConfig, divisor: Log2Quantizer | None) -> None:
+    def __init__(self, spec: QuantSpec, observer_cfg: ObserverConfig, divisor: Log2Quantizer | None,
+                 operands_only: bool = False) -> None:
         super().__init__()
+        self.operands_only = operands_only
+        if operands_only:
+            # the operands of KᵀV and Q(KᵀV) only: K and Q (ReLU'd, so zero point 0) on input 0,
+            # V and KᵀV signed symmetric on input 1; the denominator stays float
+            signed = dataclasses.replace(spec, symmetric=True, narrow=False)
+            for name, grid in (("q", spec), ("k", spec), ("v", signed), ("kv", signed)):
+                setattr(self, name, Quantizer(grid, f"attn.{name}", observer_cfg=observer_cfg))
+            return
         for name in ("q", "k", "v", "kv", "ksum", "num"):
             setattr(self, name, Quantizer(spec, f"attn.{name}", observer_cfg=observer_cfg))
         self.den = divisor if divisor is not None else Quantizer(spec, "attn.den", observer_cfg=observer_cfg)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, eps: float) -> torch.Tensor:
+        if self.operands_only:
+            q, k = self.q(q), self.k(k)
+            kt = k.transpose(-1, -2)
+            kv = self.kv(kt @ self.v(v))
+            return (q @ kv) / (q @ (kt @ torch.ones_like(k[..., :1])) + eps)
         if self._integer_ready() and exact_mode(q, k, v):
             return self._integer_forward(q, k, v, eps)
         q, k, v = self.q(q), self.k(k), self.v(v)
@@ -349,7 +364,7 @@ class QuantLiteMLA(nn.Module):
     ``attn_quant`` (one :class:`LinearAttentionPoints` per branch)."""
 
     def __init__(self, mla: LiteMLA, spec: QuantSpec, observer_cfg: ObserverConfig,
-                 log2_divisor: tuple[int, int | None, bool] | None) -> None:
+                 log2_divisor: tuple[int, int | None, bool] | None, operands_only: bool = False) -> None:
         super().__init__()
         self.dim = mla.dim
         self.eps = mla.eps
@@ -358,7 +373,8 @@ class QuantLiteMLA(nn.Module):
         self.proj = mla.proj
         self.attn_quant = nn.ModuleList(
             LinearAttentionPoints(spec, observer_cfg,
-                                  Log2Quantizer(*log2_divisor) if log2_divisor is not None else None)
+                                  Log2Quantizer(*log2_divisor) if log2_divisor is not None else None,
+                                  operands_only)
             for _ in range(1 + len(mla.aggreg))
         )
 
@@ -385,10 +401,22 @@ class SoftmaxAttentionPoints(nn.Module):
     """The operands of one head's two attention matmuls: ``q``, ``k`` (``softmax(qᵀk + b)``) and
     ``v``, ``attn`` (the softmax output, ``v · attnᵀ``)."""
 
-    def __init__(self, spec: QuantSpec, observer_cfg: ObserverConfig) -> None:
+    def __init__(self, spec: QuantSpec, observer_cfg: ObserverConfig, operands_only: bool = False) -> None:
         super().__init__()
-        for name in ("q", "k", "v", "attn"):
-            setattr(self, name, Quantizer(spec, f"attn.{name}", observer_cfg=observer_cfg))
+        # operands_only: a runtime whose int8 MatMul takes i8 on input 1 and u8/i8 on input 0
+        # gets q, k and v signed symmetric and the softmax output (≥ 0, zero point 0) unsigned;
+        # the second product is then computed as (attn · vᵀ)ᵀ, putting attn on input 0
+        self.operands_only = operands_only
+        signed = dataclasses.replace(spec, symmetric=True, narrow=False) if operands_only else spec
+        for name in ("q", "k", "v"):
+            setattr(self, name, Quantizer(signed, f"attn.{name}", observer_cfg=observer_cfg))
+        self.attn = Quantizer(spec, "attn.attn", observer_cfg=observer_cfg)
+
+    def weighted_values(self, v: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
+        """``v · attnᵀ`` (values weighted by the attention), in the operand order of the layout."""
+        if self.operands_only:
+            return (attn @ v.transpose(-2, -1)).transpose(-2, -1)
+        return v @ attn.transpose(-2, -1)
 
 
 class QuantCascadedGroupAttention(nn.Module):
@@ -396,7 +424,8 @@ class QuantCascadedGroupAttention(nn.Module):
     :class:`SoftmaxAttentionPoints` per head in ``attn_quant``. Same parameter names as the float
     module (``qkvs``, ``dws``, ``proj``, ``attention_biases``)."""
 
-    def __init__(self, cga: CascadedGroupAttention, spec: QuantSpec, observer_cfg: ObserverConfig) -> None:
+    def __init__(self, cga: CascadedGroupAttention, spec: QuantSpec, observer_cfg: ObserverConfig,
+                 operands_only: bool = False) -> None:
         super().__init__()
         self.num_heads = cga.num_heads
         self.key_dims = cga.key_dims
@@ -408,7 +437,7 @@ class QuantCascadedGroupAttention(nn.Module):
         self.proj = cga.proj
         self.attention_biases = cga.attention_biases
         self.register_buffer("attention_bias_idxs", cga.attention_bias_idxs, persistent=False)
-        self.attn_quant = nn.ModuleList(SoftmaxAttentionPoints(spec, observer_cfg)
+        self.attn_quant = nn.ModuleList(SoftmaxAttentionPoints(spec, observer_cfg, operands_only)
                                         for _ in range(cga.num_heads))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -425,6 +454,6 @@ class QuantCascadedGroupAttention(nn.Module):
             q, k, v = q.flatten(2), k.flatten(2), v.flatten(2)
             q, k, v = pts.q(q * self.scale), pts.k(k), pts.v(v)
             attn = pts.attn((q.transpose(-2, -1) @ k + attn_bias[i]).softmax(dim=-1))
-            feat = (v @ attn.transpose(-2, -1)).view(-1, vd, res, res)
+            feat = pts.weighted_values(v, attn).reshape(-1, vd, res, res)
             feats_out.append(feat)
         return self.proj(torch.cat(feats_out, dim=1))

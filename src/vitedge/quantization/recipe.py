@@ -77,7 +77,7 @@ def quantize_checkpoint(
     ``top1_fp32``, ``top1_int8`` (after PTQ) and ``top1_qat``.
     """
     from vitedge.models.checkpoint import atomic_write, load, read_metadata
-    from vitedge.quantization.api import quantize
+    from vitedge.quantization.api import check_target_runtime, quantize
     from vitedge.quantization.checkpoint import save_quantized
     from vitedge.quantization.points import is_quantized
     from vitedge.quantization.report import point_report, report_markdown
@@ -89,6 +89,7 @@ def quantize_checkpoint(
     if isinstance(calib, bool) or not isinstance(calib, int) or calib < 1:
         raise VitedgeError(f"the calibration set must hold a positive number of images, got {calib!r}; "
                            "a few hundred to 1024 training images is typical")
+    check_target_runtime(config.target)
     checkpoint = Path(checkpoint)
     model = load(checkpoint)
     if is_quantized(model):

@@ -51,6 +51,8 @@ def test_bench_measures_every_available_runtime_and_precision(monkeypatch, capsy
             assert rows[key]["top1"] == reference["top1"], key
     # INT8 runs the same integer arithmetic on ORT as in the simulation: the same predictions
     assert rows["onnxruntime", "int8"]["top1"] == rows["torch", "int8"]["top1"]
+    assert rows["onnxruntime", "int8"]["sim_agreement"] == 100.0
+    assert "sim_agreement" not in rows["torch", "int8"] and "sim_agreement" not in rows["onnxruntime", "fp32"]
     assert abs(rows["torch", "int8"]["top1"] - reference["top1"]) <= 25  # at most 2 of 8 images flip
     assert rows["onnxruntime", "int8"]["size_mib"] < 0.4 * rows["onnxruntime", "fp32"]["size_mib"]
     assert rows["onnxruntime", "fp16"]["size_mib"] < 0.6 * rows["onnxruntime", "fp32"]["size_mib"]

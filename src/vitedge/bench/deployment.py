@@ -141,7 +141,11 @@ def _measure(row: dict[str, Any], runtime: str, model: torch.nn.Module | None, a
     row["file"], row["size_mib"] = str(artifact), _file_mib(artifact)
     try:
         if task is not None:
-            row["top1"] = runtime_top1(runtime, model, artifact, precision, task, eval_limit, threads)
+            found: dict[str, float] = {}
+            row["top1"] = runtime_top1(runtime, model, artifact, precision, task, eval_limit, threads,
+                                       agreement=found if precision == "int8" else None)
+            if "agreement" in found:  # how often the runtime predicts what the simulation does
+                row["sim_agreement"] = found["agreement"]
         row["latency"] = _latencies(runtime, artifact, precision, batch_sizes, resolution, threads, runs, warmup)
     except VitedgeError as err:
         row["reason"] = str(err)
@@ -190,13 +194,15 @@ def _nncf_row(preset: str, fp32: Path | str, calib_images: list[np.ndarray], out
 
 def bench_markdown(rows: list[dict[str, Any]], batch_sizes: Sequence[int]) -> str:
     """The table of :func:`bench_deployment` rows (latency in ms, median / p90); ``quantizer``
-    says whose INT8 a row runs (vitedge's or an NNCF preset's, with NNCF's version)."""
-    head = ["runtime", "precision", "quantizer", "ok", "size MiB", "top-1 %"]
+    says whose INT8 a row runs (vitedge's or an NNCF preset's, with NNCF's version); ``= sim``
+    how often a vitedge INT8 file predicts on the runtime what its PyTorch simulation predicts."""
+    head = ["runtime", "precision", "quantizer", "ok", "size MiB", "top-1 %", "= sim %"]
     head += [f"b{b} ms (p90)" for b in batch_sizes] + [f"b{batch_sizes[-1]} img/s", "note"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r["runtime"], r["precision"], r.get("quantizer", ""), "✓" if r["ok"] else "✗",
-                 f"{r['size_mib']:.2f}" if "size_mib" in r else "", f"{r['top1']:.2f}" if "top1" in r else ""]
+                 f"{r['size_mib']:.2f}" if "size_mib" in r else "", f"{r['top1']:.2f}" if "top1" in r else "",
+                 f"{r['sim_agreement']:.2f}" if "sim_agreement" in r else ""]
         lat = r.get("latency") or []
         cells += [f"{x['median_ms']:.2f} ({x['p90_ms']:.2f})" for x in lat] or [""] * len(batch_sizes)
         cells += [f"{lat[-1]['throughput']:.0f}" if lat else "", r.get("reason", "")]
@@ -236,29 +242,48 @@ def _int8_models(model: torch.nn.Module, quantized: str | os.PathLike | None, ta
 
 @torch.no_grad()
 def runtime_top1(runtime: str, model: torch.nn.Module | None, artifact: Path, precision: str, task: Any,
-                 eval_limit: int | None, threads: int) -> float:
+                 eval_limit: int | None, threads: int, agreement: dict[str, float] | None = None) -> float:
     """Top-1 (percent) of ``artifact`` (or ``model``, for the torch runtime) on ``task``'s test split;
-    the mIoU when ``task`` is a segmentation set."""
+    the mIoU when ``task`` is a segmentation set. With ``agreement`` (a dict) and ``model`` for a
+    runtime other than torch, also the percentage of images (pixels) on which the runtime predicts
+    what ``model`` (the PyTorch simulation of the file) predicts, stored under ``"agreement"``."""
     from vitedge.deploy import load_runtime
 
     engine = load_runtime(runtime, model if runtime == "torch" else artifact, precision=precision,
                           threads=threads)
+    reference = model if agreement is not None and runtime != "torch" and model is not None else None
     dataset = task.eval_set
     if eval_limit:
         dataset = torch.utils.data.Subset(dataset, range(min(eval_limit, len(dataset))))
-    if task.metric == "miou":
-        from vitedge.train.seg_metrics import SegMetricCounts
+    same = seen = 0
 
-        counts = SegMetricCounts(len(task.classes))
-        for images, masks in torch.utils.data.DataLoader(dataset, batch_size=4):
-            counts.update(torch.from_numpy(engine(images.numpy())), masks)
-        return counts.summary()["miou"]
-    correct = total = 0
-    for images, targets in torch.utils.data.DataLoader(dataset, batch_size=64):
-        logits = engine(images.numpy())
-        correct += int((np.argmax(logits, axis=1) == targets.numpy()).sum())
-        total += len(targets)
-    return 100.0 * correct / total
+    def compare(images: torch.Tensor, outputs: np.ndarray) -> None:
+        nonlocal same, seen
+        if reference is not None:
+            expected = reference.eval()(images).argmax(dim=1).numpy()
+            same += int((outputs.argmax(axis=1) == expected).sum())
+            seen += expected.size
+
+    try:
+        if task.metric == "miou":
+            from vitedge.train.seg_metrics import SegMetricCounts
+
+            counts = SegMetricCounts(len(task.classes))
+            for images, masks in torch.utils.data.DataLoader(dataset, batch_size=4):
+                outputs = engine(images.numpy())
+                compare(images, outputs)
+                counts.update(torch.from_numpy(outputs), masks)
+            return counts.summary()["miou"]
+        correct = total = 0
+        for images, targets in torch.utils.data.DataLoader(dataset, batch_size=64):
+            logits = engine(images.numpy())
+            compare(images, logits)
+            correct += int((np.argmax(logits, axis=1) == targets.numpy()).sum())
+            total += len(targets)
+        return 100.0 * correct / total
+    finally:
+        if reference is not None and seen:
+            agreement["agreement"] = 100.0 * same / seen
 
 
 def _latencies(runtime: str, artifact: Path, precision: str, batches: Sequence[int], resolution: int,

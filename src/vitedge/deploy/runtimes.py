@@ -127,7 +127,11 @@ def openvino_cpu_config(core: Any, precision: str, threads: int) -> dict[str, An
 
 class OpenVinoRuntime:
     """OpenVINO on the CPU, reading our ONNX files directly. ``precision="bf16"`` compiles an FP32
-    file with bf16 inference (AVX-512 BF16 / AMX CPUs); an INT8 QDQ file runs on its int8 kernels."""
+    file with bf16 inference (AVX-512 BF16 / AMX CPUs); an INT8 QDQ file runs on its int8 kernels.
+
+    A file with a dynamic batch is compiled once per batch size it is called with: the CPU
+    plugin fuses a static graph further (with a dynamic batch, the attention's FakeQuantize →
+    MatMul chains of an INT8 file stay float)."""
 
     name = "openvino"
 
@@ -138,22 +142,42 @@ class OpenVinoRuntime:
         if not path.is_file():
             raise VitedgeError(f"ONNX file {path} does not exist; export it first (vitedge export)")
         self.threads = threads or os.cpu_count() or 1
-        core = ov.Core()
-        config = openvino_cpu_config(core, precision, self.threads)
-        try:
-            self.compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
-        except Exception as err:  # OpenVINO raises RuntimeError subclasses of its own
-            raise VitedgeError(f"openvino cannot load {path}: {str(err).splitlines()[0][:160]}") from err
-        self.request = self.compiled.create_infer_request()
-        batch_dim = self.compiled.input(0).get_partial_shape()[0]
+        self.path = path
+        self.core = ov.Core()
+        self.config = openvino_cpu_config(self.core, precision, self.threads)
+        batch_dim = self._read().input(0).get_partial_shape()[0]
         self.fixed_batch = batch_dim.get_length() if batch_dim.is_static else None
+        self._compiled: dict[int, tuple[Any, Any]] = {}
+        self.compiled = self._compile(self.fixed_batch or 1)[0]
+
+    def _read(self) -> Any:
+        try:
+            return self.core.read_model(str(self.path))
+        except Exception as err:  # OpenVINO raises RuntimeError subclasses of its own
+            raise VitedgeError(f"openvino cannot load {self.path}: {str(err).splitlines()[0][:160]}") from err
+
+    def _compile(self, batch: int) -> tuple[Any, Any]:
+        """The compiled model and its infer request for batches of ``batch`` images."""
+        if batch not in self._compiled:
+            model = self._read()
+            if self.fixed_batch is None:
+                shape = model.input(0).get_partial_shape()
+                shape[0] = batch
+                model.reshape({model.input(0): shape})
+            try:
+                compiled = self.core.compile_model(model, "CPU", self.config)
+            except Exception as err:
+                raise VitedgeError(f"openvino cannot load {self.path}: {str(err).splitlines()[0][:160]}") from err
+            self._compiled[batch] = (compiled, compiled.create_infer_request())
+        return self._compiled[batch]
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         return run_in_fixed_batches(self._infer, np.ascontiguousarray(batch, np.float32), self.fixed_batch)
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
-        result = self.request.infer({0: batch})
-        return np.asarray(result[self.compiled.output(0)])
+        compiled, request = self._compile(len(batch))
+        result = request.infer({0: batch})
+        return np.asarray(result[compiled.output(0)])
 
 
 @dataclass(frozen=True)

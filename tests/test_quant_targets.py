@@ -1,0 +1,146 @@
+"""Quantization targets: each runtime gets the point layout its integer kernels fuse, recorded in
+the checkpoint and the exported file; OpenVINO runs the attention matmuls of that graph in int8."""
+
+from __future__ import annotations
+
+import collections
+import importlib.util
+
+import pytest
+import torch
+from conftest import input_dependent
+
+import vitedge
+from vitedge.quantization import QuantConfig, load_quantized, quantizers, save_quantized, set_quant_state
+from vitedge.quantization import api as quant_api
+from vitedge.quantization.qmodules import LinearAttentionPoints, SoftmaxAttentionPoints
+
+
+def _calib(res: int, n: int = 2) -> list[torch.Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    return [torch.randn(4, 3, res, res, generator=gen) for _ in range(n)]
+
+
+def _kinds(qmodel: torch.nn.Module) -> collections.Counter:
+    return collections.Counter(q.kind for _, q in quantizers(qmodel, weights=False))
+
+
+def test_target_fixes_the_layout_and_contradictions_fail_in_one_line():
+    cfg = QuantConfig.for_target("openvino", method="minmax", w_bits=8)
+    assert (cfg.target, cfg.conv_outputs, cfg.residual, cfg.method) == ("openvino", False, False, "minmax")
+    assert QuantConfig.for_target("onnxruntime").conv_outputs
+    assert QuantConfig.for_target("tensorrt").a_symmetric
+    # the layout wins over fields that contradict it, and moving a config keeps the rest
+    assert QuantConfig.for_target("openvino", conv_outputs=True).conv_outputs is False
+    moved = QuantConfig.for_target("onnxruntime", method="mse", w_bits=6).retarget("openvino")
+    assert (moved.target, moved.conv_outputs, moved.method, moved.w_bits) == ("openvino", False, "mse", 6)
+    assert QuantConfig.from_dict(moved.to_dict()) == moved
+    with pytest.raises(vitedge.VitedgeError, match=r"target openvino needs conv_outputs=False .*for_target"):
+        QuantConfig(target="openvino", conv_outputs=True, residual=False)
+    with pytest.raises(vitedge.VitedgeError, match="unknown quantization target 'openvnio': did you mean 'openvino'"):
+        QuantConfig.for_target("openvnio")
+
+
+def test_a_target_whose_runtime_is_missing_fails_before_any_work(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(quant_api.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "tensorrt" else real(name, *a))
+    model = vitedge.create_model("efficientvit_b0", num_classes=3, img_size=32)
+    with pytest.raises(vitedge.VitedgeError, match="target tensorrt needs the tensorrt package.*pip install tensorrt"):
+        vitedge.quantize(model, [torch.zeros(1)], target="tensorrt")  # the batch would fail if calibrated
+
+
+def test_openvino_layout_quantizes_only_conv_and_matmul_inputs():
+    torch.manual_seed(0)
+    b0 = input_dependent(vitedge.create_model("efficientvit_b0", num_classes=3, img_size=32)).eval()
+    full = _kinds(vitedge.quantize(b0, _calib(32), config=QuantConfig.for_target("onnxruntime", auto_float=False)))
+    ov = vitedge.quantize(b0, _calib(32), target="openvino", config=QuantConfig(auto_float=False))
+    kinds = _kinds(ov)
+    assert {"conv.output", "residual.branch", "attn.num", "attn.divisor", "attn.ksum"} <= set(full)
+    assert not {"conv.output", "residual.branch", "residual.shortcut", "attn.num", "attn.divisor", "attn.den", "attn.ksum"} & set(kinds)
+    assert kinds["attn.q"] == kinds["attn.k"] == kinds["attn.v"] == kinds["attn.kv"] == full["attn.q"] > 0
+    for points in (m for m in ov.modules() if isinstance(m, LinearAttentionPoints)):
+        # input 1 of KᵀV and of Q·(KᵀV) is signed with zero point 0; K and Q are ReLU'd, so theirs is 0
+        assert points.v.spec.symmetric and points.kv.spec.symmetric and not points.q.spec.symmetric
+        assert int(points.q.zero_point) == int(points.k.zero_point) == 0
+    # the layout only moves points: with every point off it computes the float model
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(set_quant_state(ov, fake_quant=False)(x), b0(x), atol=1e-4)
+
+
+def test_openvino_layout_of_softmax_attention_keeps_the_float_function():
+    torch.manual_seed(0)
+    m0 = input_dependent(vitedge.create_model("efficientvit_m0", num_classes=3)).eval()
+    q = vitedge.quantize(m0, _calib(224, 1), target="openvino", config=QuantConfig(auto_float=False))
+    heads = [m for m in q.modules() if isinstance(m, SoftmaxAttentionPoints)]
+    assert heads and all(h.q.spec.symmetric and h.k.spec.symmetric and h.v.spec.symmetric
+                         and not h.attn.spec.symmetric for h in heads)
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():  # (attn · vᵀ)ᵀ is v · attnᵀ
+        assert torch.allclose(set_quant_state(q, fake_quant=False)(x), m0(x), atol=1e-4)
+
+
+def test_target_survives_the_checkpoint_and_reaches_the_file(tmp_path):
+    pytest.importorskip("onnx")
+    torch.manual_seed(0)
+    b0 = input_dependent(vitedge.create_model("efficientvit_b0", num_classes=3, img_size=32)).eval()
+    q = vitedge.quantize(b0, _calib(32), target="openvino", config=QuantConfig(auto_float=False))
+    back = load_quantized(save_quantized(q, tmp_path / "q.safetensors"))
+    assert back.quant_config.target == "openvino"
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(back(x), q(x))
+    path = vitedge.export(back, tmp_path / "q.onnx", precision="int8")
+    assert vitedge.deploy.read_onnx_metadata(path)["vitedge.quant_target"] == "openvino"
+
+
+def _runtime_ops(path_or_compiled) -> collections.Counter:
+    """(layer type, runtime precision, part of an attention) of each op OpenVINO's CPU plugin runs."""
+    import openvino as ov
+
+    compiled = path_or_compiled
+    if not isinstance(compiled, ov.CompiledModel):
+        compiled = ov.Core().compile_model(str(path_or_compiled), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    ops = collections.Counter()
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        info = op.get_rt_info()
+        ops[info["layerType"].astype(str), info["runtimePrecision"].astype(str),
+            "attn_quant" in info["originalLayersNames"].astype(str)] += 1
+    return ops
+
+
+def _int8_attention_matmuls(ops: collections.Counter) -> int:
+    return sum(n for (kind, prec, attn), n in ops.items() if kind == "MatMul" and attn and prec in ("u8", "i8"))
+
+
+def test_openvino_runs_every_attention_matmul_of_its_target_in_int8(tmp_path):
+    pytest.importorskip("openvino")
+    torch.manual_seed(0)
+    b0 = input_dependent(vitedge.create_model("efficientvit_b0", num_classes=3, img_size=64)).eval()
+    files, qmodels = {}, {}
+    for target in ("openvino", "onnxruntime"):
+        q = qmodels[target] = vitedge.quantize(b0, _calib(64), target=target, config=QuantConfig(auto_float=False))
+        files[target] = vitedge.export(q, tmp_path / f"{target}.onnx", precision="int8", dynamic_batch=False)
+    ov_ops, ort_ops = _runtime_ops(files["openvino"]), _runtime_ops(files["onnxruntime"])
+    branches = sum(isinstance(m, LinearAttentionPoints) for m in q.modules())
+    # KᵀV and Q·(KᵀV) of every branch in int8 (u8 activations × i8); only the denominator's
+    # products (Kᵀ1 and Q·Kᵀ1) stay float
+    int8_matmuls = _int8_attention_matmuls(ov_ops)
+    float_matmuls = sum(n for (kind, prec, attn), n in ov_ops.items() if kind == "MatMul" and attn and prec == "f32")
+    assert int8_matmuls == 2 * branches and float_matmuls <= 2 * branches, ov_ops
+    # every FakeQuantize folds into the int8 op before it (the image's may stay on its own)
+    standalone = sum(n for (kind, _, _), n in ov_ops.items() if kind == "FakeQuantize")
+    assert standalone <= 1, ov_ops
+    # the ONNX Runtime layout on OpenVINO: its attention matmuls and points stay float ops
+    assert not any(kind == "MatMul" and attn and prec in ("u8", "i8") for kind, prec, attn in ort_ops), ort_ops
+    assert sum(n for (kind, _, _), n in ort_ops.items() if kind == "FakeQuantize") > standalone + 2
+    # a dynamic-batch file runs as fused on vitedge's OpenVINO runtime: it compiles per batch size
+    from vitedge.deploy.runtimes import OpenVinoRuntime
+
+    dynamic = vitedge.export(qmodels["openvino"], tmp_path / "dynamic.onnx", precision="int8")
+    runtime = OpenVinoRuntime(dynamic, threads=1, precision="int8")
+    x = torch.randn(3, 3, 64, 64).numpy()
+    assert runtime(x).shape == (3, 3) and set(runtime._compiled) == {1, 3}
+    for compiled in (runtime.compiled, runtime._compiled[3][0]):
+        assert _int8_attention_matmuls(_runtime_ops(compiled)) == 2 * branches

@@ -41,6 +41,26 @@ def test_target_fixes_the_layout_and_contradictions_fail_in_one_line():
         QuantConfig.for_target("openvnio")
 
 
+@pytest.mark.parametrize("saturates", [True, False])
+def test_overflow_fix_follows_the_cpu_for_cpu_targets(monkeypatch, saturates):
+    from vitedge.quantization import config as quant_config
+
+    monkeypatch.setattr(quant_config, "int8_pairs_saturate", lambda: saturates)
+    for target in ("openvino", "onnxruntime"):
+        assert QuantConfig.for_target(target).overflow_fix is saturates
+        assert QuantConfig(method="minmax").retarget(target).overflow_fix is saturates
+    assert not QuantConfig.for_target("simulation").overflow_fix and not QuantConfig.for_target("tensorrt").overflow_fix
+    assert QuantConfig.for_target("openvino", overflow_fix=False).overflow_fix is False  # given: kept
+    torch.manual_seed(0)
+    b0 = input_dependent(vitedge.create_model("efficientvit_b0", num_classes=3, img_size=32)).eval()
+    q = vitedge.quantize(b0, _calib(32), target="openvino", config=QuantConfig(auto_float=False))
+    weights = {p.spec.qmax for _, p in quantizers(q, weights=True)}
+    signed = {p.spec.qmax for m in q.modules() if isinstance(m, LinearAttentionPoints) for p in (m.v, m.kv)}
+    # without VNNI, u8 × s7 pair sums stay below 2^15 (255·63·2): the runtime computes the simulation
+    assert (weights, signed) == (({63}, {63}) if saturates else ({127}, {127}))
+    assert q.quant_config.weight_bits == (7 if saturates else 8) and q.quant_config.w_bits == 8
+
+
 def test_a_target_whose_runtime_is_missing_fails_before_any_work(monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(quant_api.importlib.util, "find_spec",

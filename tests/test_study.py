@@ -4,6 +4,7 @@ and a study killed during fine-tuning that resumes to the same numbers."""
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import os
 import signal
@@ -20,6 +21,7 @@ from safetensors.torch import load_file
 from vitedge.errors import VitedgeError
 from vitedge.study import StudyConfig, load_study_config, run_study
 from vitedge.study.config import PRESETS
+from vitedge.study.pipeline import deployment_matrix
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -126,11 +128,31 @@ def test_miniature_study_writes_every_artifact(finished_study):
         assert (run / name).is_file() and (run / name).stat().st_size > 0, name
     report = (run / "report.md").read_text()
     for title in ("Table 1 — pruning", "Table 2 — quantization", "Table 3 — pruning + INT8", "Recommendation",
-                  "Environment", "onnxruntime", "est. FPGA FPS (trio-zcu102)", "CPU breakdown", "Furthest from"):
+                  "Deployment matrix", "Environment", "onnxruntime", "est. FPGA FPS (trio-zcu102)", "CPU breakdown",
+                  "Furthest from"):
         assert title in report
-    rows = json.loads((run / "results.json").read_text())["rows"]
-    expected = {(v, p) for v in ("dense", "l2_p40") for p in ("fp32", "int8")}
-    assert {(r["variant"], r["precision"]) for r in rows} == expected
+    results = json.loads((run / "results.json").read_text())
+    rows = results["rows"]
+    # deploy.runtime auto: every variant on every runtime × precision here, each measured there
+    matrix = deployment_matrix(finished_study)
+    assert "onnxruntime" in matrix and (importlib.util.find_spec("openvino") is None) == ("openvino" not in matrix)
+    expected = {(v, runtime, p) for v in ("dense", "l2_p40") for runtime, ps in matrix.items() for p in ps}
+    assert {(r["variant"], r["runtime"], r["precision"]) for r in rows} == expected
+    # the recommendation is the fastest deployment within max_drop of the dense FP32 model, and says where
+    ref = min((r for r in rows if r["variant"] == "dense" and r["precision"] == "fp32"), key=lambda r: r["latency_ms"])
+    within = [r for r in rows if r["top1"] >= ref["top1"] - finished_study.report.max_drop]
+    best = min(within, key=lambda r: r["latency_ms"])
+    assert results["recommended"] == best
+    assert f"Tables 1–3 show {best['runtime']}" in report
+    if len(matrix) > 1:
+        assert f"Runtime: {best['runtime']}, the fastest of" in results["recommendation"]
+    # each INT8 file is the graph quantized for its runtime
+    from vitedge.deploy import read_onnx_metadata
+
+    for runtime in matrix:
+        path = run / "export" / f"dense_int8_{runtime}" / "model.onnx"
+        assert read_onnx_metadata(path)["vitedge.quant_target"] == runtime
+    rows = [r for r in rows if r["runtime"] == best["runtime"]]
     by = {(r["variant"], r["precision"]): r for r in rows}
     assert by["l2_p40", "fp32"]["macs"] < by["dense", "fp32"]["macs"]
     assert by["dense", "int8"]["size_mib"] < 0.5 * by["dense", "fp32"]["size_mib"]  # int8 weights in the file
@@ -153,14 +175,16 @@ def test_rerun_with_the_same_config_does_no_work(finished_study):
     assert time.perf_counter() - start < 60
     # the recorded stages give back the first run's numbers
     rows = json.loads((config.run_dir / "results.json").read_text())["rows"]
-    recorded = {(r["variant"], r["precision"]): (r["top1"], r["latency_ms"], r["size_mib"]) for r in rows}
-    assert {(v.name, precision): (rt["top1"], rt["latency"]["median_ms"], rt["size_mib"])
-            for v in second.variants for precision, rt in v.runtime.items()} == recorded
+    recorded = {(r["variant"], r["runtime"], r["precision"]): (r["top1"], r["latency_ms"], r["size_mib"])
+                for r in rows}
+    assert {(v.name, runtime, precision): (rt["top1"], rt["latency"]["median_ms"], rt["size_mib"])
+            for v in second.variants for runtime, by_precision in v.deployments.items()
+            for precision, rt in by_precision.items()} == recorded
 
 
 def _accuracies(run: Path) -> list[tuple]:
     rows = json.loads((run / "results.json").read_text())["rows"]
-    return sorted((r["variant"], r["precision"], r["top1"], r["top1_torch"]) for r in rows)
+    return sorted((r["variant"], r["runtime"], r["precision"], r["top1"], r["top1_torch"]) for r in rows)
 
 
 def test_study_killed_during_finetuning_resumes_to_the_same_numbers(finished_study, tmp_path):

@@ -110,6 +110,15 @@ class OnnxRuntime:
         return Path(self.session.end_profiling())
 
 
+def native_bf16() -> bool:
+    """True when OpenVINO is installed and its CPU plugin computes bf16 natively here."""
+    try:
+        import openvino as ov
+    except ImportError:
+        return False
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
 def openvino_cpu_config(core: Any, precision: str, threads: int) -> dict[str, Any]:
     """OpenVINO CPU plugin settings for an FP32 file run in ``precision`` (an int8 QDQ file carries
     its own); bf16 only where the CPU has it natively: elsewhere the plugin quietly runs the hint

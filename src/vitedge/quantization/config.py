@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import platform
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from vitedge.errors import VitedgeError
@@ -52,6 +54,24 @@ TARGETS: dict[str, dict[str, Any]] = {
 }
 # the Python package each target's runtime comes from (checked before calibrating for it)
 TARGET_PACKAGES = {"onnxruntime": "onnxruntime", "openvino": "openvino", "tensorrt": "tensorrt"}
+# targets whose CPU int8 kernels multiply u8 by s8 with x86's vpmaddubsw where there is no VNNI
+CPU_TARGETS = ("onnxruntime", "openvino")
+
+
+def int8_pairs_saturate() -> bool:
+    """True on an x86 CPU without VNNI (AVX-512 VNNI or AVX-VNNI): its int8 kernels (oneDNN in
+    OpenVINO, MLAS in ONNX Runtime) add pairs of u8·s8 products in saturating int16
+    (``vpmaddubsw``), so 8-bit weights against large activations overflow and the runtime no
+    longer computes what the simulation does (seen on a Zen 3: a flowers17 B0 at 77 % in the
+    simulation ran at 25–28 % on both runtimes). Elsewhere (VNNI, ARM's dot products) int8
+    products accumulate exactly."""
+    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686"):
+        return False
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False  # not Linux: assume a current CPU
+    return "avx512_vnni" not in flags and "avx_vnni" not in flags
 
 
 def check_bits(value: Any, name: str) -> int:
@@ -202,6 +222,11 @@ class QuantConfig:
       points go so the exported graph is the one that runtime fuses into integer kernels.
       Build a config for a target with :meth:`for_target`, which sets the layout fields the
       target needs; a config whose fields contradict its target is an error.
+    - ``overflow_fix``: weights on at most 7 bits (−63…63) and the signed operands of
+      activation × activation matmuls on at most 7 bits, so that x86 int8 kernels without VNNI
+      (:func:`int8_pairs_saturate`) never saturate a pair sum (255·63·2 < 2^15) and compute what
+      the simulation computes. :meth:`for_target` turns it on for the CPU runtimes when the CPU
+      here needs it; the checkpoint records it.
     """
 
     method: str = "trio"
@@ -219,6 +244,7 @@ class QuantConfig:
     keep_float: tuple[str, ...] = ()
     auto_float: bool = True
     target: str = "simulation"
+    overflow_fix: bool = False
 
     def __post_init__(self) -> None:
         _choice(self.method, tuple(METHODS), "quantization method")
@@ -231,7 +257,8 @@ class QuantConfig:
             raise VitedgeError(f"keep_float={keep!r} must be a list of point paths, kinds or layer "
                                "paths, e.g. ['attn.num']")
         object.__setattr__(self, "keep_float", tuple(keep))
-        for name in ("per_channel", "a_symmetric", "attention", "residual", "conv_outputs", "auto_float"):
+        for name in ("per_channel", "a_symmetric", "attention", "residual", "conv_outputs", "auto_float",
+                     "overflow_fix"):
             if not isinstance(getattr(self, name), bool):
                 raise VitedgeError(f"{name}={getattr(self, name)!r} must be True or False")
         if not isinstance(self.observer, ObserverConfig):
@@ -251,14 +278,23 @@ class QuantConfig:
 
     @classmethod
     def for_target(cls, target: str, **fields: Any) -> QuantConfig:
-        """A config for ``target`` (:data:`TARGETS`): ``fields`` with the target's layout on top."""
+        """A config for ``target`` (:data:`TARGETS`): ``fields`` with the target's layout on top;
+        ``overflow_fix``, unless given, on for a CPU runtime when this CPU's int8 kernels saturate."""
         _choice(target, tuple(TARGETS), "quantization target")
+        fields.setdefault("overflow_fix", target in CPU_TARGETS and int8_pairs_saturate())
         return cls(**{**fields, **TARGETS[target], "target": target})
 
     def retarget(self, target: str) -> QuantConfig:
-        """This config moved to ``target``: same method, bits and ranges, that target's layout."""
+        """This config moved to ``target``: same method, bits and ranges, that target's layout
+        (and ``overflow_fix`` as :meth:`for_target` sets it)."""
         _choice(target, tuple(TARGETS), "quantization target")
-        return dataclasses.replace(self, **TARGETS[target], target=target)
+        fix = self.overflow_fix or (target in CPU_TARGETS and int8_pairs_saturate())
+        return dataclasses.replace(self, **TARGETS[target], target=target, overflow_fix=fix)
+
+    @property
+    def weight_bits(self) -> int:
+        """The weight grid's bits: ``w_bits``, at most 7 with ``overflow_fix``."""
+        return min(self.w_bits, 7) if self.overflow_fix else self.w_bits
 
     @property
     def weight_observer(self) -> str:

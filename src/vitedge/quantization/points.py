@@ -102,7 +102,7 @@ OPERAND_TARGETS = ("openvino", "tensorrt")
 
 def weight_spec(cfg: QuantConfig) -> QuantSpec:
     """Weights: symmetric, narrow range (−127…127 at 8 bits), per output channel or tensor."""
-    return QuantSpec(cfg.w_bits, symmetric=True, narrow=True, per_channel=cfg.per_channel,
+    return QuantSpec(cfg.weight_bits, symmetric=True, narrow=True, per_channel=cfg.per_channel,
                      observer=cfg.weight_observer)
 
 
@@ -248,11 +248,13 @@ class _Converter:
     def twin(self, child: nn.Module) -> nn.Module:
         cfg = self.cfg
         operands = cfg.target in OPERAND_TARGETS
+        signed_bits = min(cfg.a_bits, 7) if cfg.overflow_fix else cfg.a_bits  # matmul input 1, as a weight
         if cfg.attention and isinstance(child, LiteMLA):
             return QuantLiteMLA(child, self.a_spec, self.obs, None if operands else self.log2,
-                                operands_only=operands)
+                                operands_only=operands, signed_bits=signed_bits)
         if cfg.attention and isinstance(child, CascadedGroupAttention):
-            return QuantCascadedGroupAttention(child, self.a_spec, self.obs, operands_only=operands)
+            return QuantCascadedGroupAttention(child, self.a_spec, self.obs, operands_only=operands,
+                                               signed_bits=signed_bits)
         if cfg.residual and isinstance(child, ResidualBlock) and child.shortcut:
             return QuantResidualBlock(child, self.a_spec, self.obs)
         if cfg.residual and isinstance(child, Residual):

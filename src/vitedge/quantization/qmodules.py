@@ -285,13 +285,13 @@ class LinearAttentionPoints(nn.Module):
     """
 
     def __init__(self, spec: QuantSpec, observer_cfg: ObserverConfig, divisor: Log2Quantizer | None,
-                 operands_only: bool = False) -> None:
+                 operands_only: bool = False, signed_bits: int | None = None) -> None:
         super().__init__()
         self.operands_only = operands_only
         if operands_only:
             # the operands of KᵀV and Q(KᵀV) only: K and Q (ReLU'd, so zero point 0) on input 0,
-            # V and KᵀV signed symmetric on input 1; the denominator stays float
-            signed = dataclasses.replace(spec, symmetric=True, narrow=False)
+            # V and KᵀV signed symmetric on input 1 (``signed_bits``); the denominator stays float
+            signed = dataclasses.replace(spec, bits=signed_bits or spec.bits, symmetric=True, narrow=False)
             for name, grid in (("q", spec), ("k", spec), ("v", signed), ("kv", signed)):
                 setattr(self, name, Quantizer(grid, f"attn.{name}", observer_cfg=observer_cfg))
             return
@@ -364,7 +364,8 @@ class QuantLiteMLA(nn.Module):
     ``attn_quant`` (one :class:`LinearAttentionPoints` per branch)."""
 
     def __init__(self, mla: LiteMLA, spec: QuantSpec, observer_cfg: ObserverConfig,
-                 log2_divisor: tuple[int, int | None, bool] | None, operands_only: bool = False) -> None:
+                 log2_divisor: tuple[int, int | None, bool] | None, operands_only: bool = False,
+                 signed_bits: int | None = None) -> None:
         super().__init__()
         self.dim = mla.dim
         self.eps = mla.eps
@@ -374,7 +375,7 @@ class QuantLiteMLA(nn.Module):
         self.attn_quant = nn.ModuleList(
             LinearAttentionPoints(spec, observer_cfg,
                                   Log2Quantizer(*log2_divisor) if log2_divisor is not None else None,
-                                  operands_only)
+                                  operands_only, signed_bits)
             for _ in range(1 + len(mla.aggreg))
         )
 
@@ -401,13 +402,15 @@ class SoftmaxAttentionPoints(nn.Module):
     """The operands of one head's two attention matmuls: ``q``, ``k`` (``softmax(qᵀk + b)``) and
     ``v``, ``attn`` (the softmax output, ``v · attnᵀ``)."""
 
-    def __init__(self, spec: QuantSpec, observer_cfg: ObserverConfig, operands_only: bool = False) -> None:
+    def __init__(self, spec: QuantSpec, observer_cfg: ObserverConfig, operands_only: bool = False,
+                 signed_bits: int | None = None) -> None:
         super().__init__()
         # operands_only: a runtime whose int8 MatMul takes i8 on input 1 and u8/i8 on input 0
         # gets q, k and v signed symmetric and the softmax output (≥ 0, zero point 0) unsigned;
         # the second product is then computed as (attn · vᵀ)ᵀ, putting attn on input 0
         self.operands_only = operands_only
-        signed = dataclasses.replace(spec, symmetric=True, narrow=False) if operands_only else spec
+        signed = (dataclasses.replace(spec, bits=signed_bits or spec.bits, symmetric=True, narrow=False)
+                  if operands_only else spec)
         for name in ("q", "k", "v"):
             setattr(self, name, Quantizer(signed, f"attn.{name}", observer_cfg=observer_cfg))
         self.attn = Quantizer(spec, "attn.attn", observer_cfg=observer_cfg)
@@ -425,7 +428,7 @@ class QuantCascadedGroupAttention(nn.Module):
     module (``qkvs``, ``dws``, ``proj``, ``attention_biases``)."""
 
     def __init__(self, cga: CascadedGroupAttention, spec: QuantSpec, observer_cfg: ObserverConfig,
-                 operands_only: bool = False) -> None:
+                 operands_only: bool = False, signed_bits: int | None = None) -> None:
         super().__init__()
         self.num_heads = cga.num_heads
         self.key_dims = cga.key_dims
@@ -437,7 +440,7 @@ class QuantCascadedGroupAttention(nn.Module):
         self.proj = cga.proj
         self.attention_biases = cga.attention_biases
         self.register_buffer("attention_bias_idxs", cga.attention_bias_idxs, persistent=False)
-        self.attn_quant = nn.ModuleList(SoftmaxAttentionPoints(spec, observer_cfg, operands_only)
+        self.attn_quant = nn.ModuleList(SoftmaxAttentionPoints(spec, observer_cfg, operands_only, signed_bits)
                                         for _ in range(cga.num_heads))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

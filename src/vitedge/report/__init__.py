@@ -12,7 +12,16 @@ from vitedge.models.checkpoint import atomic_write
 from vitedge.report.document import Document, csv_lines
 from vitedge.report.environment import environment
 from vitedge.report.plots import plot_accuracy_vs_latency, plot_accuracy_vs_macs
-from vitedge.report.tables import Row, breakdown_table, pareto, recommend, study_rows, study_tables
+from vitedge.report.tables import (
+    Row,
+    breakdown_table,
+    deployment_table,
+    pareto,
+    pick,
+    recommend,
+    study_rows,
+    study_tables,
+)
 
 if TYPE_CHECKING:
     from vitedge.study.config import StudyConfig
@@ -25,18 +34,21 @@ def write_report(config: StudyConfig, variants: Sequence[Variant], run_dir: Path
                  hardware: dict[str, Any] | None = None, log: Callable[[str], None] = print) -> Path:
     """Write every report file for the finished ``variants``; returns the Markdown report's path.
     ``hardware``: the study's FPGA estimates and CPU breakdown (its ``hardware`` stage result)."""
-    rows = study_rows(variants)
+    every = study_rows(variants)  # every runtime × precision
+    chosen = pick(every, config.report.max_drop)
+    runtime = chosen.runtime  # Tables 1-3 and the plots show the recommended deployment's runtime
+    rows = study_rows(variants, runtime)
     d = config.deploy
     seg = config.task == "seg"
     metric = "mIoU" if seg else "top-1"
     plots = run_dir / "plots"
     figures = [
-        (plot_accuracy_vs_latency(rows, plots / "accuracy_vs_latency.png", runtime=d.runtime, threads=d.threads,
+        (plot_accuracy_vs_latency(rows, plots / "accuracy_vs_latency.png", runtime=runtime, threads=d.threads,
                                   batch=d.batch_size, metric=metric),
          "accuracy vs latency, Pareto front marked"),
         (plot_accuracy_vs_macs(rows, plots / "accuracy_vs_macs.png", metric), "accuracy vs MACs"),
     ]
-    ranges = _channel_ranges(variants, task, plots / "channel_ranges.png")
+    ranges = _channel_ranges(variants, runtime, task, plots / "channel_ranges.png")
     if ranges is not None:
         figures.append(ranges[:2])
     hardware = hardware or {}
@@ -62,13 +74,17 @@ def write_report(config: StudyConfig, variants: Sequence[Variant], run_dir: Path
                   f"INT8: {config.quantization.method} W{config.quantization.w_bits}A{config.quantization.a_bits}, "
                   f"{config.quantization.calib} calibration images"
                   f"{f', QAT {config.quantization.qat_epochs} epochs' if config.quantization.qat_epochs else ''}. "
-                  f"Deployed as ONNX on {d.runtime}: accuracy on the test split, latency batch {d.batch_size}, "
-                  f"{d.threads} threads, median of {d.runs} runs alternated across all models.")
+                  f"Deployed as ONNX on {', '.join(sorted({r.runtime for r in every}))} "
+                  f"({'every runtime installed here' if d.runtime == 'auto' else 'deploy.runtime'}; each INT8 file "
+                  f"quantized for its runtime): accuracy on the test split measured on the runtime, latency batch "
+                  f"{d.batch_size}, {d.threads} threads, median of {d.runs} runs alternated across all models of a "
+                  f"runtime. Tables 1–3 show {runtime}, the runtime of the recommendation.")
     doc.heading("Recommendation")
-    recommendation = recommend(rows, config.report.max_drop, metric)
+    recommendation = recommend(every, config.report.max_drop, metric)
     doc.paragraph(recommendation)
     doc.heading("Results")
-    for table in study_tables(rows, variants, d.runtime, d.accelerator if hardware.get("fpga") else None,
+    doc.table(deployment_table(every, chosen, metric))
+    for table in study_tables(rows, variants, runtime, d.accelerator if hardware.get("fpga") else None,
                               metric, d.seg_latency_size if seg else None):
         doc.table(table)
     if hardware.get("fpga_note"):
@@ -86,11 +102,11 @@ def write_report(config: StudyConfig, variants: Sequence[Variant], run_dir: Path
     doc.paragraph(f"Config: `{run_dir / 'config.json'}`; every artifact (checkpoints, ONNX files, stage "
                   "records) lies beside this report.")
 
-    results = {"config": config.to_dict(), "environment": env, "rows": [r.to_dict() for r in rows],
-               "pareto": [r.label for r in pareto(rows)],
-               "recommendation": recommendation,
+    results = {"config": config.to_dict(), "environment": env, "rows": [r.to_dict() for r in every],
+               "pareto": [r.label for r in pareto(every)],
+               "recommendation": recommendation, "recommended": chosen.to_dict(),
                "breakdown": breakdown}
-    csv_text = csv_lines(list(rows[0].to_dict()), [list(r.to_dict().values()) for r in rows])
+    csv_text = csv_lines(list(every[0].to_dict()), [list(r.to_dict().values()) for r in every])
     markdown, page = doc.markdown(run_dir), doc.html()
     for name, text in (("results.json", json.dumps(results, indent=2)), ("results.csv", csv_text),
                        ("report.html", page), ("report.md", markdown)):
@@ -99,14 +115,14 @@ def write_report(config: StudyConfig, variants: Sequence[Variant], run_dir: Path
     return run_dir / "report.md"
 
 
-def _channel_ranges(variants: Sequence[Variant], task: Any, path: Path) -> tuple[Path, str, str] | None:
+def _channel_ranges(variants: Sequence[Variant], runtime: str, task: Any, path: Path) -> tuple[Path, str, str] | None:
     """Per-channel input ranges of the dense INT8 model's Trio-ViT sites (the reason for the method)."""
     from vitedge.errors import VitedgeError
     from vitedge.quantization import load_quantized, plot_channel_ranges
 
     dense = next(v for v in variants if v.ratio == 0)
     try:
-        summary = plot_channel_ranges(load_quantized(dense.quantized), task.sample(32, seed=1)[0], path)
+        summary = plot_channel_ranges(load_quantized(dense.quantized[runtime]), task.sample(32, seed=1)[0], path)
     except VitedgeError:
         return None  # a method without transforms on a model without depthwise convs: nothing to show
     detail = "; ".join(f"`{s.layer}` ({s.transform}) {s.levels_before:.0f} → {s.levels_after:.0f}" for s in summary)

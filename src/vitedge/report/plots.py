@@ -11,7 +11,7 @@ from vitedge.report.tables import Row, pareto
 
 __all__ = ["plot_accuracy_vs_latency", "plot_accuracy_vs_macs"]
 
-_STYLE = {"fp32": ("o", "tab:blue", "FP32"), "int8": ("s", "tab:orange", "INT8")}
+_STYLE = {"fp32": ("o", "tab:blue", "FP32"), "bf16": ("^", "tab:green", "BF16"), "int8": ("s", "tab:orange", "INT8")}
 
 
 def _scatter(ax, rows: Sequence[Row], x_of, metric: str) -> None:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from vitedge.study.pipeline import Variant
 
-__all__ = ["Row", "Table", "pareto", "recommend", "study_rows", "study_tables"]
+__all__ = ["Row", "Table", "deployment_table", "pareto", "pick", "recommend", "study_rows", "study_tables"]
 
 
 @dataclass(frozen=True)
@@ -32,13 +32,16 @@ class Row:
     p90_ms: float
     fpga_fps: float | None = None  # INT8 rows: the accelerator cycle model's estimate (W8A8)
     latency_hi_ms: float | None = None  # segmentation: median latency at deploy.seg_latency_size
+    runtime: str = ""           # where it was measured
 
     @property
     def label(self) -> str:
-        return f"{'dense' if self.ratio == 0 else f'{self.ratio:.0%} pruned'} {self.precision.upper()}"
+        where = f" on {self.runtime}" if self.runtime else ""
+        return f"{'dense' if self.ratio == 0 else f'{self.ratio:.0%} pruned'} {self.precision.upper()}{where}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"variant": self.variant, "ratio": self.ratio, "precision": self.precision, "top1": self.top1,
+        return {"variant": self.variant, "ratio": self.ratio, "runtime": self.runtime, "precision": self.precision,
+                "top1": self.top1,
                 "top1_torch": self.top1_torch, "params": self.params, "macs": self.macs,
                 "size_mib": self.size_mib, "latency_ms": self.latency_ms, "p90_ms": self.p90_ms,
                 "fpga_fps": self.fpga_fps, "latency_hi_ms": self.latency_hi_ms}
@@ -52,23 +55,42 @@ class Table:
     note: str = ""
 
 
-def study_rows(variants: Sequence[Variant]) -> list[Row]:
+def study_rows(variants: Sequence[Variant], runtime: str | None = None) -> list[Row]:
+    """One row per deployment of every variant (runtime × precision), or of ``runtime`` only."""
     rows = []
     for v in variants:
-        for precision in ("fp32", "int8"):
-            rt = v.runtime[precision]
-            torch_top1 = v.metrics["top1_fp32"] if precision == "fp32" else v.quant_metrics["top1_sim"]
-            hi = rt.get("latency_hi")
-            rows.append(Row(v.name, v.ratio, precision, rt["top1"], torch_top1, int(v.metrics["params"]),
-                            int(v.metrics["macs"]), rt["size_mib"], rt["latency"]["median_ms"],
-                            rt["latency"]["p90_ms"],
-                            v.metrics.get("fpga_fps") if precision == "int8" else None,
-                            hi["median_ms"] if hi else None))
+        for name, by_precision in v.deployments.items():
+            if runtime is not None and name != runtime:
+                continue
+            for precision, rt in by_precision.items():
+                torch_top1 = (v.quant_metrics[name]["top1_sim"] if precision == "int8" else v.metrics["top1_fp32"])
+                hi = rt.get("latency_hi")
+                rows.append(Row(v.name, v.ratio, precision, rt["top1"], torch_top1, int(v.metrics["params"]),
+                                int(v.metrics["macs"]), rt["size_mib"], rt["latency"]["median_ms"],
+                                rt["latency"]["p90_ms"],
+                                v.metrics.get("fpga_fps") if precision == "int8" else None,
+                                hi["median_ms"] if hi else None, name))
     return rows
 
 
 def _ref(rows: Sequence[Row]) -> Row:
-    return next(r for r in rows if r.ratio == 0 and r.precision == "fp32")
+    """The baseline every row is judged against: the dense FP32 model on its fastest runtime."""
+    return min((r for r in rows if r.ratio == 0 and r.precision == "fp32"), key=lambda r: r.latency_ms)
+
+
+def deployment_table(rows: Sequence[Row], chosen: Row, metric: str = "top-1") -> Table:
+    """Every variant on every runtime × precision, the recommended one marked."""
+    ref = _ref(rows)
+    order = sorted(rows, key=lambda r: (r.ratio, r.runtime, r.precision))
+    body = [[f"{r.ratio:.0%}", r.runtime, r.precision.upper() + (" ◀" if r == chosen else ""), f"{r.top1:.2f}",
+             f"{r.top1 - ref.top1:+.2f}", f"{r.latency_ms:.2f}", f"{ref.latency_ms / r.latency_ms:.2f}×",
+             f"{r.size_mib:.2f}"] for r in order]
+    return Table("Deployment matrix — every variant on every runtime × precision",
+                 ["ratio", "runtime", "precision", f"{metric} runtime", "Δ pt", "latency ms", "speed-up",
+                  "size MiB"], body,
+                 f"Each {metric} is measured on the runtime itself; each INT8 file was quantized for the runtime "
+                 f"that runs it. Δ and speed-up against the dense FP32 model on its fastest runtime "
+                 f"({ref.runtime}, {ref.latency_ms:.2f} ms). ◀: the recommendation.")
 
 
 def study_tables(rows: Sequence[Row], variants: Sequence[Variant], runtime: str,
@@ -102,16 +124,18 @@ def study_tables(rows: Sequence[Row], variants: Sequence[Variant], runtime: str,
                         f"{r.macs / 1e6:.1f} ({x(r.macs, ref.macs)})", *latencies(r), f"{r.size_mib:.2f}"])
     dense = [v for v in variants if v.ratio == 0][0]
     quant = []
-    for precision in ("fp32", "int8"):
+    for precision in ("fp32", "bf16", "int8"):
+        if (dense.name, precision) not in by:
+            continue
         r = by[dense.name, precision]
         quant.append([precision.upper(), f"{r.top1_torch:.2f}", f"{r.top1:.2f}", delta(r.top1), *latencies(r),
                       f"{r.size_mib:.2f} ({x(r.size_mib, ref.size_mib)})"])
-    qm = dense.quant_metrics
+    qm = dense.quant_metrics[runtime]
     qnote = f"INT8 after PTQ (PyTorch simulation): {qm['top1_ptq']:.2f} %"
     if qm.get("top1_qat") is not None:
         qnote += f"; after QAT: {qm['top1_qat']:.2f} %"
-    plans = [f"{v.ratio:.0%}: {v.quant_metrics['precision_plan']}" for v in variants
-             if v.quant_metrics.get("float_points")]
+    plans = [f"{v.ratio:.0%}: {v.quant_metrics[runtime]['precision_plan']}" for v in variants
+             if v.quant_metrics[runtime].get("float_points")]
     if qm.get("precision_plan"):
         qnote += (f". Precision plan (measured on held-out training images): {qm['precision_plan']}"
                   if not qm.get("float_points") else
@@ -178,11 +202,18 @@ def pareto(rows: Sequence[Row]) -> list[Row]:
     return sorted(front, key=lambda r: r.latency_ms)
 
 
-def recommend(rows: Sequence[Row], max_drop: float, metric: str = "top-1") -> str:
-    """The fastest model within ``max_drop`` points of the dense FP32 model, in one paragraph."""
+def pick(rows: Sequence[Row], max_drop: float) -> Row:
+    """The fastest deployment within ``max_drop`` points of the dense FP32 model (on its fastest
+    runtime); that model itself when none is."""
     ref = _ref(rows)
-    ok = [r for r in rows if r.top1 >= ref.top1 - max_drop]
-    best = min(ok, key=lambda r: r.latency_ms)
+    return min((r for r in rows if r.top1 >= ref.top1 - max_drop), key=lambda r: r.latency_ms)
+
+
+def recommend(rows: Sequence[Row], max_drop: float, metric: str = "top-1") -> str:
+    """The fastest deployment (variant, runtime, precision) within ``max_drop`` points of the dense
+    FP32 model, in one paragraph that says which runtime and why."""
+    ref = _ref(rows)
+    best = pick(rows, max_drop)
     fastest = min(rows, key=lambda r: r.latency_ms)
     if best is ref:
         text = (f"No compressed variant stays within {max_drop:g} pt of the dense FP32 model "
@@ -193,6 +224,14 @@ def recommend(rows: Sequence[Row], max_drop: float, metric: str = "top-1") -> st
                 f"{best.size_mib:.2f} MiB instead of {ref.size_mib:.2f}, "
                 f"at {best.top1 - ref.top1:+.2f} pt {metric} "
                 f"({best.top1:.2f} %) — the fastest variant within {max_drop:g} pt of the baseline.")
+    runtimes = sorted({r.runtime for r in rows if r.runtime})
+    if len(runtimes) > 1:
+        others = [min((r for r in rows if r.runtime == name and r.variant == best.variant
+                       and r.precision == best.precision), key=lambda r: r.latency_ms, default=None)
+                  for name in runtimes if name != best.runtime]
+        shown = [f"{o.latency_ms:.2f} ms on {o.runtime}" for o in others if o is not None]
+        text += (f" Runtime: {best.runtime}, the fastest of {', '.join(runtimes)} for this model"
+                 + (f" (the same model: {', '.join(shown)})" if shown else "") + ".")
     if fastest is not best:
         text += (f" The fastest overall, {fastest.label}, runs {ref.latency_ms / fastest.latency_ms:.2f}× faster "
                  f"but loses {ref.top1 - fastest.top1:.2f} pt.")

@@ -9,7 +9,9 @@ Sections and their knobs (every one documented in ``configs/study.yaml``):
 - ``baseline``: the training recipe used when there is no checkpoint;
 - ``pruning``: ratios, criterion, scope, fine-tuning budget and distillation;
 - ``quantization``: PTQ method, calibration images, bits, optional QAT epochs;
-- ``deploy``: runtime, threads, latency runs, batch size, FPGA estimate, CPU breakdown;
+- ``deploy``: runtime (``auto``: every runtime × precision installed here, each INT8 file quantized
+  for its runtime, the fastest recommended), threads, latency runs, batch size, FPGA estimate,
+  CPU breakdown;
 - ``report``: the accuracy budget of the recommendation.
 
 Presets (``quick``: the demo, ≤ 15 minutes on 2 cores; ``full``: the CIFAR-10 study) are
@@ -79,7 +81,6 @@ class QuantizationSection:
     qat_alpha: float = QAT_ALPHA      # distillation weight in QAT (1: the float model only)
     qat_ema: float = QAT_EMA          # QAT freezes an EMA of weights and step sizes (0: the last step)
     reconstruct: int = 0              # > 0: learn the step sizes for N steps on the calibration set
-    conv_outputs: bool = True         # points between conv and activation: ORT's QLinearConv needs them
     holdout: int = 256                # other training images that score the precision plan
     auto_float: bool = True           # keep in float the points the model cannot take in INT8 (measured)
     keep_float: tuple[str, ...] = ()  # points, kinds (attn.num) or layers kept in float regardless
@@ -87,7 +88,7 @@ class QuantizationSection:
 
 @dataclass(frozen=True)
 class DeploySection:
-    runtime: str = "onnxruntime"      # onnxruntime, openvino (see `vitedge bench`)
+    runtime: str = "auto"             # auto (every runtime here, the fastest recommended), onnxruntime, openvino
     threads: int = 2
     batch_size: int = 1
     runs: int = 50                    # timed runs per model, alternated across models
@@ -295,12 +296,14 @@ def check_study_config(config: StudyConfig) -> None:
             raise VitedgeError(f"holdout={q.holdout!r} must be an int >= 0 (0: score on the calibration images)")
     except VitedgeError as err:
         raise VitedgeError(f"study section quantization: {err}") from err
-    spec = get_runtime(config.deploy.runtime)
-    if "fp32" not in spec.precisions or "int8" not in spec.precisions:
-        raise VitedgeError(f"runtime {spec.name} cannot run both FP32 and INT8 models; use onnxruntime")
-    ok, why = spec.available()
-    if not ok:
-        raise VitedgeError(f"runtime {spec.name} is not available here: {why}")
+    if config.deploy.runtime != "auto":
+        spec = get_runtime(config.deploy.runtime)
+        if spec.format != "onnx" or "fp32" not in spec.precisions or "int8" not in spec.precisions:
+            raise VitedgeError(f"runtime {spec.name} cannot run both FP32 and INT8 files; use auto, onnxruntime "
+                               "or openvino")
+        ok, why = spec.available()
+        if not ok:
+            raise VitedgeError(f"runtime {spec.name} is not available here: {why}")
     if config.deploy.accelerator is not None:
         from vitedge.hardware.accelerator import get_accelerator
 

@@ -44,11 +44,11 @@ class Variant:
     checkpoint: Path
     fingerprint: str                       # of the stage that made it
     metrics: dict[str, Any] = field(default_factory=dict)
-    quantized: Path | None = None
-    quant_metrics: dict[str, Any] = field(default_factory=dict)
-    files: dict[str, Path] = field(default_factory=dict)         # precision → ONNX file
-    files_hi: dict[str, Path] = field(default_factory=dict)      # task seg: precision → 512×1024 file
-    runtime: dict[str, dict[str, Any]] = field(default_factory=dict)  # precision → top1, latency, size
+    quantized: dict[str, Path] = field(default_factory=dict)     # target runtime → quantized checkpoint
+    quant_metrics: dict[str, dict[str, Any]] = field(default_factory=dict)  # target → its PTQ/QAT record
+    # runtime → precision → file (ONNX), size_mib, top1 (on that runtime), latency (and, task seg,
+    # file_hi / latency_hi at deploy.seg_latency_size)
+    deployments: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
 
 @dataclass
@@ -74,9 +74,12 @@ def run_study(config: StudyConfig, *, log: Log = print) -> StudyResult:
     task = _task(config, dense.checkpoint)
     variants = [dense] + [_prune(config, run_dir, dense, ratio, log) for ratio in config.pruning.ratios]
     frame = task.frame if config.task == "seg" else None
+    matrix = deployment_matrix(config)
+    log("deploy: " + ", ".join(f"{runtime} {'/'.join(precisions)}" for runtime, precisions in matrix.items()))
     for variant in variants:
-        _quantize(config, run_dir, variant, log)
-        _export(config, run_dir, variant, log, frame)
+        for runtime in matrix:  # INT8 quantized for each runtime: the graph its kernels fuse
+            _quantize(config, run_dir, variant, log, runtime)
+        _export(config, run_dir, variant, log, matrix, frame)
         _runtime_top1(config, run_dir, variant, task, log)
     _latency(config, run_dir, variants, log, frame)
     hardware = (_hardware(config, run_dir, variants, log) if config.task != "seg" else
@@ -201,18 +204,41 @@ def _prune(config: StudyConfig, run_dir: Path, dense: Variant, ratio: float, log
     return Variant(name, ratio, Path(result["checkpoint"]), stage.fingerprint, metrics)
 
 
-def _quantize(config: StudyConfig, run_dir: Path, variant: Variant, log: Log) -> None:
+# the precisions a CPU study deploys in: FP32, bf16 where the CPU has it natively, INT8
+# (FP16 has no CPU kernels worth timing; it is `vitedge bench`'s row)
+STUDY_PRECISIONS = ("fp32", "bf16", "int8")
+
+
+def deployment_matrix(config: StudyConfig) -> dict[str, tuple[str, ...]]:
+    """Runtime → the precisions the study deploys on it: ``deploy.runtime``'s, or with ``auto``
+    those of every runtime installed here that runs both FP32 and INT8."""
+    from vitedge.deploy import RUNTIMES, get_runtime
+    from vitedge.deploy.runtimes import native_bf16
+
+    d = config.deploy
+    names = [d.runtime] if d.runtime != "auto" else [
+        spec.name for spec in RUNTIMES if spec.format == "onnx" and {"fp32", "int8"} <= set(spec.precisions)
+        and spec.available()[0]]
+    matrix = {}
+    for name in names:
+        spec = get_runtime(name)
+        matrix[name] = tuple(p for p in STUDY_PRECISIONS if p in spec.precisions
+                             and (p != "bf16" or native_bf16()))
+    return matrix
+
+
+def _quantize(config: StudyConfig, run_dir: Path, variant: Variant, log: Log, target: str) -> None:
     from vitedge.quantization import QuantConfig
     from vitedge.quantization.recipe import QUANTIZED_FILE, quantize_checkpoint
 
     q = config.quantization
-    stage = Stage(run_dir / "quantize" / variant.name, {"model": variant.fingerprint,
-                                                        "quantization": config.section("quantization"),
-                                                        "data": config.section("data"), "seed": config.seed}, log)
+    stage = Stage(run_dir / "quantize" / variant.name / target,
+                  {"model": variant.fingerprint, "quantization": config.section("quantization"), "target": target,
+                   "data": config.section("data"), "seed": config.seed}, log)
     result = stage.cached()
     if result is None:
-        log(f"quantize: {variant.name} ({q.method}, W{q.w_bits}A{q.a_bits}, {q.calib} calibration images"
-            f"{f', QAT {q.qat_epochs} epochs' if q.qat_epochs else ''})")
+        log(f"quantize: {variant.name} for {target} ({q.method}, W{q.w_bits}A{q.a_bits}, {q.calib} calibration "
+            f"images{f', QAT {q.qat_epochs} epochs' if q.qat_epochs else ''})")
         (stage.folder / QUANTIZED_FILE).unlink(missing_ok=True)
         qat = None
         if q.qat_epochs:
@@ -220,90 +246,111 @@ def _quantize(config: StudyConfig, run_dir: Path, variant: Variant, log: Log) ->
                                 lr=q.qat_lr, warmup_epochs=0.0, min_scale=config.pruning.min_scale)
             qat = qat.with_overrides({"optim.step_size_lr_mult": q.qat_step_lr_mult,
                                       "distill.alpha": q.qat_alpha, "ema.decay": q.qat_ema or None})
-        method = QuantConfig(method=q.method, w_bits=q.w_bits, a_bits=q.a_bits, conv_outputs=q.conv_outputs,
-                             reconstruct_iters=q.reconstruct, keep_float=q.keep_float, auto_float=q.auto_float)
+        method = QuantConfig.for_target(target, method=q.method, w_bits=q.w_bits, a_bits=q.a_bits,
+                                        reconstruct_iters=q.reconstruct, keep_float=q.keep_float,
+                                        auto_float=q.auto_float)
         quantized = quantize_checkpoint(
             variant.checkpoint, method, data=data_config(config, 1.0), calib=q.calib, holdout=q.holdout, qat=qat,
             out=stage.folder, seed=config.seed, verbose=True)
         m = quantized.metrics
-        log(f"quantize: {variant.name} precision plan: {m['precision_plan']}")
+        log(f"quantize: {variant.name} for {target}: precision plan {m['precision_plan']}")
         result = stage.done({"checkpoint": str(quantized.path), "top1_sim": m.get("top1_qat", m["top1_int8"]),
                              "top1_ptq": m["top1_int8"], "top1_qat": m.get("top1_qat"),
                              "precision_plan": m["precision_plan"], "float_points": m.get("float_points", []),
                              "plan_reasons": m.get("plan_reasons", [])})
-    variant.quantized = Path(result["checkpoint"])
-    variant.quant_metrics = {k: v for k, v in result.items() if k != "checkpoint"}
+    variant.quantized[target] = Path(result["checkpoint"])
+    variant.quant_metrics[target] = {k: v for k, v in result.items() if k != "checkpoint"}
 
 
-def _export(config: StudyConfig, run_dir: Path, variant: Variant, log: Log,
+def _export(config: StudyConfig, run_dir: Path, variant: Variant, log: Log, matrix: dict[str, tuple[str, ...]],
             frame: tuple[int, int] | None = None) -> None:
-    """FP32 and INT8 ONNX of ``variant`` (segmentation: at the test ``frame`` size, and again at
+    """ONNX files of ``variant`` for every deployment in ``matrix``: one FP32 file (bf16 runs it too)
+    and one INT8 file per target runtime (segmentation: at the test ``frame`` size, and again at
     ``deploy.seg_latency_size`` for the second latency column)."""
     from vitedge.deploy import export
     from vitedge.models.checkpoint import load, read_metadata
 
     sizes = {"": frame} if frame is None else {"": frame, "_hi": tuple(config.deploy.seg_latency_size)}
+    sources = {"fp32": variant.checkpoint, **{f"int8_{t}": variant.quantized[t] for t in matrix}}
+    written: dict[tuple[str, str], dict[str, Any]] = {}
     for suffix, size in sizes.items():
-        for precision, source in (("fp32", variant.checkpoint), ("int8", variant.quantized)):
+        for name, source in sources.items():
+            precision = name.split("_")[0]
             key = {"source": file_digest(source), "precision": precision,
-                   **({"size": list(size)} if size else {})}  # classification keys stay as they were
-            stage = Stage(run_dir / "export" / f"{variant.name}_{precision}{suffix}", key, log)
+                   **({"size": list(size)} if size else {})}
+            stage = Stage(run_dir / "export" / f"{variant.name}_{name}{suffix}", key, log)
             result = stage.cached()
             if result is None:
                 at = f" at {size[0]}×{size[1]}" if size else ""
-                log(f"export: {variant.name} {precision} ONNX{at}")
+                log(f"export: {variant.name} {name.replace('_', ' for ')} ONNX{at}")
                 path = stage.folder / "model.onnx"
                 extra = read_metadata(source)["extra"]
                 export(load(source), path, precision, resolution=size, classes=extra.get("classes"),
                        data_config=extra.get("data_config"))
                 result = stage.done({"file": str(path), "size_mib": path.stat().st_size / 2**20})
-            if suffix:
-                variant.files_hi[precision] = Path(result["file"])
-                continue
-            variant.files[precision] = Path(result["file"])
-            variant.runtime.setdefault(precision, {})["size_mib"] = result["size_mib"]
+            written[name, suffix] = result
+    for runtime, precisions in matrix.items():
+        for precision in precisions:
+            name = f"int8_{runtime}" if precision == "int8" else "fp32"  # bf16 compiles the FP32 file
+            entry = variant.deployments.setdefault(runtime, {}).setdefault(precision, {})
+            entry.update(file=Path(written[name, ""]["file"]), size_mib=written[name, ""]["size_mib"])
+            if "_hi" in sizes:
+                entry["file_hi"] = Path(written[name, "_hi"]["file"])
 
 
 def _runtime_top1(config: StudyConfig, run_dir: Path, variant: Variant, task: Any, log: Log) -> None:
     from vitedge.bench.deployment import runtime_top1
 
     d = config.deploy
-    for precision, path in variant.files.items():
-        stage = Stage(run_dir / "evaluate" / f"{variant.name}_{precision}",
-                      {"file": file_digest(path), "runtime": d.runtime, "data": config.section("data")}, log)
-        result = stage.cached()
-        if result is None:
-            top1 = runtime_top1(d.runtime, None, path, precision, task, None, d.threads)
-            log(f"evaluate: {variant.name} {precision} on {d.runtime}: top-1 {top1:.2f} %")
-            result = stage.done({"top1": top1})
-        variant.runtime[precision]["top1"] = result["top1"]
+    for runtime, by_precision in variant.deployments.items():
+        for precision, entry in by_precision.items():
+            path = entry["file"]
+            stage = Stage(run_dir / "evaluate" / f"{variant.name}_{runtime}_{precision}",
+                          {"file": file_digest(path), "runtime": runtime, "precision": precision,
+                           "data": config.section("data")}, log)
+            result = stage.cached()
+            if result is None:
+                top1 = runtime_top1(runtime, None, path, precision, task, None, d.threads)
+                log(f"evaluate: {variant.name} {precision} on {runtime}: top-1 {top1:.2f} %")
+                result = stage.done({"top1": top1})
+            entry["top1"] = result["top1"]
 
 
 def _latency(config: StudyConfig, run_dir: Path, variants: list[Variant], log: Log,
              frame: tuple[int, int] | None = None) -> None:
+    """Latency of every deployment: per runtime (and, for bf16, per precision: it runs the FP32
+    files) one process with the runs alternated across all variants."""
     from vitedge.bench.deployment import latency_in_subprocess
 
     d = config.deploy
-    runs = {"latency": ([(v, precision, path) for v in variants for precision, path in v.files.items()],
-                        frame or config.data.img_size)}
-    if frame is not None:
-        hi = [(v, precision, path) for v in variants for precision, path in v.files_hi.items()]
-        runs["latency_hi"] = (hi, tuple(d.seg_latency_size))
-    for field_name, (files, size) in runs.items():
-        key = {"files": [file_digest(p) for _, _, p in files], "deploy": config.section("deploy"),
-               "img_size": config.data.img_size, **({"size": list(size)} if frame else {})}
-        stage = Stage(run_dir / field_name.replace("latency_hi", "latency_512x1024"), key, log)
-        result = stage.cached()
-        if result is None:
-            shown = size if isinstance(size, int) else f"{size[0]}×{size[1]}"
-            log(f"latency: {len(files)} models on {d.runtime} at {shown}, batch {d.batch_size}, "
-                f"{d.threads} threads, {d.runs} runs each (alternated)")
-            measured = latency_in_subprocess(d.runtime, [(p, precision) for _, precision, p in files],
-                                             batch=d.batch_size, resolution=size,
-                                             threads=d.threads, runs=d.runs, warmup=d.warmup)
-            result = stage.done({f"{v.name}_{precision}": measured[str(p)] for v, precision, p in files})
-        for v, precision, _ in files:
-            v.runtime[precision][field_name] = result[f"{v.name}_{precision}"]
+    groups: dict[tuple[str, str], list[tuple[Variant, str]]] = {}
+    for v in variants:
+        for runtime, by_precision in v.deployments.items():
+            for precision in by_precision:
+                group = "bf16" if precision == "bf16" else ""
+                groups.setdefault((runtime, group), []).append((v, precision))
+    for (runtime, group), members in groups.items():
+        sizes = {"latency": ("file", frame or config.data.img_size)}
+        if frame is not None:
+            sizes["latency_hi"] = ("file_hi", tuple(d.seg_latency_size))
+        for field_name, (file_key, size) in sizes.items():
+            files = [(v, precision, v.deployments[runtime][precision][file_key]) for v, precision in members]
+            key = {"files": [file_digest(p) for _, _, p in files], "runtime": runtime, "precisions":
+                   [precision for _, precision, _ in files], "deploy": config.section("deploy"),
+                   "img_size": config.data.img_size, **({"size": list(size)} if frame else {})}
+            folder = f"{field_name.replace('latency_hi', 'latency_512x1024')}/{runtime}{'_' + group if group else ''}"
+            stage = Stage(run_dir / folder, key, log)
+            result = stage.cached()
+            if result is None:
+                shown = size if isinstance(size, int) else f"{size[0]}×{size[1]}"
+                log(f"latency: {len(files)} models on {runtime}{' ' + group if group else ''} at {shown}, batch "
+                    f"{d.batch_size}, {d.threads} threads, {d.runs} runs each (alternated)")
+                measured = latency_in_subprocess(runtime, [(p, precision) for _, precision, p in files],
+                                                 batch=d.batch_size, resolution=size,
+                                                 threads=d.threads, runs=d.runs, warmup=d.warmup)
+                result = stage.done({f"{v.name}_{precision}": measured[str(p)] for v, precision, p in files})
+            for v, precision, _ in files:
+                v.deployments[runtime][precision][field_name] = result[f"{v.name}_{precision}"]
 
 
 def _hardware(config: StudyConfig, run_dir: Path, variants: list[Variant], log: Log) -> dict[str, Any]:

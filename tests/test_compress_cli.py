@@ -99,6 +99,7 @@ def test_quantize_cli_ptq_then_qat_and_reload(monkeypatch, capsys, tiny_classifi
     (("quantize", "{ckpt}", "--reconstruct", "-1"), "--reconstruct must be >= 0"),
     (("quantize", "{ckpt}", "--keep-float", "attn.nmu"), "'attn.nmu', which is no quantization point, kind or layer"),
     (("quantize", "{ckpt}", "--holdout", "-1"), "held-out set"),
+    (("quantize", "{ckpt}", "--target", "openvnio"), "unknown quantization target 'openvnio': did you mean 'openvino'"),
     (("quantize", "{ckpt}", "--qat-epochs", "1", "--qat-ema", "1.5"), "EMA decay"),
     (("quantize", "{ckpt}", "--data", "cifar10"), "needs --data-dir"),
     (("quantize", "missing.safetensors"), "does not exist"),
@@ -113,6 +114,19 @@ def test_compress_cli_bad_input(monkeypatch, capsys, tiny_classifier, tmp_path, 
     assert code == 2
     assert_one_line_error(code, err, fragment)
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("*.safetensors"))
+
+
+def test_quantize_cli_for_a_target_records_it(monkeypatch, capsys, tiny_classifier, tmp_path):
+    from vitedge.quantization import int8_pairs_saturate, load_quantized
+
+    data, ckpt = tiny_classifier
+    out = tmp_path / "ov"
+    code, stdout, err = run_cli(monkeypatch, capsys, "quantize", str(ckpt), "--target", "openvino", "--calib", "8",
+                                "--no-auto-float", "--data", str(data), "--batch-size", "4", "--out", str(out))
+    assert code == 0, err
+    config = load_quantized(out / "model.safetensors").quant_config
+    assert (config.target, config.conv_outputs, config.residual) == ("openvino", False, False)
+    assert config.overflow_fix == int8_pairs_saturate() == ("this CPU has no VNNI" in stdout)
 
 
 def test_quantizing_a_quantized_checkpoint_is_refused(monkeypatch, capsys, tiny_classifier, tmp_path):

@@ -159,8 +159,11 @@ def test_miniature_segmentation_study(camvid_like, tmp_path, monkeypatch, capsys
         assert text in report, text
     assert "top-1" not in report
     rows = json.loads((run / "results.json").read_text())["rows"]
+    # every runtime here (deploy.runtime auto), each measured at the frames and at 64×128
     assert {(r["variant"], r["precision"]) for r in rows} == {(v, p) for v in ("dense", "l2_p40")
-                                                              for p in ("fp32", "int8")}
+                                                              for p in ("fp32", "int8")} | (
+        {(v, "bf16") for v in ("dense", "l2_p40")} if any(r["precision"] == "bf16" for r in rows) else set())
+    assert "onnxruntime" in {r["runtime"] for r in rows}
     assert all(0 <= r["top1"] <= 100 and r["latency_ms"] > 0 and r["latency_hi_ms"] > 0 for r in rows)
     assert (run / "plots" / "accuracy_vs_latency.png").is_file()
 

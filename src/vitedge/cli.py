@@ -503,6 +503,10 @@ def quantize_command(
     _print_metrics(result.metrics, (("top1_fp32", "top-1 FP32"), ("top1_int8", f"top-1 W{w_bits}A{a_bits} PTQ"),
                                     ("top1_qat", "top-1 after QAT")))
     console.print(f"precision plan: {result.metrics['precision_plan']}", highlight=False)
+    if config.overflow_fix:
+        console.print(f"target {config.target}: this CPU has no VNNI, so weights and signed matmul operands are on "
+                      "7 bits (its int8 kernels saturate 8-bit pair sums; the file then computes what was scored)",
+                      highlight=False)
     console.print(f"→ {result.path}", highlight=False)
 
 

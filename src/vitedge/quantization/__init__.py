@@ -13,6 +13,7 @@ Example::
     from vitedge.quantization import load_quantized, point_report, save_quantized
 
     qmodel = vitedge.quantize(model, calib_loader, method="trio", w_bits=8, a_bits=8)
+    qmodel = vitedge.quantize(model, calib_loader, target="openvino")  # the graph OpenVINO fuses
     save_quantized(qmodel, "b0_w8a8.safetensors")
     same = load_quantized("b0_w8a8.safetensors")
 """
@@ -20,7 +21,15 @@ Example::
 from vitedge.quantization.api import quantize
 from vitedge.quantization.calibrate import calibrate, calibration_batches
 from vitedge.quantization.checkpoint import is_quantized_checkpoint, load_quantized, save_quantized
-from vitedge.quantization.config import METHODS, OBSERVERS, ObserverConfig, QuantConfig, TrioConfig
+from vitedge.quantization.config import (
+    METHODS,
+    OBSERVERS,
+    TARGETS,
+    ObserverConfig,
+    QuantConfig,
+    TrioConfig,
+    int8_pairs_saturate,
+)
 from vitedge.quantization.plan import PrecisionPlan, Score, auto_plan, keep_in_float, select_points
 from vitedge.quantization.plots import RangeSummary, plot_channel_ranges
 from vitedge.quantization.points import is_quantized, prepare, quantizers, set_quant_state
@@ -31,6 +40,7 @@ from vitedge.quantization.report import PointRow, count_kinds, point_report, rep
 __all__ = [
     "METHODS",
     "OBSERVERS",
+    "TARGETS",
     "Log2Quantizer",
     "ObserverConfig",
     "PointRow",
@@ -46,6 +56,7 @@ __all__ = [
     "calibration_batches",
     "count_kinds",
     "freeze",
+    "int8_pairs_saturate",
     "is_quantized",
     "is_quantized_checkpoint",
     "keep_in_float",

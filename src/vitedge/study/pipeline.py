@@ -1,8 +1,13 @@
 """The whole edge-compression study as one resumable pipeline.
 
 baseline (train, or the given checkpoint) → prune at each ratio + fine-tune (distilled from the
-baseline) → quantize every variant (PTQ, optional QAT) → export FP32 and INT8 ONNX → top-1 on the
-runtime → latency on the runtime (one process, runs alternated across all files) → report.
+baseline) → quantize every variant for each deployment runtime (PTQ, optional QAT; the points where
+that runtime fuses them) → export FP32 and INT8 ONNX → top-1 on each runtime × precision → latency
+(one process per runtime, runs alternated across all its files) → report, which recommends the
+fastest (variant, runtime, precision) within the accuracy budget.
+
+``deploy.runtime: auto`` deploys on every CPU runtime installed here (:func:`deployment_matrix`);
+a runtime name deploys on that one only.
 
 ``task: seg`` runs the same stages on a segmentation model: mIoU in place of top-1 (kept under the
 same ``top1`` keys), exports at the test frames' size, latency there and at

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import importlib.util
+from pathlib import Path
 
 import pytest
 import torch
@@ -164,3 +165,47 @@ def test_openvino_runs_every_attention_matmul_of_its_target_in_int8(tmp_path):
     assert runtime(x).shape == (3, 3) and set(runtime._compiled) == {1, 3}
     for compiled in (runtime.compiled, runtime._compiled[3][0]):
         assert _int8_attention_matmuls(_runtime_ops(compiled)) == 2 * branches
+
+
+def test_latency_plan_keeps_in_float_the_groups_that_run_faster(monkeypatch, tmp_path):
+    from vitedge.bench import latency_plan as lp
+
+    torch.manual_seed(0)
+    m0 = input_dependent(vitedge.create_model("efficientvit_m0", num_classes=3)).eval()
+    q = vitedge.quantize(m0, _calib(224, 1), target="openvino", config=QuantConfig(auto_float=False))
+    groups = lp.group_points(q)
+    assert set(groups) == {"attention", "depthwise"}
+    assert all(k.startswith("attn.") and k != "attn.out" for k in (dict(quantizers(q))[n].kind
+                                                                  for n in groups["attention"]))
+    timed = {}
+
+    def fake_paired(runtime, sources, **kw):  # attention in float runs at 0.8×, depthwise at 1.0×
+        timed["sources"] = [Path(p).stem for p, _ in sources]
+        speed = {"plan": 1.0, "attention": 0.8, "depthwise": 1.0}
+        return {p: [speed[Path(p).stem]] * 3 for p, _ in sources}
+
+    monkeypatch.setattr(lp, "paired_latency", fake_paired)
+    ratios = lp.latency_plan(q, resolution=224)
+    assert timed["sources"] == ["plan", "attention", "depthwise"] and ratios == {"attention": 0.8, "depthwise": 1.0}
+    floated = {n for n, p in quantizers(q) if p.in_float}
+    assert floated == set(groups["attention"])
+    plan = q.precision_plan
+    assert plan.latency == ratios and set(plan.float_points) == floated
+    assert any("attention kept in float for speed: 0.80×" in r for r in plan.reasons)
+    assert any("depthwise 1.00×" in r for r in plan.reasons)
+    back = load_quantized(save_quantized(q, tmp_path / "q.safetensors"))
+    assert back.precision_plan.latency == ratios and {n for n, p in quantizers(back) if p.in_float} == floated
+    with pytest.raises(vitedge.VitedgeError, match="onnxruntime or openvino, not 'tensorrt'"):
+        lp.latency_plan(q, resolution=224, runtime="tensorrt")
+
+
+def test_latency_plan_measures_on_the_runtime():
+    pytest.importorskip("openvino")
+    from vitedge.bench.latency_plan import latency_plan
+
+    torch.manual_seed(0)
+    b0 = input_dependent(vitedge.create_model("efficientvit_b0", num_classes=3, img_size=32)).eval()
+    q = vitedge.quantize(b0, _calib(32), target="openvino", config=QuantConfig(auto_float=False))
+    ratios = latency_plan(q, resolution=32, threads=1, rounds=3)
+    assert set(ratios) == {"attention", "depthwise"} and all(0.2 < r < 5 for r in ratios.values())
+    assert q.precision_plan.latency == ratios

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich import box
@@ -477,6 +477,9 @@ def quantize_command(
     target: Annotated[str, typer.Option(
         help="the runtime to deploy on: openvino, onnxruntime or tensorrt (points where its int8 kernels "
              "fuse them), or simulation (every point of the Trio-ViT spec)")] = "simulation",
+    latency_plan: Annotated[bool, typer.Option(
+        help="target openvino/onnxruntime: time the attention and depthwise points in float on that runtime "
+             "here and keep in float what runs faster so")] = True,
     data: Annotated[str, typer.Option(help="fashion-mnist, cifar10 or a folder")] = _D.data.dataset,
     data_dir: Annotated[Optional[Path], typer.Option(help="where the named dataset lives")] = None,
     batch_size: Annotated[int, typer.Option(help="evaluation / QAT batch size")] = _D.data.batch_size,
@@ -498,8 +501,18 @@ def quantize_command(
     train = _recipe_config(qat_epochs, seed, data, data_dir, batch_size, workers, qat_lr,
                            {"optim.warmup_epochs": 0.0, "optim.step_size_lr_mult": qat_step_lr_mult,
                             "distill.alpha": qat_alpha, "ema.decay": qat_ema or None})
+    refine = None
+    if latency_plan and target in ("openvino", "onnxruntime"):
+        from vitedge.bench.latency_plan import latency_plan as plan_latency
+        from vitedge.models.checkpoint import read_metadata
+
+        trained_at = read_metadata(checkpoint)["extra"].get("data_config", {}).get("input_size")
+
+        def refine(qmodel: Any) -> None:  # timed at the resolution the model was trained for
+            plan_latency(qmodel, resolution=int((trained_at or qmodel.data_config["input_size"])[-1]))
+
     result = quantize_checkpoint(checkpoint, config, data=train.data, calib=calib, holdout=holdout,
-                                 qat=train if qat_epochs > 0 else None, out=out, seed=seed)
+                                 qat=train if qat_epochs > 0 else None, out=out, seed=seed, refine=refine)
     _print_metrics(result.metrics, (("top1_fp32", "top-1 FP32"), ("top1_int8", f"top-1 W{w_bits}A{a_bits} PTQ"),
                                     ("top1_qat", "top-1 after QAT")))
     console.print(f"precision plan: {result.metrics['precision_plan']}", highlight=False)
@@ -548,6 +561,9 @@ def bench_command(
     nncf: Annotated[bool, typer.Option(
         help="add the NNCF anchor rows (nncf.quantize on the same FP32 ONNX and calibration images, "
              "on OpenVINO)")] = True,
+    latency_plan: Annotated[bool, typer.Option(
+        help="INT8 quantized here: keep in float the attention / depthwise points that run faster so on "
+             "each runtime (timed here)")] = True,
     out: Annotated[Path, typer.Option(help="folder for the exported files and bench.md/json")] = Path("runs/bench"),
 ) -> None:
     """Every runtime × precision: file size, accuracy, latency (median/p90), throughput — beside
@@ -558,7 +574,8 @@ def bench_command(
     data_cfg = DataConfig(dataset=data, root=str(data_dir) if data_dir else None) if data else None
     rows = bench_deployment(checkpoint, out=out, quantized=int8, data=data_cfg, eval_limit=eval_limit,
                             calib=calib, runtimes=runtime, batch_sizes=batch_size, threads=threads, runs=runs,
-                            nncf_presets=("performance", "transformer") if nncf else ())
+                            nncf_presets=("performance", "transformer") if nncf else (),
+                            latency_plan=latency_plan)
     console.print(bench_markdown(rows, batch_size), markup=False, highlight=False, soft_wrap=True)
     console.print(f"wrote {out}/bench.md and bench.json")
 

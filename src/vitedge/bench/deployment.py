@@ -47,6 +47,7 @@ def bench_deployment(
     runs: int = 30,
     warmup: int = 5,
     nncf_presets: Sequence[str] = ("performance", "transformer"),
+    latency_plan: bool = True,
 ) -> list[dict[str, Any]]:
     """Benchmark the float ``checkpoint`` (and its INT8 version: ``quantized``, or quantized here
     with the Trio-ViT engine on ``calib`` training images of ``data``, once per runtime for that
@@ -55,7 +56,9 @@ def bench_deployment(
     Returns one row per runtime × precision, then one per NNCF preset in ``nncf_presets`` (the
     anchor: ``nncf.quantize`` on the same FP32 ONNX file and the same ``calib`` images, run on
     OpenVINO; ✗ with the reason when nncf or openvino is missing); the ``quantizer`` column
-    says whose INT8 each row is. Writes ``bench.json`` and ``bench.md`` to ``out``.
+    says whose INT8 each row is. With ``latency_plan``, each INT8 model quantized here also keeps in
+    float the attention or depthwise points that run faster so on its runtime
+    (:mod:`vitedge.bench.latency_plan`). Writes ``bench.json`` and ``bench.md`` to ``out``.
     """
     from vitedge.deploy import RUNTIMES, export, get_runtime
     from vitedge.models.checkpoint import atomic_write, load, read_metadata
@@ -83,7 +86,8 @@ def bench_deployment(
     # each runtime runs the INT8 graph quantized for it (or the one given, whatever its target)
     targets = {spec.name: _int8_target(spec.name) for spec in specs if "int8" in spec.precisions
                and spec.available()[0]}
-    qmodels, int8_reason = _int8_models(model, quantized, task, calib_batches, out_dir, set(targets.values()))
+    qmodels, int8_reason = _int8_models(model, quantized, task, calib_batches, out_dir, set(targets.values()),
+                                        resolution if latency_plan else None, threads)
     files: dict[tuple[str, str], Path | str] = {("torch", "fp32"): checkpoint}
     for precision in ("fp32", "fp16"):
         files["onnx", precision] = export(model, out_dir / f"model_{precision}.onnx", precision,
@@ -219,10 +223,10 @@ def _int8_target(runtime: str) -> str:
 
 
 def _int8_models(model: torch.nn.Module, quantized: str | os.PathLike | None, task: Any,
-                 calib_batches: list[torch.Tensor], out_dir: Path,
-                 targets: set[str]) -> tuple[dict[str, torch.nn.Module], str]:
+                 calib_batches: list[torch.Tensor], out_dir: Path, targets: set[str],
+                 plan_resolution: int | None = None, threads: int = 2) -> tuple[dict[str, torch.nn.Module], str]:
     """The INT8 model of each target (``{"given": model}`` when ``quantized`` is passed), or the
-    reason there is none."""
+    reason there is none; with ``plan_resolution``, CPU targets get a latency plan timed there."""
     from vitedge.quantization import QuantConfig, is_quantized, load_quantized, quantize, save_quantized
 
     if quantized is not None:
@@ -235,6 +239,10 @@ def _int8_models(model: torch.nn.Module, quantized: str | os.PathLike | None, ta
     qmodels = {}
     for target in sorted(targets):
         qmodel = quantize(model, calib_batches, config=QuantConfig.for_target(target, method="trio"))
+        if plan_resolution is not None and target in ("openvino", "onnxruntime"):
+            from vitedge.bench.latency_plan import latency_plan
+
+            latency_plan(qmodel, resolution=plan_resolution, threads=threads)
         save_quantized(qmodel, out_dir / f"int8_{target}.safetensors", extra={"classes": task.classes})
         qmodels[target] = qmodel
     return qmodels, ""

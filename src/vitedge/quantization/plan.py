@@ -76,7 +76,8 @@ class PrecisionPlan:
     ``requested``: the points among them that were asked for by name rather than measured. ``int8``: the score with every point in INT8; ``planned``: with this plan.
     ``kinds``: the score with each kind of point in float alone (the sensitivity table).
     ``reasons``: one line per decision, for the report. ``predictions``: how many held-out
-    predictions the scores are over.
+    predictions the scores are over. ``latency``: per group of points timed in float on the
+    runtime (:mod:`vitedge.bench.latency_plan`), its latency relative to the all-INT8 model.
     """
 
     point_kinds: dict[str, str] = field(default_factory=dict)
@@ -86,6 +87,7 @@ class PrecisionPlan:
     kinds: dict[str, Score] = field(default_factory=dict)
     reasons: tuple[str, ...] = ()
     predictions: int = 0
+    latency: dict[str, float] = field(default_factory=dict)  # group → latency in float / all-INT8
 
     @property
     def float_points(self) -> tuple[str, ...]:
@@ -115,7 +117,8 @@ class PrecisionPlan:
         return cls(point_kinds=dict(data.get("point_kinds", {})), requested=tuple(data.get("requested", ())),
                    int8=score(data.get("int8")), planned=score(data.get("planned")),
                    kinds={k: score(v) for k, v in data.get("kinds", {}).items()},
-                   reasons=tuple(data.get("reasons", ())), predictions=int(data.get("predictions", 0)))
+                   reasons=tuple(data.get("reasons", ())), predictions=int(data.get("predictions", 0)),
+                   latency={k: float(v) for k, v in data.get("latency", {}).items()})
 
 
 def select_points(qmodel: nn.Module, selectors: Sequence[str]) -> list[str]:

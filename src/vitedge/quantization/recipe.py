@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -65,11 +66,15 @@ def quantize_checkpoint(
     out: str | os.PathLike | None = None,
     seed: int = 0,
     verbose: bool = True,
+    refine: Callable[[nn.Module], Any] | None = None,
 ) -> QuantizeResult:
     """Quantize the float model in ``checkpoint`` with ``config``, calibrated on ``calib``
     training images of ``data``; evaluate FP32 and INT8 on the test split. ``holdout`` other
     training images score the precision plan (``config.auto_float``); the calibration images
     do when the split has no others.
+
+    ``refine`` is called with the quantized model before it is scored (e.g.
+    :func:`vitedge.bench.latency_plan.latency_plan`, which keeps in float what runs faster so).
 
     ``qat`` (a :class:`vitedge.train.TrainConfig`; its ``epochs``, ``optim``, ``distill.alpha``
     and ``distill.temperature`` are used) fine-tunes the quantized model with learned step
@@ -103,6 +108,8 @@ def quantize_checkpoint(
     held_out = task.sample(holdout, seed=seed, skip=calib) if config.auto_float and holdout > 0 else []
     # quantized before the float model is scored: a keep_float name that matches nothing fails first
     qmodel = quantize(model.eval(), task.sample(calib, seed=seed), config=config, holdout=held_out or None)
+    if refine is not None:
+        refine(qmodel)
     metrics: dict[str, Any] = {"checkpoint": str(checkpoint), "config": config.to_dict(),
                                "calib_images": calib, "metric": task.metric, "top1_fp32": task.score(model)}
     metrics["top1_int8"] = task.score(qmodel)

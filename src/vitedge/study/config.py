@@ -84,6 +84,7 @@ class QuantizationSection:
     holdout: int = 256                # other training images that score the precision plan
     auto_float: bool = True           # keep in float the points the model cannot take in INT8 (measured)
     keep_float: tuple[str, ...] = ()  # points, kinds (attn.num) or layers kept in float regardless
+    latency_plan: bool = True         # also keep in float the attention / depthwise points that run faster so
 
 
 @dataclass(frozen=True)

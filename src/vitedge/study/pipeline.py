@@ -254,9 +254,16 @@ def _quantize(config: StudyConfig, run_dir: Path, variant: Variant, log: Log, ta
         method = QuantConfig.for_target(target, method=q.method, w_bits=q.w_bits, a_bits=q.a_bits,
                                         reconstruct_iters=q.reconstruct, keep_float=q.keep_float,
                                         auto_float=q.auto_float)
+        refine = None
+        if q.latency_plan and target in ("openvino", "onnxruntime"):
+            from vitedge.bench.latency_plan import latency_plan
+
+            def refine(qmodel: Any) -> None:  # keep in float what runs faster so on the target runtime
+                latency_plan(qmodel, resolution=config.data.img_size, threads=config.deploy.threads)
+
         quantized = quantize_checkpoint(
             variant.checkpoint, method, data=data_config(config, 1.0), calib=q.calib, holdout=q.holdout, qat=qat,
-            out=stage.folder, seed=config.seed, verbose=True)
+            out=stage.folder, seed=config.seed, verbose=True, refine=refine)
         m = quantized.metrics
         log(f"quantize: {variant.name} for {target}: precision plan {m['precision_plan']}")
         result = stage.done({"checkpoint": str(quantized.path), "top1_sim": m.get("top1_qat", m["top1_int8"]),

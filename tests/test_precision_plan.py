@@ -12,7 +12,7 @@ import vitedge
 from vitedge.errors import VitedgeError
 from vitedge.quantization import QuantConfig, calibrate, load_quantized, prepare_qat, quantizers, save_quantized
 from vitedge.quantization.points import aliases
-from vitedge.quantization.plan import PrecisionPlan, auto_plan, keep_in_float, select_points
+from vitedge.quantization.plan import MIN_KL, PrecisionPlan, auto_plan, keep_in_float, select_points
 
 RES = 64
 
@@ -67,11 +67,11 @@ def test_plan_leaves_a_model_that_takes_int8_alone(model_and_images):
     assert all(q.fake_quant for _, q in quantizers(qmodel))
     # with the target out of reach, logits that barely move are still left alone
     plan = auto_plan(qmodel, model, [images[1]], target_agreement=101.0)
-    assert plan.int8.kl < 0.01 and plan.float_points == () and plan.reasons == ()
+    assert plan.int8.kl < MIN_KL and plan.float_points == () and plan.reasons == ()
     # a broken point no kind can fix by the required share stays INT8
     _break(qmodel, [n for n, q in quantizers(qmodel) if q.kind == "attn.num"][:1])
     plan = auto_plan(qmodel, model, [images[1]], min_gain=1.01)
-    assert plan.int8.kl > 0.01 and plan.float_points == ()
+    assert plan.int8.kl > MIN_KL and plan.float_points == ()
     assert "no kind removes 101% of the remaining divergence (best: attn.num" in plan.reasons[-1]
 
 

@@ -83,11 +83,13 @@ def bench_deployment(
         task = TaskData(data, data_config, extra.get("classes"))
 
     calib_batches = task.sample(calib) if task is not None else []  # vitedge's and NNCF's INT8 alike
+    # the precision plan scores on other training images, as `vitedge quantize` does
+    holdout = task.sample(256, skip=calib) if task is not None and quantized is None else []
     # each runtime runs the INT8 graph quantized for it (or the one given, whatever its target)
     targets = {spec.name: _int8_target(spec.name) for spec in specs if "int8" in spec.precisions
                and spec.available()[0]}
     qmodels, int8_reason = _int8_models(model, quantized, task, calib_batches, out_dir, set(targets.values()),
-                                        resolution if latency_plan else None, threads)
+                                        resolution if latency_plan else None, threads, holdout)
     files: dict[tuple[str, str], Path | str] = {("torch", "fp32"): checkpoint}
     for precision in ("fp32", "fp16"):
         files["onnx", precision] = export(model, out_dir / f"model_{precision}.onnx", precision,
@@ -224,7 +226,8 @@ def _int8_target(runtime: str) -> str:
 
 def _int8_models(model: torch.nn.Module, quantized: str | os.PathLike | None, task: Any,
                  calib_batches: list[torch.Tensor], out_dir: Path, targets: set[str],
-                 plan_resolution: int | None = None, threads: int = 2) -> tuple[dict[str, torch.nn.Module], str]:
+                 plan_resolution: int | None = None, threads: int = 2,
+                 holdout: list[torch.Tensor] | None = None) -> tuple[dict[str, torch.nn.Module], str]:
     """The INT8 model of each target (``{"given": model}`` when ``quantized`` is passed), or the
     reason there is none; with ``plan_resolution``, CPU targets get a latency plan timed there."""
     from vitedge.quantization import QuantConfig, is_quantized, load_quantized, quantize, save_quantized
@@ -238,7 +241,8 @@ def _int8_models(model: torch.nn.Module, quantized: str | os.PathLike | None, ta
         return {}, "no INT8 model: pass --int8 QUANTIZED_CKPT, or --data to calibrate one"
     qmodels = {}
     for target in sorted(targets):
-        qmodel = quantize(model, calib_batches, config=QuantConfig.for_target(target, method="trio"))
+        qmodel = quantize(model, calib_batches, config=QuantConfig.for_target(target, method="trio"),
+                          holdout=holdout or None)
         if plan_resolution is not None and target in ("openvino", "onnxruntime"):
             from vitedge.bench.latency_plan import latency_plan
 

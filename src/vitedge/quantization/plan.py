@@ -49,7 +49,7 @@ TARGET_AGREEMENT = 99.0
 MIN_GAIN = 0.5
 MAX_KINDS = 3
 REFINE_SLACK = 0.1
-MIN_KL = 0.01  # below this the logits barely move: disagreements are near-ties, not damage
+MIN_KL = 0.002  # below this the logits barely move: disagreements are near-ties, not damage
 RESCORED_KINDS = 4
 
 AnyQuantizer = Quantizer | Log2Quantizer

@@ -151,7 +151,6 @@ def paired_openvino(engines: dict[str, tuple[str, str, str]], threads: int, roun
     """Every OpenVINO engine in one process, timed in short blocks alternating across engines
     (:func:`vitedge.bench.paired.paired_latency`); each engine's block medians (ms) by label."""
     from vitedge.bench.paired import paired_latency
-
     from vitedge.deploy.runtimes import native_bf16
 
     chosen = {label: (path, precision) for label, (kind, path, precision) in engines.items()

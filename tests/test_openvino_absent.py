@@ -56,7 +56,8 @@ def test_bench_runs_and_marks_the_openvino_rows(no_openvino, monkeypatch, capsys
     assert all(rows["tensorrt", p]["ok"] == trt_ok and rows["tensorrt", p].get("reason", "") == trt_why
                for p in ("fp32", "fp16")), [rows["tensorrt", p] for p in ("fp32", "fp16")]
     assert "| openvino | fp32 |  | ✗ |" in (out / "bench.md").read_text()
-    assert f"| openvino | fp32 |  | ✗ |  |  |  |  |  | Python package 'openvino' is not installed ({HINT}) |" in stdout
+    missing = f"Python package 'openvino' is not installed ({HINT}) |"
+    assert f"| openvino | fp32 |  | ✗ |  |  |  |  |  | {missing}" in stdout
 
 
 def test_bench_asking_for_openvino_is_a_one_line_error(no_openvino, monkeypatch, capsys, tiny_classifier,

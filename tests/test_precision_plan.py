@@ -10,9 +10,16 @@ from parity import distinct_images, input_dependent, spread_predictions
 
 import vitedge
 from vitedge.errors import VitedgeError
-from vitedge.quantization import QuantConfig, calibrate, load_quantized, prepare_qat, quantizers, save_quantized
-from vitedge.quantization.points import aliases
+from vitedge.quantization import (
+    QuantConfig,
+    calibrate,
+    load_quantized,
+    prepare_qat,
+    quantizers,
+    save_quantized,
+)
 from vitedge.quantization.plan import MIN_KL, PrecisionPlan, auto_plan, keep_in_float, select_points
+from vitedge.quantization.points import aliases
 
 RES = 64
 

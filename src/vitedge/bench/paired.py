@@ -39,7 +39,8 @@ def paired_latency(runtime: str, sources: Sequence[tuple[str | os.PathLike, str]
                           env={**os.environ, "OMP_NUM_THREADS": str(threads)})
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if not lines:
-        raise VitedgeError(f"the paired {runtime} latency run failed: {(proc.stderr.strip().splitlines() or ['?'])[-1]}")
+        last = (proc.stderr.strip().splitlines() or ["?"])[-1]
+        raise VitedgeError(f"the paired {runtime} latency run failed: {last}")
     result = json.loads(lines[-1])
     if "error" in result:
         raise VitedgeError(result["error"])

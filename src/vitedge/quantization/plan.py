@@ -73,7 +73,8 @@ class PrecisionPlan:
     """Which points stay in float, and the measurements behind the choice.
 
     ``point_kinds``: each point path left in float, with its kind (``float_points``: the paths).
-    ``requested``: the points among them that were asked for by name rather than measured. ``int8``: the score with every point in INT8; ``planned``: with this plan.
+    ``requested``: the points among them that were asked for by name rather than measured.
+    ``int8``: the score with every point in INT8; ``planned``: with this plan.
     ``kinds``: the score with each kind of point in float alone (the sensitivity table).
     ``reasons``: one line per decision, for the report. ``predictions``: how many held-out
     predictions the scores are over. ``latency``: per group of points timed in float on the

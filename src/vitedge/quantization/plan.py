@@ -102,10 +102,19 @@ class PrecisionPlan:
             return f"every point in INT8: held-out {self.int8}"
         kinds = Counter(self.point_kinds.values())
         text = ", ".join(f"{k} ({n} point{'s' if n > 1 else ''})" for k, n in kinds.items())
+        timed = ("; timed in float on the runtime: " + ", ".join(f"{g} {r:.2f}×" for g, r in self.latency.items())
+                 if self.latency else "")
         if self.int8 is None or self.planned is None:
-            return f"kept in float: {text}"
+            return f"kept in float: {text}{timed}"
+        if not self.accuracy_points:
+            return f"kept in float: {text} (held-out {self.int8}){timed}"
         return (f"kept in float: {text} — held-out KL {self.int8.kl:.4g} → {self.planned.kl:.4g}, "
-                f"agreement {self.int8.agreement:.2f} → {self.planned.agreement:.2f} %")
+                f"agreement {self.int8.agreement:.2f} → {self.planned.agreement:.2f} %{timed}")
+
+    @property
+    def accuracy_points(self) -> tuple[str, ...]:
+        """The points in float for accuracy (measured or requested), not for speed."""
+        return tuple(p for p, kind in self.point_kinds.items() if not kind.endswith("(latency)"))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -137,10 +137,11 @@ def study_tables(rows: Sequence[Row], variants: Sequence[Variant], runtime: str,
     plans = [f"{v.ratio:.0%}: {v.quant_metrics[runtime]['precision_plan']}" for v in variants
              if v.quant_metrics[runtime].get("float_points")]
     if qm.get("precision_plan"):
-        qnote += (f". Precision plan (measured on held-out training images): {qm['precision_plan']}"
-                  if not qm.get("float_points") else
-                  f". This model's attention or other points cannot take 8 bits, so the precision plan "
-                  f"(measured on held-out training images) keeps them in float: {qm['precision_plan']}")
+        for_accuracy = [p for p in qm.get("float_points", []) if p not in qm.get("latency_points", [])]
+        qnote += (f". Precision plan (measured on held-out training images and, for speed, on {runtime}): "
+                  f"{qm['precision_plan']}" if not for_accuracy else
+                  f". Some of this model's points cannot take 8 bits, so the precision plan (measured on "
+                  f"held-out training images) keeps them in float: {qm['precision_plan']}")
     plan_note = (" Points kept in float by the precision plan — " + "; ".join(plans) + ".") if plans else ""
     both = []
     fpga = accelerator is not None and all(by[v.name, "int8"].fpga_fps for v in variants)

@@ -138,7 +138,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                  "eval_limit": 2000},
         "baseline": {"epochs": 4, "warmup_epochs": 0.5},
         "pruning": {"ratios": [0.2, 0.4, 0.6], "finetune_epochs": 1},
-        "quantization": {"calib": 256},
+        "quantization": {"calib": 256, "holdout": 128},
         "deploy": {"runs": 40, "warmup": 10},
     },
     # the CIFAR-10 study of benchmarks/RESULTS.md (give --data-dir, and --checkpoint to skip training)
@@ -147,7 +147,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "data": {"dataset": "cifar10", "img_size": 96, "crop_pct": 1.0},
         "baseline": {"epochs": 50, "min_scale": 0.35},
         "pruning": {"ratios": [0.2, 0.4, 0.6], "finetune_epochs": 5},
-        "quantization": {"calib": 1024},
+        "quantization": {"calib": 1024, "holdout": 256},
         "deploy": {"runs": 100, "warmup": 20},
     },
 }

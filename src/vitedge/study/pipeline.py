@@ -259,17 +259,19 @@ def _quantize(config: StudyConfig, run_dir: Path, variant: Variant, log: Log, ta
             from vitedge.bench.latency_plan import latency_plan
 
             def refine(qmodel: Any) -> None:  # keep in float what runs faster so on the target runtime
-                latency_plan(qmodel, resolution=config.data.img_size, threads=config.deploy.threads)
+                latency_plan(qmodel, resolution=config.data.img_size, threads=config.deploy.threads, rounds=10)
 
         quantized = quantize_checkpoint(
             variant.checkpoint, method, data=data_config(config, 1.0), calib=q.calib, holdout=q.holdout, qat=qat,
             out=stage.folder, seed=config.seed, verbose=True, refine=refine)
         m = quantized.metrics
+        plan = quantized.model.precision_plan
+        m["latency_points"] = [p for p in plan.float_points if p not in plan.accuracy_points]
         log(f"quantize: {variant.name} for {target}: precision plan {m['precision_plan']}")
         result = stage.done({"checkpoint": str(quantized.path), "top1_sim": m.get("top1_qat", m["top1_int8"]),
                              "top1_ptq": m["top1_int8"], "top1_qat": m.get("top1_qat"),
                              "precision_plan": m["precision_plan"], "float_points": m.get("float_points", []),
-                             "plan_reasons": m.get("plan_reasons", [])})
+                             "latency_points": m["latency_points"], "plan_reasons": m.get("plan_reasons", [])})
     variant.quantized[target] = Path(result["checkpoint"])
     variant.quant_metrics[target] = {k: v for k, v in result.items() if k != "checkpoint"}
 

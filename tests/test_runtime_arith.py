@@ -185,7 +185,7 @@ def test_quantized_model_reproduces_the_onnx_runtime_logits(tmp_path, name, res,
     # and "equal within 1e-4" would hold for ORT fed another image
     model = input_dependent(vitedge.create_model(name, num_classes=10, **kwargs), resolution=res)
     calib = [torch.randn(8, 3, res, res) for _ in range(2)]
-    qmodel = quantize(model, calib, config=QuantConfig(conv_outputs=True, w_bits=exact_w_bits()))
+    qmodel = quantize(model, calib, config=QuantConfig(conv_outputs=True, w_bits=exact_w_bits(), auto_float=False))
     path = vitedge.export(qmodel, tmp_path / "model.onnx", precision="int8", resolution=res)
     from vitedge.deploy import OnnxRuntime
 

@@ -44,7 +44,7 @@ def _images(n: int, seed: int) -> torch.Tensor:
 @pytest.fixture(scope="module")
 def quantized():
     # 7-bit weights on CPUs without VNNI: ORT's integer convolutions are exact there only so
-    config = QuantConfig(method="trio", conv_outputs=True, w_bits=exact_w_bits())
+    config = QuantConfig(method="trio", conv_outputs=True, w_bits=exact_w_bits(), auto_float=False)
     return vitedge.quantize(_seg_model(), [_images(4, 1), _images(4, 2)], config=config)
 
 

@@ -1,0 +1,132 @@
+"""INT8 accuracy measured on the runtimes themselves: FP32, vitedge INT8 quantized for each runtime
+(default settings: Trio-ViT PTQ, the measured precision plan, the overflow fix where the CPU needs
+it), and NNCF's INT8 on the same calibration images — every top-1 computed by the runtime that
+deploys the file, beside the PyTorch simulation and how often the two predict the same class.
+
+For each ``--run NAME=CHECKPOINT:DATA[:DATA_DIR]``:
+
+- FP32 on ONNX Runtime and OpenVINO;
+- vitedge INT8, ``target="onnxruntime"`` on ONNX Runtime and ``target="openvino"`` on OpenVINO,
+  calibrated on ``--calib`` training images, the precision plan scored on ``--holdout`` other
+  training images (what ``vitedge quantize`` does by default);
+- NNCF's ``nncf.quantize`` (performance and transformer presets) of the FP32 file on the same
+  calibration images, on OpenVINO.
+
+Writes ``results.json`` and ``results.md``. Accuracy only: latency is ``deploy_speed.py``'s job.
+
+Example::
+
+    python benchmarks/int8_on_runtime.py --out runs/int8_on_runtime \\
+        --run flowers17=runs/b0-flowers17/model.safetensors:data/flowers17
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+
+def measure(name: str, checkpoint: str, data: str, data_dir: str | None, out: Path, calib: int, holdout: int,
+            eval_limit: int | None, threads: int) -> dict[str, Any]:
+    import vitedge
+    from vitedge.bench.deployment import runtime_top1
+    from vitedge.bench.nncf_anchor import NNCF_PRESETS, nncf_available, nncf_quantize, nncf_version
+    from vitedge.models.checkpoint import load, read_metadata
+    from vitedge.quantization import QuantConfig
+    from vitedge.train.config import DataConfig
+    from vitedge.train.task_data import TaskData
+
+    folder = out / name
+    folder.mkdir(parents=True, exist_ok=True)
+    model = load(checkpoint).eval()
+    extra = read_metadata(checkpoint)["extra"]
+    task = TaskData(DataConfig(dataset=data, root=data_dir, eval_limit=eval_limit),
+                    {**model.data_config, **extra.get("data_config", {})}, extra.get("classes"))
+    calib_batches, held_out = task.sample(calib), task.sample(holdout, skip=calib)
+    fp32 = vitedge.export(model, folder / "fp32.onnx", classes=task.classes, data_config=extra.get("data_config"))
+    row: dict[str, Any] = {"checkpoint": checkpoint, "data": data, "test_images": len(task.eval_set),
+                           "fp32_torch": task.score(model)}
+    for runtime in ("onnxruntime", "openvino"):
+        row[f"fp32_{runtime}"] = runtime_top1(runtime, None, fp32, "fp32", task, None, threads)
+        start = time.perf_counter()
+        config = QuantConfig.for_target(runtime, method="trio")
+        qmodel = vitedge.quantize(model, calib_batches, config=config, holdout=held_out or None)
+        seconds = time.perf_counter() - start
+        path = vitedge.export(qmodel, folder / f"int8_{runtime}.onnx", "int8", classes=task.classes,
+                              data_config=extra.get("data_config"))
+        agreement: dict[str, float] = {}
+        row[f"vitedge_{runtime}"] = {
+            "top1": runtime_top1(runtime, qmodel, path, "int8", task, None, threads, agreement=agreement),
+            "top1_sim": task.score(qmodel), "agreement": agreement.get("agreement"),
+            "overflow_fix": config.overflow_fix, "plan": qmodel.precision_plan.summary(),
+            "quantize_s": round(seconds, 1)}
+        print(name, runtime, row[f"vitedge_{runtime}"], flush=True)
+    ok, why = nncf_available()
+    for preset in NNCF_PRESETS:
+        if not ok:
+            row[f"nncf_{preset}"] = {"error": why}
+            continue
+        try:
+            ir = nncf_quantize(fp32, [b.numpy() for b in calib_batches], folder / f"nncf_{preset}.xml", preset)
+            row[f"nncf_{preset}"] = {"top1": runtime_top1("openvino", None, ir, "int8", task, None, threads),
+                                     "version": nncf_version()}
+        except Exception as err:  # NNCF's own failure is a result of the comparison
+            row[f"nncf_{preset}"] = {"error": f"{type(err).__name__}: {err}"[:160]}
+        print(name, preset, row[f"nncf_{preset}"], flush=True)
+    return row
+
+
+def markdown(results: dict[str, dict[str, Any]], command: str) -> str:
+    head = ["model (test images)", "FP32 ORT", "FP32 OV", "vitedge INT8 ORT (= sim %)", "vitedge INT8 OV (= sim %)",
+            "NNCF performance OV", "NNCF transformer OV"]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    for name, r in results.items():
+        def ours(key: str, r: dict[str, Any] = r) -> str:
+            v = r[key]
+            return f"{v['top1']:.2f} ({v['top1'] - r['fp32_torch']:+.2f}; {v['agreement']:.1f})"
+
+        def nncf(key: str, r: dict[str, Any] = r) -> str:
+            v = r[key]
+            return f"{v['top1']:.2f} ({v['top1'] - r['fp32_torch']:+.2f})" if "top1" in v else f"✗ {v['error']}"
+
+        lines.append(f"| {name} ({r['test_images']}) | {r['fp32_onnxruntime']:.2f} | {r['fp32_openvino']:.2f} | "
+                     f"{ours('vitedge_onnxruntime')} | {ours('vitedge_openvino')} | {nncf('nncf_performance')} | "
+                     f"{nncf('nncf_transformer')} |")
+    plans = [f"- {name}, {rt}: {r[f'vitedge_{rt}']['plan']}" for name, r in results.items()
+             for rt in ("onnxruntime", "openvino")]
+    return "\n".join(["Top-1 % on the runtime (Δ pt against FP32; % of predictions equal to the simulation).", "",
+                      *lines, "", "Precision plans:", *plans, "", f"Command: `{command}`", ""])
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--run", action="append", required=True, help="NAME=CHECKPOINT:DATA[:DATA_DIR] (repeatable)")
+    p.add_argument("--calib", type=int, default=512)
+    p.add_argument("--holdout", type=int, default=256)
+    p.add_argument("--eval-limit", type=int, default=None)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", type=Path, required=True)
+    args = p.parse_args(argv)
+    warnings.simplefilter("ignore")
+    results = {}
+    for spec in args.run:
+        name, _, rest = spec.partition("=")
+        checkpoint, data, *data_dir = rest.split(":")
+        results[name] = measure(name, checkpoint, data, data_dir[0] if data_dir else None, args.out, args.calib,
+                                args.holdout, args.eval_limit, args.threads)
+    command = shlex.join([sys.executable, *sys.argv])
+    (args.out / "results.json").write_text(json.dumps({"command": command, "results": results}, indent=2))
+    text = markdown(results, command)
+    (args.out / "results.md").write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -326,12 +326,19 @@ def _run_worker(runtime: str, sources: Sequence[tuple[str | os.PathLike, str]], 
         cmd += ["--batch", str(batch)]
     for path, precision in sources:
         cmd += ["--source", str(path), "--precision", precision]
+    return run_json_worker(cmd, threads, f"the {runtime} latency run")
+
+
+def run_json_worker(cmd: Sequence[str], threads: int, what: str) -> dict[str, Any]:
+    """Run a measuring worker (a fresh process, ``threads`` OpenMP threads) and return the JSON
+    object on the last ``{`` line of its output; its ``{"error": ...}`` or a crash is a VitedgeError
+    naming ``what``."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=3600)
+    proc = subprocess.run(list(cmd), capture_output=True, text=True, env=env, timeout=3600)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if not lines:
         last = (proc.stderr.strip().splitlines() or ["?"])[-1]
-        raise VitedgeError(f"the {runtime} latency run failed: {last}")
+        raise VitedgeError(f"{what} failed: {last}")
     result = json.loads(lines[-1])
     if "error" in result:
         raise VitedgeError(result["error"])

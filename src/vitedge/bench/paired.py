@@ -15,13 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
 
 import numpy as np
 
+from vitedge.bench.deployment import run_json_worker
 from vitedge.errors import VitedgeError
 
 __all__ = ["paired_latency", "paired_ratio"]
@@ -35,16 +35,7 @@ def paired_latency(runtime: str, sources: Sequence[tuple[str | os.PathLike, str]
            "--threads", str(threads), "--rounds", str(rounds), "--block", str(block), "--warmup", str(warmup)]
     for path, precision in sources:
         cmd += ["--source", str(path), "--precision", precision]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600,
-                          env={**os.environ, "OMP_NUM_THREADS": str(threads)})
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    if not lines:
-        last = (proc.stderr.strip().splitlines() or ["?"])[-1]
-        raise VitedgeError(f"the paired {runtime} latency run failed: {last}")
-    result = json.loads(lines[-1])
-    if "error" in result:
-        raise VitedgeError(result["error"])
-    return result
+    return run_json_worker(cmd, threads, f"the paired {runtime} latency run")
 
 
 def paired_ratio(blocks: dict[str, list[float]], ours: str, reference: str) -> float:

@@ -5,15 +5,20 @@ Parity with timm over the whole zoo lives in test_models_parity.py.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from functools import partial
+
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
-from parity import assert_parity, distinct_images, input_dependent
+from parity import assert_parity, distance, distinct_images, input_dependent
 
 import vitedge
 from vitedge.errors import VitedgeError
 from vitedge.models import efficientvit_mit as mit
+from vitedge.models.checkpoint import load, save
 
 B0_OVERRIDES = {
     "stages.0.blocks.0.main": {"mid_channels": 20},  # stride-2 MBConv, default 8 * 4 = 32
@@ -111,6 +116,75 @@ def test_official_state_dict_round_trip(name, official_keys):
     back = mit.convert_official_state_dict({"state_dict": official})
     assert list(back) == list(sd)
     assert all(back[k] is sd[k] for k in sd)
+
+
+# An L1 narrowed to a few thousand weights: the official-weights behaviour depends on the series only
+L_SMALL = dict(widths=(8, 16, 16, 32, 32), depths=(1, 1, 1, 1, 1), head_dim=8, head_widths=(32, 40))
+
+
+def norm_eps(model: nn.Module) -> dict[str, float]:
+    return {name: m.eps for name, m in model.named_modules()
+            if isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.LayerNorm))}
+
+
+@torch.no_grad()
+def shrink_before_norm(layer: nn.Module, scale: float) -> None:
+    """Scale a conv-BN's conv and running stats by ``scale``: the same function as eps → 0, but
+    with a variance where eps is no longer negligible (as in a trained layer's quiet channels)."""
+    layer.conv.weight.mul_(scale)
+    layer.norm.running_mean.mul_(scale)
+    layer.norm.running_var.mul_(scale**2)
+
+
+def official_cls_head(sd: Mapping[str, torch.Tensor], x: torch.Tensor, eps: float) -> torch.Tensor:
+    """The official ClsHead (efficientvit/models/efficientvit/cls.py) of an L model, from official
+    keys: ConvLayer 1×1 (bn2d, gelu) → AdaptiveAvgPool2d → LinearLayer (no bias, ln, gelu) →
+    LinearLayer. ``eps`` is every norm's: the model zoo's ``set_norm_eps(model, 1e-7)``."""
+    gelu = partial(F.gelu, approximate="tanh")  # the official act.py's "gelu"
+    x = F.conv2d(x, sd["head.op_list.0.conv.weight"])
+    x = F.batch_norm(x, sd["head.op_list.0.norm.running_mean"], sd["head.op_list.0.norm.running_var"],
+                     sd["head.op_list.0.norm.weight"], sd["head.op_list.0.norm.bias"], False, 0.0, eps)
+    x = F.adaptive_avg_pool2d(gelu(x), 1).flatten(1)
+    x = F.linear(x, sd["head.op_list.2.linear.weight"])
+    x = F.layer_norm(x, x.shape[-1:], sd["head.op_list.2.norm.weight"], sd["head.op_list.2.norm.bias"], eps)
+    return F.linear(gelu(x), sd["head.op_list.3.linear.weight"], sd["head.op_list.3.linear.bias"])
+
+
+@pytest.mark.parametrize("name, expected", [
+    *((f"efficientvit_b{i}", {}) for i in range(4)),  # official and timm B models: all 1e-5
+    *((f"efficientvit_l{i}", {"head_bn_eps": 1e-7}) for i in range(1, 4)),
+])
+def test_official_model_kwargs(name, expected):
+    assert mit.official_model_kwargs(name) == expected
+    with pytest.raises(VitedgeError, match="not an EfficientViT"):
+        mit.official_model_kwargs("efficientvit_m0")
+
+
+def test_official_l_checkpoint_computes_the_official_head(tmp_path):
+    model = input_dependent(vitedge.create_model("efficientvit_l1", num_classes=10, **L_SMALL),
+                            resolution=64)
+    shrink_before_norm(model.head.in_conv, 1e-2)
+    official = mit.to_official_state_dict(model.state_dict())
+    torch.save({"state_dict": official}, tmp_path / "l1.pt")
+    loaded = load(tmp_path / "l1.pt", "efficientvit_l1", **L_SMALL)
+
+    # the official zoo sets 1e-7 on every norm of an L model; timm (our default build) leaves the
+    # head's 1×1 conv BN at torch's 1e-5, and keeps the head LayerNorm at 1e-7 like the official
+    assert set(norm_eps(loaded).values()) == {1e-7}
+    timm_eps = norm_eps(model)
+    assert {k: v for k, v in timm_eps.items() if v != 1e-7} == {"head.in_conv.norm": 1e-5}
+    assert timm_eps["head.classifier.1"] == 1e-7
+    assert loaded.arch["kwargs"]["head_bn_eps"] == 1e-7
+    # a vitedge checkpoint of it keeps the official eps
+    save(loaded, tmp_path / "l1.safetensors")
+    assert set(norm_eps(load(tmp_path / "l1.safetensors")).values()) == {1e-7}
+
+    with torch.no_grad():
+        features = loaded.forward_features(distinct_images(2, 64))
+        expected = official_cls_head(official, features, eps=1e-7)
+        assert_parity(loaded.forward_head(features), expected, tol=1e-5, what="official L1 head")
+        # the same weights in timm's build miss the official logits
+        assert distance(model.forward_head(features), expected) > 1e-3
 
 
 def test_official_converter_refuses_foreign_keys():

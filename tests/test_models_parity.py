@@ -7,8 +7,10 @@ import torch
 import torch.nn as nn
 from conftest import is_mit, timm_oracle
 from parity import assert_parity, input_dependent
+from safetensors.torch import save_file
 
 import vitedge
+from vitedge.models import efficientvit_mit as mit
 
 ALL_MODELS = vitedge.list_models()
 TIMM_MODELS = [name for name in ALL_MODELS if "_seg_" not in name]  # timm has no seg models
@@ -41,6 +43,26 @@ def test_logits_match_timm(name):
         assert actual.shape == expected.shape == (2, 1000)
         # image 0's logits against image 1's: the oracle must tell two inputs apart
         assert_parity(actual, expected, tol=1e-4, what=f"{name}@{res}")
+
+
+def _norm_eps(model: nn.Module) -> dict[str, float]:
+    return {name: m.eps for name, m in model.named_modules()
+            if isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.LayerNorm))}
+
+
+def test_timm_format_l_checkpoint_keeps_timm_norm_eps(tmp_path):
+    # official L weights build with the official eps (head BN 1e-7); timm's must not
+    assert mit.official_model_kwargs("efficientvit_l1") == {"head_bn_eps": 1e-7}
+    small = dict(widths=(8, 16, 16, 32, 32), depths=(1, 1, 1, 1, 1), head_dim=8, head_widths=(32, 40))
+    reference = timm_oracle("efficientvit_l1", num_classes=10, **small)
+    save_file({k: v.contiguous() for k, v in reference.state_dict().items()},
+              tmp_path / "l1.safetensors")
+    ours = vitedge.load(tmp_path / "l1.safetensors", "efficientvit_l1", attn_eps=TIMM_EPS, **small)
+    assert _norm_eps(ours) == _norm_eps(reference)
+    assert ours.head.in_conv.norm.eps == 1e-5 and "head_bn_eps" not in ours.arch["kwargs"]
+    x = torch.randn(2, 3, 128, 128)
+    with torch.no_grad():
+        assert_parity(ours(x), reference(x), tol=1e-5, what="timm-format L1")
 
 
 @pytest.mark.parametrize("name", ALL_MODELS)

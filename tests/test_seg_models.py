@@ -6,10 +6,14 @@ is reached by exact scaling (checked below), not by a full-size forward.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from functools import partial
+
 import pytest
 import torch
 import torch.nn as nn
-from parity import assert_identical, input_dependent
+import torch.nn.functional as F
+from parity import assert_identical, assert_parity, distance, input_dependent
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import vitedge
@@ -137,6 +141,66 @@ def test_official_keys_round_trip_to_identical_logits(name, dataset, expand, tmp
     reloaded = load(tmp_path / "official.pt", name, dataset=dataset)
     assert reloaded.num_classes == CLASSES[dataset]
     assert_identical(_logits(reloaded), _logits(model))
+    # the official zoo's norm eps (set_norm_eps: 1e-7 on L models), which our build already has
+    assert {m.eps for m in reloaded.modules() if isinstance(m, nn.BatchNorm2d)} == \
+        {1e-7 if "_l" in name else 1e-5}
+    assert seg.official_model_kwargs(name) == {}
+
+
+@torch.no_grad()
+def _quiet_norms(module: nn.Module, scale: float = 1e-2) -> None:
+    """Scale every conv-BN's conv and running stats by ``scale``: the same function as eps → 0,
+    but with variances where eps is no longer negligible (as in a trained layer's quiet channels)."""
+    for m in module.modules():
+        if isinstance(m, mit.ConvNormAct) and isinstance(m.norm, nn.BatchNorm2d):
+            m.conv.weight.mul_(scale)
+            m.norm.running_mean.mul_(scale)
+            m.norm.running_var.mul_(scale**2)
+
+
+def _official_l_seg_head(sd: Mapping[str, torch.Tensor], features: Sequence[torch.Tensor],
+                         eps: float) -> torch.Tensor:
+    """The official SegHead (efficientvit/models/efficientvit/seg.py) of an L model without final
+    expansion, from official keys: 1×1 conv-BN per input, bicubic upsample (align_corners=False),
+    list_sum, residual FusedMBConv (gelu, None), classifier conv. ``eps`` is every BN's: the
+    model zoo's ``set_norm_eps(model, 1e-7)``."""
+    gelu = partial(F.gelu, approximate="tanh")  # the official act.py's "gelu"
+
+    def conv_bn(x: torch.Tensor, p: str, padding: int = 0) -> torch.Tensor:
+        x = F.conv2d(x, sd[p + "conv.weight"], padding=padding)
+        return F.batch_norm(x, sd[p + "norm.running_mean"], sd[p + "norm.running_var"],
+                            sd[p + "norm.weight"], sd[p + "norm.bias"], False, 0.0, eps)
+
+    def up(x: torch.Tensor, factor: int) -> torch.Tensor:
+        return F.interpolate(x, scale_factor=factor, mode="bicubic", align_corners=False)
+
+    stage2, stage3, stage4 = features
+    x = up(conv_bn(stage4, "head.input_ops.0.op_list.0."), 4) + (
+        up(conv_bn(stage3, "head.input_ops.1.op_list.0."), 2) + conv_bn(stage2, "head.input_ops.2."))
+    depth = len({k.split(".")[3] for k in sd if k.startswith("head.middle.op_list.")})
+    for j in range(depth):
+        p = f"head.middle.op_list.{j}.main."
+        x = x + conv_bn(gelu(conv_bn(x, p + "spatial_conv.", padding=1)), p + "point_conv.")
+    return F.conv2d(x, sd["head.output_ops.0.op_list.0.conv.weight"],
+                    sd["head.output_ops.0.op_list.0.conv.bias"])
+
+
+def test_official_l_seg_checkpoint_computes_the_official_head(tmp_path):
+    small = dict(widths=(8, 16, 16, 32, 32), depths=(1, 1, 1, 1, 1), head_dim=8, head_width=32)
+    model = input_dependent(vitedge.create_model("efficientvit_seg_l1", **small), resolution=SMALL)
+    _quiet_norms(model.head)
+    official = seg.to_official_state_dict(model.state_dict())
+    torch.save({"state_dict": official}, tmp_path / "l1.pt")
+    loaded = load(tmp_path / "l1.pt", "efficientvit_seg_l1", **small)
+    assert {m.eps for m in loaded.modules() if isinstance(m, nn.BatchNorm2d)} == {1e-7}
+
+    torch.manual_seed(1)
+    with torch.no_grad():
+        features = loaded.forward_features(torch.randn(2, 3, *SMALL))
+        expected = _official_l_seg_head(official, features, eps=1e-7)
+        assert_parity(loaded.forward_head(features), expected, tol=1e-5, what="official Seg-L1 head")
+        # the check can fail: a head with torch's default BN eps misses by far more
+        assert distance(_official_l_seg_head(official, features, eps=1e-5), expected) > 1e-3
 
 
 def test_classification_converter_refuses_a_seg_checkpoint():

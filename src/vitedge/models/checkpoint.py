@@ -108,7 +108,8 @@ def load(
 
     - a vitedge checkpoint rebuilds its own architecture (``model`` may be omitted);
     - a timm or official MIT/Microsoft checkpoint needs ``model`` (the registered name); the
-      number of classes is read from the checkpoint unless ``num_classes`` is given;
+      number of classes is read from the checkpoint unless ``num_classes`` is given; an official
+      one builds the model with the family's ``official_model_kwargs`` (keywords given win);
     - a quantized checkpoint (``vitedge.quantization.save_quantized``) comes back fake-quantized;
     - ``backbone_only=True`` keeps the new model's classifier and loads everything else, for
       fine-tuning a pretrained backbone on a dataset with other classes.
@@ -142,7 +143,12 @@ def load(
                                "architecture it holds; pass the model name (e.g. --model efficientvit_b0)")
         if not is_model(model):
             raise unknown_model_error(model)
-        state = convert_state_dict(read_state_dict(path), model)
+        state = {k.removeprefix("module."): v for k, v in read_state_dict(path).items()}
+        family = family_module(model)
+        if family.is_official_state_dict(state):
+            # official weights expect the official hyper-parameters where timm's differ (norm eps)
+            kwargs = {**family.official_model_kwargs(model), **kwargs}
+        state = convert_state_dict(state, model)
         if num_classes is None and not backbone_only:
             num_classes = _classes_in(state, model)
         if num_classes is not None:

@@ -15,6 +15,10 @@ Numerics: the linear attention's ``num / (den + eps)`` always runs in FP32, with
 ``attn_eps`` defaults to the official 1e-15 (timm uses 1e-5 — pass ``attn_eps=1e-5`` for
 bit-level parity with timm). Unlike the official code there is no switch to the quadratic form
 for tiny maps (H·W <= head dim): a branch on the input size would be frozen by tracing.
+Norm eps: the official model zoo sets every norm of an L model to 1e-7; timm builds the L head's
+1×1 conv BN with 1e-5 instead (``head_bn_eps``). Models are built as timm builds them;
+:func:`official_model_kwargs` gives the keywords that make one compute what the official code
+computes, and :func:`vitedge.models.checkpoint.load` passes them for official-format weights.
 
 Structured pruning: ``block_widths`` rebuilds a model with narrower blocks. Keys are module
 paths exactly as in the state dict (the module that owns the width):
@@ -59,6 +63,7 @@ __all__ = [
     "convert_official_state_dict",
     "from_official_backbone_key",
     "is_official_state_dict",
+    "official_model_kwargs",
     "to_official_backbone_key",
     "to_official_state_dict",
 ]
@@ -302,7 +307,7 @@ class MitSeries:
     depth_counts_downsample: bool
     act: ActLayer
     norm_eps: float  # BatchNorm of the backbone, LayerNorm of the head
-    head_bn_eps: float  # BatchNorm of the head's 1×1 conv
+    head_bn_eps: float  # BatchNorm of the head's 1×1 conv, as timm builds it
     crop_pct: float
 
 
@@ -438,6 +443,8 @@ class EfficientVitMit(nn.Module):
     Runs at any input resolution divisible by 32; ``img_size`` is the default resolution
     recorded in ``data_config`` for profiling and export. ``num_features`` is the backbone's
     output width, ``head_hidden_size`` the width of ``forward_head(..., pre_logits=True)``.
+    ``head_bn_eps`` overrides the eps of the head's 1×1 conv BN (default: the series' value,
+    timm's); official L weights need ``series.norm_eps``, see :func:`official_model_kwargs`.
 
     Example::
 
@@ -460,6 +467,7 @@ class EfficientVitMit(nn.Module):
         attn_eps: float = 1e-15,
         drop_rate: float = 0.0,
         block_widths: BlockWidths | None = None,
+        head_bn_eps: float | None = None,
     ) -> None:
         super().__init__()
         if isinstance(img_size, bool) or not isinstance(img_size, int) or img_size <= 0 \
@@ -478,8 +486,10 @@ class EfficientVitMit(nn.Module):
             raise VitedgeError(f"head widths need 2 entries [conv, hidden], got {head_widths!r}")
         for w in head_widths:
             _positive_int(w, "head widths")
+        if head_bn_eps is None:
+            head_bn_eps = series.head_bn_eps
         self.head = ClassifierHead(self.num_features, head_widths, num_classes, drop_rate,
-                                   series.act, series.head_bn_eps, series.norm_eps)
+                                   series.act, head_bn_eps, series.norm_eps)
         self.head_hidden_size = head_widths[1]
         overrides.check_all_used()
 
@@ -564,8 +574,8 @@ L_SERIES = MitSeries(
     depth_counts_downsample=False,
     act=partial(nn.GELU, approximate="tanh"),
     norm_eps=1e-7,
-    # timm builds the head's BN with the default eps (the official code patches 1e-7 into every
-    # norm after construction); we follow timm, whose converted weights we load.
+    # timm builds the head's BN with torch's default eps; the official model zoo sets 1e-7 on every
+    # norm, this one included. Built as timm by default; official_model_kwargs gives the other.
     head_bn_eps=1e-5,
     crop_pct=1.0,
 )
@@ -608,6 +618,24 @@ def _create(name: str, **kwargs: Any) -> EfficientVitMit:
     series = _SERIES[variant.pop("series")]
     # keywords override the variant's fields; an unknown keyword is a TypeError from __init__
     return EfficientVitMit(series, **{**variant, **kwargs})
+
+
+def official_model_kwargs(name: str) -> dict[str, Any]:
+    """Keywords that make classifier ``name`` compute what the official code computes.
+
+    Registered models are built as timm builds them, so timm weights give timm's logits. The
+    official model zoo (``create_cls_model``: ``set_norm_eps(model, 1e-7)`` for L models) puts
+    every norm of an L model at 1e-7, where timm leaves the head's 1×1 conv BN at 1e-5; the
+    official attention eps (1e-15) is already the default. Example::
+
+        model = create_model("efficientvit_l1", **official_model_kwargs("efficientvit_l1"))
+    """
+    if name not in _VARIANTS:
+        raise VitedgeError(f"{name!r} is not an EfficientViT (MIT) classifier")
+    series = _SERIES[_VARIANTS[name]["series"]]
+    if series.head_bn_eps == series.norm_eps:
+        return {}
+    return {"head_bn_eps": series.norm_eps}
 
 
 # --------------------------------------------------------------------------------------------

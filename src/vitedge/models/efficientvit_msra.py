@@ -60,6 +60,7 @@ __all__ = [
     "EfficientVitMsra",
     "convert_official_state_dict",
     "is_official_state_dict",
+    "official_model_kwargs",
     "to_official_state_dict",
 ]
 
@@ -524,6 +525,14 @@ _VARIANTS: dict[str, dict[str, tuple[int, ...]]] = {
 # --------------------------------------------------------------------------------------------
 
 _DOWNSAMPLE_PARTS = ("res1", "patchmerge", "res2")
+
+
+def official_model_kwargs(name: str) -> dict[str, Any]:
+    """Keywords that make ``name`` compute what the official (Cream) code computes: none, timm's
+    Microsoft models already do."""
+    if name not in _VARIANTS:
+        raise VitedgeError(f"{name!r} is not an EfficientViT (Microsoft) model")
+    return {}
 
 
 def is_official_state_dict(state_dict: Mapping[str, Any]) -> bool:

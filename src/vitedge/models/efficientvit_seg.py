@@ -56,6 +56,7 @@ __all__ = [
     "SegHead",
     "convert_official_state_dict",
     "is_official_state_dict",
+    "official_model_kwargs",
     "to_official_state_dict",
 ]
 
@@ -282,6 +283,17 @@ def _head_pairs(expand: bool) -> tuple[tuple[str, str], ...]:
         return _HEAD_TO_OFFICIAL + (("head.expand.", "head.output_ops.0.op_list.0."),
                                     ("head.classifier.", "head.output_ops.0.op_list.1.conv."))
     return _HEAD_TO_OFFICIAL + (("head.classifier.", "head.output_ops.0.op_list.0.conv."),)
+
+
+def official_model_kwargs(name: str) -> dict[str, Any]:
+    """Keywords that make seg model ``name`` compute what the official code computes: none.
+
+    With no timm counterpart to follow, the seg models are built as the official model zoo builds
+    them (``create_seg_model``: every norm of an L model at 1e-7, the head's included).
+    """
+    if name not in _HEADS:
+        raise VitedgeError(f"{name!r} is not an EfficientViT segmentation model")
+    return {}
 
 
 def is_official_state_dict(sd: Mapping[str, Any]) -> bool:

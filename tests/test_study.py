@@ -208,3 +208,108 @@ def test_study_killed_during_finetuning_resumes_to_the_same_numbers(finished_stu
                for c in (study, finished_study)]
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def _stage(folder: Path) -> dict:
+    return json.loads((folder / "stage.json").read_text())
+
+
+def test_dense_reference_gets_the_pruned_models_finetuning_budget(finished_study):
+    from vitedge.models.checkpoint import read_metadata
+    from vitedge.study.stages import file_digest
+
+    run = finished_study.run_dir
+    reference, pruned = _stage(run / "dense_finetune"), _stage(run / "prune" / "l2_p40")
+    baseline = _stage(run / "baseline")["result"]
+    # ratio 0 through the pruned models' recipe: the same settings, from the same baseline
+    assert reference["key"] == {**pruned["key"], "ratio": 0.0}
+    configs = [json.loads((stage / "finetune" / "metrics.json").read_text())["config"]
+               for stage in (run / "dense_finetune", run / "prune" / "l2_p40")]
+    assert configs[0]["epochs"] == 2 and configs[0]["distill"]["teacher"] == "dense"
+    assert {**configs[0], "out": None} == {**configs[1], "out": None}  # epochs, lr, crops, distillation
+    assert configs[0]["model"] == baseline["checkpoint"]
+    tuned = load_file(reference["result"]["checkpoint"])
+    before = load_file(baseline["checkpoint"])
+    assert not all(torch.equal(tuned[k], before[k]) for k in tuned)
+    # the dense rows, its INT8 and the recommendation's reference are that model, not the baseline
+    results = json.loads((run / "results.json").read_text())
+    dense_fp32 = [r for r in results["rows"] if r["variant"] == "dense" and r["precision"] == "fp32"]
+    assert dense_fp32 and all(r["top1_torch"] == reference["result"]["top1_fp32"] for r in dense_fp32)
+    for runtime in deployment_matrix(finished_study):
+        quantized = run / "quantize" / "dense" / runtime / "model.safetensors"
+        assert read_metadata(quantized)["extra"]["source"] == reference["result"]["checkpoint"]
+    assert _stage(run / "export" / "dense_fp32")["key"]["source"] == file_digest(reference["result"]["checkpoint"])
+    report = (run / "report.md").read_text()
+    assert "The dense reference got the same fine-tuning budget as the pruned models (2 epochs" in report
+    assert f"{baseline['top1']:.2f} → {reference['result']['top1_fp32']:.2f} %" in report
+    assert "fine-tuned with the same budget" in results["recommendation"]
+
+
+def _photo_folder(root: Path, classes=("cat", "dog", "fox"), per_split={"train": 30, "test": 10}) -> Path:
+    """A tiny image folder of non-square photos (class = a tint), where the crop changes the pixels."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, count in per_split.items():
+        for c, name in enumerate(classes):
+            (root / split / name).mkdir(parents=True)
+            for i in range(count):
+                pixels = rng.integers(0, 256, (40, 56, 3)).astype(np.float32)
+                pixels[..., c] = 0.5 * pixels[..., c] + 120
+                pixels[8:32, 12:44] = 255 - pixels[8:32, 12:44]  # a centre unlike the border
+                Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(root / split / name / f"{i}.png")
+    return root
+
+
+def test_every_artifact_records_the_studys_preprocessing_and_eval_agrees(tmp_path, monkeypatch, capsys):
+    """A checkpoint trained elsewhere with other preprocessing: the study's crop and size are the ones
+    every checkpoint and ONNX file it writes records, so `vitedge eval` and `vitedge predict` on them
+    give the report's numbers. Without fine-tuning the dense reference is the baseline itself."""
+    import vitedge
+    from test_cli import run_cli
+    from vitedge.deploy import read_onnx_metadata
+    from vitedge.models.checkpoint import read_metadata
+
+    photos = _photo_folder(tmp_path / "photos")
+    own = {"input_size": [3, 64, 64], "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25], "crop_pct": 0.6,
+           "interpolation": "bilinear"}
+    torch.manual_seed(0)
+    given = vitedge.save(vitedge.create_model("efficientvit_b0", num_classes=3), tmp_path / "given.safetensors",
+                         extra={"classes": ["cat", "dog", "fox"], "data_config": own})
+    config = _mini(tmp_path, name="given", **{
+        "data.dataset": str(photos), "checkpoint": str(given), "data.crop_pct": 1.0, "pruning.finetune_epochs": 0,
+        "deploy.runtime": "onnxruntime", "deploy.breakdown": False})
+    config = dataclasses.replace(config, deploy=dataclasses.replace(config.deploy, accelerator=None))
+    run_study(config, log=lambda line: None)
+    run = config.run_dir
+    expected = {**own, "input_size": [3, 32, 32], "crop_pct": 1.0}  # the checkpoint's, the study's on top
+    checkpoints = [p for p in run.rglob("*.safetensors") if "state" not in p.name]
+    assert len(checkpoints) == 4  # baseline copy, pruned, both INT8
+    for path in checkpoints:
+        assert read_metadata(path)["extra"]["data_config"] == expected, path
+    onnx_files = sorted(run.rglob("*.onnx"))
+    assert len(onnx_files) == 4
+    for path in onnx_files:
+        assert read_onnx_metadata(path)["vitedge.preprocessing"] == expected, path
+    assert not (run / "dense_finetune").exists()  # no fine-tuning: nothing to give the dense model
+    assert "The dense reference got the same fine-tuning budget" not in (run / "report.md").read_text()
+
+    rows = {(r["variant"], r["precision"]): r for r in json.loads((run / "results.json").read_text())["rows"]}
+    assert rows["dense", "fp32"]["top1_torch"] == _stage(run / "baseline")["result"]["top1"]
+    # `vitedge eval` on each FP32 checkpoint the study exported gives the report's PyTorch number
+    for variant, checkpoint in (("dense", run / "baseline" / "model.safetensors"),
+                                ("l2_p40", run / "prune" / "l2_p40" / "model.safetensors")):
+        code, out, err = run_cli(monkeypatch, capsys, "eval", str(checkpoint), "--data", str(photos), "--json", "-")
+        assert code == 0, err
+        assert json.loads(out)["top1"] == pytest.approx(rows[variant, "fp32"]["top1_torch"], abs=1e-9)
+    # `vitedge predict` on every test image with the exported FP32 file gives the report's FP32 number
+    images = sorted((photos / "test").rglob("*.png"))
+    for variant in ("dense", "l2_p40"):
+        code, out, err = run_cli(monkeypatch, capsys, "predict", *map(str, images), "--model",
+                                 str(run / "export" / f"{variant}_fp32" / "model.onnx"), "--top", "1",
+                                 "--threads", "1")
+        assert code == 0, err
+        predicted = dict(line.split(": ", 1) for line in out.strip().splitlines())
+        correct = sum(predicted[str(p)].split()[0] == p.parent.name for p in images)
+        assert 100.0 * correct / len(images) == pytest.approx(rows[variant, "fp32"]["top1"], abs=1e-9)

@@ -59,6 +59,17 @@ def write_report(config: StudyConfig, variants: Sequence[Variant], run_dir: Path
                         "roofline floor"))
 
     doc = Document(f"vitedge study: {config.name}")
+    p = config.pruning
+    dense = next(v for v in variants if v.ratio == 0)
+    reference = "the dense FP32 model"
+    same_budget = ""
+    if "top1_baseline" in dense.metrics:  # the dense model got the pruned models' fine-tuning too
+        reference = "the dense FP32 model (fine-tuned with the same budget)"
+        distilled = ", distilled from the baseline" if p.distill else ""
+        same_budget = (f" The dense reference got the same fine-tuning budget as the pruned models "
+                       f"({p.finetune_epochs} epochs at lr {p.lr:g}, the same crops{distilled}; {metric} "
+                       f"{dense.metrics['top1_baseline']:.2f} → {dense.metrics['top1_fp32']:.2f} % in PyTorch), "
+                       "so every Δ measures pruning, not extra training.")
     source = f"checkpoint `{config.checkpoint}`" if config.checkpoint else \
         f"trained here for {config.baseline.epochs} epochs"
     subset = ""
@@ -69,8 +80,8 @@ def write_report(config: StudyConfig, variants: Sequence[Variant], run_dir: Path
              f"rounded to 32) and timed at {d.seg_latency_size[0]}×{d.seg_latency_size[1]}" if seg
              else f"at {config.data.img_size} px")
     doc.paragraph(f"{config.model} on {config.data.dataset} {where}{subset}; baseline "
-                  f"{source}. Pruning: {config.pruning.criterion}, {config.pruning.scope} scope, fine-tuned "
-                  f"{config.pruning.finetune_epochs} epochs{' with distillation' if config.pruning.distill else ''}. "
+                  f"{source}. Pruning: {p.criterion}, {p.scope} scope, fine-tuned "
+                  f"{p.finetune_epochs} epochs{' with distillation' if p.distill else ''}.{same_budget} "
                   f"INT8: {config.quantization.method} W{config.quantization.w_bits}A{config.quantization.a_bits}, "
                   f"{config.quantization.calib} calibration images"
                   f"{f', QAT {config.quantization.qat_epochs} epochs' if config.quantization.qat_epochs else ''}. "
@@ -80,7 +91,7 @@ def write_report(config: StudyConfig, variants: Sequence[Variant], run_dir: Path
                   f"{d.batch_size}, {d.threads} threads, median of {d.runs} runs alternated across all models of a "
                   f"runtime. Tables 1–3 show {runtime}, the runtime of the recommendation.")
     doc.heading("Recommendation")
-    recommendation = recommend(every, config.report.max_drop, metric)
+    recommendation = recommend(every, config.report.max_drop, metric, reference)
     doc.paragraph(recommendation)
     doc.heading("Results")
     doc.table(deployment_table(every, chosen, metric))

@@ -123,6 +123,10 @@ def study_tables(rows: Sequence[Row], variants: Sequence[Variant], runtime: str,
                         delta(r.top1), f"{r.params / 1e6:.3f} ({x(r.params, ref.params)})",
                         f"{r.macs / 1e6:.1f} ({x(r.macs, ref.macs)})", *latencies(r), f"{r.size_mib:.2f}"])
     dense = [v for v in variants if v.ratio == 0][0]
+    before = dense.metrics.get("top1_baseline")  # set when the dense model got the fine-tuning budget too
+    reference_note = ("" if before is None else
+                      f" The 0 % row is the baseline fine-tuned with the pruned models' budget ({before:.2f} → "
+                      f"{dense.metrics['top1_fp32']:.2f} in PyTorch); every Δ is against it.")
     quant = []
     for precision in ("fp32", "bf16", "int8"):
         if (dense.name, precision) not in by:
@@ -162,7 +166,7 @@ def study_tables(rows: Sequence[Row], variants: Sequence[Variant], runtime: str,
               ["ratio", f"{m} pruned", f"{m} fine-tuned", "Δ pt", "params M", "MACs M", *lat, "size MiB"],
               pruning,
               f"{m} pruned: PyTorch, right after pruning → after re-estimating BatchNorm statistics "
-              "(no training); fine-tuned: on the runtime."),
+              "(no training); fine-tuned: on the runtime." + reference_note),
         Table("Table 2 — quantization (dense model)",
               ["precision", f"{m} PyTorch", f"{m} runtime", "Δ pt", *lat, "size MiB (×)"], quant,
               qnote + "."),
@@ -210,21 +214,22 @@ def pick(rows: Sequence[Row], max_drop: float) -> Row:
     return min((r for r in rows if r.top1 >= ref.top1 - max_drop), key=lambda r: r.latency_ms)
 
 
-def recommend(rows: Sequence[Row], max_drop: float, metric: str = "top-1") -> str:
+def recommend(rows: Sequence[Row], max_drop: float, metric: str = "top-1",
+              reference: str = "the dense FP32 model") -> str:
     """The fastest deployment (variant, runtime, precision) within ``max_drop`` points of the dense
-    FP32 model, in one paragraph that says which runtime and why."""
+    FP32 model, in one paragraph that says which runtime and why; ``reference`` names that model."""
     ref = _ref(rows)
     best = pick(rows, max_drop)
     fastest = min(rows, key=lambda r: r.latency_ms)
     if best is ref:
-        text = (f"No compressed variant stays within {max_drop:g} pt of the dense FP32 model "
+        text = (f"No compressed variant stays within {max_drop:g} pt of {reference} "
                 f"({ref.top1:.2f} %): keep it, or give fine-tuning a larger budget.")
     else:
         text = (f"**Pick {best.label}** (`{best.variant}`, {best.precision}): {ref.latency_ms / best.latency_ms:.2f}× "
-                f"faster than the dense FP32 model ({best.latency_ms:.2f} vs {ref.latency_ms:.2f} ms), "
+                f"faster than {reference} ({best.latency_ms:.2f} vs {ref.latency_ms:.2f} ms), "
                 f"{best.size_mib:.2f} MiB instead of {ref.size_mib:.2f}, "
                 f"at {best.top1 - ref.top1:+.2f} pt {metric} "
-                f"({best.top1:.2f} %) — the fastest variant within {max_drop:g} pt of the baseline.")
+                f"({best.top1:.2f} %) — the fastest variant within {max_drop:g} pt of it.")
     runtimes = sorted({r.runtime for r in rows if r.runtime})
     if len(runtimes) > 1:
         others = [min((r for r in rows if r.runtime == name and r.variant == best.variant

@@ -1,8 +1,9 @@
 """The whole edge-compression study as one resumable pipeline.
 
 baseline (train, or the given checkpoint) → prune at each ratio + fine-tune (distilled from the
-baseline) → quantize every variant for each deployment runtime (PTQ, optional QAT; the points where
-that runtime fuses them) → export FP32 and INT8 ONNX → top-1 on each runtime × precision → latency
+baseline; the dense reference every Δ is measured against gets the same fine-tuning) → quantize
+every variant for each deployment runtime (PTQ, optional QAT; the points where that runtime fuses
+them) → export FP32 and INT8 ONNX → top-1 on each runtime × precision → latency
 (one process per runtime, runs alternated across all its files) → report, which recommends the
 fastest (variant, runtime, precision) within the accuracy budget.
 
@@ -75,16 +76,19 @@ def run_study(config: StudyConfig, *, log: Log = print) -> StudyResult:
     text = json.dumps(config.to_dict(), indent=2)
     atomic_write(run_dir / "config.json", lambda tmp: Path(tmp).write_text(text))
 
-    dense = _baseline(config, run_dir, log)
-    task = _task(config, dense.checkpoint)
-    variants = [dense] + [_prune(config, run_dir, dense, ratio, log) for ratio in config.pruning.ratios]
+    baseline = _baseline(config, run_dir, log)
+    task = _task(config, baseline.checkpoint)
+    # every Δ is against a dense model trained as long as the pruned ones, so pruning is not credited
+    # with their extra fine-tuning
+    dense = _dense_reference(config, run_dir, baseline, log)
+    variants = [dense] + [_prune(config, run_dir, baseline, ratio, log) for ratio in config.pruning.ratios]
     frame = task.frame if config.task == "seg" else None
     matrix = deployment_matrix(config)
     log("deploy: " + ", ".join(f"{runtime} {'/'.join(precisions)}" for runtime, precisions in matrix.items()))
     for variant in variants:
         for runtime in matrix:  # INT8 quantized for each runtime: the graph its kernels fuse
             _quantize(config, run_dir, variant, log, runtime)
-        _export(config, run_dir, variant, log, matrix, frame)
+        _export(config, run_dir, variant, log, matrix, frame, task.data_config)
         _runtime_top1(config, run_dir, variant, task, log)
     _latency(config, run_dir, variants, log, frame)
     hardware = (_hardware(config, run_dir, variants, log) if config.task != "seg" else
@@ -122,15 +126,31 @@ def _train_config(config: StudyConfig, out: Path, *, model: str, epochs: int, lr
         distill=DistillConfig(teacher=teacher))
 
 
-def _task(config: StudyConfig, checkpoint: Path) -> Any:
-    """The study's data with ``checkpoint``'s classes and preprocessing (what its exports expect)."""
+def study_preprocessing(config: StudyConfig, checkpoint: Path) -> dict[str, Any]:
+    """The one preprocessing of the study: ``checkpoint``'s (or its architecture's) with the study's
+    ``data.img_size`` and ``data.crop_pct`` (when set) on top. The study evaluates with it and every
+    checkpoint and ONNX file it writes records it, so ``vitedge eval`` and ``vitedge predict`` on
+    them see the images the report's numbers were measured on."""
     from vitedge.models.checkpoint import load, read_metadata
-    from vitedge.train.task_data import TaskData
+    from vitedge.train.trainer import jsonable_config
 
     model = load(checkpoint)
     extra = read_metadata(checkpoint)["extra"]
-    return TaskData(data_config(config, 1.0), {**model.data_config, **extra.get("data_config", {})},
-                    extra.get("classes"))
+    merged = {**model.data_config, **extra.get("data_config", {})}
+    channels = merged.get("input_size", (3,))[0]
+    merged["input_size"] = (channels, config.data.img_size, config.data.img_size)
+    if config.data.crop_pct is not None:
+        merged["crop_pct"] = config.data.crop_pct
+    return jsonable_config(merged)
+
+
+def _task(config: StudyConfig, checkpoint: Path) -> Any:
+    """The study's data with ``checkpoint``'s classes and the study's preprocessing."""
+    from vitedge.models.checkpoint import read_metadata
+    from vitedge.train.task_data import TaskData
+
+    classes = read_metadata(checkpoint)["extra"].get("classes")
+    return TaskData(data_config(config, 1.0), study_preprocessing(config, checkpoint), classes)
 
 
 # --------------------------------------------------------------------------------------------
@@ -157,16 +177,25 @@ def _baseline(config: StudyConfig, run_dir: Path, log: Log) -> Variant:
 
 
 def _given_baseline(config: StudyConfig, run_dir: Path, log: Log) -> Variant:
-    from vitedge.models.checkpoint import load
+    """The given checkpoint, copied into the run with the study's preprocessing recorded: what was
+    pruned, quantized and exported from it inherits that record, not the one it was trained with."""
+    from vitedge.models.checkpoint import load, read_metadata, save
 
     checkpoint = Path(config.checkpoint)
     stage = Stage(run_dir / "baseline", {"checkpoint": str(checkpoint.resolve()),
-                                         "digest": file_digest(checkpoint), "data": config.section("data")}, log)
+                                         "digest": file_digest(checkpoint), "data": config.section("data"),
+                                         "preprocessing": study_preprocessing(config, checkpoint)}, log)
     result = stage.cached()
     if result is None:
-        top1 = _task(config, checkpoint).score(load(checkpoint))
+        task = _task(config, checkpoint)
+        model = load(checkpoint)
+        top1 = task.score(model)
         log(f"baseline: {checkpoint} — top-1 {top1:.2f} %")
-        result = stage.done({"checkpoint": str(checkpoint), "top1": top1})
+        extra = {**read_metadata(checkpoint)["extra"], "classes": task.classes, "data_config": task.data_config,
+                 "source": str(checkpoint)}
+        stage.folder.mkdir(parents=True, exist_ok=True)
+        copy = save(model, stage.folder / "model.safetensors", extra=extra)
+        result = stage.done({"checkpoint": str(copy), "top1": top1})
     return _dense_variant(result, stage)
 
 
@@ -181,17 +210,35 @@ def _dense_variant(result: dict[str, Any], stage: Stage) -> Variant:
 
 
 def _prune(config: StudyConfig, run_dir: Path, dense: Variant, ratio: float, log: Log) -> Variant:
+    name = f"{config.pruning.criterion}_p{round(ratio * 100)}"
+    return _prune_stage(config, run_dir / "prune" / name, name, dense, ratio, log)
+
+
+def _dense_reference(config: StudyConfig, run_dir: Path, baseline: Variant, log: Log) -> Variant:
+    """The dense model every variant is compared with: the baseline given the pruned models'
+    fine-tuning budget (ratio 0 through the same recipe: epochs, lr, crops, distillation from the
+    baseline), or the baseline itself when there is no fine-tuning."""
+    if config.pruning.finetune_epochs == 0:
+        return baseline
+    reference = _prune_stage(config, run_dir / "dense_finetune", "dense", baseline, 0.0, log)
+    metrics = {k: v for k, v in reference.metrics.items() if k not in ("top1_pruned", "top1_bn")}
+    reference.metrics = {**metrics, "top1_baseline": baseline.metrics["top1_fp32"]}
+    return reference
+
+
+def _prune_stage(config: StudyConfig, folder: Path, name: str, dense: Variant, ratio: float, log: Log) -> Variant:
     from vitedge.pruning import PruneConfig
     from vitedge.pruning.recipe import DENSE_TEACHER, PRUNED_FILE, prune_checkpoint
 
     p = config.pruning
-    name = f"{p.criterion}_p{round(ratio * 100)}"
     settings = {k: v for k, v in config.section("pruning").items() if k != "ratios"}  # adding a ratio redoes none
-    stage = Stage(run_dir / "prune" / name, {"baseline": dense.fingerprint, "ratio": ratio,
-                                             "pruning": settings, "seed": config.seed}, log)
+    stage = Stage(folder, {"baseline": dense.fingerprint, "ratio": ratio, "pruning": settings,
+                           "seed": config.seed}, log)
     result = stage.cached()
     if result is None:
-        log(f"prune: {name} ({ratio:.0%} of the channels by {p.criterion}), fine-tune {p.finetune_epochs} epochs")
+        log(f"dense reference: the baseline fine-tuned {p.finetune_epochs} epochs, the pruned models' budget"
+            if ratio == 0 else
+            f"prune: {name} ({ratio:.0%} of the channels by {p.criterion}), fine-tune {p.finetune_epochs} epochs")
         (stage.folder / PRUNED_FILE).unlink(missing_ok=True)  # saved just before an interruption
         train = _train_config(config, stage.folder / "finetune", model=str(dense.checkpoint),
                               epochs=max(1, p.finetune_epochs), lr=p.lr,
@@ -277,10 +324,11 @@ def _quantize(config: StudyConfig, run_dir: Path, variant: Variant, log: Log, ta
 
 
 def _export(config: StudyConfig, run_dir: Path, variant: Variant, log: Log, matrix: dict[str, tuple[str, ...]],
-            frame: tuple[int, int] | None = None) -> None:
+            frame: tuple[int, int] | None = None, preprocessing: dict[str, Any] | None = None) -> None:
     """ONNX files of ``variant`` for every deployment in ``matrix``: one FP32 file (bf16 runs it too)
     and one INT8 file per target runtime (segmentation: at the test ``frame`` size, and again at
-    ``deploy.seg_latency_size`` for the second latency column)."""
+    ``deploy.seg_latency_size`` for the second latency column). Each file records ``preprocessing``
+    (the study's); None: its checkpoint's."""
     from vitedge.deploy import export
     from vitedge.models.checkpoint import load, read_metadata
 
@@ -290,7 +338,7 @@ def _export(config: StudyConfig, run_dir: Path, variant: Variant, log: Log, matr
     for suffix, size in sizes.items():
         for name, source in sources.items():
             precision = name.split("_")[0]
-            key = {"source": file_digest(source), "precision": precision,
+            key = {"source": file_digest(source), "precision": precision, "preprocessing": preprocessing,
                    **({"size": list(size)} if size else {})}
             stage = Stage(run_dir / "export" / f"{variant.name}_{name}{suffix}", key, log)
             result = stage.cached()
@@ -300,7 +348,7 @@ def _export(config: StudyConfig, run_dir: Path, variant: Variant, log: Log, matr
                 path = stage.folder / "model.onnx"
                 extra = read_metadata(source)["extra"]
                 export(load(source), path, precision, resolution=size, classes=extra.get("classes"),
-                       data_config=extra.get("data_config"))
+                       data_config=preprocessing or extra.get("data_config"))
                 result = stage.done({"file": str(path), "size_mib": path.stat().st_size / 2**20})
             written[name, suffix] = result
     for runtime, precisions in matrix.items():

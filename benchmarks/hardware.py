@@ -29,7 +29,7 @@ from pathlib import Path
 import vitedge
 from vitedge.hardware.accelerator import estimate, get_accelerator
 from vitedge.hardware.roofline import cpu_breakdown, measure_peaks, plot_breakdown
-from vitedge.models.checkpoint import atomic_write
+from vitedge.io import atomic_write
 
 # The authors' early cycle model scaled to (8×8 + 8×8) × 16 at 200 MHz (the spec's arithmetic).
 REFERENCE_FPS = {

@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    from vitedge.models.checkpoint import read_metadata
+    from vitedge.io import read_metadata
     from vitedge.train.config import DataConfig
     from vitedge.train.task_data import TaskData
 

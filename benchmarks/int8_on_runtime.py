@@ -12,6 +12,7 @@ For each ``--run NAME=CHECKPOINT:DATA[:DATA_DIR]``:
 - NNCF's ``nncf.quantize`` (performance and transformer presets) of the FP32 file on the same
   calibration images, on OpenVINO.
 
+A segmentation checkpoint (CamVid) is scored by mIoU on whole test frames, exported at their size.
 Writes ``results.json`` and ``results.md``. Accuracy only: latency is ``deploy_speed.py``'s job.
 
 Example::
@@ -37,19 +38,22 @@ def measure(name: str, checkpoint: str, data: str, data_dir: str | None, out: Pa
     import vitedge
     from vitedge.bench.deployment import runtime_top1
     from vitedge.bench.nncf_anchor import NNCF_PRESETS, nncf_available, nncf_quantize, nncf_version
-    from vitedge.models.checkpoint import load, read_metadata
+    from vitedge.io import load_bundle
     from vitedge.quantization import QuantConfig
     from vitedge.train.config import DataConfig
     from vitedge.train.task_data import TaskData
 
     folder = out / name
     folder.mkdir(parents=True, exist_ok=True)
-    model = load(checkpoint).eval()
-    extra = read_metadata(checkpoint)["extra"]
-    task = TaskData(DataConfig(dataset=data, root=data_dir, eval_limit=eval_limit),
-                    {**model.data_config, **extra.get("data_config", {})}, extra.get("classes"))
+    bundle = load_bundle(checkpoint)
+    model, extra = bundle.model, bundle.extra
+    task = TaskData(DataConfig(dataset=data, root=data_dir, eval_limit=eval_limit), bundle.data_config,
+                    bundle.classes)
     calib_batches, held_out = task.sample(calib), task.sample(holdout, skip=calib)
-    fp32 = vitedge.export(model, folder / "fp32.onnx", classes=task.classes, data_config=extra.get("data_config"))
+    # a segmentation model runs on whole frames: export at their size (classifiers: their own)
+    size = task.frame if task.metric == "miou" else None
+    fp32 = vitedge.export(model, folder / "fp32.onnx", classes=task.classes, data_config=extra.get("data_config"),
+                          resolution=size)
     row: dict[str, Any] = {"checkpoint": checkpoint, "data": data, "test_images": len(task.eval_set),
                            "fp32_torch": task.score(model)}
     for runtime in ("onnxruntime", "openvino"):
@@ -59,7 +63,7 @@ def measure(name: str, checkpoint: str, data: str, data_dir: str | None, out: Pa
         qmodel = vitedge.quantize(model, calib_batches, config=config, holdout=held_out or None)
         seconds = time.perf_counter() - start
         path = vitedge.export(qmodel, folder / f"int8_{runtime}.onnx", "int8", classes=task.classes,
-                              data_config=extra.get("data_config"))
+                              data_config=extra.get("data_config"), resolution=size)
         agreement: dict[str, float] = {}
         row[f"vitedge_{runtime}"] = {
             "top1": runtime_top1(runtime, qmodel, path, "int8", task, None, threads, agreement=agreement),

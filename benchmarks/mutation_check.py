@@ -465,7 +465,7 @@ def _short(node: str) -> str:
 
 
 def write_outputs(out: Path, report: dict) -> str:
-    from vitedge.models.checkpoint import atomic_write
+    from vitedge.io import atomic_write
     from vitedge.report.document import Document
 
     doc = Document("Mutation check")

@@ -37,8 +37,8 @@ import torch.nn as nn
 
 import vitedge
 from vitedge.pruning import PruneConfig
-from vitedge.pruning.recipe import DENSE_TEACHER, PRUNED_FILE, REPORT_FILE, prune_checkpoint
 from vitedge.train.checkpoint import STATE_FILE
+from vitedge.workflows.prune import DENSE_TEACHER, PRUNED_FILE, REPORT_FILE, prune_checkpoint
 
 # Issue 4 sets these limits for EfficientViT-B0 only; other models get the table without checks.
 ACCEPT = {"macs_40": 0.6, "ort_40": 0.75, "drop_20": 1.0, "drop_40": 2.5}

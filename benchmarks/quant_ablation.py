@@ -37,7 +37,7 @@ import torch
 import torch.nn as nn
 
 import vitedge
-from vitedge.models.checkpoint import atomic_write
+from vitedge.io import atomic_write
 from vitedge.quantization import QuantConfig, TrioConfig, point_report, report_markdown
 from vitedge.train.config import QAT_ALPHA, QAT_EMA, QAT_LR, QAT_STEP_LR_MULT
 
@@ -115,7 +115,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def load_model(args: argparse.Namespace) -> tuple[nn.Module, dict[str, Any], list[str] | None]:
     """The float model, its preprocessing config and its class names."""
     if args.checkpoint:
-        from vitedge.models.checkpoint import read_metadata
+        from vitedge.io import read_metadata
 
         model = vitedge.load(args.checkpoint)
         extra = read_metadata(args.checkpoint)["extra"]
@@ -176,7 +176,7 @@ def markdown(results: list[dict[str, Any]], command: str) -> str:
 
 def qat_row(args: argparse.Namespace, config: QuantConfig | None, previous: dict[str, Any] | None) -> dict[str, Any]:
     """``+ QAT``: the best W8A8 PTQ config, calibrated the same way, then LSQ fine-tuning
-    distilled from the FP32 checkpoint (vitedge.quantization.recipe.quantize_checkpoint).
+    distilled from the FP32 checkpoint (vitedge.workflows.quantize.quantize_checkpoint).
     ``previous``: this row from an interrupted run on the same setup, kept if it matches; a QAT
     run that stopped part-way resumes from its last epoch."""
     name = "+ QAT (distilled from FP32)"
@@ -188,9 +188,9 @@ def qat_row(args: argparse.Namespace, config: QuantConfig | None, previous: dict
     same = previous and previous.get("config") == config.to_dict()
     if same and all(previous.get(k) == v for k, v in setup.items()):
         return previous
-    from vitedge.quantization.recipe import quantize_checkpoint
     from vitedge.train import DataConfig, TrainConfig
     from vitedge.train.config import DistillConfig, EMAConfig, OptimConfig
+    from vitedge.workflows.quantize import quantize_checkpoint
 
     data = DataConfig(dataset=args.data, root=args.data_dir, img_size=args.img_size,
                       batch_size=min(args.batch_size, 128), workers=args.workers,

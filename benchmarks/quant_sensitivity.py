@@ -26,7 +26,7 @@ from quant_ablation import load_model
 
 import vitedge
 from vitedge.data import build_dataset, eval_transform
-from vitedge.models.checkpoint import atomic_write
+from vitedge.io import atomic_write
 from vitedge.quantization import QuantConfig, count_kinds, point_report, quantizers
 from vitedge.train import evaluate
 

@@ -37,7 +37,7 @@ import torch
 
 import vitedge
 from vitedge.deploy import OnnxRuntime
-from vitedge.models.checkpoint import atomic_write
+from vitedge.io import atomic_write
 from vitedge.quantization import QuantConfig
 from vitedge.train.seg_metrics import IGNORE_INDEX, SegMetricCounts, predict
 
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _load(args: argparse.Namespace) -> tuple[torch.nn.Module, dict[str, Any], list[str] | None]:
     if args.checkpoint:
-        from vitedge.models.checkpoint import read_metadata
+        from vitedge.io import read_metadata
 
         model = vitedge.load(args.checkpoint).eval()
         extra = read_metadata(args.checkpoint)["extra"]

@@ -26,10 +26,11 @@ import torch
 
 from vitedge.bench.profile import profile
 from vitedge.errors import VitedgeError
-from vitedge.models.checkpoint import atomic_write, load
+from vitedge.io import atomic_write
+from vitedge.models.checkpoint import load
 from vitedge.pruning import PruneConfig
-from vitedge.pruning.recipe import DENSE_TEACHER, prune_checkpoint
 from vitedge.train import DataConfig, DistillConfig, OptimConfig, TrainConfig
+from vitedge.workflows.prune import DENSE_TEACHER, prune_checkpoint
 
 ACCEPT_DROP = 2.0  # pt mIoU, 20 % pruning + fine-tuning vs the dense model (issue 8)
 CITYSCAPES_LIKE = (1024, 2048)  # the published MACs' input size

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 import vitedge
-from vitedge.models.checkpoint import atomic_write, read_metadata
+from vitedge.io import atomic_write, read_metadata
 from vitedge.quantization import QuantConfig, TrioConfig
 from vitedge.train.config import DataConfig
 from vitedge.train.task_data import TaskData

@@ -59,7 +59,7 @@ import torch
 
 from vitedge.data.archive import extract_once
 from vitedge.errors import VitedgeError
-from vitedge.models.checkpoint import atomic_write
+from vitedge.io import atomic_write
 from vitedge.train import DataConfig, OptimConfig, TrainConfig, train
 from vitedge.train.checkpoint import STATE_FILE, read_train_meta
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import vitedge
-from vitedge.models.checkpoint import atomic_write
+from vitedge.io import atomic_write
 
 
 @pytest.fixture(params=[0o022, 0o027, 0o002], ids=lambda m: f"umask{m:03o}")

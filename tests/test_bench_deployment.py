@@ -96,7 +96,7 @@ def test_bench_without_data_says_why_int8_is_missing(monkeypatch, capsys, tiny_c
 def test_nncf_anchor_row_says_what_to_install(monkeypatch, tmp_path):
     from vitedge.bench import deployment, nncf_anchor
 
-    monkeypatch.setattr(nncf_anchor, "nncf_available",
+    monkeypatch.setattr(deployment, "nncf_available",  # where the bench looks it up
                         lambda: (False, "No module named 'nncf': pip install nncf (pip install 'vitedge[test]')"))
     row = deployment._nncf_row("performance", tmp_path / "m.onnx", [], tmp_path, None, None, [1], 32, 1, 1, 0)
     assert not row["ok"] and row["quantizer"] == "NNCF performance" and "pip install nncf" in row["reason"]

@@ -9,7 +9,8 @@ from parity import assert_identical, input_dependent
 
 import vitedge
 from vitedge.errors import VitedgeError
-from vitedge.models.checkpoint import load, read_metadata, save
+from vitedge.io import read_metadata
+from vitedge.models.checkpoint import load, save
 from vitedge.models.registry import family_module
 
 ALL_MODELS = vitedge.list_models()
@@ -42,8 +43,11 @@ def test_save_load_keeps_width_overrides(tmp_path):
 @pytest.mark.parametrize("name", [n for n in ALL_MODELS if n != "efficientvit_l3"])
 def test_official_format_checkpoint_loads_to_identical_outputs(name, tmp_path):
     res = 128 if is_mit(name) else 224  # MIT at any multiple of 32: small, for L3's sake
-    model = input_dependent(vitedge.create_model(name), resolution=res)
-    official = family_module(name).to_official_state_dict(model.state_dict())
+    family = family_module(name)
+    # built as official weights load: with the official norm eps where timm's differ (L head BN)
+    model = input_dependent(vitedge.create_model(name, **family.official_model_kwargs(name)),
+                            resolution=res)
+    official = family.to_official_state_dict(model.state_dict())
     assert set(official) != set(model.state_dict()), "the official names must differ from ours"
     wrapper = "state_dict" if is_mit(name) else "model"
     torch.save({wrapper: official}, tmp_path / "official.pth")

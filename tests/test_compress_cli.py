@@ -10,7 +10,7 @@ import torch
 from test_cli import assert_one_line_error, run_cli
 
 import vitedge
-from vitedge.models.checkpoint import read_metadata
+from vitedge.io import read_metadata
 from vitedge.quantization import is_quantized
 
 

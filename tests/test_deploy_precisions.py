@@ -16,7 +16,7 @@ from test_quantization import calib, dense, images
 import vitedge
 from vitedge.deploy import OnnxRuntime, export, read_onnx_metadata
 from vitedge.deploy.predict import load_predictor
-from vitedge.models.checkpoint import read_metadata
+from vitedge.io import read_metadata
 from vitedge.quantization import QuantConfig
 
 onnx = pytest.importorskip("onnx")

@@ -5,8 +5,6 @@ wrapper's own code, against a stand-in module (second half of this file)."""
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
@@ -69,7 +67,6 @@ from contextlib import contextmanager
 import onnx
 from onnx import TensorProto, helper
 
-from vitedge.deploy import tensorrt_runtime
 from vitedge.deploy.tensorrt_runtime import MAX_BATCH, TensorRTRuntime, tensorrt_available
 from vitedge.errors import VitedgeError
 

@@ -141,3 +141,15 @@ def test_cli_help_without_the_extras(tmp_path):
                           cwd=tmp_path, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "Usage: vitedge" in proc.stdout and "bench" in proc.stdout
+
+
+def test_the_venv_holds_exactly_the_locked_versions():
+    """What CI tested is what a fresh machine gets: `pip freeze` of the venv equals constraints.txt
+    (refresh both with `make lock` after a deliberate upgrade)."""
+    locked = {line.strip() for line in (ROOT / "constraints.txt").read_text().splitlines()
+              if line.strip() and not line.startswith("#")}
+    frozen = subprocess.run([sys.executable, "-m", "pip", "freeze", "--exclude-editable"], capture_output=True,
+                            text=True, check=True).stdout
+    installed = {line.strip() for line in frozen.splitlines() if line.strip() and not line.startswith("#")}
+    assert installed - locked == set() and locked - installed == set(), (
+        f"not locked: {sorted(installed - locked)}; locked but not installed: {sorted(locked - installed)}")

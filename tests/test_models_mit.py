@@ -12,7 +12,6 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
 from parity import assert_parity, distance, distinct_images, input_dependent
 
 import vitedge

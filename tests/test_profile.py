@@ -82,3 +82,15 @@ def test_alternated_latency_times_each_model_in_blocks():
     assert "".join(calls) == "a" + "b" + "a" * 4 + "b" * 4 + "a" * 3 + "b" * 3
     with pytest.raises(vitedge.VitedgeError):
         measure_alternated(runners, backend="none", batch_size=1, threads=1, block=0)
+
+
+def test_profile_takes_height_and_width_like_export():
+    """A segmentation user passes (height, width); twice the pixels cost about twice the MACs."""
+    model = vitedge.create_model("efficientvit_seg_b0", num_classes=11)
+    wide = profile(model, resolution=(128, 256))
+    square = profile(model, resolution=128)
+    assert wide["input_size"] == [3, 128, 256]
+    assert 1.9 < wide["macs"] / square["macs"] < 2.1
+    for bad in ((0, 5), (128,), 12.5, "224"):
+        with pytest.raises(vitedge.VitedgeError, match="resolution must be a positive side"):
+            profile(model, resolution=bad)

@@ -8,7 +8,6 @@ randomised BatchNorm statistics, so a wrong slice of any norm, conv or linear sh
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 import torch.nn as nn
@@ -389,8 +388,8 @@ def _tiny_folder(root, classes=("ant", "bee"), per_split=(6, 4)):
 
 
 def test_prune_checkpoint_finetunes_with_the_dense_teacher_and_saves(tmp_path):
-    from vitedge.pruning.recipe import prune_checkpoint
     from vitedge.train import DataConfig, DistillConfig, TrainConfig
+    from vitedge.workflows.prune import prune_checkpoint
 
     data = _tiny_folder(tmp_path / "data")
     model = vitedge.create_model("efficientvit_b0", num_classes=2, img_size=32)

@@ -19,7 +19,8 @@ import yaml
 from safetensors.torch import load_file
 
 from vitedge.errors import VitedgeError
-from vitedge.study import StudyConfig, load_study_config, run_study
+from vitedge.report import study_with_report
+from vitedge.study import StudyConfig, load_study_config
 from vitedge.study.config import PRESETS
 from vitedge.study.pipeline import deployment_matrix
 
@@ -105,8 +106,9 @@ def _mini(tmp_path, name="mini", **extra):
 
 # the study as a user's process runs it, on one thread so that two runs compute bit-identical
 # numbers: the killed-and-resumed run below must end where the uninterrupted one (the fixture) did
-_STUDY_SCRIPT = ("import sys, json; from vitedge.study import load_study_config, run_study; "
-                 "run_study(load_study_config(overrides=json.loads(sys.argv[1])), log=lambda l: None)")
+_STUDY_SCRIPT = ("import sys, json; from vitedge.study import load_study_config; "
+                 "from vitedge.report import study_with_report; "
+                 "study_with_report(load_study_config(overrides=json.loads(sys.argv[1])), log=lambda l: None)")
 _ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}
 _FINETUNE = {"pruning.finetune_epochs": 2}  # two epochs: the kill lands between them
 
@@ -173,7 +175,7 @@ def test_rerun_with_the_same_config_does_no_work(finished_study):
     config = finished_study
     stamps = {p: p.stat().st_mtime_ns for p in config.run_dir.rglob("stage.json")}
     start = time.perf_counter()
-    second = run_study(config, log=lambda line: None)
+    second = study_with_report(config, log=lambda line: None)
     assert {p: p.stat().st_mtime_ns for p in config.run_dir.rglob("stage.json")} == stamps
     assert time.perf_counter() - start < 60
     # the recorded stages give back the first run's numbers
@@ -215,7 +217,7 @@ def _stage(folder: Path) -> dict:
 
 
 def test_dense_reference_gets_the_pruned_models_finetuning_budget(finished_study):
-    from vitedge.models.checkpoint import read_metadata
+    from vitedge.io import read_metadata
     from vitedge.study.stages import file_digest
 
     run = finished_study.run_dir
@@ -266,10 +268,11 @@ def test_every_artifact_records_the_studys_preprocessing_and_eval_agrees(tmp_pat
     """A checkpoint trained elsewhere with other preprocessing: the study's crop and size are the ones
     every checkpoint and ONNX file it writes records, so `vitedge eval` and `vitedge predict` on them
     give the report's numbers. Without fine-tuning the dense reference is the baseline itself."""
-    import vitedge
     from test_cli import run_cli
+
+    import vitedge
     from vitedge.deploy import read_onnx_metadata
-    from vitedge.models.checkpoint import read_metadata
+    from vitedge.io import read_metadata
 
     photos = _photo_folder(tmp_path / "photos")
     own = {"input_size": [3, 64, 64], "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25], "crop_pct": 0.6,
@@ -281,7 +284,7 @@ def test_every_artifact_records_the_studys_preprocessing_and_eval_agrees(tmp_pat
         "data.dataset": str(photos), "checkpoint": str(given), "data.crop_pct": 1.0, "pruning.finetune_epochs": 0,
         "deploy.runtime": "onnxruntime", "deploy.breakdown": False})
     config = dataclasses.replace(config, deploy=dataclasses.replace(config.deploy, accelerator=None))
-    run_study(config, log=lambda line: None)
+    study_with_report(config, log=lambda line: None)
     run = config.run_dir
     expected = {**own, "input_size": [3, 32, 32], "crop_pct": 1.0}  # the checkpoint's, the study's on top
     checkpoints = [p for p in run.rglob("*.safetensors") if "state" not in p.name]

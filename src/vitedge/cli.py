@@ -121,7 +121,7 @@ def profile_command(
     if breakdowns:
         _print_breakdowns(breakdowns, plot, markdown)
     if json_out is not None:
-        from vitedge.models.checkpoint import atomic_write
+        from vitedge.io import atomic_write
 
         text = json.dumps(results, indent=2)
         atomic_write(json_out, lambda tmp: Path(tmp).write_text(text))
@@ -130,7 +130,7 @@ def profile_command(
 
 def _print_breakdowns(breakdowns: list, plot: Path | None, markdown: Path | None) -> None:
     from vitedge.hardware.roofline import plot_breakdown
-    from vitedge.models.checkpoint import atomic_write
+    from vitedge.io import atomic_write
 
     for bd in breakdowns:
         table = Table(title=f"{bd.model} {bd.resolution}² on {bd.runtime}, {bd.threads} threads: nodes "
@@ -167,7 +167,7 @@ def hw_command(
 ) -> None:
     """Estimate FPS, GOPS and MAC utilisation of a model on an FPGA accelerator (W8A8 cycle model)."""
     from vitedge.hardware.accelerator import estimate, get_accelerator
-    from vitedge.models.checkpoint import atomic_write
+    from vitedge.io import atomic_write
 
     if resolution is not None and resolution <= 0:
         raise VitedgeError(f"--resolution must be positive (got {resolution})")
@@ -236,7 +236,7 @@ def convert_command(
 @app.command("info")
 def info_command(checkpoint: Annotated[Path, typer.Argument(help="vitedge .safetensors checkpoint")]) -> None:
     """Show the model config and extra information stored in a vitedge checkpoint."""
-    from vitedge.models.checkpoint import read_metadata
+    from vitedge.io import read_metadata
 
     console.print_json(json.dumps(read_metadata(checkpoint)))
 
@@ -401,7 +401,7 @@ def _print_per_class(title: str, column: str, values: dict[str, float]) -> None:
 
 
 def _write_json(metrics: dict, path: Path) -> None:
-    from vitedge.models.checkpoint import atomic_write
+    from vitedge.io import atomic_write
 
     text = json.dumps(metrics, indent=2)
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
@@ -430,7 +430,7 @@ def prune_command(
 ) -> None:
     """Prune a checkpoint, evaluate it, optionally fine-tune (distilled), evaluate again, save."""
     from vitedge.pruning import PruneConfig
-    from vitedge.pruning.recipe import DENSE_TEACHER, prune_checkpoint
+    from vitedge.workflows.prune import DENSE_TEACHER, prune_checkpoint
 
     if finetune_epochs < 0:
         raise VitedgeError(f"--finetune-epochs must be >= 0 (got {finetune_epochs})")
@@ -489,7 +489,7 @@ def quantize_command(
 ) -> None:
     """Quantize a checkpoint (PTQ, optionally QAT distilled from the float model), evaluate, save."""
     from vitedge.quantization import QuantConfig
-    from vitedge.quantization.recipe import quantize_checkpoint
+    from vitedge.workflows.quantize import quantize_checkpoint
 
     if qat_epochs < 0:
         raise VitedgeError(f"--qat-epochs must be >= 0 (got {qat_epochs})")
@@ -504,7 +504,7 @@ def quantize_command(
     refine = None
     if latency_plan and target in ("openvino", "onnxruntime"):
         from vitedge.bench.latency_plan import latency_plan as plan_latency
-        from vitedge.models.checkpoint import read_metadata
+        from vitedge.io import read_metadata
 
         trained_at = read_metadata(checkpoint)["extra"].get("data_config", {}).get("input_size")
 
@@ -536,7 +536,7 @@ def export_command(
 ) -> None:
     """Export a model for deployment (ONNX FP32/FP16/INT8 QDQ with preprocessing metadata)."""
     from vitedge.deploy import export
-    from vitedge.models.checkpoint import read_metadata
+    from vitedge.io import read_metadata
 
     extra = read_metadata(model)["extra"] if Path(model).is_file() else {}
     net = resolve_model(model)
@@ -615,7 +615,8 @@ def study_command(
 
     Re-running the same command resumes a killed study and skips every finished stage.
     """
-    from vitedge.study import load_study_config, run_study
+    from vitedge.report import study_with_report
+    from vitedge.study import load_study_config
 
     overrides = {"name": name, "task": task, "data.dataset": data,
                  "data.root": str(data_dir) if data_dir else None,
@@ -632,7 +633,7 @@ def study_command(
 
         typer.echo(yaml.safe_dump(study.to_dict(), sort_keys=False).rstrip())
         return
-    result = run_study(study, log=lambda line: console.print(line, highlight=False, markup=False))
+    result = study_with_report(study, log=lambda line: console.print(line, highlight=False, markup=False))
     console.print(f"report: {result.report} (+ report.html, results.json, results.csv, plots/)", highlight=False)
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,7 +24,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from vitedge.bench.latency_plan import latency_plan
+from vitedge.bench.nncf_anchor import nncf_available, nncf_quantize, nncf_version
+from vitedge.deploy import RUNTIMES, export, get_runtime, load_runtime
 from vitedge.errors import VitedgeError
+from vitedge.io import atomic_write, load_bundle
+from vitedge.quantization import QuantConfig, is_quantized, load_quantized, quantize, save_quantized
+from vitedge.quantization.config import TARGETS
+from vitedge.train.seg_metrics import SegMetricCounts
+from vitedge.train.task_data import TaskData
+from vitedge.workers import run_json_worker
 
 if TYPE_CHECKING:
     from vitedge.train.config import DataConfig
@@ -60,8 +68,6 @@ def bench_deployment(
     float the attention or depthwise points that run faster so on its runtime
     (:mod:`vitedge.bench.latency_plan`). Writes ``bench.json`` and ``bench.md`` to ``out``.
     """
-    from vitedge.deploy import RUNTIMES, export, get_runtime
-    from vitedge.models.checkpoint import atomic_write, load, read_metadata
 
     if any(b < 1 for b in batch_sizes) or runs < 1 or threads < 1:
         raise VitedgeError("batch sizes, runs and threads must all be at least 1")
@@ -72,14 +78,11 @@ def bench_deployment(
             raise VitedgeError(f"runtime {spec.name} is not available: {why}")
     out_dir = Path(out)
     checkpoint = Path(checkpoint)
-    model = load(checkpoint).eval()
-    extra = read_metadata(checkpoint)["extra"]
-    data_config = {**model.data_config, **extra.get("data_config", {})}
+    bundle = load_bundle(checkpoint)
+    model, extra, data_config = bundle.model, bundle.extra, bundle.data_config
     resolution = int(data_config["input_size"][-1])
     task = None
     if data is not None:
-        from vitedge.train.task_data import TaskData
-
         task = TaskData(data, data_config, extra.get("classes"))
 
     calib_batches = task.sample(calib) if task is not None else []  # vitedge's and NNCF's INT8 alike
@@ -171,8 +174,6 @@ def _nncf_row(preset: str, fp32: Path | str, calib_images: list[np.ndarray], out
               eval_limit: int | None, batch_sizes: list[int], resolution: int, threads: int, runs: int,
               warmup: int) -> dict[str, Any]:
     """The NNCF anchor row for ``preset``: its INT8 IR on OpenVINO."""
-    from vitedge.bench.nncf_anchor import nncf_available, nncf_quantize, nncf_version
-
     row: dict[str, Any] = {"runtime": "openvino", "precision": "int8", "ok": False, "quantizer": f"NNCF {preset}"}
     ok, why = nncf_available()
     if not ok:
@@ -219,8 +220,6 @@ def bench_markdown(rows: list[dict[str, Any]], batch_sizes: Sequence[int]) -> st
 def _int8_target(runtime: str) -> str:
     """The quantization target whose graph ``runtime`` runs (PyTorch runs ONNX Runtime's, which
     the simulation matches bit for bit)."""
-    from vitedge.quantization.config import TARGETS
-
     return runtime if runtime in TARGETS else "onnxruntime"
 
 
@@ -230,8 +229,6 @@ def _int8_models(model: torch.nn.Module, quantized: str | os.PathLike | None, ta
                  holdout: list[torch.Tensor] | None = None) -> tuple[dict[str, torch.nn.Module], str]:
     """The INT8 model of each target (``{"given": model}`` when ``quantized`` is passed), or the
     reason there is none; with ``plan_resolution``, CPU targets get a latency plan timed there."""
-    from vitedge.quantization import QuantConfig, is_quantized, load_quantized, quantize, save_quantized
-
     if quantized is not None:
         qmodel = load_quantized(quantized)
         if not is_quantized(qmodel):
@@ -244,8 +241,6 @@ def _int8_models(model: torch.nn.Module, quantized: str | os.PathLike | None, ta
         qmodel = quantize(model, calib_batches, config=QuantConfig.for_target(target, method="trio"),
                           holdout=holdout or None)
         if plan_resolution is not None and target in ("openvino", "onnxruntime"):
-            from vitedge.bench.latency_plan import latency_plan
-
             latency_plan(qmodel, resolution=plan_resolution, threads=threads)
         save_quantized(qmodel, out_dir / f"int8_{target}.safetensors", extra={"classes": task.classes})
         qmodels[target] = qmodel
@@ -259,8 +254,6 @@ def runtime_top1(runtime: str, model: torch.nn.Module | None, artifact: Path, pr
     the mIoU when ``task`` is a segmentation set. With ``agreement`` (a dict) and ``model`` for a
     runtime other than torch, also the percentage of images (pixels) on which the runtime predicts
     what ``model`` (the PyTorch simulation of the file) predicts, stored under ``"agreement"``."""
-    from vitedge.deploy import load_runtime
-
     engine = load_runtime(runtime, model if runtime == "torch" else artifact, precision=precision,
                           threads=threads)
     reference = model if agreement is not None and runtime != "torch" and model is not None else None
@@ -278,8 +271,6 @@ def runtime_top1(runtime: str, model: torch.nn.Module | None, artifact: Path, pr
 
     try:
         if task.metric == "miou":
-            from vitedge.train.seg_metrics import SegMetricCounts
-
             counts = SegMetricCounts(len(task.classes))
             for images, masks in torch.utils.data.DataLoader(dataset, batch_size=4):
                 outputs = engine(images.numpy())
@@ -327,19 +318,3 @@ def _run_worker(runtime: str, sources: Sequence[tuple[str | os.PathLike, str]], 
     for path, precision in sources:
         cmd += ["--source", str(path), "--precision", precision]
     return run_json_worker(cmd, threads, f"the {runtime} latency run")
-
-
-def run_json_worker(cmd: Sequence[str], threads: int, what: str) -> dict[str, Any]:
-    """Run a measuring worker (a fresh process, ``threads`` OpenMP threads) and return the JSON
-    object on the last ``{`` line of its output; its ``{"error": ...}`` or a crash is a VitedgeError
-    naming ``what``."""
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    proc = subprocess.run(list(cmd), capture_output=True, text=True, env=env, timeout=3600)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    if not lines:
-        last = (proc.stderr.strip().splitlines() or ["?"])[-1]
-        raise VitedgeError(f"{what} failed: {last}")
-    result = json.loads(lines[-1])
-    if "error" in result:
-        raise VitedgeError(result["error"])
-    return result

@@ -27,6 +27,7 @@ from pathlib import Path
 import torch.nn as nn
 
 from vitedge.bench.paired import paired_latency, paired_ratio
+from vitedge.deploy import export
 from vitedge.errors import VitedgeError
 from vitedge.quantization import keep_in_float, quantizers
 from vitedge.quantization.plan import fixed_plan
@@ -67,7 +68,6 @@ def latency_plan(qmodel: nn.Module, *, resolution: int, runtime: str | None = No
     if runtime not in ("onnxruntime", "openvino"):
         raise VitedgeError(f"a latency plan is measured on onnxruntime or openvino, not {runtime!r}; quantize "
                            "for one of them (target=...)")
-    from vitedge.deploy import export
 
     groups = group_points(qmodel)
     if not groups:

@@ -16,10 +16,15 @@ measurement). Prints one JSON line ``{"batches": {"1": {source: result, ...}, ..
 from __future__ import annotations
 
 import argparse
-import json
 import sys
+from typing import Any
 
 import numpy as np
+
+from vitedge.bench.latency import measure_alternated
+from vitedge.deploy.runtimes import load_runtime
+from vitedge.models.checkpoint import load
+from vitedge.workers import answer_json
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -47,22 +52,16 @@ def main(argv: list[str] | None = None) -> int:
         p.error("give --precision once, or once per --source")
     batches = args.batch or [1]
 
-    from vitedge.errors import VitedgeError
-
-    try:
+    def measure() -> dict[str, Any]:
         by_batch = {b: _measure(args, b, precisions) for b in batches}
-    except VitedgeError as err:
-        print(json.dumps({"error": str(err)}))
-        return 2
-    print(json.dumps({"batches": {str(b): {path: r.to_dict() for path, r in results.items()}
-                                  for b, results in by_batch.items()}}))
-    return 0
+        return {"batches": {str(b): {path: r.to_dict() for path, r in results.items()}
+                            for b, results in by_batch.items()}}
+
+    return answer_json(measure)
 
 
 def _measure(args: argparse.Namespace, batch: int, precisions: list[str]) -> dict:
     """Each source's latency at ``batch``, runs alternated; runtimes loaded afresh for the size."""
-    from vitedge.bench.latency import measure_alternated
-    from vitedge.deploy.runtimes import load_runtime
 
     x = np.random.default_rng(0).standard_normal((batch, 3, *args.resolution), dtype=np.float32)
     runners = {}
@@ -80,7 +79,6 @@ def _source(runtime: str, path: str, threads: int) -> object:
         return path
     import torch
 
-    from vitedge.models.checkpoint import load
 
     torch.set_num_threads(threads)
     return load(path)

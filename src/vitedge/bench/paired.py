@@ -13,7 +13,6 @@ prints one JSON line ``{source: [block median ms, ...]}`` (or ``{"error": messag
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -21,8 +20,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from vitedge.bench.deployment import run_json_worker
-from vitedge.errors import VitedgeError
+from vitedge.deploy import load_runtime
+from vitedge.workers import answer_json, run_json_worker
 
 __all__ = ["paired_latency", "paired_ratio"]
 
@@ -57,30 +56,27 @@ def main(argv: list[str] | None = None) -> int:
     precisions = args.precision or ["fp32"] * len(args.source)
     if len(precisions) != len(args.source):
         p.error("give --precision once per --source")
+    return answer_json(lambda: _blocks(args, precisions))
 
-    from vitedge.deploy import load_runtime
 
-    try:
-        x = np.random.default_rng(0).standard_normal((1, 3, args.resolution, args.resolution), dtype=np.float32)
-        engines = {src: load_runtime(args.runtime, src, precision=prec, threads=args.threads)
-                   for src, prec in zip(args.source, precisions)}
-        for engine in engines.values():
-            for _ in range(args.warmup):
+def _blocks(args: argparse.Namespace, precisions: list[str]) -> dict[str, list[float]]:
+    """Median ms of each block of ``args.block`` runs, per source, over alternating rounds."""
+    x = np.random.default_rng(0).standard_normal((1, 3, args.resolution, args.resolution), dtype=np.float32)
+    engines = {src: load_runtime(args.runtime, src, precision=prec, threads=args.threads)
+               for src, prec in zip(args.source, precisions)}
+    for engine in engines.values():
+        for _ in range(args.warmup):
+            engine(x)
+    blocks: dict[str, list[float]] = {src: [] for src in engines}
+    for _ in range(args.rounds):
+        for src, engine in engines.items():
+            times = []
+            for _ in range(args.block):
+                start = time.perf_counter()
                 engine(x)
-        blocks: dict[str, list[float]] = {src: [] for src in engines}
-        for _ in range(args.rounds):
-            for src, engine in engines.items():
-                times = []
-                for _ in range(args.block):
-                    start = time.perf_counter()
-                    engine(x)
-                    times.append((time.perf_counter() - start) * 1000)
-                blocks[src].append(float(np.median(times)))
-    except VitedgeError as err:
-        print(json.dumps({"error": str(err)}))
-        return 2
-    print(json.dumps(blocks))
-    return 0
+                times.append((time.perf_counter() - start) * 1000)
+            blocks[src].append(float(np.median(times)))
+    return blocks
 
 
 if __name__ == "__main__":

@@ -12,13 +12,15 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from vitedge.errors import VitedgeError
+from vitedge.hardware.operators import extract_operators
+from vitedge.models.inputs import Resolution, input_size
 
 
-def profile(model: nn.Module, resolution: int | None = None, batch_size: int = 1) -> dict[str, Any]:
+def profile(model: nn.Module, resolution: Resolution | None = None, batch_size: int = 1) -> dict[str, Any]:
     """Params, MACs, weight bytes and activation bytes of ``model`` at ``resolution``.
 
-    ``resolution`` defaults to the model's own input size (``model.data_config``). MACs are per
+    ``resolution`` (a side, or (height, width)) defaults to the model's own input size
+    (``model.data_config``). MACs are per
     forward pass of ``batch_size`` images. ``activation_bytes`` sums the outputs of every leaf
     module (what a training step keeps alive, roughly); ``peak_layer_bytes`` is the largest
     input + output of one leaf (the working set an inference engine must hold at once).
@@ -29,8 +31,6 @@ def profile(model: nn.Module, resolution: int | None = None, batch_size: int = 1
         >>> round(stats["macs"] / 1e9, 3)
         0.1
     """
-    from vitedge.hardware.operators import extract_operators
-
     channels, height, width = input_size(model, resolution)
     leaf_out, peak = [], [0]
 
@@ -57,26 +57,6 @@ def profile(model: nn.Module, resolution: int | None = None, batch_size: int = 1
         "input_size": [channels, height, width],
         "batch_size": batch_size,
     }
-
-
-def forward_at(model: nn.Module, x: torch.Tensor) -> Any:
-    """``model(x)``, with a one-line error when the model cannot take that input size (the M
-    family's attention biases and windows are built for one resolution)."""
-    try:
-        return model(x)
-    except RuntimeError as err:
-        name = getattr(model, "arch", {}).get("name", type(model).__name__)
-        raise VitedgeError(f"{name} cannot run on a {x.shape[-2]}×{x.shape[-1]} input "
-                           f"({str(err).splitlines()[0][:100]}); build it for that size: "
-                           f"create_model(..., img_size={x.shape[-1]})") from err
-
-
-def input_size(model: nn.Module, resolution: int | None = None) -> tuple[int, int, int]:
-    """(channels, height, width) the model takes: its own ``data_config``, or ``resolution`` square."""
-    channels, height, width = getattr(model, "data_config", {}).get("input_size", (3, 224, 224))
-    if resolution is not None:
-        height = width = resolution
-    return channels, height, width
 
 
 def _tensors(obj: Any) -> list[torch.Tensor]:

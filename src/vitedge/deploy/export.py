@@ -12,6 +12,9 @@ import torch.nn as nn
 from vitedge.deploy.formats import check_precision, get_format
 from vitedge.deploy.onnx_export import export_onnx
 from vitedge.errors import VitedgeError
+from vitedge.models.checkpoint import save
+from vitedge.quantization.checkpoint import save_quantized
+from vitedge.quantization.points import is_quantized
 
 __all__ = ["export"]
 
@@ -20,9 +23,6 @@ def _export_torch(model: nn.Module, path: Path, *, precision: str, resolution: i
                   classes: Sequence[str] | None, dynamic_batch: bool = True,
                   data_config: Mapping[str, Any] | None = None) -> Path:
     del resolution, dynamic_batch  # a torch checkpoint runs at any input size and batch
-    from vitedge.models.checkpoint import save
-    from vitedge.quantization.checkpoint import save_quantized
-    from vitedge.quantization.points import is_quantized
 
     if (precision == "int8") != is_quantized(model):
         raise VitedgeError("precision int8 saves a quantized model (vitedge.quantize) and fp32 a float one; "

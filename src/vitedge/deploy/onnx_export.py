@@ -33,8 +33,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from vitedge.errors import VitedgeError
-from vitedge.models.checkpoint import atomic_write
+from vitedge.io import atomic_write
 from vitedge.models.layers import fuse_bn
+from vitedge.quantization.points import is_quantized
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
@@ -175,8 +176,6 @@ def _store_weights_as_integers(proto: Any) -> int:
 
 def _prepare(model: nn.Module, precision: str) -> nn.Module:
     """The module to trace for ``precision``: a folded copy, converted as the precision needs."""
-    from vitedge.quantization.points import is_quantized
-
     if precision not in PRECISIONS:
         raise VitedgeError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     quantized = is_quantized(model)

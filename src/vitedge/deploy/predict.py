@@ -20,8 +20,12 @@ from typing import Any
 
 import torch
 
+from vitedge.data.folder import load_image
+from vitedge.data.transforms import eval_transform
+from vitedge.deploy.onnx_export import read_onnx_metadata
 from vitedge.deploy.runtimes import OnnxRuntime, Runtime, TorchRuntime
 from vitedge.errors import VitedgeError
+from vitedge.io import load_bundle
 
 __all__ = ["Predictor", "load_predictor"]
 
@@ -30,8 +34,6 @@ class Predictor:
     """A runtime plus the class names and evaluation transform that go with it."""
 
     def __init__(self, runtime: Runtime, classes: Sequence[str] | None, data_config: dict[str, Any]) -> None:
-        from vitedge.data.transforms import eval_transform
-
         self.runtime = runtime
         self.classes = list(classes) if classes else None
         self.transform = eval_transform(int(data_config["input_size"][-1]), data_config)
@@ -39,8 +41,6 @@ class Predictor:
     def predict(self, images: Sequence[str | os.PathLike], top: int = 5,
                 batch_size: int = 16) -> list[tuple[str, list[tuple[str, float]]]]:
         """``(path, [(class, probability), …])`` for each image, the ``top`` most likely first."""
-        from vitedge.data.folder import load_image
-
         if top < 1:
             raise VitedgeError(f"--top must be at least 1 (got {top})")
         pixels = [self.transform(load_image(p)) for p in images]  # every file read before any work
@@ -64,8 +64,6 @@ def load_predictor(model: str | os.PathLike, threads: int | None = None) -> Pred
     if not path.is_file():
         raise VitedgeError(f"model file {path} does not exist; check the path")
     if path.suffix == ".onnx":
-        from vitedge.deploy.onnx_export import read_onnx_metadata
-
         try:
             meta = read_onnx_metadata(path)
         except Exception as err:  # onnx raises its own decode errors
@@ -75,10 +73,6 @@ def load_predictor(model: str | os.PathLike, threads: int | None = None) -> Pred
                                "with `vitedge export`")
         return Predictor(OnnxRuntime(path, threads=threads), meta.get("vitedge.classes"),
                          meta["vitedge.preprocessing"])
-    from vitedge.models.checkpoint import load, read_metadata
-
-    net = load(path)
-    extra = read_metadata(path)["extra"]
-    data_config = {**net.data_config, **extra.get("data_config", {})}
-    return Predictor(TorchRuntime(net, threads=threads), extra.get("classes"), data_config)
+    bundle = load_bundle(path)
+    return Predictor(TorchRuntime(bundle.model, threads=threads), bundle.classes, bundle.data_config)
 

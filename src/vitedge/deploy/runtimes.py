@@ -9,7 +9,6 @@ builds any of them. The latency harness times all of them the same way
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -18,7 +17,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from vitedge.deploy.batching import run_in_fixed_batches
 from vitedge.deploy.formats import package_status
+from vitedge.deploy.tensorrt_runtime import TensorRTRuntime, tensorrt_available
 from vitedge.errors import VitedgeError
 
 
@@ -29,18 +30,6 @@ class Runtime(Protocol):
     threads: int
 
     def __call__(self, batch: np.ndarray) -> np.ndarray: ...
-
-
-def run_in_fixed_batches(run: Callable[[np.ndarray], np.ndarray], batch: np.ndarray,
-                         fixed: int | None) -> np.ndarray:
-    """``run(batch)``, or, for a graph exported with a fixed batch (``vitedge export --batch-one``),
-    ``run`` on consecutive slices of that size with the logits concatenated."""
-    if fixed is None or len(batch) == fixed:
-        return run(batch)
-    if len(batch) % fixed:
-        raise VitedgeError(f"this graph takes batches of exactly {fixed} images, got {len(batch)}; "
-                           "use a multiple of it or re-export without --batch-one")
-    return np.concatenate([run(batch[i:i + fixed]) for i in range(0, len(batch), fixed)])
 
 
 class TorchRuntime:
@@ -201,8 +190,6 @@ class RuntimeSpec:
 
     def available(self) -> tuple[bool, str]:
         if self.name == "tensorrt":  # a package *and* a CUDA GPU
-            from vitedge.deploy.tensorrt_runtime import tensorrt_available
-
             return tensorrt_available()
         return package_status(self.requires, self.install) if self.requires else (True, "")
 
@@ -244,7 +231,5 @@ def load_runtime(name: str, source: nn.Module | str | os.PathLike, *, precision:
     if name == "onnxruntime":
         return OnnxRuntime(source, threads)
     if name == "tensorrt":
-        from vitedge.deploy.tensorrt_runtime import TensorRTRuntime
-
         return TensorRTRuntime(source, threads, precision)
     return OpenVinoRuntime(source, threads, precision)

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vitedge.deploy.batching import run_in_fixed_batches
 from vitedge.deploy.formats import package_status
-from vitedge.deploy.runtimes import run_in_fixed_batches
 from vitedge.errors import VitedgeError
 
 __all__ = ["TensorRTRuntime", "tensorrt_available"]

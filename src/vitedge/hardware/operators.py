@@ -26,6 +26,10 @@ import torch
 import torch.nn as nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from vitedge.models import fuse_bn
+from vitedge.models.inputs import Resolution, forward_at, input_size
+from vitedge.quantization.runtime_arith import graph_arithmetic
+
 # The kinds an operator can have. A convolution's kind follows from its geometry.
 KINDS = (
     "conv",
@@ -253,7 +257,7 @@ class OperatorList(Sequence[Operator]):
 
 
 def extract_operators(
-    model: nn.Module, resolution: int | None = None, batch_size: int = 1, fold_bn: bool = False
+    model: nn.Module, resolution: Resolution | None = None, batch_size: int = 1, fold_bn: bool = False
 ) -> OperatorList:
     """Run one forward pass of ``model`` and return every operator it executes.
 
@@ -269,12 +273,7 @@ def extract_operators(
         >>> ops[0].kind, ops[0].output_shape
         ('conv', (1, 16, 112, 112))
     """
-    from vitedge.bench.profile import forward_at, input_size  # the one place that knows a model's input size
-    from vitedge.quantization.runtime_arith import graph_arithmetic
-
     if fold_bn:
-        from vitedge.models import fuse_bn
-
         model = fuse_bn(copy.deepcopy(model))
     channels, height, width = input_size(model, resolution)
     param = next(iter(model.parameters()), None)

@@ -26,6 +26,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from vitedge.deploy.runtimes import OnnxRuntime
 from vitedge.hardware.operators import classify_conv
 
 _CONV = {"Conv", "FusedConv", "NhwcConv", "QLinearConv", "ConvInteger", "NhwcFusedConv"}
@@ -256,7 +257,6 @@ def profile_onnx(
     """
     import numpy as np
 
-    from vitedge.deploy.runtimes import OnnxRuntime
 
     x = np.random.default_rng(0).standard_normal((batch, 3, resolution, resolution), dtype=np.float32)
     chain_x = np.zeros((1, 8), np.float32)

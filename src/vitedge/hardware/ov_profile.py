@@ -18,6 +18,8 @@ import statistics
 import time
 from typing import Any
 
+from vitedge.deploy.runtimes import openvino_cpu_config
+from vitedge.errors import VitedgeError
 from vitedge.hardware.operators import classify_conv
 from vitedge.hardware.ort_profile import summarise_runs
 
@@ -135,9 +137,7 @@ def profile_openvino(
     import numpy as np
     import openvino as ov
 
-    from vitedge.errors import VitedgeError
 
-    from vitedge.deploy.runtimes import openvino_cpu_config
 
     x = np.random.default_rng(0).standard_normal((batch, 3, resolution, resolution), dtype=np.float32)
     core = ov.Core()

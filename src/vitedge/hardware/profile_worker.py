@@ -9,8 +9,11 @@ the same process (see :mod:`vitedge.bench.latency_worker`), so the breakdown run
 from __future__ import annotations
 
 import argparse
-import json
 import sys
+
+from vitedge.hardware.ort_profile import profile_onnx
+from vitedge.hardware.ov_profile import profile_openvino
+from vitedge.workers import answer_json
 
 PROFILERS = ("onnxruntime", "openvino")
 
@@ -25,26 +28,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=50)
     p.add_argument("--warmup", type=int, default=10)
     args = p.parse_args(argv)
-    from vitedge.errors import VitedgeError
 
-    if args.runtime == "openvino":
-        from vitedge.hardware.ov_profile import profile_openvino as profile
-    else:
-        from vitedge.hardware.ort_profile import profile_onnx as profile
-    try:
-        result = profile(
-            args.onnx,
-            resolution=args.resolution,
-            batch=args.batch,
-            threads=args.threads,
-            runs=args.runs,
-            warmup=args.warmup,
-        )
-    except VitedgeError as err:
-        print(json.dumps({"error": str(err)}))
-        return 2
-    print(json.dumps(result))
-    return 0
+    profile = profile_openvino if args.runtime == "openvino" else profile_onnx
+    return answer_json(lambda: profile(args.onnx, resolution=args.resolution, batch=args.batch,
+                                       threads=args.threads, runs=args.runs, warmup=args.warmup))
 
 
 if __name__ == "__main__":

@@ -16,10 +16,8 @@ passed in instead.
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,9 +28,14 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from vitedge.deploy import get_runtime
+from vitedge.deploy.export import export
 from vitedge.errors import VitedgeError
 from vitedge.hardware.operators import KINDS, Operator, OperatorList, extract_operators
-from vitedge.models.checkpoint import atomic_write
+from vitedge.hardware.profile_worker import PROFILERS
+from vitedge.io import atomic_write
+from vitedge.quantization.points import is_quantized
+from vitedge.workers import run_json_worker
 
 
 @dataclass(frozen=True)
@@ -265,10 +268,6 @@ def cpu_breakdown(
     """Profile ``model``'s FP32 ONNX export per node on ``runtime`` (``onnxruntime`` or
     ``openvino``) and set each operator kind beside its roofline floor. The runtime runs in a
     fresh process (batch 1, static shape)."""
-    from vitedge.deploy import get_runtime
-    from vitedge.deploy.export import export
-    from vitedge.hardware.profile_worker import PROFILERS
-    from vitedge.quantization.points import is_quantized
 
     if runtime not in PROFILERS:
         raise VitedgeError(f"the CPU breakdown profiles {' or '.join(PROFILERS)}, not {runtime!r}")
@@ -344,15 +343,7 @@ def _profile_in_subprocess(
         "--warmup",
         str(warmup),
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-    lines = done.stdout.strip().splitlines()
-    if not lines:
-        raise VitedgeError(f"the {runtime} profile failed: {done.stderr.strip().splitlines()[-1:]}")
-    result = json.loads(lines[-1])
-    if "error" in result:
-        raise VitedgeError(result["error"])
-    return result
+    return run_json_worker(cmd, threads, f"the {runtime} profile")
 
 
 def plot_breakdown(breakdowns: list[CpuBreakdown], path: str | os.PathLike) -> Path:

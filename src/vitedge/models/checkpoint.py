@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
-import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,23 +17,37 @@ from typing import Any
 import torch
 import torch.nn as nn
 from safetensors import SafetensorError
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors.torch import load_file, save_file
 
 from vitedge.errors import VitedgeError
+from vitedge.io import (
+    FORMAT_NAME,
+    CheckpointKind,
+    atomic_write,
+    checkpoint_kind,
+    is_vitedge_checkpoint,
+    read_metadata,
+    register_checkpoint_kind,
+)
 from vitedge.models.registry import create_model, family_module, is_model, unknown_model_error
 
-FORMAT_NAME = "vitedge"
 FORMAT_VERSION = 1
 # Wrappers that training scripts put around a state dict, in the order we look for them.
 _WRAPPER_KEYS = ("state_dict", "model", "model_ema", "state_dict_ema")
 
 
 def save(model: nn.Module, path: str | os.PathLike, *, extra: Mapping[str, Any] | None = None) -> Path:
-    """Write ``model``'s weights and config to one safetensors file, atomically.
+    """Write ``model`` to one safetensors file, atomically, in the format of its kind: a float
+    model's weights and config, or a fake-quantized model with its quantization record.
 
     ``extra`` is any JSON-serialisable information to keep beside the config (class names,
-    training results, quantization parameters); :func:`read_metadata` returns it.
+    training results, preprocessing); :func:`read_metadata` returns it.
     """
+    return checkpoint_kind(model).save(model, path, extra=extra)
+
+
+def save_float(model: nn.Module, path: str | os.PathLike, *, extra: Mapping[str, Any] | None = None) -> Path:
+    """Write ``model``'s weights and config as they are (no kind dispatch), atomically."""
     arch = getattr(model, "arch", None)
     if arch is None:
         raise VitedgeError("this model was not built by vitedge.create_model, so its architecture "
@@ -49,51 +61,6 @@ def save(model: nn.Module, path: str | os.PathLike, *, extra: Mapping[str, Any] 
     # safetensors refuses shared or non-contiguous storage; clone makes each tensor its own.
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
-
-
-def atomic_write(path: str | os.PathLike, write: Any) -> Path:
-    """Call ``write(tmp_path)`` then rename onto ``path``: a crash never leaves a half file.
-
-    The file gets the permissions a plain ``open(path, "w")`` would give it: an existing file's
-    mode, else ``0o666`` less the umask (``tempfile.mkstemp`` would make every artifact 0600).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _create_temporary_beside(path)
-    try:
-        try:
-            mode = path.stat().st_mode
-        except FileNotFoundError:
-            mode = tmp.stat().st_mode  # created with 0o666: the kernel applied the umask
-        write(str(tmp))
-        # Set after writing: some writers (safetensors) replace the file with a 0600 one.
-        os.chmod(tmp, stat.S_IMODE(mode))
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
-
-
-def _create_temporary_beside(path: Path) -> Path:
-    # O_EXCL, like mkstemp (no clobbering a concurrent writer's file), but mode 0o666 so the
-    # kernel applies the umask.
-    while True:
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-        try:
-            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-        except FileExistsError:
-            continue
-        return tmp
-
-
-def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
-    """The config stored in one of our checkpoints: ``{"arch": ..., "extra": ...}``."""
-    meta = _safetensors_metadata(Path(path))
-    if meta.get("format") != FORMAT_NAME:
-        raise VitedgeError(f"{path} is not a vitedge checkpoint (no model config inside); "
-                           "load it with --model NAME to say which architecture it holds")
-    return {"arch": json.loads(meta["arch"]), "extra": json.loads(meta.get("extra", "{}"))}
 
 
 def load(
@@ -122,12 +89,11 @@ def load(
     path = Path(path)
     if not path.is_file():
         raise VitedgeError(f"checkpoint {path} does not exist; check the path")
-    if path.suffix == ".safetensors" and _safetensors_metadata(path).get("format") == FORMAT_NAME:
+    if is_vitedge_checkpoint(path):
         meta = read_metadata(path)
-        if "quantization" in meta["extra"]:  # a fake-quantized model: its own loader rebuilds it
-            from vitedge.quantization.checkpoint import load_quantized
-
-            return load_quantized(path)
+        kind = checkpoint_kind(extra=meta["extra"])
+        if kind.name != FLOAT_KIND.name:  # e.g. a fake-quantized model: its own reader rebuilds it
+            return kind.load(path)
         arch = meta["arch"]
         if model is not None and model != arch["name"]:
             raise VitedgeError(f"{path} holds a {arch['name']} model, not {model}; drop --model "
@@ -243,16 +209,10 @@ def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
     return dict(obj)
 
 
-def _safetensors_metadata(path: Path) -> dict[str, str]:
-    if not path.is_file():
-        raise VitedgeError(f"checkpoint {path} does not exist; check the path")
-    try:
-        with safe_open(path, framework="pt") as f:
-            return f.metadata() or {}
-    except (SafetensorError, OSError) as err:
-        raise VitedgeError(f"cannot read checkpoint {path}: the file is truncated or not "
-                           f"safetensors ({str(err)[:120]}); re-download or re-export it") from err
-
-
 def _few(items: list[str], n: int = 4) -> str:
     return ", ".join(items[:n]) + (", …" if len(items) > n else "")
+
+
+FLOAT_KIND = CheckpointKind(name="float", holds_model=lambda model: True, holds_file=lambda extra: True,
+                            save=save_float, load=load)
+register_checkpoint_kind(FLOAT_KIND)  # the fallback: every other kind registers before it

@@ -1,5 +1,8 @@
 """Model registry: names as timm registers them, one `create_model`, close-match suggestions.
 
+The registry knows no family: each family module registers its models with ``@register_model``
+when :mod:`vitedge.models` imports it.
+
 Every model built here remembers how it was built (``model.arch``: the registered name plus the
 keyword arguments), so a checkpoint can rebuild the exact architecture from JSON alone — pruned
 widths included, since pruning records them as ``block_widths`` overrides.
@@ -30,12 +33,10 @@ def register_model(fn: ModelFactory) -> ModelFactory:
 
 def list_models(pattern: str = "") -> list[str]:
     """Registered model names containing ``pattern``, sorted."""
-    _import_families()
     return sorted(name for name in _MODELS if pattern in name)
 
 
 def is_model(name: str) -> bool:
-    _import_families()
     return name in _MODELS
 
 
@@ -69,7 +70,3 @@ def family_module(name: str) -> ModuleType:
         raise unknown_model_error(name)
     return sys.modules[_MODELS[name].__module__]
 
-
-def _import_families() -> None:
-    # Importing the family modules runs their @register_model decorators.
-    from vitedge.models import efficientvit_mit, efficientvit_msra, efficientvit_seg  # noqa: F401

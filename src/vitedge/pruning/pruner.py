@@ -52,7 +52,7 @@ class PruneConfig:
     (1.15×) while ``round_to=8`` ran at 0.66–0.69×. ``min_channels`` is the fewest channels a
     group keeps (head groups keep at least one head).
     ``max_batches`` bounds what the Taylor criterion consumes. ``bn_images`` is used by the
-    recipe (:func:`~vitedge.pruning.recipe.prune_checkpoint`): that many training images
+    recipe (:func:`~vitedge.workflows.prune.prune_checkpoint`): that many training images
     re-estimate the BatchNorm statistics of the pruned model (no training).
     """
 

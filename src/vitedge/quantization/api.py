@@ -14,6 +14,7 @@ from vitedge.quantization.calibrate import calibrate, calibration_batches
 from vitedge.quantization.config import TARGET_PACKAGES, QuantConfig
 from vitedge.quantization.plan import auto_plan, fixed_plan, keep_in_float, select_points
 from vitedge.quantization.points import prepare
+from vitedge.quantization.reconstruct import reconstruct
 
 __all__ = ["check_target_runtime", "quantize"]
 
@@ -77,8 +78,6 @@ def quantize(
     keep_in_float(qmodel, select_points(qmodel, cfg.keep_float))  # a bad name fails before calibration
     calibrate(qmodel, batches)
     if cfg.reconstruct_iters:
-        from vitedge.quantization.reconstruct import reconstruct
-
         reconstruct(qmodel, model, batches, iters=cfg.reconstruct_iters)
     if cfg.auto_float:
         scored = batches if holdout is None else calibration_batches(holdout)

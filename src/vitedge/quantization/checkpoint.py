@@ -5,8 +5,8 @@ observed ranges, migration factors, shift offsets, divisor exponent windows — 
 
 :func:`load_quantized` rebuilds the float model from its config, folds BN, inserts the same
 points (:func:`~vitedge.quantization.prepare`) and loads every tensor strictly: the result gives
-bit-identical logits. ``vitedge.load`` does not read these files (it would rebuild the float
-model only); use :func:`load_quantized`, or :func:`is_quantized_checkpoint` to dispatch.
+bit-identical logits. This kind registers itself in :mod:`vitedge.io`'s table, so
+``vitedge.save``, ``vitedge.load`` and :func:`vitedge.io.load_bundle` handle these files too.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from typing import Any
 import torch.nn as nn
 
 from vitedge.errors import VitedgeError
-from vitedge.models.checkpoint import load_state_dict_into, read_metadata, read_state_dict, save
+from vitedge.io import CheckpointKind, read_metadata, register_checkpoint_kind
+from vitedge.models.checkpoint import load_state_dict_into, read_state_dict, save_float
 from vitedge.models.registry import create_model
 from vitedge.quantization.config import QuantConfig
 from vitedge.quantization.plan import PrecisionPlan
@@ -49,7 +50,7 @@ def save_quantized(qmodel: nn.Module, path: str | os.PathLike, *,
     plan = getattr(qmodel, "precision_plan", None)
     if plan is not None:
         record["plan"] = plan.to_dict()
-    return save(qmodel, path, extra={**dict(extra or {}), _KEY: record})
+    return save_float(qmodel, path, extra={**dict(extra or {}), _KEY: record})
 
 
 def is_quantized_checkpoint(path: str | os.PathLike) -> bool:
@@ -89,3 +90,8 @@ def load_quantized(path: str | os.PathLike) -> nn.Module:
     if "plan" in record:
         qmodel.precision_plan = PrecisionPlan.from_dict(record["plan"])
     return qmodel.eval()
+
+
+register_checkpoint_kind(CheckpointKind(
+    name="quantized", holds_model=lambda model: getattr(model, "quant_config", None) is not None,
+    holds_file=lambda extra: _KEY in extra, save=save_quantized, load=load_quantized), first=True)

@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 
 from vitedge.errors import VitedgeError
-from vitedge.models.checkpoint import atomic_write
+from vitedge.io import atomic_write
 from vitedge.quantization.points import quantizers
 from vitedge.quantization.qmodules import QuantConv2d
 

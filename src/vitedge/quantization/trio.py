@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from vitedge.models.efficientvit_mit import FusedMBConv, MBConv
 from vitedge.models.efficientvit_msra import ConvMlp, PatchMerging
 from vitedge.quantization.config import TrioConfig
+from vitedge.quantization.quantizer import _Sample
 
 __all__ = ["ChannelMigration", "ChannelShift", "ChannelStats", "find_sites", "migration_factors",
            "shift_offsets"]
@@ -69,8 +70,6 @@ class ChannelStats:
     tensor-wide quantile of the migration threshold)."""
 
     def __init__(self, samples: int = 1 << 16) -> None:
-        from vitedge.quantization.quantizer import _Sample
-
         self.lo: torch.Tensor | None = None
         self.hi: torch.Tensor | None = None
         self.sample = _Sample(samples, seed=1)

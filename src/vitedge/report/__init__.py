@@ -4,11 +4,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
-from vitedge.models.checkpoint import atomic_write
+from vitedge.io import write_text
 from vitedge.report.document import Document, csv_lines
 from vitedge.report.environment import environment
 from vitedge.report.plots import plot_accuracy_vs_latency, plot_accuracy_vs_macs
@@ -22,18 +21,23 @@ from vitedge.report.tables import (
     study_rows,
     study_tables,
 )
+from vitedge.study import StudyConfig, StudyResult, run_study
 
-if TYPE_CHECKING:
-    from vitedge.study.config import StudyConfig
-    from vitedge.study.pipeline import Variant
-
-__all__ = ["Row", "breakdown_table", "pareto", "recommend", "study_rows", "study_tables", "write_report"]
+__all__ = ["Row", "breakdown_table", "pareto", "recommend", "study_rows", "study_tables", "study_with_report",
+           "write_report"]
 
 
-def write_report(config: StudyConfig, variants: Sequence[Variant], run_dir: Path, *, task: Any,
-                 hardware: dict[str, Any] | None = None, log: Callable[[str], None] = print) -> Path:
-    """Write every report file for the finished ``variants``; returns the Markdown report's path.
-    ``hardware``: the study's FPGA estimates and CPU breakdown (its ``hardware`` stage result)."""
+def study_with_report(config: StudyConfig, *, log: Callable[[str], None] = print) -> StudyResult:
+    """Run (or resume) the study ``config`` describes, then write its report (``result.report``)."""
+    result = run_study(config, log=log)
+    result.report = write_report(result, log=log)
+    log(f"study {config.name}: report in {result.report} ({result.seconds / 60:.1f} min)")
+    return result
+
+
+def write_report(result: StudyResult, *, log: Callable[[str], None] = print) -> Path:
+    """Write every report file of a finished study; returns the Markdown report's path."""
+    config, variants, run_dir, hardware = result.config, result.variants, result.run_dir, result.hardware
     every = study_rows(variants)  # every runtime × precision
     chosen = pick(every, config.report.max_drop)
     runtime = chosen.runtime  # Tables 1-3 and the plots show the recommended deployment's runtime
@@ -48,9 +52,10 @@ def write_report(config: StudyConfig, variants: Sequence[Variant], run_dir: Path
          "accuracy vs latency, Pareto front marked"),
         (plot_accuracy_vs_macs(rows, plots / "accuracy_vs_macs.png", metric), "accuracy vs MACs"),
     ]
-    ranges = _channel_ranges(variants, runtime, task, plots / "channel_ranges.png")
+    ranges = result.channel_ranges
     if ranges is not None:
-        figures.append(ranges[:2])
+        figures.append((Path(ranges["plot"]), f"per-channel input ranges of the dense model's first quantized "
+                        f"convs ({ranges['runtime']} INT8 file), before and after the Trio-ViT transforms"))
     hardware = hardware or {}
     breakdown = hardware.get("breakdown")
     if breakdown:
@@ -106,7 +111,8 @@ def write_report(config: StudyConfig, variants: Sequence[Variant], run_dir: Path
     for path, caption in figures:
         doc.image(path, caption)
     if ranges is not None:
-        doc.paragraph(ranges[2])
+        doc.paragraph("Grid levels of one per-tensor INT8 scale that the median channel spans, before → after: "
+                      f"{ranges['detail']}.")
     doc.heading("Environment")
     env = environment(d.threads)
     doc.pairs(env)
@@ -121,22 +127,7 @@ def write_report(config: StudyConfig, variants: Sequence[Variant], run_dir: Path
     markdown, page = doc.markdown(run_dir), doc.html()
     for name, text in (("results.json", json.dumps(results, indent=2)), ("results.csv", csv_text),
                        ("report.html", page), ("report.md", markdown)):
-        atomic_write(run_dir / name, lambda tmp, text=text: Path(tmp).write_text(text))
+        write_text(run_dir / name, text)
     log(markdown)
     return run_dir / "report.md"
 
-
-def _channel_ranges(variants: Sequence[Variant], runtime: str, task: Any, path: Path) -> tuple[Path, str, str] | None:
-    """Per-channel input ranges of the dense INT8 model's Trio-ViT sites (the reason for the method)."""
-    from vitedge.errors import VitedgeError
-    from vitedge.quantization import load_quantized, plot_channel_ranges
-
-    dense = next(v for v in variants if v.ratio == 0)
-    try:
-        summary = plot_channel_ranges(load_quantized(dense.quantized[runtime]), task.sample(32, seed=1)[0], path)
-    except VitedgeError:
-        return None  # a method without transforms on a model without depthwise convs: nothing to show
-    detail = "; ".join(f"`{s.layer}` ({s.transform}) {s.levels_before:.0f} → {s.levels_after:.0f}" for s in summary)
-    return (path, "per-channel input ranges of the dense model's first quantized convs, before and after the "
-                  "Trio-ViT transforms",
-            f"Grid levels of one per-tensor INT8 scale that the median channel spans, before → after: {detail}.")

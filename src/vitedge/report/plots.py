@@ -6,7 +6,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from vitedge.models.checkpoint import atomic_write
+from vitedge.io import atomic_write
 from vitedge.report.tables import Row, pareto
 
 __all__ = ["plot_accuracy_vs_latency", "plot_accuracy_vs_macs"]

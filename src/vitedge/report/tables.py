@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from vitedge.study.pipeline import Variant
+from vitedge.study.pipeline import Variant
 
 __all__ = ["Row", "Table", "deployment_table", "pareto", "pick", "recommend", "study_rows", "study_tables"]
 

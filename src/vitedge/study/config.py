@@ -30,7 +30,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vitedge.data.segmentation import SEG_DATASETS
+from vitedge.deploy import get_runtime
 from vitedge.errors import VitedgeError
+from vitedge.hardware.accelerator import get_accelerator
+from vitedge.models import is_model
+from vitedge.models.registry import unknown_model_error
+from vitedge.pruning import PruneConfig
+from vitedge.quantization import QuantConfig
 from vitedge.train.config import QAT_ALPHA, QAT_EMA, QAT_LR, QAT_STEP_LR_MULT
 
 __all__ = ["PRESETS", "StudyConfig", "load_study_config"]
@@ -240,11 +247,6 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
 
 def check_study_config(config: StudyConfig) -> None:
     """Ranges and names that would otherwise fail hours in; raises a one-line VitedgeError."""
-    from vitedge.deploy import get_runtime
-    from vitedge.models import is_model
-    from vitedge.models.registry import unknown_model_error
-    from vitedge.pruning import PruneConfig
-    from vitedge.quantization import QuantConfig
 
     if not config.name or "/" in config.name or config.name.startswith("."):
         raise VitedgeError(f"study name {config.name!r} must be a plain folder name")
@@ -306,8 +308,6 @@ def check_study_config(config: StudyConfig) -> None:
         if not ok:
             raise VitedgeError(f"runtime {spec.name} is not available here: {why}")
     if config.deploy.accelerator is not None:
-        from vitedge.hardware.accelerator import get_accelerator
-
         try:
             get_accelerator(config.deploy.accelerator)
         except VitedgeError as err:
@@ -319,8 +319,6 @@ TASKS = ("classification", "seg")
 
 def _check_task(config: StudyConfig) -> None:
     """The task, its dataset and its model agree (a classifier on CamVid fails here, not in hour 2)."""
-    from vitedge.data.segmentation import SEG_DATASETS
-
     if config.task not in TASKS:
         raise VitedgeError(f"unknown task {config.task!r}; {_hint(config.task, TASKS)}")
     seg_data = str(config.data.dataset).lower() in SEG_DATASETS

@@ -4,8 +4,8 @@ baseline (train, or the given checkpoint) → prune at each ratio + fine-tune (d
 baseline; the dense reference every Δ is measured against gets the same fine-tuning) → quantize
 every variant for each deployment runtime (PTQ, optional QAT; the points where that runtime fuses
 them) → export FP32 and INT8 ONNX → top-1 on each runtime × precision → latency
-(one process per runtime, runs alternated across all its files) → report, which recommends the
-fastest (variant, runtime, precision) within the accuracy budget.
+(one process per runtime, runs alternated across all its files). :mod:`vitedge.report` renders
+the result and recommends the fastest (variant, runtime, precision) within the accuracy budget.
 
 ``deploy.runtime: auto`` deploys on every CPU runtime installed here (:func:`deployment_matrix`);
 a runtime name deploys on that one only.
@@ -19,8 +19,9 @@ killed study resumes where it stopped and a re-run with the same config does no 
 
 Example::
 
-    result = run_study(load_study_config(preset="quick"))
-    result.report  # runs/quick/report.md
+    result = run_study(load_study_config(preset="quick"))     # the measurements
+    vitedge.report.write_report(result)                         # runs/quick/report.md
+    # or both at once: vitedge.report.study_with_report(config)
 """
 
 from __future__ import annotations
@@ -32,9 +33,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vitedge.models.checkpoint import atomic_write
+from vitedge.bench.deployment import latency_in_subprocess, runtime_top1
+from vitedge.bench.latency_plan import latency_plan
+from vitedge.bench.profile import profile
+from vitedge.data import build_dataset
+from vitedge.data.segmentation import build_seg_dataset
+from vitedge.deploy import RUNTIMES, export, get_runtime
+from vitedge.deploy.runtimes import native_bf16
+from vitedge.errors import VitedgeError
+from vitedge.hardware.accelerator import estimate
+from vitedge.hardware.roofline import cpu_breakdown, plot_breakdown
+from vitedge.io import atomic_write, read_metadata
+from vitedge.models.checkpoint import load, save
+from vitedge.pruning import PruneConfig
+from vitedge.quantization import QuantConfig, load_quantized, plot_channel_ranges
 from vitedge.study.config import StudyConfig
 from vitedge.study.stages import Stage, file_digest
+from vitedge.train import DataConfig, DistillConfig, OptimConfig, TrainConfig, train
+from vitedge.train.checkpoint import STATE_FILE
+from vitedge.train.task_data import TaskData
+from vitedge.train.trainer import jsonable_config
+from vitedge.workflows.prune import DENSE_TEACHER, PRUNED_FILE, prune_checkpoint
+from vitedge.workflows.quantize import QUANTIZED_FILE, quantize_checkpoint
 
 __all__ = ["StudyResult", "Variant", "run_study"]
 
@@ -59,16 +79,25 @@ class Variant:
 
 @dataclass
 class StudyResult:
+    """Everything the study measured: what the report renders."""
+
     config: StudyConfig
     variants: list[Variant]
-    report: Path
     seconds: float
+    hardware: dict[str, Any] = field(default_factory=dict)  # FPGA estimates and the CPU breakdown
+    # the dense INT8 model's per-channel ranges before and after the Trio-ViT transforms:
+    # {"plot", "runtime", "detail"}, or None when the method has no transforms to show
+    channel_ranges: dict[str, Any] | None = None
+    report: Path | None = None  # set once vitedge.report has written it
+
+    @property
+    def run_dir(self) -> Path:
+        return self.config.run_dir
 
 
 def run_study(config: StudyConfig, *, log: Log = print) -> StudyResult:
-    """Run (or resume) the study ``config`` describes; returns its variants and the report path."""
-    from vitedge.report import write_report
-
+    """Run (or resume) the study ``config`` describes and return what it measured
+    (:func:`vitedge.report.write_report` renders it)."""
     start = time.perf_counter()
     run_dir = config.run_dir
     check_ready(config)  # a missing dataset or unreadable checkpoint fails here, before any work
@@ -93,10 +122,19 @@ def run_study(config: StudyConfig, *, log: Log = print) -> StudyResult:
     _latency(config, run_dir, variants, log, frame)
     hardware = (_hardware(config, run_dir, variants, log) if config.task != "seg" else
                 {"fpga": {}, "fpga_note": "no accelerator model for segmentation heads", "breakdown": None})
-    report = write_report(config, variants, run_dir, task=task, hardware=hardware, log=log)
-    seconds = time.perf_counter() - start
-    log(f"study {config.name}: report in {report} ({seconds / 60:.1f} min)")
-    return StudyResult(config, variants, report, seconds)
+    ranges = _channel_ranges(variants, next(iter(matrix)), task, run_dir / "plots" / "channel_ranges.png")
+    return StudyResult(config, variants, time.perf_counter() - start, hardware, ranges)
+
+
+def _channel_ranges(variants: list[Variant], runtime: str, task: Any, path: Path) -> dict[str, Any] | None:
+    """Per-channel input ranges of the dense INT8 model's Trio-ViT sites (the reason for the method)."""
+    dense = next(v for v in variants if v.ratio == 0)
+    try:
+        summary = plot_channel_ranges(load_quantized(dense.quantized[runtime]), task.sample(32, seed=1)[0], path)
+    except VitedgeError:
+        return None  # a method without transforms on a model without depthwise convs: nothing to show
+    detail = "; ".join(f"`{s.layer}` ({s.transform}) {s.levels_before:.0f} → {s.levels_after:.0f}" for s in summary)
+    return {"plot": str(path), "runtime": runtime, "detail": detail}
 
 
 # --------------------------------------------------------------------------------------------
@@ -104,8 +142,6 @@ def run_study(config: StudyConfig, *, log: Log = print) -> StudyResult:
 
 
 def data_config(config: StudyConfig, min_scale: float) -> Any:
-    from vitedge.train import DataConfig
-
     d = config.data
     return DataConfig(dataset=d.dataset, root=d.root, img_size=d.img_size, batch_size=d.batch_size,
                       workers=d.workers, scale=(min_scale, 1.0), crop_pct=d.crop_pct,
@@ -114,8 +150,6 @@ def data_config(config: StudyConfig, min_scale: float) -> Any:
 
 def _train_config(config: StudyConfig, out: Path, *, model: str, epochs: int, lr: float,
                   warmup_epochs: float, min_scale: float, teacher: str | None = None) -> Any:
-    from vitedge.train import DistillConfig, OptimConfig, TrainConfig
-    from vitedge.train.checkpoint import STATE_FILE
 
     return TrainConfig(
         model=model, epochs=epochs, seed=config.seed, out=str(out), device=None,  # CUDA when present
@@ -131,8 +165,6 @@ def study_preprocessing(config: StudyConfig, checkpoint: Path) -> dict[str, Any]
     ``data.img_size`` and ``data.crop_pct`` (when set) on top. The study evaluates with it and every
     checkpoint and ONNX file it writes records it, so ``vitedge eval`` and ``vitedge predict`` on
     them see the images the report's numbers were measured on."""
-    from vitedge.models.checkpoint import load, read_metadata
-    from vitedge.train.trainer import jsonable_config
 
     model = load(checkpoint)
     extra = read_metadata(checkpoint)["extra"]
@@ -146,8 +178,6 @@ def study_preprocessing(config: StudyConfig, checkpoint: Path) -> dict[str, Any]
 
 def _task(config: StudyConfig, checkpoint: Path) -> Any:
     """The study's data with ``checkpoint``'s classes and the study's preprocessing."""
-    from vitedge.models.checkpoint import read_metadata
-    from vitedge.train.task_data import TaskData
 
     classes = read_metadata(checkpoint)["extra"].get("classes")
     return TaskData(data_config(config, 1.0), study_preprocessing(config, checkpoint), classes)
@@ -160,7 +190,6 @@ def _task(config: StudyConfig, checkpoint: Path) -> Any:
 def _baseline(config: StudyConfig, run_dir: Path, log: Log) -> Variant:
     if config.checkpoint is not None:
         return _given_baseline(config, run_dir, log)
-    from vitedge.train import train
 
     b = config.baseline
     stage = Stage(run_dir / "baseline", {"model": config.model, "data": config.section("data"),
@@ -179,7 +208,6 @@ def _baseline(config: StudyConfig, run_dir: Path, log: Log) -> Variant:
 def _given_baseline(config: StudyConfig, run_dir: Path, log: Log) -> Variant:
     """The given checkpoint, copied into the run with the study's preprocessing recorded: what was
     pruned, quantized and exported from it inherits that record, not the one it was trained with."""
-    from vitedge.models.checkpoint import load, read_metadata, save
 
     checkpoint = Path(config.checkpoint)
     stage = Stage(run_dir / "baseline", {"checkpoint": str(checkpoint.resolve()),
@@ -200,8 +228,6 @@ def _given_baseline(config: StudyConfig, run_dir: Path, log: Log) -> Variant:
 
 
 def _dense_variant(result: dict[str, Any], stage: Stage) -> Variant:
-    from vitedge.bench.profile import profile
-    from vitedge.models.checkpoint import load
 
     checkpoint = Path(result["checkpoint"])
     cost = profile(load(checkpoint))
@@ -227,8 +253,6 @@ def _dense_reference(config: StudyConfig, run_dir: Path, baseline: Variant, log:
 
 
 def _prune_stage(config: StudyConfig, folder: Path, name: str, dense: Variant, ratio: float, log: Log) -> Variant:
-    from vitedge.pruning import PruneConfig
-    from vitedge.pruning.recipe import DENSE_TEACHER, PRUNED_FILE, prune_checkpoint
 
     p = config.pruning
     settings = {k: v for k, v in config.section("pruning").items() if k != "ratios"}  # adding a ratio redoes none
@@ -264,8 +288,6 @@ STUDY_PRECISIONS = ("fp32", "bf16", "int8")
 def deployment_matrix(config: StudyConfig) -> dict[str, tuple[str, ...]]:
     """Runtime → the precisions the study deploys on it: ``deploy.runtime``'s, or with ``auto``
     those of every runtime installed here that runs both FP32 and INT8."""
-    from vitedge.deploy import RUNTIMES, get_runtime
-    from vitedge.deploy.runtimes import native_bf16
 
     d = config.deploy
     names = [d.runtime] if d.runtime != "auto" else [
@@ -280,8 +302,6 @@ def deployment_matrix(config: StudyConfig) -> dict[str, tuple[str, ...]]:
 
 
 def _quantize(config: StudyConfig, run_dir: Path, variant: Variant, log: Log, target: str) -> None:
-    from vitedge.quantization import QuantConfig
-    from vitedge.quantization.recipe import QUANTIZED_FILE, quantize_checkpoint
 
     q = config.quantization
     stage = Stage(run_dir / "quantize" / variant.name / target,
@@ -303,8 +323,6 @@ def _quantize(config: StudyConfig, run_dir: Path, variant: Variant, log: Log, ta
                                         auto_float=q.auto_float)
         refine = None
         if q.latency_plan and target in ("openvino", "onnxruntime"):
-            from vitedge.bench.latency_plan import latency_plan
-
             def refine(qmodel: Any) -> None:  # keep in float what runs faster so on the target runtime
                 latency_plan(qmodel, resolution=config.data.img_size, threads=config.deploy.threads, rounds=10)
 
@@ -329,8 +347,6 @@ def _export(config: StudyConfig, run_dir: Path, variant: Variant, log: Log, matr
     and one INT8 file per target runtime (segmentation: at the test ``frame`` size, and again at
     ``deploy.seg_latency_size`` for the second latency column). Each file records ``preprocessing``
     (the study's); None: its checkpoint's."""
-    from vitedge.deploy import export
-    from vitedge.models.checkpoint import load, read_metadata
 
     sizes = {"": frame} if frame is None else {"": frame, "_hi": tuple(config.deploy.seg_latency_size)}
     sources = {"fp32": variant.checkpoint, **{f"int8_{t}": variant.quantized[t] for t in matrix}}
@@ -361,8 +377,6 @@ def _export(config: StudyConfig, run_dir: Path, variant: Variant, log: Log, matr
 
 
 def _runtime_top1(config: StudyConfig, run_dir: Path, variant: Variant, task: Any, log: Log) -> None:
-    from vitedge.bench.deployment import runtime_top1
-
     d = config.deploy
     for runtime, by_precision in variant.deployments.items():
         for precision, entry in by_precision.items():
@@ -382,8 +396,6 @@ def _latency(config: StudyConfig, run_dir: Path, variants: list[Variant], log: L
              frame: tuple[int, int] | None = None) -> None:
     """Latency of every deployment: per runtime (and, for bf16, per precision: it runs the FP32
     files) one process with the runs alternated across all variants."""
-    from vitedge.bench.deployment import latency_in_subprocess
-
     d = config.deploy
     groups: dict[tuple[str, str], list[tuple[Variant, str]]] = {}
     for v in variants:
@@ -417,10 +429,6 @@ def _latency(config: StudyConfig, run_dir: Path, variants: list[Variant], log: L
 
 def _hardware(config: StudyConfig, run_dir: Path, variants: list[Variant], log: Log) -> dict[str, Any]:
     """FPGA estimate of every variant (W8A8 cycle model) and the dense model's CPU breakdown."""
-    from vitedge.errors import VitedgeError
-    from vitedge.hardware.accelerator import estimate
-    from vitedge.hardware.roofline import cpu_breakdown, plot_breakdown
-    from vitedge.models.checkpoint import load
 
     d = config.deploy
     key = {"models": [file_digest(v.checkpoint) for v in variants], "img_size": config.data.img_size,
@@ -456,15 +464,10 @@ def _hardware(config: StudyConfig, run_dir: Path, variants: list[Variant], log: 
 def check_ready(config: StudyConfig) -> None:
     """What can be checked before any work: the dataset opens (both splits) and the given
     checkpoint is a vitedge model for the dataset's classes. Raises a one-line VitedgeError."""
-    from vitedge.data import build_dataset
-    from vitedge.data.segmentation import build_seg_dataset
-    from vitedge.errors import VitedgeError
 
     d = config.data
     classes = None
     if config.checkpoint is not None:
-        from vitedge.models.checkpoint import read_metadata
-
         classes = read_metadata(config.checkpoint)["extra"].get("classes")
     if config.task == "seg":
         for split in ("train", "test"):

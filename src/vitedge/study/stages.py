@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from vitedge.models.checkpoint import atomic_write
+from vitedge.io import atomic_write
 
 STAGE_FILE = "stage.json"
 

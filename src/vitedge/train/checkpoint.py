@@ -22,7 +22,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
 from vitedge.errors import VitedgeError
-from vitedge.models.checkpoint import atomic_write
+from vitedge.io import atomic_write
 from vitedge.train.ema import ModelEMA, unwrap
 
 STATE_FILE = "train_state.safetensors"

@@ -14,7 +14,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from vitedge.data import build_dataset, eval_transform
 from vitedge.errors import VitedgeError
+from vitedge.io import load_bundle
 from vitedge.train.distributed import DistInfo, all_reduce_sum
 from vitedge.train.metrics import MetricCounts
 
@@ -77,12 +79,8 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, data: str, *, root: str |
     Class names and the evaluation transform (size, crop_pct, interpolation, mean, std) come
     from the checkpoint's ``extra`` when the trainer wrote it, otherwise from the model.
     """
-    from vitedge.data import build_dataset, eval_transform
-    from vitedge.models.checkpoint import load, read_metadata
-
-    model = load(checkpoint)
-    extra = read_metadata(checkpoint)["extra"]
-    data_config = {**model.data_config, **extra.get("data_config", {})}
+    bundle = load_bundle(checkpoint)
+    model, extra, data_config = bundle.model, bundle.extra, bundle.data_config
     size = int(data_config["input_size"][-1])
     dataset = build_dataset(data, root=root, split=split, strict=strict, classes=extra.get("classes"),
                             transform=eval_transform(size, data_config))

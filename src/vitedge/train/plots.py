@@ -7,7 +7,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from vitedge.models.checkpoint import atomic_write
+from vitedge.io import atomic_write
 
 
 def save_confusion_png(confusion: Sequence[Sequence[int]], classes: Sequence[str], path: str | os.PathLike,

@@ -13,9 +13,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from vitedge.data.segmentation import SegEvalTransform, build_seg_dataset
 from vitedge.errors import VitedgeError
+from vitedge.io import load_bundle
 from vitedge.train.distributed import DistInfo, all_reduce_sum
-from vitedge.train.seg_metrics import IGNORE_INDEX, SegMetricCounts, resize_logits
+from vitedge.train.plots import save_seg_overlays
+from vitedge.train.seg_metrics import IGNORE_INDEX, SegMetricCounts, predict, resize_logits
 
 
 def seg_loss(logits: torch.Tensor, masks: torch.Tensor, teacher_logits: torch.Tensor | None = None, *,
@@ -79,12 +82,8 @@ def evaluate_seg_checkpoint(checkpoint: str | os.PathLike, data: str, *, root: s
                             size: tuple[int, int] | None = None) -> dict[str, Any]:
     """Load a vitedge segmentation checkpoint and score it on a CamVid/Cityscapes split: whole
     frames (sides rounded to 32, or ``size``), logits resized to the label size."""
-    from vitedge.data.segmentation import SegEvalTransform, build_seg_dataset
-    from vitedge.models.checkpoint import load, read_metadata
-
-    model = load(checkpoint)
-    extra = read_metadata(checkpoint)["extra"]
-    data_config = {**model.data_config, **extra.get("data_config", {})}
+    bundle = load_bundle(checkpoint)
+    model, extra, data_config = bundle.model, bundle.extra, bundle.data_config
     transform = SegEvalTransform(size, mean=tuple(data_config["mean"]), std=tuple(data_config["std"]))
     dataset = build_seg_dataset(data, root, split, transform=transform)
     trained_on = extra.get("classes")
@@ -102,8 +101,6 @@ def save_overlays(model: nn.Module, dataset: Any, path: str | os.PathLike, *, co
                   title: str = "Segmentation") -> Path:
     """Predict the first ``count`` frames of a segmentation dataset (with its eval transform) and
     write image / label / prediction overlays as one PNG."""
-    from vitedge.train.plots import save_seg_overlays
-    from vitedge.train.seg_metrics import predict
 
     was_training = model.training
     model.eval()

@@ -20,8 +20,12 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from vitedge.data import build_dataset, eval_transform, limit_dataset
+from vitedge.data.segmentation import SEG_DATASETS, SegEvalTransform, build_seg_dataset, first_frames
 from vitedge.errors import VitedgeError
 from vitedge.train.config import DataConfig
+from vitedge.train.evaluate import evaluate
+from vitedge.train.seg_evaluate import evaluate_seg, seg_loss
 
 __all__ = ["TaskData"]
 
@@ -35,16 +39,12 @@ class TaskData:
     loss_fn = None  # the classifier's cross-entropy (the importance criteria's default)
 
     def __new__(cls, data: DataConfig, *args: Any, **kwargs: Any) -> TaskData:
-        from vitedge.data.segmentation import SEG_DATASETS
-
         if cls is TaskData and str(data.dataset).lower() in SEG_DATASETS:
             return super().__new__(SegTaskData)
         return super().__new__(cls)
 
     def __init__(self, data: DataConfig, data_config: dict[str, Any],
                  classes: Sequence[str] | None = None) -> None:
-        from vitedge.data import build_dataset, eval_transform, limit_dataset
-
         self.data = data
         size = int(data.img_size or data_config["input_size"][-1])
         self.data_config = {**data_config, "input_size": (3, size, size)}
@@ -62,8 +62,6 @@ class TaskData:
                                            num_workers=self.data.workers)
 
     def evaluate(self, model: nn.Module) -> dict[str, Any]:
-        from vitedge.train.evaluate import evaluate
-
         return evaluate(model, self.loader(), classes=self.classes)
 
     def score(self, model: nn.Module) -> float:
@@ -98,8 +96,6 @@ class SegTaskData(TaskData):
 
     def __init__(self, data: DataConfig, data_config: dict[str, Any],
                  classes: Sequence[str] | None = None) -> None:
-        from vitedge.data.segmentation import SegEvalTransform, build_seg_dataset, first_frames
-        from vitedge.train.seg_evaluate import seg_loss
 
         self.data = data
         self.data_config = dict(data_config)
@@ -128,8 +124,6 @@ class SegTaskData(TaskData):
                                            num_workers=self.data.workers)
 
     def evaluate(self, model: nn.Module) -> dict[str, Any]:
-        from vitedge.train.seg_evaluate import evaluate_seg
-
         return evaluate_seg(model, self.loader(), classes=self.classes)
 
     def sample(self, n: int, *, seed: int = 0, batch_size: int = 64,

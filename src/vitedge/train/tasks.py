@@ -14,10 +14,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from vitedge.data.segmentation import SegmentationDataset, SegTrainTransform
+from vitedge.data.transforms import TrainTransform
 from vitedge.train.config import TrainConfig
 from vitedge.train.distill import distillation_loss
 from vitedge.train.distributed import DistInfo
 from vitedge.train.evaluate import evaluate
+from vitedge.train.seg_evaluate import evaluate_seg, seg_loss
+from vitedge.train.seg_metrics import IGNORE_INDEX, predict
 
 
 class Task:
@@ -29,8 +33,6 @@ class Task:
     joint = False                     # the transform sees the label too
 
     def train_transform(self, data_config: dict[str, Any], cfg: TrainConfig) -> Callable[..., Any]:
-        from vitedge.data.transforms import TrainTransform
-
         d = cfg.data
         return TrainTransform(int(data_config["input_size"][-1]), scale=tuple(d.scale), ratio=tuple(d.ratio),
                               hflip=d.hflip, interpolation=data_config["interpolation"],
@@ -67,30 +69,22 @@ class SegmentationTask(Task):
     joint = True
 
     def train_transform(self, data_config: dict[str, Any], cfg: TrainConfig) -> Callable[..., Any]:
-        from vitedge.data.segmentation import SegTrainTransform
-
         height, width = (int(v) for v in data_config["input_size"][-2:])
         return SegTrainTransform((height, width), scale=tuple(cfg.data.seg_scale), hflip=cfg.data.hflip,
                                  mean=tuple(data_config["mean"]), std=tuple(data_config["std"]))
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor, teacher_logits: torch.Tensor | None,
              cfg: TrainConfig) -> torch.Tensor:
-        from vitedge.train.seg_evaluate import seg_loss
-
         return seg_loss(logits, targets, teacher_logits, alpha=cfg.distill.alpha,
                         temperature=cfg.distill.temperature)
 
     def hits(self, logits: torch.Tensor, targets: torch.Tensor) -> tuple[int, int]:
-        from vitedge.train.seg_metrics import IGNORE_INDEX, predict
-
         valid = targets != IGNORE_INDEX
         pred = predict(logits.detach(), targets.shape[-2:])
         return int((pred == targets)[valid].sum()), int(valid.sum())
 
     def evaluate(self, model: nn.Module, loader: torch.utils.data.DataLoader, classes: Sequence[str],
                  info: DistInfo | None) -> dict[str, Any]:
-        from vitedge.train.seg_evaluate import evaluate_seg
-
         return evaluate_seg(model, loader, classes=classes, dist_info=info)
 
     def describe(self, metrics: dict[str, Any]) -> str:
@@ -99,8 +93,6 @@ class SegmentationTask(Task):
 
 def task_for(dataset: torch.utils.data.Dataset) -> Task:
     """The task a training set calls for (segmentation for image/mask pairs)."""
-    from vitedge.data.segmentation import SegmentationDataset
-
     while not isinstance(dataset, SegmentationDataset) and hasattr(dataset, "dataset"):  # Subset & co.
         dataset = dataset.dataset
     return SegmentationTask() if isinstance(dataset, SegmentationDataset) else Task()

@@ -34,8 +34,15 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from vitedge.data import build_dataset, limit_dataset
+from vitedge.data.folder import DataWarning
+from vitedge.data.segmentation import SEG_DATASETS, SegEvalTransform, build_seg_dataset, first_frames
+from vitedge.data.transforms import eval_transform
 from vitedge.errors import VitedgeError
-from vitedge.models.checkpoint import atomic_write
+from vitedge.io import atomic_write, read_metadata
+from vitedge.models import create_model, is_model
+from vitedge.models.checkpoint import load, save
+from vitedge.models.registry import unknown_model_error
 from vitedge.train import distributed
 from vitedge.train.checkpoint import STATE_FILE, load_train_state, read_train_meta, save_train_state
 from vitedge.train.config import TrainConfig, config_differences
@@ -83,10 +90,6 @@ def train(cfg: TrainConfig, *, hooks: Sequence[StepHook] = (), verbose: bool = T
                                    data=DataConfig(dataset="fashion-mnist", img_size=64)))
         result.metrics["top1"]
     """
-    from vitedge.data import build_dataset, limit_dataset
-    from vitedge.data.folder import DataWarning
-    from vitedge.data.segmentation import SEG_DATASETS, SegEvalTransform, build_seg_dataset, first_frames
-    from vitedge.data.transforms import eval_transform
 
     info = distributed.setup(cfg.device)
     try:
@@ -242,9 +245,6 @@ def build_model(spec: str, classes: Sequence[str],
     A checkpoint trained on other classes keeps its backbone and gets a new classifier.
     Returns the model and its data config (the checkpoint's training preprocessing if recorded).
     """
-    from vitedge.models import create_model, is_model
-    from vitedge.models.checkpoint import load, read_metadata
-    from vitedge.models.registry import unknown_model_error
 
     size_kw = {} if img_size is None else {"img_size": img_size}
     if is_model(spec):
@@ -268,8 +268,6 @@ def build_model(spec: str, classes: Sequence[str],
 
 def build_teacher(spec: str, num_classes: int) -> nn.Module:
     """The distillation teacher from a vitedge checkpoint; its outputs must match the classes."""
-    from vitedge.models.checkpoint import load
-
     teacher = load(spec)
     outputs = getattr(teacher, "num_classes", None)
     if outputs is not None and outputs != num_classes:
@@ -309,15 +307,10 @@ def _write_outputs(out: Path, cfg: TrainConfig, task: Task, model: nn.Module,
                    optimizer: torch.optim.Optimizer, ema: ModelEMA | None, eval_model: nn.Module,
                    data_config: dict[str, Any], classes: list[str], history: list[dict[str, Any]],
                    metrics: dict[str, Any]) -> None:
-    from vitedge.models.checkpoint import save
-
     last = history[-1]
     if getattr(eval_model, "arch", None) is not None:
-        # A QAT run trains a fake-quantized model: its file must carry the quantization record.
-        writer = save
-        if getattr(eval_model, "quant_config", None) is not None:
-            from vitedge.quantization.checkpoint import save_quantized as writer
-        writer(eval_model, out / MODEL_FILE, extra={
+        # save() writes each model in its kind's format (a QAT run's carries its quantization record)
+        save(eval_model, out / MODEL_FILE, extra={
             "classes": classes, "data_config": jsonable_config(data_config), "epoch": last["epoch"],
             "weights": "ema" if ema is not None else "raw",
             "metrics": {k: metrics[k] for k in task.record_keys if k in metrics}, "task": task.name,

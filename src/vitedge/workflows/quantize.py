@@ -29,15 +29,22 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch.nn as nn
 
 from vitedge.errors import VitedgeError
+from vitedge.io import atomic_write, load_bundle
+from vitedge.quantization.api import check_target_runtime, quantize
+from vitedge.quantization.checkpoint import save_quantized
 from vitedge.quantization.config import QuantConfig
-
-if TYPE_CHECKING:
-    from vitedge.train.config import DataConfig, TrainConfig
+from vitedge.quantization.points import is_quantized
+from vitedge.quantization.qat import freeze, prepare_qat
+from vitedge.quantization.report import point_report, report_markdown
+from vitedge.train import fit
+from vitedge.train.config import DataConfig, TrainConfig
+from vitedge.train.task_data import TaskData
+from vitedge.train.trainer import jsonable_config
 
 __all__ = ["QuantizeResult", "quantize_checkpoint"]
 
@@ -81,13 +88,6 @@ def quantize_checkpoint(
     sizes (LSQ), distilled from the float model, then freezes it. Metrics (percent):
     ``top1_fp32``, ``top1_int8`` (after PTQ) and ``top1_qat``.
     """
-    from vitedge.models.checkpoint import atomic_write, load, read_metadata
-    from vitedge.quantization.api import check_target_runtime, quantize
-    from vitedge.quantization.checkpoint import save_quantized
-    from vitedge.quantization.points import is_quantized
-    from vitedge.quantization.report import point_report, report_markdown
-    from vitedge.train.task_data import TaskData
-    from vitedge.train.trainer import jsonable_config
 
     if isinstance(holdout, bool) or not isinstance(holdout, int) or holdout < 0:
         raise VitedgeError(f"the held-out set must hold a number of images >= 0, got {holdout!r}")
@@ -96,14 +96,14 @@ def quantize_checkpoint(
                            "a few hundred to 1024 training images is typical")
     check_target_runtime(config.target)
     checkpoint = Path(checkpoint)
-    model = load(checkpoint)
+    bundle = load_bundle(checkpoint)
+    model = bundle.model
     if is_quantized(model):
         raise VitedgeError(f"{checkpoint} is already quantized; quantize the float checkpoint it came from")
     out_dir = Path(out) if out is not None else None
     if out_dir is not None and (out_dir / QUANTIZED_FILE).exists():
         raise VitedgeError(f"{out_dir / QUANTIZED_FILE} already exists; choose another --out or delete it")
-    extra = read_metadata(checkpoint)["extra"]
-    task = TaskData(data, {**model.data_config, **extra.get("data_config", {})}, extra.get("classes"))
+    task = TaskData(data, bundle.data_config, bundle.classes)
 
     held_out = task.sample(holdout, seed=seed, skip=calib) if config.auto_float and holdout > 0 else []
     # quantized before the float model is scored: a keep_float name that matches nothing fails first
@@ -137,8 +137,6 @@ def quantize_checkpoint(
 def _qat(task: Any, cfg: TrainConfig, qmodel: nn.Module, teacher: nn.Module, checkpoint: Path,
          out: Path | None, verbose: bool) -> nn.Module:
     """LSQ fine-tuning distilled from the float model; the result is frozen (fixed ranges)."""
-    from vitedge.quantization.qat import freeze, prepare_qat
-    from vitedge.train import fit
 
     cfg = cfg.replace(model=str(checkpoint), out=str(out / "qat") if out is not None else cfg.out)
     result = fit(prepare_qat(qmodel), task.train_set, task.eval_set, cfg, data_config=task.data_config,

@@ -25,17 +25,20 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch.nn as nn
 
+from vitedge.bench.profile import profile
 from vitedge.errors import VitedgeError
+from vitedge.io import atomic_write, load_bundle
+from vitedge.models.checkpoint import save
 from vitedge.pruning.batchnorm import recalibrate_batchnorm
 from vitedge.pruning.pruner import PruneConfig, apply_plan, plan_pruning
-
-if TYPE_CHECKING:  # vitedge.train is imported only when data is used
-    from vitedge.train.config import TrainConfig
-    from vitedge.train.task_data import TaskData
+from vitedge.train import fit
+from vitedge.train.config import TrainConfig
+from vitedge.train.task_data import TaskData
+from vitedge.train.trainer import build_teacher, jsonable_config
 
 __all__ = ["DENSE_TEACHER", "PruneResult", "prune_checkpoint"]
 
@@ -75,15 +78,10 @@ def prune_checkpoint(
     fine-tuning starts there), ``top1_finetuned``; plus ``params`` and
     ``macs`` of the dense and pruned models at the model's input size.
     """
-    from vitedge.bench.profile import profile
-    from vitedge.models.checkpoint import atomic_write, load, read_metadata, save
-    from vitedge.train.trainer import jsonable_config
 
     checkpoint = Path(checkpoint)
-    dense = load(checkpoint)
-    extra = read_metadata(checkpoint)["extra"]
-    data_config = {**dense.data_config, **extra.get("data_config", {})}
-    classes = extra.get("classes")
+    bundle = load_bundle(checkpoint)
+    dense, data_config, classes = bundle.model, bundle.data_config, bundle.classes
     out_dir = Path(out) if out is not None else None
     if out_dir is not None and (out_dir / PRUNED_FILE).exists():
         raise VitedgeError(f"{out_dir / PRUNED_FILE} already exists; choose another --out or delete it")
@@ -91,8 +89,6 @@ def prune_checkpoint(
     metrics: dict[str, Any] = {"checkpoint": str(checkpoint), "config": asdict(config)}
     data = None
     if train is not None:
-        from vitedge.train.task_data import TaskData
-
         data = TaskData(train.data, data_config, classes)
         metrics["metric"] = data.metric  # what the top1_* entries hold: top-1, or mIoU
         metrics["top1_dense"] = data.score(dense)
@@ -131,8 +127,6 @@ def prune_checkpoint(
 
 def _finetune(data: TaskData, train: TrainConfig, model: nn.Module, dense: nn.Module, checkpoint: Path,
               out: Path | None, verbose: bool) -> nn.Module:
-    from vitedge.train import fit
-    from vitedge.train.trainer import build_teacher
 
     cfg = train.replace(model=str(checkpoint), out=str(out / "finetune") if out is not None else train.out)
     teacher = None

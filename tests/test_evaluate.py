@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
 import torch
 import torch.nn as nn
 from parity import input_dependent, spread_predictions
+from test_cli import run_cli
 
 import vitedge
-from vitedge import cli
 from vitedge.data import build_dataset
 from vitedge.data.transforms import EvalTransform
 from vitedge.errors import VitedgeError
@@ -72,17 +71,6 @@ def test_confusion_png(tmp_path):
 
 
 # --- CLI -----------------------------------------------------------------------------------------
-
-def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["vitedge", *args])
-    code = 0
-    try:
-        cli.main()
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
-
 
 def test_cli_train_then_eval(monkeypatch, capsys, cifar_jpeg, tmp_path):
     # From input-dependent weights, centred on real images, at a tiny lr: a from-scratch epoch on

@@ -75,18 +75,22 @@ class TaskData:
         noise), as batches of ``batch_size``; ``(images, labels)`` pairs with ``labels``.
         ``skip`` passes over the first images of the same seeded order: ``sample(m, skip=n)``
         is disjoint from ``sample(n)`` (held-out images beside a calibration set); it may be
-        empty when the split is smaller than ``skip``."""
+        empty when the split is smaller than ``skip``. A segmentation set samples whole frames,
+        with their masks as the labels."""
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise VitedgeError(f"the number of sample images must be a positive int, got {n!r}")
         g = torch.Generator().manual_seed(seed)
         picked = torch.randperm(len(self.train_set), generator=g)[skip:skip + n].tolist()
         batches = []
         for start in range(0, len(picked), batch_size):
-            items = [self.train_set[i] for i in picked[start:start + batch_size]]
-            images = torch.stack([self.transform(img) for img, _ in items])
-            targets = torch.tensor([label for _, label in items])
+            images, targets = self._batch(picked[start:start + batch_size])
             batches.append((images, targets) if labels else images)
         return batches
+
+    def _batch(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training items ``indices`` through the evaluation transform: (images, labels)."""
+        items = [self.train_set[i] for i in indices]
+        return torch.stack([self.transform(img) for img, _ in items]), torch.tensor([label for _, label in items])
 
 
 class SegTaskData(TaskData):
@@ -126,18 +130,8 @@ class SegTaskData(TaskData):
     def evaluate(self, model: nn.Module) -> dict[str, Any]:
         return evaluate_seg(model, self.loader(), classes=self.classes)
 
-    def sample(self, n: int, *, seed: int = 0, batch_size: int = 64,
-               labels: bool = False, skip: int = 0) -> list[Any]:
-        """``n`` seeded random training frames (whole, evaluation transform) in batches, with
-        their masks when ``labels``; ``skip`` as in :meth:`TaskData.sample`."""
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise VitedgeError(f"the number of sample images must be a positive int, got {n!r}")
-        g = torch.Generator().manual_seed(seed)
-        picked = torch.randperm(len(self.train_set), generator=g)[skip:skip + n].tolist()
-        batches = []
-        for start in range(0, len(picked), batch_size):
-            pairs = [self.transform(*self.train_set[i]) for i in picked[start:start + batch_size]]
-            images, masks = torch.stack([x for x, _ in pairs]), torch.stack([y for _, y in pairs])
-            batches.append((images, masks) if labels else images)
-        return batches
+    def _batch(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Whole training frames ``indices`` through the evaluation transform: (images, masks)."""
+        pairs = [self.transform(*self.train_set[i]) for i in indices]
+        return torch.stack([x for x, _ in pairs]), torch.stack([y for _, y in pairs])
 

@@ -12,12 +12,11 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from rich import box
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from vitedge.errors import VitedgeError
+from vitedge.tables import Table
 from vitedge.train.config import QAT_ALPHA, QAT_EMA, QAT_LR, QAT_STEP_LR_MULT, TrainConfig
 
 app = typer.Typer(add_completion=False,
@@ -48,17 +47,17 @@ def models_command(pattern: Annotated[str, typer.Argument(help="substring filter
 def profile_command(
     model: Annotated[Optional[str], typer.Argument(help="model name or checkpoint path")] = None,
     all_models: Annotated[bool, typer.Option("--all", help="profile every registered model")] = False,
-    resolution: Annotated[Optional[int], typer.Option(help="input resolution (default: the model's)")] = None,
+    resolution: Annotated[Optional[int], typer.Option(min=1, help="input resolution (default: the model's)")] = None,
     num_classes: Annotated[Optional[int], typer.Option(help="classifier width for a model name")] = None,
     latency: Annotated[bool, typer.Option(help="also time PyTorch eager at batch 1")] = True,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads for latency")] = None,
-    batch_size: Annotated[int, typer.Option(help="batch size for latency")] = 1,
-    runs: Annotated[int, typer.Option(help="timed runs for latency")] = 10,
+    batch_size: Annotated[int, typer.Option(min=1, help="batch size for latency")] = 1,
+    runs: Annotated[int, typer.Option(min=1, help="timed runs for latency")] = 10,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="write results as JSON here")] = None,
     breakdown: Annotated[bool, typer.Option(
         "--breakdown", help="also profile the FP32 export per node on --runtime: time per operator kind "
                             "beside its roofline floor")] = False,
-    breakdown_runs: Annotated[int, typer.Option(help="profiled runs for --breakdown")] = 50,
+    breakdown_runs: Annotated[int, typer.Option(min=1, help="profiled runs for --breakdown")] = 50,
     runtime: Annotated[str, typer.Option(help="--breakdown: onnxruntime or openvino")] = "onnxruntime",
     plot: Annotated[Optional[Path], typer.Option(help="--breakdown: write the plot (PNG) here")] = None,
     markdown: Annotated[Optional[Path], typer.Option(
@@ -66,58 +65,25 @@ def profile_command(
 ) -> None:
     """Params, MACs, weight and activation memory (and PyTorch latency) of models; with
     --breakdown, where the runtime spends the time, per operator kind, against the roofline."""
-    from vitedge.bench import profile, torch_latency
-    from vitedge.bench.published import PUBLISHED_COST
+    from vitedge.bench.profile import profile_models, profile_table
+    from vitedge.hardware.roofline import cpu_breakdown
     from vitedge.models import list_models
+    from vitedge.models.checkpoint import resolve_model
 
     if all_models == (model is not None):
         raise VitedgeError("give either a MODEL (name or checkpoint) or --all")
-    if resolution is not None and resolution <= 0:
-        raise VitedgeError(f"--resolution must be positive (got {resolution})")
-    if batch_size < 1:
-        raise VitedgeError(f"--batch-size must be at least 1 (got {batch_size})")
-    if breakdown_runs < 1:
-        raise VitedgeError(f"--breakdown-runs must be at least 1 (got {breakdown_runs})")
     if (plot or markdown) and not breakdown:
         raise VitedgeError("--plot and --markdown belong to --breakdown; add --breakdown")
     names = list_models() if all_models else [model]
-    breakdowns = []
-    table = Table(title="vitedge profile (paper = published figure)", box=box.SIMPLE_HEAD)
-    # Short headers: the table must fit 80 columns (CI logs, pipes). "paper" = published figure.
-    for column in ("model", "res", "params M", "paper", "MACs M", "paper", "wts MB", "act MB",
-                   f"ms b{batch_size}"):
-        if column == "model":
-            table.add_column(column, no_wrap=True)
-        else:
-            table.add_column(column, justify="right", min_width=max(5, *map(len, column.split())))
-    results = []
-    for name in names:
-        net = resolve_model(name, num_classes=num_classes)
-        stats = profile(net, resolution=resolution)
-        if latency:
-            stats["latency"] = torch_latency(net, resolution=resolution, threads=threads,
-                                             batch_size=batch_size, warmup=2, runs=runs).to_dict()
-        arch_name = net.arch["name"]
-        stats["model"] = name
-        results.append(stats)
-        ref_params, ref_macs = PUBLISHED_COST.get(arch_name, (None, None))
-        default_res = stats["input_size"][1] == net.data_config["input_size"][1]
-        table.add_row(
-            name, str(stats["input_size"][1]), f"{stats['params'] / 1e6:.2f}",
-            f"{ref_params:.2f}" if ref_params and default_res else "",
-            f"{stats['macs'] / 1e6:.1f}", f"{ref_macs:.0f}" if ref_macs and default_res else "",
-            f"{stats['weight_bytes'] / 2**20:.1f}", f"{stats['activation_bytes'] / 2**20:.1f}",
-            f"{stats['latency']['median_ms']:.3g}" if latency else "",
-        )
-        if breakdown:
-            from vitedge.hardware.roofline import cpu_breakdown
-
-            bd = cpu_breakdown(net, resolution=resolution, threads=threads or 2, runs=breakdown_runs,
-                               name=name, runtime=runtime)
-            breakdowns.append(bd)
-            stats["breakdown"] = bd.to_dict()
-        del net
-    console.print(table)
+    results = profile_models(names, resolution=resolution, num_classes=num_classes, latency=latency,
+                             threads=threads, batch_size=batch_size, runs=runs)
+    breakdowns = [cpu_breakdown(resolve_model(name, num_classes=num_classes), resolution=resolution,
+                                threads=threads or 2, runs=breakdown_runs, name=name, runtime=runtime)
+                  for name in (names if breakdown else [])]
+    for stats, bd in zip(results, breakdowns):
+        stats["breakdown"] = bd.to_dict()
+    table = profile_table(results, batch_size)
+    console.print(table.rich())
     if breakdowns:
         _print_breakdowns(breakdowns, plot, markdown)
     if json_out is not None:
@@ -133,16 +99,7 @@ def _print_breakdowns(breakdowns: list, plot: Path | None, markdown: Path | None
     from vitedge.io import atomic_write
 
     for bd in breakdowns:
-        table = Table(title=f"{bd.model} {bd.resolution}² on {bd.runtime}, {bd.threads} threads: nodes "
-                            f"{bd.node_ms:.2f} ms = {100 * bd.accounted:.1f} % of {bd.latency_ms:.2f} ms",
-                      box=box.SIMPLE_HEAD)
-        for column in ("kind", "ops", "nodes", "MMAC", "floor ms", "ms", "share %", "× floor"):
-            table.add_column(column, justify="left" if column == "kind" else "right")
-        for r in bd.rows:
-            table.add_row(r.kind, str(r.ops), str(r.nodes), f"{r.macs / 1e6:.1f}", f"{r.floor_ms:.4f}",
-                          f"{r.measured_ms:.3f}", f"{100 * r.measured_ms / bd.attributed_ms:.1f}",
-                          "∞" if r.ratio == float("inf") else f"{r.ratio:.1f}")
-        console.print(table)
+        console.print(bd.table().rich())
         console.print("furthest from the floor: " + ", ".join(r.kind for r in bd.furthest_from_floor()))
     if plot is not None:
         console.print(f"wrote {plot_breakdown(breakdowns, plot)}")
@@ -155,7 +112,7 @@ def _print_breakdowns(breakdowns: list, plot: Path | None, markdown: Path | None
 def hw_command(
     model: Annotated[str, typer.Argument(help="model name, or a (pruned or quantized) vitedge checkpoint")],
     accelerator: Annotated[str, typer.Option(help="accelerator preset")] = "trio-zcu102",
-    resolution: Annotated[Optional[int], typer.Option(help="input resolution (default: the model's)")] = None,
+    resolution: Annotated[Optional[int], typer.Option(min=1, help="input resolution (default: the model's)")] = None,
     set_params: Annotated[Optional[list[str]], typer.Option(
         "--set", help="override a preset parameter, e.g. --set ddr_gbps=4 --set replication=8")] = None,
     include_head: Annotated[bool, typer.Option(help="map the classifier head too")] = False,
@@ -168,19 +125,11 @@ def hw_command(
     """Estimate FPS, GOPS and MAC utilisation of a model on an FPGA accelerator (W8A8 cycle model)."""
     from vitedge.hardware.accelerator import estimate, get_accelerator
     from vitedge.io import atomic_write
+    from vitedge.models.checkpoint import resolve_model
 
-    if resolution is not None and resolution <= 0:
-        raise VitedgeError(f"--resolution must be positive (got {resolution})")
     cfg = get_accelerator(accelerator).with_overrides(**_parse_overrides(set_params or []))
-    est = estimate(_resolve_any_model(model), cfg, resolution=resolution, include_head=include_head)
-    s = est.summary()
-    table = Table(title=f"{model} on {cfg.name} (W{cfg.bits}A{cfg.bits})", box=box.SIMPLE_HEAD)
-    for column in ("res", "FPS", "ms", "GOPS", "peak", "MAC util %", "GOPS/DSP", "mem-bound layers"):
-        table.add_column(column, justify="right")
-    table.add_row(f"{s['resolution'][0]}", f"{s['fps']:.1f}", f"{s['latency_ms']:.3f}", f"{s['gops']:.1f}",
-                  f"{s['peak_gops']:.1f}", f"{100 * s['mac_utilisation']:.1f}", f"{s['gops_per_dsp']:.3f}",
-                  f"{s['memory_bound_layers']}/{s['layers']}")
-    console.print(table)
+    est = estimate(resolve_model(model), cfg, resolution=resolution, include_head=include_head)
+    console.print(est.summary_table().rich())
     if layers:
         console.print(est.to_markdown(), markup=False, highlight=False)
     if json_out is not None:
@@ -206,15 +155,6 @@ def _parse_overrides(items: list[str]) -> dict[str, float | int | bool]:
         except ValueError:
             raise VitedgeError(f"--set {key}: {value!r} is not a number") from None
     return out
-
-
-def _resolve_any_model(spec: str):
-    """A float model from a name or checkpoint, or a quantized model from a quantized checkpoint."""
-    from vitedge.quantization.checkpoint import is_quantized_checkpoint, load_quantized
-
-    if Path(spec).is_file() and is_quantized_checkpoint(spec):
-        return load_quantized(spec)
-    return resolve_model(spec)
 
 
 @app.command("convert")
@@ -392,12 +332,7 @@ def _eval_segmentation(checkpoint: Path, data: str, data_dir: Path | None, split
 
 
 def _print_per_class(title: str, column: str, values: dict[str, float]) -> None:
-    table = Table(title=title)
-    table.add_column("class")
-    table.add_column(column, justify="right")
-    for name, value in values.items():
-        table.add_row(name, f"{value:.2f}")
-    console.print(table)
+    console.print(Table.of_mapping(title, ("class", column), values).rich())
 
 
 def _write_json(metrics: dict, path: Path) -> None:
@@ -537,6 +472,7 @@ def export_command(
     """Export a model for deployment (ONNX FP32/FP16/INT8 QDQ with preprocessing metadata)."""
     from vitedge.deploy import export
     from vitedge.io import read_metadata
+    from vitedge.models.checkpoint import resolve_model
 
     extra = read_metadata(model)["extra"] if Path(model).is_file() else {}
     net = resolve_model(model)
@@ -646,30 +582,9 @@ def _recipe_config(epochs: int, seed: int, data: str, data_dir: Path | None, bat
 
 
 def _print_metrics(metrics: dict, rows: tuple[tuple[str, str], ...]) -> None:
-    table = Table(box=box.SIMPLE_HEAD)
-    table.add_column("metric")
-    table.add_column("%", justify="right")
     name = "mIoU" if metrics.get("metric") == "miou" else "top-1"  # top1_* hold a seg model's mIoU
-    for key, label in rows:
-        if key in metrics:
-            table.add_row(label.replace("top-1", name), f"{metrics[key]:.2f}")
-    console.print(table)
-
-
-def resolve_model(spec: str, num_classes: int | None = None):
-    """A model from a registered name or a checkpoint path (the CLI's MODEL argument)."""
-    from vitedge.models import create_model, is_model
-    from vitedge.models.checkpoint import load
-    from vitedge.models.registry import unknown_model_error
-
-    if is_model(spec):
-        kwargs = {} if num_classes is None else {"num_classes": num_classes}
-        return create_model(spec, **kwargs).eval()
-    if Path(spec).is_file():
-        return load(spec, num_classes=num_classes)
-    if any(sep in spec for sep in ("/", ".")):
-        raise VitedgeError(f"checkpoint {spec} does not exist; check the path")
-    raise unknown_model_error(spec)
+    values = {label.replace("top-1", name): float(metrics[key]) for key, label in rows if key in metrics}
+    console.print(Table.of_mapping("", ("metric", "%"), values).rich())
 
 
 def main() -> None:

@@ -7,13 +7,19 @@ accelerator model and the CPU roofline count from the same list.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 import torch.nn as nn
 
+from vitedge.bench.latency import torch_latency
+from vitedge.bench.published import PUBLISHED_COST
+from vitedge.errors import VitedgeError
 from vitedge.hardware.operators import extract_operators
+from vitedge.models.checkpoint import resolve_model
 from vitedge.models.inputs import Resolution, input_size
+from vitedge.tables import Table
 
 
 def profile(model: nn.Module, resolution: Resolution | None = None, batch_size: int = 1) -> dict[str, Any]:
@@ -69,3 +75,38 @@ def _tensors(obj: Any) -> list[torch.Tensor]:
 
 def _nbytes(t: torch.Tensor) -> int:
     return t.numel() * t.element_size()
+
+
+def profile_models(specs: Sequence[str], *, resolution: int | None = None, num_classes: int | None = None,
+                   latency: bool = True, threads: int | None = None, batch_size: int = 1,
+                   runs: int = 10) -> list[dict[str, Any]]:
+    """:func:`profile` of each model (a registered name or a checkpoint), with PyTorch eager's
+    latency at ``batch_size`` when ``latency``; each result names its ``model``."""
+    if batch_size < 1 or runs < 1:
+        raise VitedgeError(f"batch size and runs must be at least 1 (got {batch_size} and {runs})")
+    results = []
+    for spec in specs:
+        net = resolve_model(spec, num_classes=num_classes)
+        stats = {"model": spec, "arch": net.arch["name"], **profile(net, resolution=resolution)}
+        stats["default_resolution"] = stats["input_size"][1] == net.data_config["input_size"][1]
+        if latency:
+            stats["latency"] = torch_latency(net, resolution=resolution, threads=threads, batch_size=batch_size,
+                                             warmup=2, runs=runs).to_dict()
+        results.append(stats)
+    return results
+
+
+def profile_table(results: Sequence[dict[str, Any]], batch_size: int = 1) -> Table:
+    """:func:`profile_models`' results beside the published params and MACs (at the model's own
+    resolution). Short headers: the table must fit 80 columns (CI logs, pipes)."""
+    table = Table("vitedge profile (paper = published figure)",
+                  ["model", "res", "params M", "paper", "MACs M", "paper", "wts MB", "act MB", f"ms b{batch_size}"])
+    for s in results:
+        ref_params, ref_macs = PUBLISHED_COST.get(s["arch"], (None, None))
+        published = s["default_resolution"]
+        table.add_row(s["model"], s["input_size"][1], f"{s['params'] / 1e6:.2f}",
+                      f"{ref_params:.2f}" if ref_params and published else "", f"{s['macs'] / 1e6:.1f}",
+                      f"{ref_macs:.0f}" if ref_macs and published else "", f"{s['weight_bytes'] / 2**20:.1f}",
+                      f"{s['activation_bytes'] / 2**20:.1f}",
+                      f"{s['latency']['median_ms']:.3g}" if "latency" in s else "")
+    return table

@@ -43,6 +43,7 @@ import torch.nn as nn
 
 from vitedge.errors import VitedgeError
 from vitedge.hardware.operators import Operator, OperatorList, extract_operators
+from vitedge.tables import Table
 
 # Linear-attention scopes: the float block and the quantized one with its per-branch points.
 _LINEAR_ATTENTION = {"LiteMLA", "QuantLiteMLA", "LinearAttentionPoints"}
@@ -236,6 +237,22 @@ class AcceleratorEstimate:
             "layers": [layer.to_dict(self.config.multipliers) for layer in self.layers],
         }
 
+    def summary_table(self) -> Table:
+        """One row: resolution, FPS, latency, GOPS, peak, MAC utilisation, GOPS/DSP, memory-bound layers."""
+        s = self.summary()
+        return Table(f"{self.model} on {self.config.name} (W{self.config.bits}A{self.config.bits})",
+                     ["res", "FPS", "ms", "GOPS", "peak", "MAC util %", "GOPS/DSP", "mem-bound layers"],
+                     [[s["resolution"][0], f"{s['fps']:.1f}", f"{s['latency_ms']:.3f}", f"{s['gops']:.1f}",
+                       f"{s['peak_gops']:.1f}", f"{100 * s['mac_utilisation']:.1f}", f"{s['gops_per_dsp']:.3f}",
+                       f"{s['memory_bound_layers']}/{s['layers']}"]], align="r" * 8)
+
+    def layer_table(self) -> Table:
+        """Per layer: kind, engine, MACs, compute and memory cycles, which bounds it, utilisation."""
+        return Table("", ["layer", "kind", "engine", "MMAC", "compute cyc", "memory cyc", "bound", "util %"],
+                     [[layer.name, layer.kind, layer.engine, f"{layer.macs / 1e6:.2f}", layer.compute_cycles,
+                       layer.memory_cycles, layer.bound, f"{100 * layer.utilisation(self.config.multipliers):.1f}"]
+                      for layer in self.layers], align="lllrrrlr")
+
     def to_markdown(self) -> str:
         s = self.summary()
         lines = [
@@ -246,15 +263,8 @@ class AcceleratorEstimate:
             f"MAC utilisation {100 * s['mac_utilisation']:.1f} %, {s['gops_per_dsp']:.3f} GOPS/DSP "
             f"({s['dsps']:.0f} DSPs), {s['memory_bound_layers']} of {s['layers']} layers memory-bound.",
             "",
-            "| layer | kind | engine | MMAC | compute cyc | memory cyc | bound | util % |",
-            "|---|---|---|---:|---:|---:|---|---:|",
+            self.layer_table().markdown(heading="").rstrip("\n"),
         ]
-        for layer in self.layers:
-            lines.append(
-                f"| {layer.name} | {layer.kind} | {layer.engine} | {layer.macs / 1e6:.2f} | "
-                f"{layer.compute_cycles} | {layer.memory_cycles} | {layer.bound} | "
-                f"{100 * layer.utilisation(self.config.multipliers):.1f} |"
-            )
         lines += ["", "Assumptions:", ""] + [f"- {a}" for a in self.assumptions]
         return "\n".join(lines) + "\n"
 

@@ -35,6 +35,7 @@ from vitedge.hardware.operators import KINDS, Operator, OperatorList, extract_op
 from vitedge.hardware.profile_worker import PROFILERS
 from vitedge.io import atomic_write
 from vitedge.quantization.points import is_quantized
+from vitedge.tables import Table
 from vitedge.workers import run_json_worker
 
 
@@ -190,6 +191,10 @@ class CpuBreakdown:
             "op_types": self.op_types,
         }
 
+    def table(self) -> Table:
+        """Time per operator kind beside its roofline floor (:func:`kinds_table`)."""
+        return kinds_table(self.to_dict())
+
     def to_markdown(self) -> str:
         p = self.peaks
         lines = [
@@ -215,16 +220,8 @@ class CpuBreakdown:
             f"{self.floor_ms:.3f} ms ({p.macs_per_s / 1e9:.1f} GMAC/s, "
             f"{p.bytes_per_s / 1e9:.1f} GB/s; {p.source}).",
             "",
-            "| kind | ops | runtime nodes | MMAC | MB moved | floor ms | measured ms | share % | × floor |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+            self.table().markdown(heading="").rstrip("\n"),
         ]
-        total = self.attributed_ms or 1.0
-        for r in self.rows:
-            ratio = "∞" if math.isinf(r.ratio) else f"{r.ratio:.1f}"
-            lines.append(
-                f"| {r.kind} | {r.ops} | {r.nodes} | {r.macs / 1e6:.1f} | {r.bytes / 1e6:.2f} | "
-                f"{r.floor_ms:.4f} | {r.measured_ms:.3f} | {100 * r.measured_ms / total:.1f} | {ratio} |"
-            )
         far = ", ".join(
             f"**{r.kind}** ({'∞' if math.isinf(r.ratio) else f'{r.ratio:.0f}'}×)"
             for r in self.furthest_from_floor()
@@ -406,3 +403,17 @@ def plot_breakdown(breakdowns: list[CpuBreakdown], path: str | os.PathLike) -> P
         return atomic_write(path, write)
     finally:
         plt.close(fig)
+
+
+def kinds_table(breakdown: dict[str, Any]) -> Table:
+    """A breakdown (``CpuBreakdown.to_dict()``, or the study's cached copy of it) as a table: time
+    per operator kind on the runtime beside its roofline floor."""
+    attributed = breakdown["attributed_ms"] or 1.0
+    rows = [[k["kind"], k["ops"], k["nodes"], f"{k['macs'] / 1e6:.1f}", f"{k['bytes'] / 1e6:.2f}",
+             f"{k['floor_ms']:.4f}", f"{k['measured_ms']:.3f}", f"{100 * k['measured_ms'] / attributed:.1f}",
+             "∞" if k["ratio"] is None else f"{k['ratio']:.1f}"] for k in breakdown["kinds"]]
+    return Table(f"{breakdown['model']} {breakdown['resolution']}² on {breakdown['runtime']}, "
+                 f"{breakdown['threads']} threads: nodes {breakdown['node_ms']:.2f} ms = "
+                 f"{100 * breakdown['accounted']:.1f} % of {breakdown['latency_ms']:.2f} ms",
+                 ["kind", "ops", "runtime nodes", "MMAC", "MB moved", "floor ms", "measured ms", "share %",
+                  "× floor"], rows)

@@ -124,6 +124,19 @@ def load(
     return net.eval()
 
 
+def resolve_model(spec: str | os.PathLike, num_classes: int | None = None) -> nn.Module:
+    """A model in eval mode from a registered name (built fresh) or a vitedge checkpoint path
+    (float or quantized, as saved): what a command's MODEL argument names."""
+    spec = str(spec)
+    if is_model(spec):
+        return create_model(spec, **({} if num_classes is None else {"num_classes": num_classes})).eval()
+    if Path(spec).is_file():
+        return load(spec, num_classes=num_classes)
+    if any(sep in spec for sep in ("/", ".")):
+        raise VitedgeError(f"checkpoint {spec} does not exist; check the path")
+    raise unknown_model_error(spec)
+
+
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read tensors from safetensors or a torch file (``weights_only=True``: nothing is unpickled)."""
     path = Path(path)

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from vitedge.io import write_text
-from vitedge.report.document import Document, csv_lines
+from vitedge.report.document import Document
 from vitedge.report.environment import environment
 from vitedge.report.plots import plot_accuracy_vs_latency, plot_accuracy_vs_macs
 from vitedge.report.tables import (
@@ -22,6 +22,7 @@ from vitedge.report.tables import (
     study_tables,
 )
 from vitedge.study import StudyConfig, StudyResult, run_study
+from vitedge.tables import Table
 
 __all__ = ["Row", "breakdown_table", "pareto", "recommend", "study_rows", "study_tables", "study_with_report",
            "write_report"]
@@ -123,7 +124,7 @@ def write_report(result: StudyResult, *, log: Callable[[str], None] = print) -> 
                "pareto": [r.label for r in pareto(every)],
                "recommendation": recommendation, "recommended": chosen.to_dict(),
                "breakdown": breakdown}
-    csv_text = csv_lines(list(every[0].to_dict()), [list(r.to_dict().values()) for r in every])
+    csv_text = Table("", list(every[0].to_dict()), [list(r.to_dict().values()) for r in every]).csv()
     markdown, page = doc.markdown(run_dir), doc.html()
     for name, text in (("results.json", json.dumps(results, indent=2)), ("results.csv", csv_text),
                        ("report.html", page), ("report.md", markdown)):

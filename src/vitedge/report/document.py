@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import base64
 import html
-import re
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vitedge.report.tables import Table
+from vitedge.tables import Table, inline_html
 
 __all__ = ["Document"]
 
@@ -43,7 +41,7 @@ class Document:
             elif kind == "p":
                 out += [str(value), ""]
             elif kind == "table":
-                out += _markdown_table(value)
+                out += value.markdown().split("\n")
             elif kind == "img":
                 path, caption = value
                 out += [f"![{caption}]({path.relative_to(base).as_posix()})", ""]
@@ -57,9 +55,9 @@ class Document:
             if kind == "h2":
                 body.append(f"<h2>{html.escape(str(value))}</h2>")
             elif kind == "p":
-                body.append(f"<p>{_inline(str(value))}</p>")
+                body.append(f"<p>{inline_html(str(value))}</p>")
             elif kind == "table":
-                body.append(_html_table(value))
+                body.append(value.html())
             elif kind == "img":
                 path, caption = value
                 data = base64.b64encode(Path(path).read_bytes()).decode()
@@ -76,35 +74,3 @@ _CSS = ("body{font-family:system-ui,sans-serif;max-width:62rem;margin:2rem auto;
         "table{border-collapse:collapse;margin:.5rem 0}th,td{border:1px solid #ccc;padding:.25rem .6rem;"
         "text-align:right}th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}"
         "img{max-width:100%}figcaption{font-size:.85rem;color:#555}code{background:#f3f3f3;padding:0 .2rem}")
-
-
-def _markdown_table(table: Table) -> list[str]:
-    lines = [f"### {table.title}", "", "| " + " | ".join(table.head) + " |",
-             "|" + "|".join("---" if i == 0 else "---:" for i in range(len(table.head))) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in table.rows]
-    return lines + ([""] + [table.note] if table.note else []) + [""]
-
-
-def _html_table(table: Table) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in table.head)
-    rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in table.rows)
-    note = f"<p><small>{_inline(table.note)}</small></p>" if table.note else ""
-    return f"<h3>{html.escape(table.title)}</h3><table><tr>{head}</tr>{rows}</table>{note}"
-
-
-def _inline(text: str) -> str:
-    """The Markdown the report's sentences use: **bold** and `code`."""
-    text = html.escape(text)
-    text = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", text)
-    return re.sub(r"`(.+?)`", r"<code>\1</code>", text)
-
-
-def csv_lines(head: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    import csv
-    import io
-
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(head)
-    writer.writerows(rows)
-    return buffer.getvalue()

@@ -10,7 +10,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from vitedge.hardware.roofline import kinds_table
 from vitedge.study.pipeline import Variant
+from vitedge.tables import Table
 
 __all__ = ["Row", "Table", "deployment_table", "pareto", "pick", "recommend", "study_rows", "study_tables"]
 
@@ -44,14 +46,6 @@ class Row:
                 "top1_torch": self.top1_torch, "params": self.params, "macs": self.macs,
                 "size_mib": self.size_mib, "latency_ms": self.latency_ms, "p90_ms": self.p90_ms,
                 "fpga_fps": self.fpga_fps, "latency_hi_ms": self.latency_hi_ms}
-
-
-@dataclass(frozen=True)
-class Table:
-    title: str
-    head: list[str]
-    rows: list[list[str]]
-    note: str = ""
 
 
 def study_rows(variants: Sequence[Variant], runtime: str | None = None) -> list[Row]:
@@ -181,14 +175,10 @@ def study_tables(rows: Sequence[Row], variants: Sequence[Variant], runtime: str,
 def breakdown_table(breakdown: dict[str, Any]) -> Table:
     """The CPU breakdown (``CpuBreakdown.to_dict()``) as a report table: time per operator kind on
     the runtime beside its roofline floor."""
-    node_ms = breakdown["attributed_ms"] or 1.0
-    rows = [[k["kind"], str(k["ops"]), str(k["nodes"]), f"{k['macs'] / 1e6:.1f}", f"{k['floor_ms']:.4f}",
-             f"{k['measured_ms']:.3f}", f"{100 * k['measured_ms'] / node_ms:.1f}",
-             "∞" if k["ratio"] is None else f"{k['ratio']:.1f}"] for k in breakdown["kinds"]]
     peaks = breakdown["peaks"]
-    return Table(
-        f"CPU breakdown — dense FP32 on {breakdown['runtime']}, {breakdown['threads']} threads",
-        ["kind", "ops", "ORT nodes", "MMAC", "floor ms", "measured ms", "share %", "× floor"], rows,
+    table = kinds_table(breakdown)
+    table.title = f"CPU breakdown — dense FP32 on {breakdown['runtime']}, {breakdown['threads']} threads"
+    table.note = (
         f"The nodes' times sum to {breakdown['node_ms']:.3f} ms = {100 * breakdown['accounted']:.1f} % of "
         f"the {breakdown['latency_ms']:.3f} ms latency (median, no profiler"
         + (", idle pool threads sleeping)" if breakdown["runtime"] == "onnxruntime" else ")")
@@ -197,6 +187,7 @@ def breakdown_table(breakdown: dict[str, Any]) -> Table:
         f"{peaks['macs_per_s'] / 1e9:.1f} GMAC/s, bytes / {peaks['bytes_per_s'] / 1e9:.1f} GB/s) "
         f"({peaks['source']}). "
         f"Furthest from their floor: {', '.join(breakdown['furthest_from_floor'])}.")
+    return table
 
 
 def pareto(rows: Sequence[Row]) -> list[Row]:

@@ -47,7 +47,8 @@ def models_command(pattern: Annotated[str, typer.Argument(help="substring filter
 def profile_command(
     model: Annotated[Optional[str], typer.Argument(help="model name or checkpoint path")] = None,
     all_models: Annotated[bool, typer.Option("--all", help="profile every registered model")] = False,
-    resolution: Annotated[Optional[int], typer.Option(min=1, help="input resolution (default: the model's)")] = None,
+    resolution: Annotated[Optional[int], typer.Option(
+        min=1, help="input resolution (default: the model's)")] = None,
     num_classes: Annotated[Optional[int], typer.Option(help="classifier width for a model name")] = None,
     latency: Annotated[bool, typer.Option(help="also time PyTorch eager at batch 1")] = True,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads for latency")] = None,
@@ -112,7 +113,8 @@ def _print_breakdowns(breakdowns: list, plot: Path | None, markdown: Path | None
 def hw_command(
     model: Annotated[str, typer.Argument(help="model name, or a (pruned or quantized) vitedge checkpoint")],
     accelerator: Annotated[str, typer.Option(help="accelerator preset")] = "trio-zcu102",
-    resolution: Annotated[Optional[int], typer.Option(min=1, help="input resolution (default: the model's)")] = None,
+    resolution: Annotated[Optional[int], typer.Option(
+        min=1, help="input resolution (default: the model's)")] = None,
     set_params: Annotated[Optional[list[str]], typer.Option(
         "--set", help="override a preset parameter, e.g. --set ddr_gbps=4 --set replication=8")] = None,
     include_head: Annotated[bool, typer.Option(help="map the classifier head too")] = False,

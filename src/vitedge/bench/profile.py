@@ -90,7 +90,8 @@ def profile_models(specs: Sequence[str], *, resolution: int | None = None, num_c
         stats = {"model": spec, "arch": net.arch["name"], **profile(net, resolution=resolution)}
         stats["default_resolution"] = stats["input_size"][1] == net.data_config["input_size"][1]
         if latency:
-            stats["latency"] = torch_latency(net, resolution=resolution, threads=threads, batch_size=batch_size,
+            stats["latency"] = torch_latency(net, resolution=resolution, threads=threads,
+                                             batch_size=batch_size,
                                              warmup=2, runs=runs).to_dict()
         results.append(stats)
     return results
@@ -100,7 +101,8 @@ def profile_table(results: Sequence[dict[str, Any]], batch_size: int = 1) -> Tab
     """:func:`profile_models`' results beside the published params and MACs (at the model's own
     resolution). Short headers: the table must fit 80 columns (CI logs, pipes)."""
     table = Table("vitedge profile (paper = published figure)",
-                  ["model", "res", "params M", "paper", "MACs M", "paper", "wts MB", "act MB", f"ms b{batch_size}"])
+                  ["model", "res", "params M", "paper", "MACs M", "paper", "wts MB", "act MB",
+                   f"ms b{batch_size}"])
     for s in results:
         ref_params, ref_macs = PUBLISHED_COST.get(s["arch"], (None, None))
         published = s["default_resolution"]

@@ -243,14 +243,16 @@ class AcceleratorEstimate:
         return Table(f"{self.model} on {self.config.name} (W{self.config.bits}A{self.config.bits})",
                      ["res", "FPS", "ms", "GOPS", "peak", "MAC util %", "GOPS/DSP", "mem-bound layers"],
                      [[s["resolution"][0], f"{s['fps']:.1f}", f"{s['latency_ms']:.3f}", f"{s['gops']:.1f}",
-                       f"{s['peak_gops']:.1f}", f"{100 * s['mac_utilisation']:.1f}", f"{s['gops_per_dsp']:.3f}",
+                       f"{s['peak_gops']:.1f}", f"{100 * s['mac_utilisation']:.1f}",
+                       f"{s['gops_per_dsp']:.3f}",
                        f"{s['memory_bound_layers']}/{s['layers']}"]], align="r" * 8)
 
     def layer_table(self) -> Table:
         """Per layer: kind, engine, MACs, compute and memory cycles, which bounds it, utilisation."""
         return Table("", ["layer", "kind", "engine", "MMAC", "compute cyc", "memory cyc", "bound", "util %"],
                      [[layer.name, layer.kind, layer.engine, f"{layer.macs / 1e6:.2f}", layer.compute_cycles,
-                       layer.memory_cycles, layer.bound, f"{100 * layer.utilisation(self.config.multipliers):.1f}"]
+                       layer.memory_cycles, layer.bound,
+                       f"{100 * layer.utilisation(self.config.multipliers):.1f}"]
                       for layer in self.layers], align="lllrrrlr")
 
     def to_markdown(self) -> str:

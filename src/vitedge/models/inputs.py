@@ -43,5 +43,5 @@ def _height_width(resolution: Resolution) -> tuple[int, int]:
     if (isinstance(resolution, (tuple, list)) and len(resolution) == 2
             and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in resolution)):
         return int(resolution[0]), int(resolution[1])
-    raise VitedgeError(f"resolution must be a positive side (e.g. 224) or (height, width) (e.g. (512, 1024)), "
-                       f"not {resolution!r}")
+    raise VitedgeError(f"resolution must be a positive side (e.g. 224) or (height, width) "
+                       f"(e.g. (512, 1024)), not {resolution!r}")

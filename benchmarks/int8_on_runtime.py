@@ -32,9 +32,14 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from vitedge.tables import Table
+
+RUNTIMES = ("onnxruntime", "openvino")
+
 
 def measure(name: str, checkpoint: str, data: str, data_dir: str | None, out: Path, calib: int, holdout: int,
-            eval_limit: int | None, threads: int) -> dict[str, Any]:
+            eval_limit: int | None, threads: int, runtimes: tuple[str, ...] = RUNTIMES,
+            nncf: bool = True) -> dict[str, Any]:
     import vitedge
     from vitedge.bench.deployment import runtime_top1
     from vitedge.bench.nncf_anchor import NNCF_PRESETS, nncf_available, nncf_quantize, nncf_version
@@ -56,7 +61,7 @@ def measure(name: str, checkpoint: str, data: str, data_dir: str | None, out: Pa
                           resolution=size)
     row: dict[str, Any] = {"checkpoint": checkpoint, "data": data, "test_images": len(task.eval_set),
                            "fp32_torch": task.score(model)}
-    for runtime in ("onnxruntime", "openvino"):
+    for runtime in runtimes:
         row[f"fp32_{runtime}"] = runtime_top1(runtime, None, fp32, "fp32", task, None, threads)
         start = time.perf_counter()
         config = QuantConfig.for_target(runtime, method="trio")
@@ -72,7 +77,7 @@ def measure(name: str, checkpoint: str, data: str, data_dir: str | None, out: Pa
             "quantize_s": round(seconds, 1)}
         print(name, runtime, row[f"vitedge_{runtime}"], flush=True)
     ok, why = nncf_available()
-    for preset in NNCF_PRESETS:
+    for preset in NNCF_PRESETS if nncf else ():
         if not ok:
             row[f"nncf_{preset}"] = {"error": why}
             continue
@@ -87,25 +92,29 @@ def measure(name: str, checkpoint: str, data: str, data_dir: str | None, out: Pa
 
 
 def markdown(results: dict[str, dict[str, Any]], command: str) -> str:
-    head = ["model (test images)", "FP32 ORT", "FP32 OV", "vitedge INT8 ORT (= sim %)", "vitedge INT8 OV (= sim %)",
-            "NNCF performance OV", "NNCF transformer OV"]
-    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
-    for name, r in results.items():
-        def ours(key: str, r: dict[str, Any] = r) -> str:
-            v = r[key]
-            return f"{v['top1']:.2f} ({v['top1'] - r['fp32_torch']:+.2f}; {v['agreement']:.1f})"
+    def fp32(r: dict[str, Any], runtime: str) -> str:
+        return f"{r[f'fp32_{runtime}']:.2f}" if f"fp32_{runtime}" in r else "–"
 
-        def nncf(key: str, r: dict[str, Any] = r) -> str:
-            v = r[key]
-            return f"{v['top1']:.2f} ({v['top1'] - r['fp32_torch']:+.2f})" if "top1" in v else f"✗ {v['error']}"
+    def ours(r: dict[str, Any], runtime: str) -> str:
+        v = r.get(f"vitedge_{runtime}")
+        return "–" if v is None else f"{v['top1']:.2f} ({v['top1'] - r['fp32_torch']:+.2f}; {v['agreement']:.1f})"
 
-        lines.append(f"| {name} ({r['test_images']}) | {r['fp32_onnxruntime']:.2f} | {r['fp32_openvino']:.2f} | "
-                     f"{ours('vitedge_onnxruntime')} | {ours('vitedge_openvino')} | {nncf('nncf_performance')} | "
-                     f"{nncf('nncf_transformer')} |")
+    def nncf(r: dict[str, Any], preset: str) -> str:
+        v = r.get(f"nncf_{preset}")
+        if v is None:
+            return "–"
+        return f"{v['top1']:.2f} ({v['top1'] - r['fp32_torch']:+.2f})" if "top1" in v else f"✗ {v['error']}"
+
+    table = Table("", ["model (test images)", "FP32 ORT", "FP32 OV", "vitedge INT8 ORT (= sim %)",
+                       "vitedge INT8 OV (= sim %)", "NNCF performance OV", "NNCF transformer OV"],
+                  [[f"{name} ({r['test_images']})", fp32(r, "onnxruntime"), fp32(r, "openvino"),
+                    ours(r, "onnxruntime"), ours(r, "openvino"), nncf(r, "performance"), nncf(r, "transformer")]
+                   for name, r in results.items()])
     plans = [f"- {name}, {rt}: {r[f'vitedge_{rt}']['plan']}" for name, r in results.items()
-             for rt in ("onnxruntime", "openvino")]
-    return "\n".join(["Top-1 % on the runtime (Δ pt against FP32; % of predictions equal to the simulation).", "",
-                      *lines, "", "Precision plans:", *plans, "", f"Command: `{command}`", ""])
+             for rt in RUNTIMES if f"vitedge_{rt}" in r]
+    return "\n".join(["Top-1 % (mIoU % for segmentation) on the runtime (Δ pt against FP32; % of predictions "
+                      "equal to the simulation).", "", table.markdown(heading=""), "Precision plans:", *plans, "",
+                      f"Command: `{command}`", ""])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -115,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--holdout", type=int, default=256)
     p.add_argument("--eval-limit", type=int, default=None)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--runtimes", default=",".join(RUNTIMES), help="comma-separated subset of " + ",".join(RUNTIMES))
+    p.add_argument("--no-nncf", action="store_true", help="leave out the NNCF rows")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
     warnings.simplefilter("ignore")
@@ -123,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         name, _, rest = spec.partition("=")
         checkpoint, data, *data_dir = rest.split(":")
         results[name] = measure(name, checkpoint, data, data_dir[0] if data_dir else None, args.out, args.calib,
-                                args.holdout, args.eval_limit, args.threads)
+                                args.holdout, args.eval_limit, args.threads,
+                                tuple(args.runtimes.split(",")), not args.no_nncf)
     command = shlex.join([sys.executable, *sys.argv])
     (args.out / "results.json").write_text(json.dumps({"command": command, "results": results}, indent=2))
     text = markdown(results, command)

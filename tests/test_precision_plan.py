@@ -157,3 +157,41 @@ def test_keep_in_float_is_idempotent(model_and_images):
     keep_in_float(qmodel, names)
     keep_in_float(qmodel, names)
     assert sum(q.in_float for _, q in quantizers(qmodel)) == len(names)
+
+
+def test_step_sizes_are_learned_when_the_plan_falls_short_and_kept_only_if_they_help(model_and_images):
+    """A plan that leaves the held-out predictions short of the agreement target with nothing
+    left to float (every point's grid too coarse: the error spread over all layers, like a
+    segmentation model's) escalates to learned step sizes; they stay only where the held-out
+    divergence drops, and otherwise the calibrated ones come back."""
+    from vitedge.quantization.api import _learn_scales_when_short
+    from vitedge.quantization.plan import Score, score_against
+
+    model, images = model_and_images
+    qmodel = _quantize(model, images, a_bits=6, w_bits=6, auto_float=False)
+    # scored on the calibration images themselves, where learning must help (it minimises that KL)
+    broken = score_against(qmodel, model, [images[0]])
+    assert broken.kl > MIN_KL and broken.agreement < 99.0  # a real shortfall to repair
+    calibrated = {n: q.scale.clone() for n, q in quantizers(qmodel) if hasattr(q, "scale")}
+
+    qmodel.precision_plan = PrecisionPlan(int8=broken, planned=broken)
+    _learn_scales_when_short(qmodel, model, [images[0]], [images[0]], iters=30)
+    plan = qmodel.precision_plan
+    assert plan.learned_steps == 30 and plan.planned.kl < broken.kl
+    assert plan.planned == score_against(qmodel, model, [images[0]])  # what the model now does
+    assert "step sizes learned 30 steps" in plan.reasons[-1] and "step sizes learned 30" in plan.summary()
+    assert any(not torch.equal(q.scale, calibrated[n]) for n, q in quantizers(qmodel) if n in calibrated)
+
+    # claimed shortfall smaller than what learning reaches: the calibrated step sizes come back
+    again = _quantize(model, images, a_bits=6, w_bits=6, auto_float=False)
+    again.precision_plan = PrecisionPlan(int8=broken, planned=Score(kl=2 * MIN_KL, agreement=50.0))
+    _learn_scales_when_short(again, model, [images[0]], [images[1]], iters=30)
+    assert again.precision_plan.learned_steps == 0 and "did not help" in again.precision_plan.reasons[-1]
+    assert all(torch.equal(q.scale, calibrated[n]) for n, q in quantizers(again) if n in calibrated)
+
+    # on target, or switched off: nothing is learned
+    for planned, iters in ((Score(kl=broken.kl, agreement=99.5), 30), (broken, 0)):
+        fine = _quantize(model, images, a_bits=6, w_bits=6, auto_float=False)
+        fine.precision_plan = PrecisionPlan(int8=broken, planned=planned)
+        _learn_scales_when_short(fine, model, [images[0]], [images[1]], iters=iters)
+        assert fine.precision_plan.learned_steps == 0 and fine.precision_plan.reasons == ()

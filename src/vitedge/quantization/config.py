@@ -213,6 +213,10 @@ class QuantConfig:
     - ``reconstruct_iters``: after calibration, learn every step size for this many steps on
       the calibration images so the logits match the float model's (0: plain PTQ; see
       :mod:`vitedge.quantization.reconstruct`).
+    - ``auto_reconstruct``: with ``auto_float``, when the precision plan still leaves the
+      held-out predictions short of its agreement target (no kind of point in float helps: the
+      error is spread over many layers), learn the step sizes this many steps as
+      ``reconstruct_iters`` does, and keep them only if the held-out divergence drops (0: never).
     - ``keep_float``: points kept in float whatever the measurements say — point paths, kinds
       (``"attn.num"``) or layer paths (every point under it).
     - ``auto_float``: measure each kind of point's effect on held-out images and keep in float
@@ -241,6 +245,7 @@ class QuantConfig:
     trio: TrioConfig | None = None
     max_calib_batches: int | None = None
     reconstruct_iters: int = 0
+    auto_reconstruct: int = 100
     keep_float: tuple[str, ...] = ()
     auto_float: bool = True
     target: str = "simulation"
@@ -268,6 +273,10 @@ class QuantConfig:
         r = self.reconstruct_iters
         if isinstance(r, bool) or not isinstance(r, int) or r < 0:
             raise VitedgeError(f"reconstruct_iters={r!r} must be an int >= 0 (0: plain PTQ)")
+        r = self.auto_reconstruct
+        if isinstance(r, bool) or not isinstance(r, int) or r < 0:
+            raise VitedgeError(f"auto_reconstruct={r!r} must be an int >= 0 (0: never learn step sizes "
+                               "by itself)")
         n = self.max_calib_batches
         if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
             raise VitedgeError(f"max_calib_batches={n!r} must be a positive int or None")

@@ -89,6 +89,7 @@ class PrecisionPlan:
     reasons: tuple[str, ...] = ()
     predictions: int = 0
     latency: dict[str, float] = field(default_factory=dict)  # group → latency in float / all-INT8
+    learned_steps: int = 0  # step sizes learned this many steps after the plan (0: calibrated)
 
     @property
     def float_points(self) -> tuple[str, ...]:
@@ -99,7 +100,9 @@ class PrecisionPlan:
         if not self.float_points:
             if self.int8 is None:
                 return "every point in INT8 (no sensitivity pass)"
-            return f"every point in INT8: held-out {self.int8}"
+            learned = (f"; step sizes learned {self.learned_steps} steps: held-out {self.planned}"
+                       if self.learned_steps and self.planned is not None else "")
+            return f"every point in INT8: held-out {self.int8}{learned}"
         kinds = Counter(self.point_kinds.values())
         text = ", ".join(f"{k} ({n} point{'s' if n > 1 else ''})" for k, n in kinds.items())
         timed = ("; timed in float on the runtime: " + ", ".join(f"{g} {r:.2f}×" for g, r in self.latency.items())
@@ -128,7 +131,8 @@ class PrecisionPlan:
                    int8=score(data.get("int8")), planned=score(data.get("planned")),
                    kinds={k: score(v) for k, v in data.get("kinds", {}).items()},
                    reasons=tuple(data.get("reasons", ())), predictions=int(data.get("predictions", 0)),
-                   latency={k: float(v) for k, v in data.get("latency", {}).items()})
+                   latency={k: float(v) for k, v in data.get("latency", {}).items()},
+                   learned_steps=int(data.get("learned_steps", 0)))
 
 
 def select_points(qmodel: nn.Module, selectors: Sequence[str]) -> list[str]:
@@ -169,6 +173,14 @@ def fixed_plan(qmodel: nn.Module) -> PrecisionPlan:
 
 
 @torch.no_grad()
+@torch.no_grad()
+def score_against(qmodel: nn.Module, float_model: nn.Module, batches: Sequence[torch.Tensor]) -> Score:
+    """How close ``qmodel``'s logits are to ``float_model``'s on ``batches`` (both in eval mode)."""
+    qmodel.eval()
+    float_model.eval()
+    return _score(_flat_logits(qmodel, batches), _flat_logits(float_model, batches))
+
+
 def _flat_logits(model: nn.Module, batches: Sequence[torch.Tensor]) -> torch.Tensor:
     device = next(model.parameters()).device
     outs = []

@@ -306,7 +306,7 @@ def test_attention_and_residual_switches_leave_those_in_float():
 @pytest.mark.parametrize("name", list(MODELS))
 def test_trio_transforms_are_exact_before_rounding(name):
     model = dense(name)
-    cfg = QuantConfig(method="minmax", trio=TrioConfig(log2_divisor=False))
+    cfg = QuantConfig(method="minmax", trio=TrioConfig(log2_divisor=False), auto_float=False)  # plain PTQ
     qmodel = quantize(model, calib(), config=cfg)
     assert any(isinstance(m, QuantConv2d) and m.migration is not None for m in qmodel.modules())
     set_quant_state(qmodel, fake_quant=False)
@@ -513,7 +513,8 @@ def test_reconstruction_learns_steps_toward_the_float_logits_and_keeps_the_weigh
 
 def test_qat_learns_scales_that_reduce_the_loss(tmp_path):
     model = dense("efficientvit_b0")
-    qmodel = prepare_qat(quantize(model, calib(), "minmax", 4, 4))
+    qmodel = prepare_qat(quantize(model, calib(), config=QuantConfig(method="minmax", w_bits=4, a_bits=4,
+                                                                     auto_float=False)))  # plain PTQ
     x = images(8)
     with torch.no_grad():
         target = model(x)

@@ -649,3 +649,18 @@ def test_conv_output_points_sit_before_activations_and_share_attention_tensors(n
         attn = next(m for m in qmodel.modules() if type(m).__name__ == "QuantCascadedGroupAttention")
         assert attn.dws[0].input_quant is attn.qkvs[0].output_quant
     assert rel_err(qmodel, dense(name)) < 3 * rel_err(plain, dense(name)) + 0.05
+
+
+def test_reconstruction_steps_hold_a_bounded_number_of_pixels(monkeypatch):
+    """Whole segmentation frames learn in steps of a few frames: a 64-frame batch at once would
+    hold gigabytes of activations for the backward pass."""
+    from vitedge.quantization import reconstruct as rec
+
+    model = dense("efficientvit_b0")
+    qmodel = quantize(model, calib(), config=QuantConfig(method="minmax", auto_float=False))
+    seen = []
+    forward = qmodel.forward
+    monkeypatch.setattr(qmodel, "forward", lambda x: seen.append(tuple(x.shape)) or forward(x))
+    monkeypatch.setattr(rec, "MAX_STEP_PIXELS", 3 * RES * RES)
+    rec.reconstruct(qmodel, model, [torch.randn(7, 3, RES, RES)], iters=4)
+    assert [s[0] for s in seen] == [3, 3, 1, 3]  # the batch in steps of 3 images, then round again

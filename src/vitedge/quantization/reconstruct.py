@@ -2,7 +2,9 @@
 images alone so the quantized model's outputs match the float model's (Trio-ViT's release
 learns its activation steps LSQ-style the same way; no labels, no other data, weights fixed).
 
-Per iteration: one calibration batch, the float model's logits as the target, the KL divergence
+Per iteration: one calibration batch (split into steps of at most ``MAX_STEP_PIXELS`` input
+pixels, so that a batch of whole segmentation frames fits in memory with its gradients), the
+float model's logits as the target, the KL divergence
 of the softened distributions (temperature ``T``, scaled by ``T²``) as the loss, Adam on the
 ``log_scale`` of every uniform point (:func:`~vitedge.quantization.qat.prepare_qat`). The log2
 divisor keeps its exponent window. The model comes back frozen (fixed ranges), in eval mode.
@@ -22,7 +24,10 @@ import torch.nn.functional as F
 
 from vitedge.quantization.qat import freeze, prepare_qat, scale_parameters
 
-__all__ = ["reconstruct"]
+__all__ = ["MAX_STEP_PIXELS", "reconstruct"]
+
+# 16 images at 224²: a 96-px classifier's 64-image batch is one step, a 352×480 frame batch 4 frames
+MAX_STEP_PIXELS = 16 * 224 * 224
 
 
 def reconstruct(qmodel: nn.Module, teacher: nn.Module, batches: Sequence[torch.Tensor], *, iters: int,
@@ -30,6 +35,8 @@ def reconstruct(qmodel: nn.Module, teacher: nn.Module, batches: Sequence[torch.T
     """Learn ``qmodel``'s step sizes for ``iters`` steps (see the module doc); returns the loss
     of each step. ``batches``: the calibration image tensors."""
     device = next(qmodel.parameters()).device
+    batches = [chunk for b in batches
+               for chunk in b.split(max(1, MAX_STEP_PIXELS // (b.shape[-2] * b.shape[-1])))]
     was_training = teacher.training
     with torch.no_grad():
         teacher.eval()

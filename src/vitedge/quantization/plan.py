@@ -97,11 +97,11 @@ class PrecisionPlan:
 
     def summary(self) -> str:
         """One line for the report."""
+        learned = (f"; step sizes learned {self.learned_steps} steps: held-out {self.planned}"
+                   if self.learned_steps and self.planned is not None else "")
         if not self.float_points:
             if self.int8 is None:
                 return "every point in INT8 (no sensitivity pass)"
-            learned = (f"; step sizes learned {self.learned_steps} steps: held-out {self.planned}"
-                       if self.learned_steps and self.planned is not None else "")
             return f"every point in INT8: held-out {self.int8}{learned}"
         kinds = Counter(self.point_kinds.values())
         text = ", ".join(f"{k} ({n} point{'s' if n > 1 else ''})" for k, n in kinds.items())
@@ -110,9 +110,9 @@ class PrecisionPlan:
         if self.int8 is None or self.planned is None:
             return f"kept in float: {text}{timed}"
         if not self.accuracy_points:
-            return f"kept in float: {text} (held-out {self.int8}){timed}"
+            return f"kept in float: {text} (held-out {self.int8}){learned}{timed}"
         return (f"kept in float: {text} — held-out KL {self.int8.kl:.4g} → {self.planned.kl:.4g}, "
-                f"agreement {self.int8.agreement:.2f} → {self.planned.agreement:.2f} %{timed}")
+                f"agreement {self.int8.agreement:.2f} → {self.planned.agreement:.2f} %{learned}{timed}")
 
     @property
     def accuracy_points(self) -> tuple[str, ...]:

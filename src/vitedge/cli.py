@@ -88,16 +88,16 @@ def profile_command(
     if breakdowns:
         _print_breakdowns(breakdowns, plot, markdown)
     if json_out is not None:
-        from vitedge.io import atomic_write
+        from vitedge.io import write_text
 
         text = json.dumps(results, indent=2)
-        atomic_write(json_out, lambda tmp: Path(tmp).write_text(text))
+        write_text(json_out, text)
         console.print(f"wrote {json_out}")
 
 
 def _print_breakdowns(breakdowns: list, plot: Path | None, markdown: Path | None) -> None:
     from vitedge.hardware.roofline import plot_breakdown
-    from vitedge.io import atomic_write
+    from vitedge.io import write_text
 
     for bd in breakdowns:
         console.print(bd.table().rich())
@@ -106,7 +106,7 @@ def _print_breakdowns(breakdowns: list, plot: Path | None, markdown: Path | None
         console.print(f"wrote {plot_breakdown(breakdowns, plot)}")
     if markdown is not None:
         text = "\n".join(bd.to_markdown() for bd in breakdowns)
-        console.print(f"wrote {atomic_write(markdown, lambda tmp: Path(tmp).write_text(text))}")
+        console.print(f"wrote {write_text(markdown, text)}")
 
 
 @app.command("hw")
@@ -126,7 +126,7 @@ def hw_command(
 ) -> None:
     """Estimate FPS, GOPS and MAC utilisation of a model on an FPGA accelerator (W8A8 cycle model)."""
     from vitedge.hardware.accelerator import estimate, get_accelerator
-    from vitedge.io import atomic_write
+    from vitedge.io import write_text
     from vitedge.models.checkpoint import resolve_model
 
     cfg = get_accelerator(accelerator).with_overrides(**_parse_overrides(set_params or []))
@@ -136,10 +136,10 @@ def hw_command(
         console.print(est.to_markdown(), markup=False, highlight=False)
     if json_out is not None:
         text = json.dumps(est.to_dict(), indent=2)
-        console.print(f"wrote {atomic_write(json_out, lambda tmp: Path(tmp).write_text(text))}")
+        console.print(f"wrote {write_text(json_out, text)}")
     if markdown is not None:
         text = est.to_markdown()
-        console.print(f"wrote {atomic_write(markdown, lambda tmp: Path(tmp).write_text(text))}")
+        console.print(f"wrote {write_text(markdown, text)}")
 
 
 def _parse_overrides(items: list[str]) -> dict[str, float | int | bool]:
@@ -338,10 +338,9 @@ def _print_per_class(title: str, column: str, values: dict[str, float]) -> None:
 
 
 def _write_json(metrics: dict, path: Path) -> None:
-    from vitedge.io import atomic_write
+    from vitedge.io import write_json
 
-    text = json.dumps(metrics, indent=2)
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+    write_json(path, metrics)
     console.print(f"wrote {path}")
 
 

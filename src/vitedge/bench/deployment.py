@@ -28,7 +28,7 @@ from vitedge.bench.latency_plan import latency_plan
 from vitedge.bench.nncf_anchor import nncf_available, nncf_quantize, nncf_version
 from vitedge.deploy import RUNTIMES, export, get_runtime, load_runtime
 from vitedge.errors import VitedgeError
-from vitedge.io import atomic_write, load_bundle
+from vitedge.io import load_bundle, write_text
 from vitedge.quantization import QuantConfig, is_quantized, load_quantized, quantize, save_quantized
 from vitedge.quantization.config import TARGETS
 from vitedge.train.seg_metrics import SegMetricCounts
@@ -137,9 +137,9 @@ def bench_deployment(
                                   resolution, threads, runs, warmup))
     text = json.dumps({"checkpoint": str(checkpoint), "resolution": resolution, "threads": threads,
                        "batch_sizes": list(batch_sizes), "rows": rows}, indent=2)
-    atomic_write(out_dir / "bench.json", lambda tmp: Path(tmp).write_text(text))
+    write_text(out_dir / "bench.json", text)
     markdown = bench_markdown(rows, batch_sizes)
-    atomic_write(out_dir / "bench.md", lambda tmp: Path(tmp).write_text(markdown))
+    write_text(out_dir / "bench.md", markdown)
     return rows
 
 

@@ -43,7 +43,7 @@ from vitedge.deploy.runtimes import native_bf16
 from vitedge.errors import VitedgeError
 from vitedge.hardware.accelerator import estimate
 from vitedge.hardware.roofline import cpu_breakdown, plot_breakdown
-from vitedge.io import atomic_write, read_metadata
+from vitedge.io import read_metadata, write_text
 from vitedge.models.checkpoint import load, save
 from vitedge.pruning import PruneConfig
 from vitedge.quantization import QuantConfig, load_quantized, plot_channel_ranges
@@ -103,7 +103,7 @@ def run_study(config: StudyConfig, *, log: Log = print) -> StudyResult:
     check_ready(config)  # a missing dataset or unreadable checkpoint fails here, before any work
     run_dir.mkdir(parents=True, exist_ok=True)
     text = json.dumps(config.to_dict(), indent=2)
-    atomic_write(run_dir / "config.json", lambda tmp: Path(tmp).write_text(text))
+    write_text(run_dir / "config.json", text)
 
     baseline = _baseline(config, run_dir, log)
     task = _task(config, baseline.checkpoint)

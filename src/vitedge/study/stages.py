@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from vitedge.io import atomic_write
+from vitedge.io import write_text
 
 STAGE_FILE = "stage.json"
 
@@ -48,7 +48,7 @@ class Stage:
     def done(self, result: dict[str, Any]) -> dict[str, Any]:
         self.folder.mkdir(parents=True, exist_ok=True)
         text = json.dumps({"key": self.key, "result": result}, indent=2)
-        atomic_write(self.folder / STAGE_FILE, lambda tmp: Path(tmp).write_text(text))
+        write_text(self.folder / STAGE_FILE, text)
         return result
 
 

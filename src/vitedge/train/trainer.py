@@ -39,7 +39,7 @@ from vitedge.data.folder import DataWarning
 from vitedge.data.segmentation import SEG_DATASETS, SegEvalTransform, build_seg_dataset, first_frames
 from vitedge.data.transforms import eval_transform
 from vitedge.errors import VitedgeError
-from vitedge.io import atomic_write, read_metadata
+from vitedge.io import read_metadata, write_text
 from vitedge.models import create_model, is_model
 from vitedge.models.checkpoint import load, save
 from vitedge.models.registry import unknown_model_error
@@ -318,7 +318,7 @@ def _write_outputs(out: Path, cfg: TrainConfig, task: Task, model: nn.Module,
     report = {"config": cfg.to_dict(), "classes": classes, "history": history,
               "final": {k: metrics[k] for k in task.final_keys if k in metrics}}
     text = json.dumps(report, indent=2)
-    atomic_write(out / METRICS_FILE, lambda tmp: Path(tmp).write_text(text))
+    write_text(out / METRICS_FILE, text)
     # The training state goes last: once it names epoch N, the other files hold epoch N too.
     save_train_state(out / STATE_FILE, model=model, optimizer=optimizer, ema=ema,
                      meta={"epoch": last["epoch"], "step": last["step"], "history": history,

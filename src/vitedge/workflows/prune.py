@@ -31,7 +31,7 @@ import torch.nn as nn
 
 from vitedge.bench.profile import profile
 from vitedge.errors import VitedgeError
-from vitedge.io import atomic_write, load_bundle
+from vitedge.io import load_bundle, write_text
 from vitedge.models.checkpoint import save
 from vitedge.pruning.batchnorm import recalibrate_batchnorm
 from vitedge.pruning.pruner import PruneConfig, apply_plan, plan_pruning
@@ -121,7 +121,7 @@ def prune_checkpoint(
             "pruning": {"source": str(checkpoint), "config": asdict(config), "groups": groups},
             "metrics": {k: v for k, v in metrics.items() if k.startswith(("top1", "params", "macs"))}})
         report = json.dumps({"metrics": metrics, "groups": groups}, indent=2)
-        atomic_write(out_dir / REPORT_FILE, lambda tmp: Path(tmp).write_text(report))
+        write_text(out_dir / REPORT_FILE, report)
     return PruneResult(model.eval(), metrics, groups, path)
 
 

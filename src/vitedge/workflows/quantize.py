@@ -34,7 +34,7 @@ from typing import Any
 import torch.nn as nn
 
 from vitedge.errors import VitedgeError
-from vitedge.io import atomic_write, load_bundle
+from vitedge.io import load_bundle, write_text
 from vitedge.quantization.api import check_target_runtime, quantize
 from vitedge.quantization.checkpoint import save_quantized
 from vitedge.quantization.config import QuantConfig
@@ -128,9 +128,9 @@ def quantize_checkpoint(
             "classes": task.classes, "data_config": jsonable_config(task.data_config), "source": str(checkpoint),
             "metrics": {k: v for k, v in metrics.items() if k.startswith("top1")}})
         report = json.dumps(metrics, indent=2)
-        atomic_write(out_dir / REPORT_FILE, lambda tmp: Path(tmp).write_text(report))
+        write_text(out_dir / REPORT_FILE, report)
         points = report_markdown(point_report(qmodel))
-        atomic_write(out_dir / POINTS_FILE, lambda tmp: Path(tmp).write_text(points))
+        write_text(out_dir / POINTS_FILE, points)
     return QuantizeResult(qmodel.eval(), metrics, path)
 
 

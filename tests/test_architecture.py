@@ -16,7 +16,7 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src"
 PYPROJECT = SRC.parent / "pyproject.toml"
 # The CLI imports each command's dependencies when the command runs, so `vitedge --help` stays quick.
-LAZY_IMPORTS_ALLOWED = {"vitedge/cli.py"}
+LAZY_IMPORTS_ALLOWED = "vitedge/cli/"
 
 
 def lint_imports(src: Path, tmp_path: Path) -> subprocess.CompletedProcess:
@@ -111,7 +111,7 @@ def test_the_cycle_check_finds_a_cycle(tmp_path):
 
 @pytest.mark.parametrize("path", sorted(str(p.relative_to(SRC)) for p in (SRC / "vitedge").rglob("*.py")))
 def test_vitedge_modules_import_vitedge_at_module_top(path):
-    if path in LAZY_IMPORTS_ALLOWED:
+    if path.startswith(LAZY_IMPORTS_ALLOWED):
         pytest.skip("the CLI imports per command")
     tree = ast.parse((SRC / path).read_text())
     inner = [f"line {node.lineno}: {node.module}" for fn in ast.walk(tree)

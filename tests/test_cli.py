@@ -142,3 +142,71 @@ def test_ctrl_c_exits_130(monkeypatch, capsys):
     monkeypatch.setattr("vitedge.models.list_models", interrupted)
     code, _, _ = run_cli(monkeypatch, capsys, "models")
     assert code == 130
+
+
+def _commands() -> dict[str, object]:
+    """Every registered command, as the parser sees it (name → click command)."""
+    import typer.main
+
+    return typer.main.get_command(cli.app).commands
+
+
+def _required(command) -> list[str]:
+    return [param.name for param in command.params if param.required]
+
+
+COMMANDS = sorted(_commands())
+WITH_REQUIRED = [name for name in COMMANDS if _required(_commands()[name])]
+
+
+def assert_one_line_usage_error(code: int, out: str, err: str) -> None:
+    assert code == 2, (out, err)
+    lines = [line for line in (out + err).splitlines() if line.strip()]
+    assert len(lines) == 1, out + err
+    assert lines[0].startswith("error:") and "Traceback" not in err
+
+
+def test_every_command_is_covered():
+    assert {"train", "eval", "prune", "quantize", "export", "bench", "profile", "hw", "study"} <= set(COMMANDS)
+    assert {"eval", "prune", "quantize", "export", "bench", "hw", "convert", "info", "predict"} <= set(WITH_REQUIRED)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_unknown_option_is_one_line_and_exit_2(monkeypatch, capsys, command):
+    code, out, err = run_cli(monkeypatch, capsys, command, "--bogus")
+    assert_one_line_usage_error(code, out, err)
+    assert "--bogus" in err and f"see vitedge {command} --help" in err
+
+
+@pytest.mark.parametrize("command", WITH_REQUIRED)
+def test_missing_required_argument_is_one_line_and_exit_2(monkeypatch, capsys, command):
+    code, out, err = run_cli(monkeypatch, capsys, command)
+    assert_one_line_usage_error(code, out, err)
+    assert "Missing" in err and f"see vitedge {command} --help" in err
+
+
+SIDE_LENGTH_COMMANDS = ["export", "hw", "profile", "prune", "train"]
+
+
+@pytest.mark.parametrize("command", SIDE_LENGTH_COMMANDS)
+def test_one_name_for_the_input_side_length(command):
+    """``--img-size`` everywhere, ``--resolution`` a hidden alias of it (older command lines run)."""
+    options = {opt: param for param in _commands()[command].params for opt in param.opts}
+    assert not options["--img-size"].hidden and options["--resolution"].hidden
+    assert {command for command, c in _commands().items()
+            if any("--img-size" in p.opts for p in c.params)} == set(SIDE_LENGTH_COMMANDS)
+
+
+@pytest.mark.parametrize("flag", ["--img-size", "--resolution"])
+def test_side_length_alias_reaches_the_model(monkeypatch, capsys, tmp_path, flag):
+    code, _, err = run_cli(monkeypatch, capsys, "hw", "efficientvit_b0", flag, "64",
+                             "--json", str(tmp_path / "hw.json"))
+    assert code == 0, err
+    assert json.loads((tmp_path / "hw.json").read_text())["summary"]["resolution"] == [64, 64]
+
+
+def test_python_dash_m_runs_the_cli():
+    proc = subprocess.run([sys.executable, "-m", "vitedge.cli", "models", "b0"], capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "efficientvit_b0" in proc.stdout.split()

@@ -10,7 +10,8 @@ random subset) with the evaluation transform — no augmentation — and never t
 Writes to ``--out``: ``results.json`` (every row with its config, top-1/top-5 and drop against
 FP32), ``results.md`` (the table, the acceptance check and the command), ``points.md`` (every
 quantization point of the best W8A8 row, with scale and range) and ``channel_ranges.png``
-(per-channel input ranges before/after migration and shifting).
+(per-channel input ranges before/after migration and shifting). A re-run with the same ``--out``
+keeps the rows already measured there (:func:`vitedge.workflows.ablation.run_ladder`).
 
 Examples::
 
@@ -25,56 +26,36 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 import vitedge
-from vitedge.io import atomic_write
-from vitedge.quantization import QuantConfig, TrioConfig, point_report, report_markdown
-from vitedge.train.config import QAT_ALPHA, QAT_EMA, QAT_LR, QAT_STEP_LR_MULT
+from vitedge.data import build_dataset, eval_transform
+from vitedge.io import load_bundle, write_text
+from vitedge.quantization import QuantConfig, plot_channel_ranges, point_report, report_markdown
+from vitedge.train import DataConfig, TrainConfig, evaluate
+from vitedge.train.checkpoint import STATE_FILE
+from vitedge.train.config import (
+    QAT_ALPHA,
+    QAT_EMA,
+    QAT_LR,
+    QAT_STEP_LR_MULT,
+    DistillConfig,
+    EMAConfig,
+    OptimConfig,
+)
+from vitedge.workflows.ablation import Step, finished_steps, run_ladder, select, trio_ladder, write_results
+from vitedge.workflows.quantize import quantize_checkpoint
 
 ACCEPT_W8A8_DROP = 0.5  # pt top-1, best W8A8 PTQ vs FP32 (issue 5)
 ACCEPT_QAT_DROP = 0.2   # pt top-1, W8A8 after QAT vs FP32
-
-
-@dataclass(frozen=True)
-class Row:
-    """One row of the ablation: a name and the quantization config (None: the float model)."""
-
-    name: str
-    config: QuantConfig | None
-    w8a8: bool = True
-
-
-def rows() -> list[Row]:
-    only = lambda m, s, log2: TrioConfig(migration=m, shifting=s, log2_divisor=log2)  # noqa: E731
-    return [
-        Row("FP32", None, w8a8=False),
-        Row("W8A8 per-tensor min-max", QuantConfig(method="minmax", per_channel=False)),
-        Row("+ per-channel weights", QuantConfig(method="minmax", trio=only(False, False, False))),
-        Row("+ migration", QuantConfig(method="minmax", trio=only(True, False, False))),
-        Row("+ shifting", QuantConfig(method="minmax", trio=only(True, True, False))),
-        Row("+ log2 divisor", QuantConfig(method="minmax", trio=only(True, True, True))),
-        Row("+ log2 divisor, window at the calibration max",
-            QuantConfig(method="minmax", trio=TrioConfig(divisor_exp_min=None))),
-        Row("Trio (MSE ranges, all transforms)", QuantConfig(method="trio")),
-        Row("Trio without log2 divisor (MSE ranges)", QuantConfig(method="trio", trio=only(True, True, False))),
-        Row("Trio + conv outputs (what ORT runs as integer convs)", QuantConfig(method="trio", conv_outputs=True)),
-        Row("Trio + step sizes learned on the calibration set (300 steps)",
-            QuantConfig(method="trio", reconstruct_iters=300)),
-        Row("Trio + conv outputs, attention operands in float",
-            QuantConfig(method="trio", conv_outputs=True, attention=False)),
-        Row("min-max, attention operands in float", QuantConfig(method="minmax", attention=False)),
-        Row("W4A8 Trio", QuantConfig(method="trio", w_bits=4), w8a8=False),
-    ]
+QAT_ROW = "+ QAT (distilled from FP32)"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -115,12 +96,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def load_model(args: argparse.Namespace) -> tuple[nn.Module, dict[str, Any], list[str] | None]:
     """The float model, its preprocessing config and its class names."""
     if args.checkpoint:
-        from vitedge.io import read_metadata
-
-        model = vitedge.load(args.checkpoint)
-        extra = read_metadata(args.checkpoint)["extra"]
-        data_config = {**model.data_config, **extra.get("data_config", {})}
-        classes = extra.get("classes")
+        bundle = load_bundle(args.checkpoint)
+        model, data_config, classes = bundle.model, bundle.data_config, bundle.classes
     else:
         kwargs = {"img_size": args.img_size} if args.img_size and args.model.startswith("efficientvit_m") else {}
         model = vitedge.create_model(args.model, num_classes=args.num_classes, **kwargs)
@@ -132,8 +109,6 @@ def load_model(args: argparse.Namespace) -> tuple[nn.Module, dict[str, Any], lis
 
 def loaders(args: argparse.Namespace, data_config: dict[str, Any], classes: list[str] | None,
             ) -> tuple[list[torch.Tensor], torch.utils.data.DataLoader]:
-    from vitedge.data import build_dataset, eval_transform
-
     size = int(data_config["input_size"][-1])
     transform = eval_transform(size, data_config)
     train = build_dataset(args.data, args.data_dir, "train", transform=transform, classes=classes)
@@ -179,7 +154,7 @@ def qat_row(args: argparse.Namespace, config: QuantConfig | None, previous: dict
     distilled from the FP32 checkpoint (vitedge.workflows.quantize.quantize_checkpoint).
     ``previous``: this row from an interrupted run on the same setup, kept if it matches; a QAT
     run that stopped part-way resumes from its last epoch."""
-    name = "+ QAT (distilled from FP32)"
+    name = QAT_ROW
     if args.qat_epochs <= 0 or args.checkpoint is None or config is None:
         return {"name": name, "pending": True, "note": "not run: pass a checkpoint and --qat-epochs N"}
     setup = {"qat_epochs": args.qat_epochs, "qat_lr": args.qat_lr, "qat_min_scale": args.qat_min_scale,
@@ -188,15 +163,9 @@ def qat_row(args: argparse.Namespace, config: QuantConfig | None, previous: dict
     same = previous and previous.get("config") == config.to_dict()
     if same and all(previous.get(k) == v for k, v in setup.items()):
         return previous
-    from vitedge.train import DataConfig, TrainConfig
-    from vitedge.train.config import DistillConfig, EMAConfig, OptimConfig
-    from vitedge.workflows.quantize import quantize_checkpoint
-
     data = DataConfig(dataset=args.data, root=args.data_dir, img_size=args.img_size,
                       batch_size=min(args.batch_size, 128), workers=args.workers,
                       scale=(args.qat_min_scale, 1.0))
-    from vitedge.train.checkpoint import STATE_FILE
-
     qat = TrainConfig(epochs=args.qat_epochs, seed=args.seed, data=data,
                       optim=OptimConfig(lr=args.qat_lr, warmup_epochs=0.0,
                                         step_size_lr_mult=args.qat_step_lr_mult),
@@ -211,71 +180,42 @@ def qat_row(args: argparse.Namespace, config: QuantConfig | None, previous: dict
             "ptq_top1": metrics["top1_int8"], **setup}
 
 
-def previous_rows(path: Path, setup: dict[str, str]) -> list[dict[str, Any]]:
-    """The rows of an earlier run's ``results.json`` on the same model, data and calibration
-    (none if there is no readable one, or it measured something else)."""
-    try:
-        previous = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return []
-    return previous.get("rows", []) if previous.get("setup") == setup else []
-
-
-def write_results(out: Path, results: list[dict[str, Any]], command: str, setup: dict[str, str]) -> None:
-    """``results.json`` and ``results.md`` as they stand, written atomically after every row."""
-    text = json.dumps({"command": command, "setup": setup, "rows": results}, indent=1)
-    atomic_write(out / "results.json", lambda tmp: Path(tmp).write_text(text))
-    table = markdown(results, command)
-    atomic_write(out / "results.md", lambda tmp: Path(tmp).write_text(table))
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
-    from vitedge.train import evaluate
-
     model, data_config, classes = load_model(args)
     calib, test_loader = loaders(args, data_config, classes)
-    chosen = [r for r in rows() if not args.rows or any(s.lower() in r.name.lower() for s in args.rows)]
+    chosen = select(trio_ladder(), args.rows)
     command = shlex.join([sys.executable, *sys.argv])
     # rows already measured with the same config (an interrupted run) are kept, not recomputed
     setup = {k: str(getattr(args, k)) for k in ("checkpoint", "model", "data", "data_dir", "img_size", "calib",
                                                  "eval_limit", "seed")}
-    done = {r["name"]: r for r in previous_rows(args.out / "results.json", setup) if not r.get("pending")}
-    results: list[dict[str, Any]] = []
-    best: tuple[float, nn.Module | None] | None = None
-    best_config: QuantConfig | None = None
-    for row in chosen:
-        config = None if row.config is None else row.config.to_dict()
-        kept = done.get(row.name)
-        net = None
-        if kept is not None and kept.get("config") == config:
-            results.append(kept)
-            print(f"{row.name:45s} top-1 {kept['top1']:6.2f}  (from the previous run)", flush=True)
-        else:
-            start = time.perf_counter()
-            net = model if row.config is None else vitedge.quantize(model, calib, config=row.config)
-            seconds = time.perf_counter() - start
-            metrics = evaluate(net, test_loader)
-            results.append({"name": row.name, "w8a8": row.w8a8, "top1": metrics["top1"], "top5": metrics["top5"],
-                            "seconds": seconds, "config": config})
-            print(f"{row.name:45s} top-1 {metrics['top1']:6.2f}  ({seconds:.1f} s to quantize)", flush=True)
-            write_results(args.out, results, command, setup)
-        top1 = results[-1]["top1"]
-        if row.config is not None and row.w8a8 and (best is None or top1 > best[0]):
-            best, best_config = (top1, net), row.config
-    results.append(qat_row(args, best_config, done.get("+ QAT (distilled from FP32)")))
-    write_results(args.out, results, command, setup)
-    if best is not None:
-        net = best[1] if best[1] is not None else vitedge.quantize(model, calib, config=best_config)
-        text = report_markdown(point_report(net))
-        atomic_write(args.out / "points.md", lambda tmp: Path(tmp).write_text(text))
-    trio = next((r for r in chosen if r.config is not None and r.config.transforms.migration), None)
-    if trio is not None:
-        from vitedge.quantization.plots import plot_channel_ranges
+    path = args.out / "results.json"
+    previous_qat = finished_steps(path, setup).get(QAT_ROW)
+    best: dict[str, Any] = {}  # the best W8A8 PTQ row so far: top1, config, net (None if kept)
 
+    def after_step(step: Step, results: list[dict[str, Any]], net: nn.Module | None) -> None:
+        write_text(args.out / "results.md", markdown(results, command))
+        top1 = results[-1]["top1"]
+        if step.config is not None and step.tags["w8a8"] and top1 > best.get("top1", -1.0):
+            best.update(top1=top1, config=step.config, net=net)
+
+    def score(net: nn.Module) -> dict[str, Any]:
+        metrics = evaluate(net, test_loader)
+        return {"top1": metrics["top1"], "top5": metrics["top5"]}
+
+    results = run_ladder(model, chosen, calib, score, path=path, setup=setup, meta={"command": command},
+                         on_step=after_step)
+    results.append(qat_row(args, best.get("config"), previous_qat))
+    write_results(path, setup, results, {"command": command})
+    write_text(args.out / "results.md", markdown(results, command))
+    if best:
+        net = best["net"] if best["net"] is not None else vitedge.quantize(model, calib, config=best["config"])
+        write_text(args.out / "points.md", report_markdown(point_report(net)))
+    trio = next((s for s in chosen if s.config is not None and s.config.transforms.migration), None)
+    if trio is not None:
         qmodel = vitedge.quantize(model, calib, config=trio.config)
         plot_channel_ranges(qmodel, calib[0][:32], args.out / "channel_ranges.png")
     print(f"wrote {args.out}/results.md")

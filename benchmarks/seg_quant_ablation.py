@@ -9,7 +9,8 @@ steps against the float logits. Calibration on ``--calib`` training frames (eval
 transform), scored on the test split (``--eval-limit``: the first N frames). For ORT agreement
 and the deployed mIoU run ``seg_agreement.py``.
 
-Writes ``results.json`` and ``results.md`` to ``--out``.
+Writes ``results.json`` and ``results.md`` to ``--out``; a re-run with the same ``--out`` keeps
+the rows already measured there (:func:`vitedge.workflows.ablation.run_ladder`).
 
 Example::
 
@@ -20,35 +21,16 @@ Example::
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
-import time
 from pathlib import Path
 
 import torch
 
-import vitedge
-from vitedge.io import atomic_write, read_metadata
-from vitedge.quantization import QuantConfig, TrioConfig
+from vitedge.io import load_bundle, write_text
 from vitedge.train.config import DataConfig
 from vitedge.train.task_data import TaskData
-
-
-def rows(reconstruct: int = 0) -> dict[str, QuantConfig | None]:
-    trio = lambda **kw: QuantConfig(method="trio", conv_outputs=True, **kw)  # noqa: E731
-    learned = {f"Trio W{b}A8 + step sizes learned on the calibration frames ({reconstruct} steps)":
-               trio(w_bits=b, reconstruct_iters=reconstruct) for b in (8, 7)} if reconstruct else {}
-    return {
-        "FP32": None,
-        "Trio W8A8, spec's fixed divisor window −6…9": trio(trio=TrioConfig(divisor_slide=False)),
-        "Trio W8A8, window slid up past saturation (default)": trio(),
-        "Trio W8A8, window at the calibration max": trio(trio=TrioConfig(divisor_exp_min=None)),
-        "Trio W8A8 without log2 divisor": trio(trio=TrioConfig(log2_divisor=False)),
-        "Trio W8A8, attention in float": trio(attention=False),
-        "Trio W7A8 (default window)": trio(w_bits=7),
-        **learned,
-    }
+from vitedge.workflows.ablation import run_ladder, seg_trio_ladder, select
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,31 +49,24 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
 
-    model = vitedge.load(args.checkpoint).eval()
-    extra = read_metadata(args.checkpoint)["extra"]
+    bundle = load_bundle(args.checkpoint)
+    model = bundle.model.eval()
     data = DataConfig(dataset=args.data, root=args.data_dir, batch_size=4, eval_limit=args.eval_limit)
-    task = TaskData(data, {**model.data_config, **extra.get("data_config", {})}, extra.get("classes"))
+    task = TaskData(data, bundle.data_config, bundle.classes)
     calib = task.sample(args.calib, seed=0, batch_size=4)
-    results = []
-    only = args.only.split(",") if args.only else None
-    for name, config in rows(args.reconstruct).items():
-        if only and name != "FP32" and not any(o in name for o in only):
-            continue
-        start = time.perf_counter()
-        net = model if config is None else vitedge.quantize(model, calib, config=config)
-        results.append({"name": name, "config": None if config is None else config.to_dict(),
-                        "miou": task.score(net), "seconds": time.perf_counter() - start})
-        print(f"{name:55s} mIoU {results[-1]['miou']:6.2f}  ({results[-1]['seconds']:.0f} s)", flush=True)
+    ladder = select(seg_trio_ladder(args.reconstruct), args.only.split(",") if args.only else None, keep=["FP32"])
+    command = shlex.join([sys.executable, *sys.argv])
+    # rows already measured on the same checkpoint, frames and calibration (an interrupted run) are kept
+    setup = {k: str(getattr(args, k)) for k in ("checkpoint", "data", "data_dir", "calib", "eval_limit")}
+    results = run_ladder(model, ladder, calib, lambda net: {"miou": task.score(net)}, path=args.out / "results.json",
+                         setup=setup, meta={"checkpoint": args.checkpoint, "calib": args.calib, "command": command})
     fp32 = results[0]["miou"]
     lines = [f"{len(task.eval_set)} test frames, {args.calib} calibration frames", "",
              "| row | mIoU | Δ vs FP32 | s |", "|---|---:|---:|---:|"]
-    lines += [f"| {r['name']} | {r['miou']:.2f} | {r['miou'] - fp32:+.2f} | {r['seconds']:.0f} |"
-              for r in results]
-    command = shlex.join([sys.executable, *sys.argv])
+    lines += [f"| {r['name']} | {r['miou']:.2f} | {r['miou'] - fp32:+.2f} | "
+              f"{r['seconds'] + r['score_seconds']:.0f} |" for r in results]
     lines += ["", f"Command: `{command}`", ""]
-    report = {"checkpoint": args.checkpoint, "calib": args.calib, "rows": results, "command": command}
-    atomic_write(args.out / "results.json", lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2)))
-    atomic_write(args.out / "results.md", lambda tmp: Path(tmp).write_text("\n".join(lines)))
+    write_text(args.out / "results.md", "\n".join(lines))
     print("\n".join(lines))
     return 0
 

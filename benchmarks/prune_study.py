@@ -3,13 +3,16 @@
 For each ratio (criterion ``--criterion``) and each extra criterion at ``--compare-ratio``: prune
 the checkpoint, evaluate top-1 right after pruning, fine-tune ``--finetune-epochs`` (distilled
 from the unpruned model with ``--distill``), evaluate again; then params, MACs, PyTorch eager
-latency and ONNX Runtime FP32 latency, every model in one process with runs alternated, so all
+latency and ONNX Runtime FP32 latency, each runtime timed in one fresh process with the runs
+alternated across every model (:func:`vitedge.bench.deployment.latency_in_subprocess`), so all
 models see the same machine load. Ratio 0 goes through the same fine-tuning: it is the
 equal-budget reference the accuracy drops are measured against.
 
 Writes ``results.json`` and ``results.md`` (tables, acceptance checks, the command) to ``--out``,
-plus each pruned model (``<criterion>_p<ratio>/model.safetensors``). A re-run with the same
-``--out`` reuses every finished model, so a killed study loses at most the model in progress.
+plus each pruned model (``<criterion>_p<ratio>/model.safetensors``). Each pruned model is a
+cached stage (:class:`vitedge.study.stages.Stage`, as in the study pipeline): a re-run with the
+same ``--out`` and settings reuses every finished model, a killed fine-tuning resumes from its
+last epoch, and a model whose settings changed is redone.
 
 Examples::
 
@@ -28,17 +31,21 @@ import shlex
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 import vitedge
+from vitedge.bench.deployment import latency_in_subprocess
+from vitedge.io import write_json, write_text
 from vitedge.pruning import PruneConfig
+from vitedge.study.stages import Stage, file_digest
+from vitedge.train import DataConfig, DistillConfig, EMAConfig, OptimConfig, TrainConfig
 from vitedge.train.checkpoint import STATE_FILE
-from vitedge.workflows.prune import DENSE_TEACHER, PRUNED_FILE, REPORT_FILE, prune_checkpoint
+from vitedge.workflows.prune import DENSE_TEACHER, PRUNED_FILE, prune_checkpoint
 
 # Issue 4 sets these limits for EfficientViT-B0 only; other models get the table without checks.
 ACCEPT = {"macs_40": 0.6, "ort_40": 0.75, "drop_20": 1.0, "drop_40": 2.5}
@@ -96,9 +103,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def train_config(args: argparse.Namespace, out: Path) -> Any:
-    from vitedge.train import DataConfig, DistillConfig, EMAConfig, OptimConfig, TrainConfig
-
+def train_config(args: argparse.Namespace, out: Path) -> TrainConfig:
     return TrainConfig(
         epochs=max(1, args.finetune_epochs), seed=args.seed, out=str(out),
         data=DataConfig(dataset=args.data, root=args.data_dir, batch_size=args.batch_size,
@@ -108,46 +113,47 @@ def train_config(args: argparse.Namespace, out: Path) -> Any:
         ema=EMAConfig(decay=args.ema_decay))
 
 
-def alternated_latency(runners: dict[str, Any], *, runs: int, warmup: int) -> dict[str, dict[str, float]]:
-    """Median / min ms of each zero-argument runner, runs alternated across runners so a load
-    spike on the (shared) machine hits every model instead of one."""
-    from vitedge.bench.latency import measure_alternated
-
-    results = measure_alternated(runners, backend="mixed", batch_size=1, threads=torch.get_num_threads(),
-                                 warmup=warmup, runs=runs)
-    return {name: {"median_ms": r.median_ms, "min_ms": r.min_ms} for name, r in results.items()}
-
-
-def torch_runners(models: dict[str, nn.Module], size: tuple[int, ...]) -> dict[str, Any]:
-    """PyTorch eager, batch 1, inference mode."""
-    x = torch.randn(1, *size)
-
-    def runner(model: nn.Module) -> Any:
-        model.eval()
-        return lambda: _no_grad_call(model, x)
-
-    return {name: runner(m) for name, m in models.items()}
-
-
-def _no_grad_call(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    with torch.inference_mode():
-        return model(x)
+def prune_stage(args: argparse.Namespace, checkpoint: Path, run: Run) -> tuple[dict[str, Any], nn.Module]:
+    """One pruned model of the study and its row, from the stage cache when it finished before."""
+    folder = args.out / run.name
+    config = PruneConfig(ratio=run.ratio, criterion=run.criterion, scope=args.scope, round_to=args.round_to,
+                         seed=args.seed)
+    finetune = args.finetune_epochs > 0 and (run.criterion == args.criterion or args.compare_finetune)
+    data = {k: getattr(args, k) for k in ("data", "data_dir", "batch_size")} if args.data else None
+    training = {k: getattr(args, k) for k in ("finetune_epochs", "min_scale", "distill", "lr", "ema_decay")}
+    stage = Stage(folder, {"checkpoint": file_digest(checkpoint), "pruning": asdict(config), "data": data,
+                           "finetune": training if finetune else None})
+    row = stage.cached()
+    if row is not None:
+        print(f"{run.name}: reusing {folder / PRUNED_FILE}", flush=True)
+        return row, vitedge.load(folder / PRUNED_FILE)
+    (folder / PRUNED_FILE).unlink(missing_ok=True)  # saved just before an interruption
+    train = None
+    if args.data:  # a fine-tuning killed mid-way resumes from its last epoch
+        train = train_config(args, folder / "finetune")
+        train = train.replace(resume=(folder / "finetune" / STATE_FILE).is_file())
+    result = prune_checkpoint(checkpoint, config, train=train, finetune=finetune, out=folder)
+    print(f"{run.name}: {json.dumps({k: v for k, v in result.metrics.items() if k != 'config'})}", flush=True)
+    return stage.done({"criterion": run.criterion, "ratio": run.ratio, **result.metrics}), result.model
 
 
-def ort_runners(models: dict[str, nn.Module], size: tuple[int, ...], *, threads: int,
-                workdir: Path, dynamic_batch: bool) -> dict[str, Any]:
-    """ONNX Runtime FP32 on the CPU, batch 1, each model exported by ``vitedge.export`` (what
-    deploys: BN folded; batch dynamic, or fixed at 1 as an edge deployment would)."""
-    from vitedge.deploy import OnnxRuntime
+def latency_ms(runtime: str, files: dict[str, Path], args: argparse.Namespace, size: tuple[int, ...],
+               ) -> dict[str, float]:
+    """Median batch-1 latency of each file on ``runtime``: one fresh process, runs alternated
+    across the files so a load spike on the (shared) machine hits every model instead of one."""
+    measured = latency_in_subprocess(runtime, [(path, "fp32") for path in files.values()], batch=1,
+                                     resolution=size[-1], threads=args.threads, runs=args.runs,
+                                     warmup=args.warmup)
+    return {name: measured[str(path)]["median_ms"] for name, path in files.items()}
 
-    batch = torch.randn(1, *size).numpy()
-    runners = {}
-    for name, model in models.items():
-        path = vitedge.export(model, workdir / f"{name}.onnx", "fp32", resolution=size[-1],
-                              dynamic_batch=dynamic_batch)
-        runtime = OnnxRuntime(path, threads=threads)
-        runners[name] = lambda runtime=runtime: runtime(batch)
-    return runners
+
+def ort_latency_ms(models: dict[str, nn.Module], args: argparse.Namespace, size: tuple[int, ...], *,
+                   workdir: Path, dynamic_batch: bool) -> dict[str, float]:
+    """ONNX Runtime FP32 on the CPU, each model exported by ``vitedge.export`` (what deploys: BN
+    folded; batch dynamic, or fixed at 1 as an edge deployment would)."""
+    files = {name: vitedge.export(model, workdir / f"{name}.onnx", "fp32", resolution=size[-1],
+                                  dynamic_batch=dynamic_batch) for name, model in models.items()}
+    return latency_ms("onnxruntime", files, args, size)
 
 
 def study(args: argparse.Namespace) -> dict[str, Any]:
@@ -163,48 +169,22 @@ def study(args: argparse.Namespace) -> dict[str, Any]:
     rows: dict[str, dict[str, Any]] = {}
     models: dict[str, nn.Module] = {"dense": vitedge.load(checkpoint)}
     for run in runs:
-        out = args.out / run.name
-        if (out / PRUNED_FILE).is_file() and (out / REPORT_FILE).is_file():  # done by an earlier run
-            rows[run.name] = {"criterion": run.criterion, "ratio": run.ratio,
-                              **json.loads((out / REPORT_FILE).read_text())["metrics"]}
-            models[run.name] = vitedge.load(out / PRUNED_FILE)
-            print(f"{run.name}: reusing {out / PRUNED_FILE}", flush=True)
-            continue
-        config = PruneConfig(ratio=run.ratio, criterion=run.criterion, scope=args.scope,
-                             round_to=args.round_to, seed=args.seed)
-        train = None
-        if args.data:  # a fine-tuning killed mid-way resumes from its last epoch
-            train = train_config(args, out / "finetune")
-            train = train.replace(resume=(out / "finetune" / STATE_FILE).is_file())
-        finetune = args.finetune_epochs > 0 and (run.criterion == args.criterion or args.compare_finetune)
-        result = prune_checkpoint(checkpoint, config, train=train, finetune=finetune, out=out)
-        rows[run.name] = {"criterion": run.criterion, "ratio": run.ratio, **result.metrics}
-        models[run.name] = result.model
-        print(f"{run.name}: {json.dumps({k: v for k, v in result.metrics.items() if k != 'config'})}",
-              flush=True)
+        rows[run.name], models[run.name] = prune_stage(args, Path(checkpoint), run)
 
     size = tuple(models["dense"].data_config["input_size"])
-    previous = torch.get_num_threads()
-    torch.set_num_threads(args.threads)
-    try:
-        eager = alternated_latency(torch_runners(models, size), runs=args.runs, warmup=args.warmup)
-    finally:
-        torch.set_num_threads(previous)
-    ort_ms, ort_dyn_ms = {}, {}  # batch fixed at 1 (the acceptance's graph) / dynamic batch
-    with tempfile.TemporaryDirectory() as tmp:
-        for dynamic, result in ((False, ort_ms), (True, ort_dyn_ms)):
-            workdir = Path(tmp) / ("dynamic" if dynamic else "static")
-            workdir.mkdir()
-            result.update(alternated_latency(
-                ort_runners(models, size, threads=args.threads, workdir=workdir, dynamic_batch=dynamic),
-                runs=args.runs, warmup=args.warmup))
+    files = {"dense": Path(checkpoint), **{name: args.out / name / PRUNED_FILE for name in rows}}
+    eager = latency_ms("torch", files, args, size)
+    with tempfile.TemporaryDirectory() as tmp:  # batch fixed at 1 (the acceptance's graph) / dynamic batch
+        (Path(tmp) / "static").mkdir()
+        (Path(tmp) / "dynamic").mkdir()
+        ort_ms = ort_latency_ms(models, args, size, workdir=Path(tmp) / "static", dynamic_batch=False)
+        ort_dyn_ms = ort_latency_ms(models, args, size, workdir=Path(tmp) / "dynamic", dynamic_batch=True)
     dense_cost = vitedge.profile(models["dense"])
     for name, row in rows.items():
-        row["torch_ms"], row["ort_ms"] = eager[name]["median_ms"], ort_ms[name]["median_ms"]
-        row["ort_dyn_ms"] = ort_dyn_ms[name]["median_ms"]
-        row["torch_x"] = eager[name]["median_ms"] / eager["dense"]["median_ms"]
-        row["ort_x"] = ort_ms[name]["median_ms"] / ort_ms["dense"]["median_ms"]
-        row["ort_dyn_x"] = ort_dyn_ms[name]["median_ms"] / ort_dyn_ms["dense"]["median_ms"]
+        row["torch_ms"], row["ort_ms"], row["ort_dyn_ms"] = eager[name], ort_ms[name], ort_dyn_ms[name]
+        row["torch_x"] = eager[name] / eager["dense"]
+        row["ort_x"] = ort_ms[name] / ort_ms["dense"]
+        row["ort_dyn_x"] = ort_dyn_ms[name] / ort_dyn_ms["dense"]
         row["params_x"] = row["params_pruned"] / dense_cost["params"]
         row["macs_x"] = row["macs_pruned"] / dense_cost["macs"]
     return {
@@ -213,8 +193,7 @@ def study(args: argparse.Namespace) -> dict[str, Any]:
         "runs": args.runs, "scope": args.scope, "round_to": args.round_to,
         "finetune_epochs": args.finetune_epochs, "distill": args.distill, "ema_decay": args.ema_decay,
         "dense": {"params": dense_cost["params"], "macs": dense_cost["macs"],
-                  "torch_ms": eager["dense"]["median_ms"], "ort_ms": ort_ms["dense"]["median_ms"],
-                  "ort_dyn_ms": ort_dyn_ms["dense"]["median_ms"]},
+                  "torch_ms": eager["dense"], "ort_ms": ort_ms["dense"], "ort_dyn_ms": ort_dyn_ms["dense"]},
         "model": models["dense"].arch["name"],
         "rows": rows,
         "acceptance": acceptance(rows, args) if models["dense"].arch["name"] == ACCEPT_MODEL else {},
@@ -248,20 +227,20 @@ def acceptance(rows: dict[str, dict[str, Any]], args: argparse.Namespace) -> dic
 def markdown(report: dict[str, Any]) -> str:
     d = report["dense"]
     lines = [
-        f"Checkpoint `{report['checkpoint']}`, input {report['input_size']}, scope "
-        f"{report['scope']}, round_to {report['round_to']}, fine-tuning "
-        f"{report['finetune_epochs']} epochs{' with distillation' if report['distill'] else ''}"
-        f"{', weight EMA ' + str(report['ema_decay']) if report.get('ema_decay') else ''}. "
-        f"Latency: batch 1, {report['threads']} threads, median of {report['runs']} runs "
-        f"(runs alternated across models in one process, per runtime). ORT: `vitedge.export` FP32 "
-        f"graphs with the batch fixed at 1 (as an edge deployment ships them; the acceptance's "
-        f"graph) and with a dynamic batch axis (\"dyn\").",
+        (f"Checkpoint `{report['checkpoint']}`, input {report['input_size']}, scope "
+         f"{report['scope']}, round_to {report['round_to']}, fine-tuning "
+         f"{report['finetune_epochs']} epochs{' with distillation' if report['distill'] else ''}"
+         f"{', weight EMA ' + str(report['ema_decay']) if report.get('ema_decay') else ''}. "
+         f"Latency: batch 1, {report['threads']} threads, median of {report['runs']} runs "
+         f"(runs alternated across models in one process, per runtime). ORT: `vitedge.export` FP32 "
+         f"graphs with the batch fixed at 1 (as an edge deployment ships them; the acceptance's "
+         f"graph) and with a dynamic batch axis (\"dyn\")."),
         "",
-        f"Dense: {d['params'] / 1e6:.3f} M params, {d['macs'] / 1e6:.1f} M MACs, PyTorch "
-        f"{d['torch_ms']:.2f} ms, ONNX Runtime {d['ort_ms']:.2f} ms (dyn {d['ort_dyn_ms']:.2f} ms).",
+        (f"Dense: {d['params'] / 1e6:.3f} M params, {d['macs'] / 1e6:.1f} M MACs, PyTorch "
+         f"{d['torch_ms']:.2f} ms, ONNX Runtime {d['ort_ms']:.2f} ms (dyn {d['ort_dyn_ms']:.2f} ms)."),
         "",
-        "| criterion | ratio | params (M) | ×dense | MACs (M) | ×dense | top-1 pruned | + BN re-est. "
-        "| top-1 fine-tuned | PyTorch ms | ×dense | ORT ms | ×dense | ORT dyn ms | ×dense |",
+        ("| criterion | ratio | params (M) | ×dense | MACs (M) | ×dense | top-1 pruned | + BN re-est. "
+         "| top-1 fine-tuned | PyTorch ms | ×dense | ORT ms | ×dense | ORT dyn ms | ×dense |"),
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in report["rows"].values():
@@ -282,9 +261,9 @@ def markdown(report: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     report = study(args)
-    (args.out / "results.json").write_text(json.dumps(report, indent=2, default=str))
+    write_json(args.out / "results.json", report)
     text = markdown(report)
-    (args.out / "results.md").write_text(text)
+    write_text(args.out / "results.md", text)
     print(text)
 
 

@@ -7,7 +7,7 @@ to 32, e.g. CamVid 352×480), scores the whole test split four ways and reports 
 share of labelled pixels (at label size) where ORT INT8 and the simulation pick the same class,
 the FP32 export's largest logit difference, and which ops ORT ran as integer kernels.
 ``--latency`` adds ORT FP32/INT8 batch-1 latency at the frame size and at 512×1024 (static
-exports, sessions alternated in this process).
+exports; per size one fresh process, runs alternated across FP32 and INT8).
 
 Acceptance (issue 8): agreement ≥ 99 % of pixels; W8A8 mIoU drop ≤ 1.0 pt.
 
@@ -24,22 +24,24 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import shlex
-import statistics
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+import onnx
 import torch
 
 import vitedge
+from vitedge.bench.deployment import latency_in_subprocess
+from vitedge.data.segmentation import SEG_DATASETS
 from vitedge.deploy import OnnxRuntime
-from vitedge.io import atomic_write
+from vitedge.io import load_bundle, write_json, write_text
 from vitedge.quantization import QuantConfig
+from vitedge.train.config import DataConfig
 from vitedge.train.seg_metrics import IGNORE_INDEX, SegMetricCounts, predict
+from vitedge.train.task_data import TaskData
 
 ACCEPT_AGREEMENT = 99.0  # % of labelled pixels with the same class in ORT INT8 and the simulation
 ACCEPT_MIOU_DROP = 1.0   # pt, simulated W8A8 vs FP32
@@ -68,9 +70,6 @@ def main(argv: list[str] | None = None) -> int:
         p.error("give a CHECKPOINT or --model NAME (smoke run), not both")
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
-
-    from vitedge.train.config import DataConfig
-    from vitedge.train.task_data import TaskData
 
     model, data_config, classes = _load(args)
     data = DataConfig(dataset=args.data, root=args.data_dir, batch_size=4, eval_limit=args.eval_limit)
@@ -104,8 +103,6 @@ def main(argv: list[str] | None = None) -> int:
             same += int((sim == ort)[valid].sum())
             labelled += int(valid.sum())
     miou = {k: c.summary(task.classes)["miou"] for k, c in counts.items()}
-    import onnx
-
     ops = collections.Counter(n.op_type for n in onnx.load(str(optimized)).graph.node)
     result: dict[str, Any] = {
         "checkpoint": args.checkpoint or f"{args.model} (random weights)", "frames": counts["fp32"].images,
@@ -119,21 +116,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.latency:
         result["latency_ms"] = _latency(model, qmodel, frame, task.classes, args)
     lines = _markdown(result)
-    atomic_write(args.out / "results.json", lambda tmp: Path(tmp).write_text(json.dumps(result, indent=2)))
-    atomic_write(args.out / "results.md", lambda tmp: Path(tmp).write_text("\n".join(lines)))
+    write_json(args.out / "results.json", result)
+    write_text(args.out / "results.md", "\n".join(lines))
     print("\n".join(lines))
     return 0
 
 
 def _load(args: argparse.Namespace) -> tuple[torch.nn.Module, dict[str, Any], list[str] | None]:
     if args.checkpoint:
-        from vitedge.io import read_metadata
-
-        model = vitedge.load(args.checkpoint).eval()
-        extra = read_metadata(args.checkpoint)["extra"]
-        return model, {**model.data_config, **extra.get("data_config", {})}, extra.get("classes")
-    from vitedge.data.segmentation import SEG_DATASETS
-
+        bundle = load_bundle(args.checkpoint)
+        return bundle.model.eval(), bundle.data_config, bundle.classes
     classes = SEG_DATASETS[args.data.lower()](args.data_dir, "test").classes
     model = vitedge.create_model(args.model, num_classes=len(classes)).eval()
     return model, dict(model.data_config), classes
@@ -147,24 +139,18 @@ def _export(model: torch.nn.Module, path: Path, precision: str, size: tuple[int,
 
 def _latency(model: torch.nn.Module, qmodel: torch.nn.Module, frame: tuple[int, int], classes: list[str],
              args: argparse.Namespace) -> dict[str, float]:
-    """Median batch-1 latency (ms) of ORT FP32 and INT8 at the frame size and at 512×1024."""
-    sessions = {}
+    """Median batch-1 latency (ms) of ORT FP32 and INT8 at the frame size and at 512×1024: per size
+    one fresh process, runs alternated across the two files so drift on a noisy machine hits both."""
+    latency = {}
     for size in (frame, (512, 1024)):
-        for precision, net in (("fp32", model), ("int8", qmodel)):
-            path = _export(net, args.out / f"latency_{precision}_{size[0]}x{size[1]}.onnx", precision, size,
-                           classes, dynamic_batch=False)  # batch 1: no run-time shape arithmetic
-            sessions[f"{precision} {size[0]}×{size[1]}"] = (OnnxRuntime(path, threads=args.threads),
-                                                           np.random.default_rng(0).standard_normal(
-                                                               (1, 3, *size), dtype=np.float32))
-    times: dict[str, list[float]] = {k: [] for k in sessions}
-    for name, (engine, x) in sessions.items():  # warm-up
-        engine(x)
-    for _ in range(args.runs):  # alternated, so drift on this noisy machine hits every file alike
-        for name, (engine, x) in sessions.items():
-            t = time.perf_counter()
-            engine(x)
-            times[name].append(1e3 * (time.perf_counter() - t))
-    return {k: statistics.median(v) for k, v in times.items()}
+        files = {precision: _export(net, args.out / f"latency_{precision}_{size[0]}x{size[1]}.onnx", precision,
+                                    size, classes, dynamic_batch=False)  # batch 1: no run-time shape arithmetic
+                 for precision, net in (("fp32", model), ("int8", qmodel))}
+        measured = latency_in_subprocess("onnxruntime", [(path, precision) for precision, path in files.items()],
+                                         batch=1, resolution=size, threads=args.threads, runs=args.runs, warmup=1)
+        latency.update({f"{precision} {size[0]}×{size[1]}": measured[str(path)]["median_ms"]
+                        for precision, path in files.items()})
+    return latency
 
 
 def _markdown(r: dict[str, Any]) -> list[str]:
@@ -172,20 +158,20 @@ def _markdown(r: dict[str, Any]) -> list[str]:
     drop = m["fp32"] - m["simulated"]
     ok = r["pixel_agreement"] >= ACCEPT_AGREEMENT and drop <= ACCEPT_MIOU_DROP
     lines = [
-        "| frames | size | mIoU FP32 | FP32 ONNX | INT8 simulated | INT8 ORT | pixel agreement | "
-        "QLinearConv | float convs |",
+        ("| frames | size | mIoU FP32 | FP32 ONNX | INT8 simulated | INT8 ORT | pixel agreement | "
+         "QLinearConv | float convs |"),
         "|---|---|---|---|---|---|---|---|---|",
-        f"| {r['frames']} | {r['frame'][0]}×{r['frame'][1]} | {m['fp32']:.2f} | "
-        f"{m['onnxruntime fp32']:.2f} | {m['simulated']:.2f} | {m['onnxruntime int8']:.2f} | "
-        f"{r['pixel_agreement']:.2f} % | "
-        f"{r['integer_ops'].get('QLinearConv', 0)} | {r['float_convs']} |", "",
+        (f"| {r['frames']} | {r['frame'][0]}×{r['frame'][1]} | {m['fp32']:.2f} | "
+         f"{m['onnxruntime fp32']:.2f} | {m['simulated']:.2f} | {m['onnxruntime int8']:.2f} | "
+         f"{r['pixel_agreement']:.2f} % | "
+         f"{r['integer_ops'].get('QLinearConv', 0)} | {r['float_convs']} |"), "",
         f"FP32 ONNX vs PyTorch: max |Δ logit| {r['fp32_onnx_max_abs_diff']:.2e}.", ""]
     if "latency_ms" in r:
         lines += ["| ORT, batch 1 | " + " | ".join(r["latency_ms"]) + " |",
                   "|---|" + "---|" * len(r["latency_ms"]),
                   "| median ms | " + " | ".join(f"{v:.1f}" for v in r["latency_ms"].values()) + " |", ""]
-    lines += [f"Acceptance (pixel agreement ≥ {ACCEPT_AGREEMENT} %, W8A8 mIoU drop ≤ {ACCEPT_MIOU_DROP} pt): "
-              f"{'PASS' if ok else 'FAIL'} (drop {drop:.2f} pt)", "", f"Command: `{r['command']}`", ""]
+    lines += [(f"Acceptance (pixel agreement ≥ {ACCEPT_AGREEMENT} %, W8A8 mIoU drop ≤ {ACCEPT_MIOU_DROP} pt): "
+               f"{'PASS' if ok else 'FAIL'} (drop {drop:.2f} pt)"), "", f"Command: `{r['command']}`", ""]
     return lines
 
 

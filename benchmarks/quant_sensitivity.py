@@ -15,18 +15,16 @@ Writes ``results.json`` and ``results.md`` in ``--out``.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from quant_ablation import load_model
 
 import vitedge
 from vitedge.data import build_dataset, eval_transform
-from vitedge.io import atomic_write
+from vitedge.io import load_bundle, write_json, write_text
 from vitedge.quantization import QuantConfig, count_kinds, point_report, quantizers
 from vitedge.train import evaluate
 
@@ -41,9 +39,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, required=True)
-    args = p.parse_args(argv)
-    args.img_size, args.model = None, None  # what quant_ablation.load_model reads
-    return args
+    return p.parse_args(argv)
 
 
 @torch.no_grad()
@@ -64,7 +60,8 @@ def score(qmodel: torch.nn.Module, reference: torch.Tensor, holdout: list[torch.
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    model, data_config, classes = load_model(args)
+    bundle = load_bundle(args.checkpoint)
+    model, data_config, classes = bundle.model.eval(), bundle.data_config, bundle.classes
     transform = eval_transform(int(data_config["input_size"][-1]), data_config)
     train = build_dataset(args.data, args.data_dir, "train", transform=transform, classes=classes)
     test = build_dataset(args.data, args.data_dir, "test", transform=transform, classes=classes)
@@ -106,9 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         agree = f"{r['holdout_agree']:.2f}" if "holdout_agree" in r else ""
         lines.append(f"| {r['float']} | {r['points']} | {kl} | {agree} | {r['test_top1']:.2f} |")
     args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write(args.out / "results.json",
-                 lambda tmp: Path(tmp).write_text(json.dumps({"setup": setup, "rows": rows}, indent=1)))
-    atomic_write(args.out / "results.md", lambda tmp: Path(tmp).write_text("\n".join(lines) + "\n"))
+    write_json(args.out / "results.json", {"setup": setup, "rows": rows}, indent=1)
+    write_text(args.out / "results.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 

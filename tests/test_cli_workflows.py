@@ -7,9 +7,8 @@ import pytest
 
 from vitedge.errors import VitedgeError
 from vitedge.workflows.accelerator import parse_overrides
-from vitedge.workflows.evaluate import is_segmentation_dataset
 from vitedge.workflows.recipes import LATENCY_PLAN_TARGETS, latency_refiner, metrics_table
-from vitedge.workflows.study_options import SEG_DEFAULT_MODEL, study_overrides
+from vitedge.workflows.study_options import study_overrides
 from vitedge.workflows.training import DEFAULTS, OPTION_FIELDS, recipe_config, training_config
 
 
@@ -53,9 +52,9 @@ def test_recipe_config_keeps_one_epoch_for_data_only_recipes():
 
 
 def test_metrics_table_names_the_metric():
-    rows = (("top1_dense", "top-1 dense"), ("top1_pruned", "top-1 pruned"))
-    assert metrics_table({"top1_dense": 70.0}, rows).rows == [["top-1 dense", "70.00"]]
-    seg = metrics_table({"top1_dense": 48.3, "top1_pruned": 40.0, "metric": "miou"}, rows)
+    rows = (("score_dense", "dense"), ("score_pruned", "pruned"))
+    assert metrics_table({"score_dense": 70.0}, rows).rows == [["top-1 dense", "70.00"]]
+    seg = metrics_table({"score_dense": 48.3, "score_pruned": 40.0, "metric": "miou"}, rows)
     assert [row[0] for row in seg.rows] == ["mIoU dense", "mIoU pruned"]
 
 
@@ -70,9 +69,6 @@ def test_study_overrides():
     other = study_overrides("quick", "fashion-mnist", "efficientvit_b0", data="data/flowers")
     assert other["name"] == "quick-flowers"
     assert study_overrides("quick", "fashion-mnist", "efficientvit_b0", data="x", name="mine")["name"] == "mine"
-    assert study_overrides("quick", "fashion-mnist", "efficientvit_b0", task="seg")["model"] == SEG_DEFAULT_MODEL
+    assert study_overrides("quick", "fashion-mnist", "efficientvit_b0", task="seg")["model"] == "efficientvit_seg_b0"
     assert study_overrides("q", "camvid", "efficientvit_seg_b1", task="seg")["model"] is None
 
-
-def test_segmentation_datasets():
-    assert is_segmentation_dataset("CamVid") and not is_segmentation_dataset("cifar10")

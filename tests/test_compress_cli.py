@@ -46,7 +46,7 @@ def test_quantize_cli_ptq_then_qat_and_reload(monkeypatch, capsys, tiny_classifi
     assert code == 0, err
     assert "top-1 W8A8 PTQ" in stdout
     metrics = json.loads((out / "quantize.json").read_text())
-    assert {"top1_fp32", "top1_int8"} <= set(metrics) and metrics["calib_images"] == 8
+    assert {"score_fp32", "score_int8"} <= set(metrics) and metrics["calib_images"] == 8
     assert "| point |" in (out / "points.md").read_text()
     from vitedge.quantization import load_quantized
 
@@ -57,7 +57,7 @@ def test_quantize_cli_ptq_then_qat_and_reload(monkeypatch, capsys, tiny_classifi
     code, stdout, err = run_cli(monkeypatch, capsys, "quantize", str(ckpt), "--method", "minmax", "--calib", "8",
                                 "--qat-epochs", "1", "--data", str(data), "--batch-size", "4", "--out", str(qat))
     assert code == 0, err
-    assert "top-1 after QAT" in stdout and "top1_qat" in json.loads((qat / "quantize.json").read_text())
+    assert "top-1 after QAT" in stdout and "score_qat" in json.loads((qat / "quantize.json").read_text())
     trained = load_quantized(qat / "model.safetensors")
     # the trainer's own per-epoch model file is a quantized checkpoint too, with the same function
     assert is_quantized(vitedge.load(qat / "qat" / "model.safetensors"))

@@ -146,7 +146,7 @@ def test_miniature_segmentation_study(camvid_like, tmp_path, monkeypatch, capsys
         "name": "seg-mini", "out": str(tmp_path / "runs"), "task": "seg", "model": "efficientvit_seg_b0",
         "data": {"dataset": "camvid", "root": str(camvid_like), "img_size": 64, "batch_size": 4,
                  "train_limit": None, "eval_limit": None},
-        "baseline": {"epochs": 1}, "pruning": {"ratios": [0.4], "finetune_epochs": 1},
+        "baseline": {"epochs": 1}, "pruning": {"ratios": [0.4], "finetune": {"epochs": 1}},
         "quantization": {"calib": 4},
         # the CPU breakdown and the FPGA estimate are the classification study's to test
         "deploy": {"runs": 3, "warmup": 1, "threads": 1, "seg_latency_size": [64, 128], "breakdown": False,
@@ -164,7 +164,7 @@ def test_miniature_segmentation_study(camvid_like, tmp_path, monkeypatch, capsys
                                                               for p in ("fp32", "int8")} | (
         {(v, "bf16") for v in ("dense", "l2_p40")} if any(r["precision"] == "bf16" for r in rows) else set())
     assert "onnxruntime" in {r["runtime"] for r in rows}
-    assert all(0 <= r["top1"] <= 100 and r["latency_ms"] > 0 and r["latency_hi_ms"] > 0 for r in rows)
+    assert all(0 <= r["score"] <= 100 and r["latency_ms"] > 0 and r["latency_hi_ms"] > 0 for r in rows)
     assert (run / "plots" / "accuracy_vs_latency.png").is_file()
 
 
@@ -174,7 +174,7 @@ def test_study_task_and_dataset_must_agree(camvid_like, monkeypatch, capsys):
     code, _, err = run_cli(monkeypatch, capsys, "study", "--data", "camvid", "--data-dir", str(camvid_like))
     assert_one_line_error(code, err, "segmentation dataset", "--task seg")
     code, _, err = run_cli(monkeypatch, capsys, "study", "--task", "seg")
-    assert_one_line_error(code, err, "task seg needs a segmentation dataset")
+    assert_one_line_error(code, err, "task segmentation needs a segmentation dataset")
     code, _, err = run_cli(monkeypatch, capsys, "study", "--task", "seg", "--data", "camvid", "--data-dir",
                            str(camvid_like), "--model", "efficientvit_b0")
-    assert_one_line_error(code, err, "task seg needs a segmentation model")
+    assert_one_line_error(code, err, "task segmentation needs a segmentation model")

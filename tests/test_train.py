@@ -102,7 +102,7 @@ def test_config_round_trip_and_differences():
     assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
     changed = cfg.with_overrides({"optim.lr": 1e-3, "data.workers": 4, "out": "elsewhere"})
     assert config_differences(cfg, changed) == ["optim.lr: 0.002 -> 0.001"]  # workers/out are free
-    with pytest.raises(VitedgeError, match="unknown DataConfig field"):
+    with pytest.raises(VitedgeError, match="unknown TrainConfig field 'data.bogus'"):
         cfg.with_overrides({"data.bogus": 1})
     with pytest.raises(VitedgeError, match="alpha"):
         DistillConfig(alpha=1.5)

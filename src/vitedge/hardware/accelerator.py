@@ -36,13 +36,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch.nn as nn
 
+from vitedge import settings
 from vitedge.errors import VitedgeError
 from vitedge.hardware.operators import Operator, OperatorList, extract_operators
+from vitedge.settings import config_class
 from vitedge.tables import Table
 
 # Linear-attention scopes: the float block and the quantized one with its per-branch points.
@@ -55,7 +57,7 @@ _UNMAPPABLE = {
 }
 
 
-@dataclass(frozen=True)
+@config_class
 class AcceleratorConfig:
     """The array and its platform. Defaults: the published ZCU102 design,
     ``(M × N + S × T) × L = (8 × 8 + 8 × 8) × 16`` at 200 MHz, two 8-bit multiplies per DSP.
@@ -77,21 +79,12 @@ class AcceleratorConfig:
     strict_lanes: bool = False  # True: no lane does two jobs in one cycle (see the module doc)
 
     def __post_init__(self) -> None:
-        if self.strict_lanes not in (True, False):
-            raise VitedgeError(f"accelerator strict_lanes must be true or false (got {self.strict_lanes!r})")
-        object.__setattr__(self, "strict_lanes", bool(self.strict_lanes))
         for f in ("mat_lanes", "rpe_lanes", "pes", "replication", "mults_per_dsp", "bits"):
-            value = getattr(self, f)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise VitedgeError(f"accelerator {f} must be a positive integer (got {value!r})")
+            if getattr(self, f) < 1:
+                raise VitedgeError(f"accelerator {f} must be a positive integer (got {getattr(self, f)!r})")
         for f in ("clock_mhz", "buffer_kib", "ddr_gbps"):
             value = getattr(self, f)
-            if (
-                not isinstance(value, (int, float))
-                or isinstance(value, bool)
-                or not math.isfinite(value)
-                or value <= 0
-            ):
+            if not math.isfinite(value) or value <= 0:
                 raise VitedgeError(f"accelerator {f} must be a positive number (got {value!r})")
 
     @property
@@ -120,11 +113,8 @@ class AcceleratorConfig:
 
     def with_overrides(self, **overrides: Any) -> AcceleratorConfig:
         """A copy with some fields changed (``None`` values are ignored); unknown names are errors."""
-        known = {f.name for f in fields(self)}
-        unknown = sorted(set(overrides) - known)
-        if unknown:
-            raise VitedgeError(f"unknown accelerator parameter(s) {unknown}; known: {sorted(known)}")
-        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+        return settings.with_overrides(self, {k: v for k, v in overrides.items() if v is not None},
+                                       what="accelerator parameter")
 
 
 ACCELERATORS: dict[str, AcceleratorConfig] = {"trio-zcu102": AcceleratorConfig()}

@@ -34,13 +34,14 @@ from vitedge.errors import VitedgeError
 from vitedge.models.registry import create_model
 from vitedge.pruning.groups import ChannelGroup, block_widths_from, channel_groups, slice_state_dict
 from vitedge.pruning.importance import Importance, LossFn, check_criterion, make_importance
+from vitedge.settings import config_class
 
 __all__ = ["PruneConfig", "PrunePlan", "apply_plan", "plan_pruning", "prune", "stage_names"]
 
 SCOPES = ("layer", "global")
 
 
-@dataclass(frozen=True)
+@config_class
 class PruneConfig:
     """What to prune and how; validated on construction (bad values raise VitedgeError).
 

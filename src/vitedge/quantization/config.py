@@ -16,11 +16,13 @@ import dataclasses
 import difflib
 import platform
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any
 
+from vitedge import settings
 from vitedge.errors import VitedgeError
+from vitedge.settings import config_class
 
 __all__ = ["METHODS", "OBSERVERS", "TARGETS", "ObserverConfig", "QuantConfig", "TrioConfig", "check_bits"]
 
@@ -90,7 +92,7 @@ def _choice(value: Any, choices: tuple[str, ...] | list[str], what: str) -> str:
     raise VitedgeError(f"unknown {what} {value!r}: {hint}choose one of {', '.join(choices)}")
 
 
-@dataclass(frozen=True)
+@config_class
 class ObserverConfig:
     """How a range is measured and chosen.
 
@@ -130,7 +132,7 @@ class ObserverConfig:
             raise VitedgeError(f"ema_momentum={self.ema_momentum!r} must lie in (0, 1]")
 
 
-@dataclass(frozen=True)
+@config_class
 class TrioConfig:
     """The three Trio-ViT transforms, each switchable (``shared/specs/trio-vit-ptq.md``).
 
@@ -192,7 +194,7 @@ class TrioConfig:
 TRIO_OFF = TrioConfig(migration=False, shifting=False, log2_divisor=False)
 
 
-@dataclass(frozen=True)
+@config_class
 class QuantConfig:
     """A quantization run, validated on construction.
 
@@ -333,10 +335,4 @@ class QuantConfig:
         if unknown:
             raise VitedgeError(f"quantization config has unknown fields {unknown}; it was written by "
                                "a newer vitedge — upgrade to load it")
-        data["observer"] = ObserverConfig(**data.get("observer", {}))
-        trio = data.get("trio")
-        if trio is not None:
-            trio = dict(trio)
-            trio["migration_clamp"] = tuple(trio.get("migration_clamp", (0.1, 64.0)))
-            data["trio"] = TrioConfig(**trio)
-        return cls(**data)
+        return settings.parse(cls, data, what="quantization config field")

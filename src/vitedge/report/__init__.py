@@ -44,8 +44,8 @@ def write_report(result: StudyResult, *, log: Callable[[str], None] = print) -> 
     runtime = chosen.runtime  # Tables 1-3 and the plots show the recommended deployment's runtime
     rows = study_rows(variants, runtime)
     d = config.deploy
-    seg = config.task == "seg"
-    metric = "mIoU" if seg else "top-1"
+    task = config.task_object
+    metric = task.label
     plots = run_dir / "plots"
     figures = [
         (plot_accuracy_vs_latency(rows, plots / "accuracy_vs_latency.png", runtime=runtime, threads=d.threads,
@@ -69,12 +69,13 @@ def write_report(result: StudyResult, *, log: Callable[[str], None] = print) -> 
     dense = next(v for v in variants if v.ratio == 0)
     reference = "the dense FP32 model"
     same_budget = ""
-    if "top1_baseline" in dense.metrics:  # the dense model got the pruned models' fine-tuning too
+    if "score_baseline" in dense.metrics:  # the dense model got the pruned models' fine-tuning too
         reference = "the dense FP32 model (fine-tuned with the same budget)"
-        distilled = ", distilled from the baseline" if p.distill else ""
+        distilled = ", distilled from the baseline" if p.finetune.distill.teacher else ""
         same_budget = (f" The dense reference got the same fine-tuning budget as the pruned models "
-                       f"({p.finetune_epochs} epochs at lr {p.lr:g}, the same crops{distilled}; {metric} "
-                       f"{dense.metrics['top1_baseline']:.2f} → {dense.metrics['top1_fp32']:.2f} % in PyTorch), "
+                       f"({p.finetune.epochs} epochs at lr {p.finetune.lr:g}, the same crops{distilled}; "
+                       f"{metric} "
+                       f"{dense.metrics['score_baseline']:.2f} → {dense.metrics['score_fp32']:.2f} % in PyTorch), "
                        "so every Δ measures pruning, not extra training.")
     source = f"checkpoint `{config.checkpoint}`" if config.checkpoint else \
         f"trained here for {config.baseline.epochs} epochs"
@@ -82,15 +83,14 @@ def write_report(result: StudyResult, *, log: Callable[[str], None] = print) -> 
     if config.data.train_limit or config.data.eval_limit:
         subset = (f" (subsets: {config.data.train_limit or 'all'} training and {config.data.eval_limit or 'all'} "
                   "test images)")
-    where = (f"trained on {config.data.img_size} px crops, evaluated and timed on whole test frames (sides "
-             f"rounded to 32) and timed at {d.seg_latency_size[0]}×{d.seg_latency_size[1]}" if seg
-             else f"at {config.data.img_size} px")
+    where = task.measured_at(config.data.img_size, d.seg_latency_size)
+    distillation = " with distillation" if p.finetune.distill.teacher else ""
     doc.paragraph(f"{config.model} on {config.data.dataset} {where}{subset}; baseline "
                   f"{source}. Pruning: {p.criterion}, {p.scope} scope, fine-tuned "
-                  f"{p.finetune_epochs} epochs{' with distillation' if p.distill else ''}.{same_budget} "
+                  f"{p.finetune.epochs} epochs{distillation}.{same_budget} "
                   f"INT8: {config.quantization.method} W{config.quantization.w_bits}A{config.quantization.a_bits}, "
                   f"{config.quantization.calib} calibration images"
-                  f"{f', QAT {config.quantization.qat_epochs} epochs' if config.quantization.qat_epochs else ''}. "
+                  f"{f', QAT {config.quantization.qat.epochs} epochs' if config.quantization.qat.epochs else ''}. "
                   f"Deployed as ONNX on {', '.join(sorted({r.runtime for r in every}))} "
                   f"({'every runtime installed here' if d.runtime == 'auto' else 'deploy.runtime'}; each INT8 file "
                   f"quantized for its runtime): accuracy on the test split measured on the runtime, latency batch "
@@ -102,7 +102,7 @@ def write_report(result: StudyResult, *, log: Callable[[str], None] = print) -> 
     doc.heading("Results")
     doc.table(deployment_table(every, chosen, metric))
     for table in study_tables(rows, variants, runtime, d.accelerator if hardware.get("fpga") else None,
-                              metric, d.seg_latency_size if seg else None):
+                              metric, task.latency_sizes(None, d.seg_latency_size).get("_hi")):
         doc.table(table)
     if hardware.get("fpga_note"):
         doc.paragraph(f"No FPGA estimate: {hardware['fpga_note']}.")
@@ -120,7 +120,8 @@ def write_report(result: StudyResult, *, log: Callable[[str], None] = print) -> 
     doc.paragraph(f"Config: `{run_dir / 'config.json'}`; every artifact (checkpoints, ONNX files, stage "
                   "records) lies beside this report.")
 
-    results = {"config": config.to_dict(), "environment": env, "rows": [r.to_dict() for r in every],
+    results = {"config": config.to_dict(), "environment": env, "metric": task.metric, "metric_label": metric,
+               "rows": [r.to_dict() for r in every],
                "pareto": [r.label for r in pareto(every)],
                "recommendation": recommendation, "recommended": chosen.to_dict(),
                "breakdown": breakdown}

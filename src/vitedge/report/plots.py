@@ -17,10 +17,10 @@ _STYLE = {"fp32": ("o", "tab:blue", "FP32"), "bf16": ("^", "tab:green", "BF16"),
 def _scatter(ax, rows: Sequence[Row], x_of, metric: str) -> None:
     for precision, (marker, color, label) in _STYLE.items():
         mine = [r for r in rows if r.precision == precision]
-        ax.scatter([x_of(r) for r in mine], [r.top1 for r in mine], marker=marker, s=46, color=color,
+        ax.scatter([x_of(r) for r in mine], [r.score for r in mine], marker=marker, s=46, color=color,
                    label=label, zorder=3)
         for r in mine:
-            ax.annotate(f"{r.ratio:.0%}", (x_of(r), r.top1), textcoords="offset points", xytext=(5, 4), fontsize=8)
+            ax.annotate(f"{r.ratio:.0%}", (x_of(r), r.score), textcoords="offset points", xytext=(5, 4), fontsize=8)
     ax.grid(True, alpha=0.3)
     ax.set_ylabel(f"{metric} (%)")
 
@@ -37,9 +37,9 @@ def plot_accuracy_vs_latency(rows: Sequence[Row], path: str | os.PathLike, *, ru
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     _scatter(ax, rows, lambda r: r.latency_ms, metric)
     front = pareto(rows)
-    ax.step([r.latency_ms for r in front], [r.top1 for r in front], where="post", color="tab:green",
+    ax.step([r.latency_ms for r in front], [r.score for r in front], where="post", color="tab:green",
             linewidth=1.4, label="Pareto front", zorder=2)
-    ax.scatter([r.latency_ms for r in front], [r.top1 for r in front], s=140, facecolors="none",
+    ax.scatter([r.latency_ms for r in front], [r.score for r in front], s=140, facecolors="none",
                edgecolors="tab:green", linewidths=1.4, zorder=4)
     ax.set_xlabel(f"latency (ms, median, batch {batch}, {runtime}, {threads} threads)")
     ax.set_title("accuracy vs latency (labels: pruning ratio)")

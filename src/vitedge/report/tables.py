@@ -24,8 +24,8 @@ class Row:
     variant: str
     ratio: float
     precision: str
-    top1: float                 # on the runtime
-    top1_torch: float           # PyTorch: float model, or the INT8 simulation
+    score: float                # the task's metric (top-1 or mIoU, %) on the runtime
+    score_torch: float          # ... in PyTorch: float model, or the INT8 simulation
     params: int
     macs: int
     size_mib: float
@@ -42,8 +42,8 @@ class Row:
 
     def to_dict(self) -> dict[str, Any]:
         return {"variant": self.variant, "ratio": self.ratio, "runtime": self.runtime, "precision": self.precision,
-                "top1": self.top1,
-                "top1_torch": self.top1_torch, "params": self.params, "macs": self.macs,
+                "score": self.score,
+                "score_torch": self.score_torch, "params": self.params, "macs": self.macs,
                 "size_mib": self.size_mib, "latency_ms": self.latency_ms, "p90_ms": self.p90_ms,
                 "fpga_fps": self.fpga_fps, "latency_hi_ms": self.latency_hi_ms}
 
@@ -56,9 +56,9 @@ def study_rows(variants: Sequence[Variant], runtime: str | None = None) -> list[
             if runtime is not None and name != runtime:
                 continue
             for precision, rt in by_precision.items():
-                torch_top1 = (v.quant_metrics[name]["top1_sim"] if precision == "int8" else v.metrics["top1_fp32"])
+                torch_score = (v.quant_metrics[name]["score_sim"] if precision == "int8" else v.metrics["score_fp32"])
                 hi = rt.get("latency_hi")
-                rows.append(Row(v.name, v.ratio, precision, rt["top1"], torch_top1, int(v.metrics["params"]),
+                rows.append(Row(v.name, v.ratio, precision, rt["score"], torch_score, int(v.metrics["params"]),
                                 int(v.metrics["macs"]), rt["size_mib"], rt["latency"]["median_ms"],
                                 rt["latency"]["p90_ms"],
                                 v.metrics.get("fpga_fps") if precision == "int8" else None,
@@ -75,8 +75,8 @@ def deployment_table(rows: Sequence[Row], chosen: Row, metric: str = "top-1") ->
     """Every variant on every runtime × precision, the recommended one marked."""
     ref = _ref(rows)
     order = sorted(rows, key=lambda r: (r.ratio, r.runtime, r.precision))
-    body = [[f"{r.ratio:.0%}", r.runtime, r.precision.upper() + (" ◀" if r == chosen else ""), f"{r.top1:.2f}",
-             f"{r.top1 - ref.top1:+.2f}", f"{r.latency_ms:.2f}", f"{ref.latency_ms / r.latency_ms:.2f}×",
+    body = [[f"{r.ratio:.0%}", r.runtime, r.precision.upper() + (" ◀" if r == chosen else ""), f"{r.score:.2f}",
+             f"{r.score - ref.score:+.2f}", f"{r.latency_ms:.2f}", f"{ref.latency_ms / r.latency_ms:.2f}×",
              f"{r.size_mib:.2f}"] for r in order]
     return Table("Deployment matrix — every variant on every runtime × precision",
                  ["ratio", "runtime", "precision", f"{metric} runtime", "Δ pt", "latency ms", "speed-up",
@@ -98,8 +98,8 @@ def study_tables(rows: Sequence[Row], variants: Sequence[Variant], runtime: str,
     def x(value: float, base: float) -> str:
         return f"{value / base:.2f}×"
 
-    def delta(top1: float) -> str:
-        return f"{top1 - ref.top1:+.2f}"
+    def delta(score: float) -> str:
+        return f"{score - ref.score:+.2f}"
 
     def latencies(r: Row) -> list[str]:
         shown = [f"{r.latency_ms:.2f} ({x(r.latency_ms, ref.latency_ms)})"]
@@ -110,27 +110,27 @@ def study_tables(rows: Sequence[Row], variants: Sequence[Variant], runtime: str,
     pruning = []
     for v in variants:
         r = by[v.name, "fp32"]
-        after, bn = v.metrics.get("top1_pruned"), v.metrics.get("top1_bn")
+        after, bn = v.metrics.get("score_pruned"), v.metrics.get("score_bn")
         shown = "–" if after is None else f"{after:.2f}" + (f" → {bn:.2f}" if bn is not None else "")
-        pruning.append([f"{v.ratio:.0%}", shown, f"{r.top1:.2f}",
-                        delta(r.top1), f"{r.params / 1e6:.3f} ({x(r.params, ref.params)})",
+        pruning.append([f"{v.ratio:.0%}", shown, f"{r.score:.2f}",
+                        delta(r.score), f"{r.params / 1e6:.3f} ({x(r.params, ref.params)})",
                         f"{r.macs / 1e6:.1f} ({x(r.macs, ref.macs)})", *latencies(r), f"{r.size_mib:.2f}"])
     dense = [v for v in variants if v.ratio == 0][0]
-    before = dense.metrics.get("top1_baseline")  # set when the dense model got the fine-tuning budget too
+    before = dense.metrics.get("score_baseline")  # set when the dense model got the fine-tuning budget too
     reference_note = ("" if before is None else
                       f" The 0 % row is the baseline fine-tuned with the pruned models' budget ({before:.2f} → "
-                      f"{dense.metrics['top1_fp32']:.2f} in PyTorch); every Δ is against it.")
+                      f"{dense.metrics['score_fp32']:.2f} in PyTorch); every Δ is against it.")
     quant = []
     for precision in ("fp32", "bf16", "int8"):
         if (dense.name, precision) not in by:
             continue
         r = by[dense.name, precision]
-        quant.append([precision.upper(), f"{r.top1_torch:.2f}", f"{r.top1:.2f}", delta(r.top1), *latencies(r),
+        quant.append([precision.upper(), f"{r.score_torch:.2f}", f"{r.score:.2f}", delta(r.score), *latencies(r),
                       f"{r.size_mib:.2f} ({x(r.size_mib, ref.size_mib)})"])
     qm = dense.quant_metrics[runtime]
-    qnote = f"INT8 after PTQ (PyTorch simulation): {qm['top1_ptq']:.2f} %"
-    if qm.get("top1_qat") is not None:
-        qnote += f"; after QAT: {qm['top1_qat']:.2f} %"
+    qnote = f"INT8 after PTQ (PyTorch simulation): {qm['score_ptq']:.2f} %"
+    if qm.get("score_qat") is not None:
+        qnote += f"; after QAT: {qm['score_qat']:.2f} %"
     plans = [f"{v.ratio:.0%}: {v.quant_metrics[runtime]['precision_plan']}" for v in variants
              if v.quant_metrics[runtime].get("float_points")]
     if qm.get("precision_plan"):
@@ -145,7 +145,7 @@ def study_tables(rows: Sequence[Row], variants: Sequence[Variant], runtime: str,
     dense_fps = by[dense.name, "int8"].fpga_fps
     for v in variants:
         r = by[v.name, "int8"]
-        both.append([f"{v.ratio:.0%}", f"{r.top1_torch:.2f}", f"{r.top1:.2f}", delta(r.top1),
+        both.append([f"{v.ratio:.0%}", f"{r.score_torch:.2f}", f"{r.score:.2f}", delta(r.score),
                      f"{r.macs / 1e6:.1f} ({x(r.macs, ref.macs)})", *latencies(r),
                      f"{r.size_mib:.2f} ({x(r.size_mib, ref.size_mib)})"]
                     + ([f"{r.fpga_fps:.0f} ({r.fpga_fps / dense_fps:.2f}×)"] if fpga else []))
@@ -192,8 +192,8 @@ def breakdown_table(breakdown: dict[str, Any]) -> Table:
 
 def pareto(rows: Sequence[Row]) -> list[Row]:
     """Rows no other row beats on both latency and accuracy, fastest first."""
-    front = [r for r in rows if not any(o.latency_ms <= r.latency_ms and o.top1 >= r.top1 and
-                                        (o.latency_ms < r.latency_ms or o.top1 > r.top1) for o in rows)]
+    front = [r for r in rows if not any(o.latency_ms <= r.latency_ms and o.score >= r.score and
+                                        (o.latency_ms < r.latency_ms or o.score > r.score) for o in rows)]
     return sorted(front, key=lambda r: r.latency_ms)
 
 
@@ -201,7 +201,7 @@ def pick(rows: Sequence[Row], max_drop: float) -> Row:
     """The fastest deployment within ``max_drop`` points of the dense FP32 model (on its fastest
     runtime); that model itself when none is."""
     ref = _ref(rows)
-    return min((r for r in rows if r.top1 >= ref.top1 - max_drop), key=lambda r: r.latency_ms)
+    return min((r for r in rows if r.score >= ref.score - max_drop), key=lambda r: r.latency_ms)
 
 
 def recommend(rows: Sequence[Row], max_drop: float, metric: str = "top-1",
@@ -213,13 +213,13 @@ def recommend(rows: Sequence[Row], max_drop: float, metric: str = "top-1",
     fastest = min(rows, key=lambda r: r.latency_ms)
     if best is ref:
         text = (f"No compressed variant stays within {max_drop:g} pt of {reference} "
-                f"({ref.top1:.2f} %): keep it, or give fine-tuning a larger budget.")
+                f"({ref.score:.2f} %): keep it, or give fine-tuning a larger budget.")
     else:
         text = (f"**Pick {best.label}** (`{best.variant}`, {best.precision}): {ref.latency_ms / best.latency_ms:.2f}× "
                 f"faster than {reference} ({best.latency_ms:.2f} vs {ref.latency_ms:.2f} ms), "
                 f"{best.size_mib:.2f} MiB instead of {ref.size_mib:.2f}, "
-                f"at {best.top1 - ref.top1:+.2f} pt {metric} "
-                f"({best.top1:.2f} %) — the fastest variant within {max_drop:g} pt of it.")
+                f"at {best.score - ref.score:+.2f} pt {metric} "
+                f"({best.score:.2f} %) — the fastest variant within {max_drop:g} pt of it.")
     runtimes = sorted({r.runtime for r in rows if r.runtime})
     if len(runtimes) > 1:
         others = [min((r for r in rows if r.runtime == name and r.variant == best.variant
@@ -230,6 +230,6 @@ def recommend(rows: Sequence[Row], max_drop: float, metric: str = "top-1",
                  + (f" (the same model: {', '.join(shown)})" if shown else "") + ".")
     if fastest is not best:
         text += (f" The fastest overall, {fastest.label}, runs {ref.latency_ms / fastest.latency_ms:.2f}× faster "
-                 f"but loses {ref.top1 - fastest.top1:.2f} pt.")
+                 f"but loses {ref.score - fastest.score:.2f} pt.")
     front = ", ".join(r.label for r in pareto(rows))
     return text + f" Pareto front (latency vs accuracy): {front}."

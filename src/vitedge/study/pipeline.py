@@ -10,9 +10,9 @@ the result and recommends the fastest (variant, runtime, precision) within the a
 ``deploy.runtime: auto`` deploys on every CPU runtime installed here (:func:`deployment_matrix`);
 a runtime name deploys on that one only.
 
-``task: seg`` runs the same stages on a segmentation model: mIoU in place of top-1 (kept under the
-same ``top1`` keys), exports at the test frames' size, latency there and at
-``deploy.seg_latency_size`` (a Cityscapes-like 512×1024), no FPGA estimate or CPU breakdown.
+``task: segmentation`` runs the same stages on a segmentation model, scored by mIoU: exports at
+the test frames' size, latency there and at ``deploy.seg_latency_size`` (a Cityscapes-like
+512×1024), no FPGA estimate or CPU breakdown (the task object says which sizes and why).
 
 Everything lands in ``<out>/<name>/``; each stage is cached (:mod:`vitedge.study.stages`), so a
 killed study resumes where it stopped and a re-run with the same config does no work twice.
@@ -26,6 +26,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable
@@ -36,8 +37,6 @@ from typing import Any
 from vitedge.bench.deployment import latency_in_subprocess, runtime_top1
 from vitedge.bench.latency_plan import latency_plan
 from vitedge.bench.profile import profile
-from vitedge.data import build_dataset
-from vitedge.data.segmentation import build_seg_dataset
 from vitedge.deploy import RUNTIMES, export, get_runtime
 from vitedge.deploy.runtimes import native_bf16
 from vitedge.errors import VitedgeError
@@ -45,15 +44,14 @@ from vitedge.hardware.accelerator import estimate
 from vitedge.hardware.roofline import cpu_breakdown, plot_breakdown
 from vitedge.io import read_metadata, write_text
 from vitedge.models.checkpoint import load, save
-from vitedge.pruning import PruneConfig
-from vitedge.quantization import QuantConfig, load_quantized, plot_channel_ranges
+from vitedge.quantization import load_quantized, plot_channel_ranges
 from vitedge.study.config import StudyConfig
 from vitedge.study.stages import Stage, file_digest
-from vitedge.train import DataConfig, DistillConfig, OptimConfig, TrainConfig, train
+from vitedge.train import DataConfig, TrainConfig, TrainStage, train
 from vitedge.train.checkpoint import STATE_FILE
 from vitedge.train.task_data import TaskData
 from vitedge.train.trainer import jsonable_config
-from vitedge.workflows.prune import DENSE_TEACHER, PRUNED_FILE, prune_checkpoint
+from vitedge.workflows.prune import PRUNED_FILE, prune_checkpoint
 from vitedge.workflows.quantize import QUANTIZED_FILE, quantize_checkpoint
 
 __all__ = ["StudyResult", "Variant", "run_study"]
@@ -72,7 +70,7 @@ class Variant:
     metrics: dict[str, Any] = field(default_factory=dict)
     quantized: dict[str, Path] = field(default_factory=dict)     # target runtime → quantized checkpoint
     quant_metrics: dict[str, dict[str, Any]] = field(default_factory=dict)  # target → its PTQ/QAT record
-    # runtime → precision → file (ONNX), size_mib, top1 (on that runtime), latency (and, task seg,
+    # runtime → precision → file (ONNX), size_mib, score (on that runtime), latency (and, task seg,
     # file_hi / latency_hi at deploy.seg_latency_size)
     deployments: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
@@ -111,17 +109,18 @@ def run_study(config: StudyConfig, *, log: Log = print) -> StudyResult:
     # with their extra fine-tuning
     dense = _dense_reference(config, run_dir, baseline, log)
     variants = [dense] + [_prune(config, run_dir, baseline, ratio, log) for ratio in config.pruning.ratios]
-    frame = task.frame if config.task == "seg" else None
+    frame = task.frame
     matrix = deployment_matrix(config)
     log("deploy: " + ", ".join(f"{runtime} {'/'.join(precisions)}" for runtime, precisions in matrix.items()))
     for variant in variants:
         for runtime in matrix:  # INT8 quantized for each runtime: the graph its kernels fuse
             _quantize(config, run_dir, variant, log, runtime)
         _export(config, run_dir, variant, log, matrix, frame, task.data_config)
-        _runtime_top1(config, run_dir, variant, task, log)
+        _runtime_score(config, run_dir, variant, task, log)
     _latency(config, run_dir, variants, log, frame)
-    hardware = (_hardware(config, run_dir, variants, log) if config.task != "seg" else
-                {"fpga": {}, "fpga_note": "no accelerator model for segmentation heads", "breakdown": None})
+    note = config.task_object.hardware_note
+    hardware = (_hardware(config, run_dir, variants, log) if note is None else
+                {"fpga": {}, "fpga_note": note, "breakdown": None})
     ranges = _channel_ranges(variants, next(iter(matrix)), task, run_dir / "plots" / "channel_ranges.png")
     return StudyResult(config, variants, time.perf_counter() - start, hardware, ranges)
 
@@ -141,23 +140,16 @@ def _channel_ranges(variants: list[Variant], runtime: str, task: Any, path: Path
 # configs handed to the training / pruning / quantization recipes
 
 
-def data_config(config: StudyConfig, min_scale: float) -> Any:
-    d = config.data
-    return DataConfig(dataset=d.dataset, root=d.root, img_size=d.img_size, batch_size=d.batch_size,
-                      workers=d.workers, scale=(min_scale, 1.0), crop_pct=d.crop_pct,
-                      train_limit=d.train_limit, eval_limit=d.eval_limit, seg_train_split=d.seg_train_split)
+def eval_data(config: StudyConfig) -> DataConfig:
+    """The study's data as evaluation and calibration read it (whole images, no crop scale)."""
+    return dataclasses.replace(config.data, scale=(1.0, 1.0))
 
 
-def _train_config(config: StudyConfig, out: Path, *, model: str, epochs: int, lr: float,
-                  warmup_epochs: float, min_scale: float, teacher: str | None = None) -> Any:
-
-    return TrainConfig(
-        model=model, epochs=epochs, seed=config.seed, out=str(out), device=None,  # CUDA when present
-        resume=(out / STATE_FILE).is_file(),  # an interrupted run continues from its last epoch
-        data=data_config(config, min_scale),
-        optim=OptimConfig(lr=lr, warmup_epochs=warmup_epochs, weight_decay=0.05, label_smoothing=0.1,
-                          clip_grad=1.0, min_lr=1e-5),
-        distill=DistillConfig(teacher=teacher))
+def _stage_config(config: StudyConfig, stage: TrainStage, out: Path, model: str) -> TrainConfig:
+    """``stage`` of the study's recipe on its data and seed, written to ``out``; an interrupted run
+    continues from its last epoch."""
+    return stage.train_config(model=model, data=config.data, seed=config.seed, out=str(out),
+                              resume=(out / STATE_FILE).is_file())
 
 
 def study_preprocessing(config: StudyConfig, checkpoint: Path) -> dict[str, Any]:
@@ -180,7 +172,7 @@ def _task(config: StudyConfig, checkpoint: Path) -> Any:
     """The study's data with ``checkpoint``'s classes and the study's preprocessing."""
 
     classes = read_metadata(checkpoint)["extra"].get("classes")
-    return TaskData(data_config(config, 1.0), study_preprocessing(config, checkpoint), classes)
+    return TaskData(eval_data(config), study_preprocessing(config, checkpoint), classes)
 
 
 # --------------------------------------------------------------------------------------------
@@ -197,11 +189,9 @@ def _baseline(config: StudyConfig, run_dir: Path, log: Log) -> Variant:
     result = stage.cached()
     if result is None:
         log(f"baseline: training {config.model} on {config.data.dataset} for {b.epochs} epochs")
-        cfg = _train_config(config, stage.folder, model=config.model, epochs=b.epochs, lr=b.lr,
-                            warmup_epochs=b.warmup_epochs, min_scale=b.min_scale)
-        trained = train(cfg, verbose=True)
+        trained = train(_stage_config(config, b, stage.folder, config.model), verbose=True)
         result = stage.done({"checkpoint": str(stage.folder / "model.safetensors"),
-                             "top1": trained.metrics["miou" if config.task == "seg" else "top1"]})
+                             "score": trained.metrics[config.task_object.metric]})
     return _dense_variant(result, stage)
 
 
@@ -217,13 +207,13 @@ def _given_baseline(config: StudyConfig, run_dir: Path, log: Log) -> Variant:
     if result is None:
         task = _task(config, checkpoint)
         model = load(checkpoint)
-        top1 = task.score(model)
-        log(f"baseline: {checkpoint} — top-1 {top1:.2f} %")
+        score = task.score(model)
+        log(f"baseline: {checkpoint} — {config.task_object.label} {score:.2f} %")
         extra = {**read_metadata(checkpoint)["extra"], "classes": task.classes, "data_config": task.data_config,
                  "source": str(checkpoint)}
         stage.folder.mkdir(parents=True, exist_ok=True)
         copy = save(model, stage.folder / "model.safetensors", extra=extra)
-        result = stage.done({"checkpoint": str(copy), "top1": top1})
+        result = stage.done({"checkpoint": str(copy), "score": score})
     return _dense_variant(result, stage)
 
 
@@ -231,7 +221,7 @@ def _dense_variant(result: dict[str, Any], stage: Stage) -> Variant:
 
     checkpoint = Path(result["checkpoint"])
     cost = profile(load(checkpoint))
-    metrics = {"top1_fp32": result["top1"], "params": cost["params"], "macs": cost["macs"]}
+    metrics = {"score_fp32": result["score"], "params": cost["params"], "macs": cost["macs"]}
     return Variant("dense", 0.0, checkpoint, stage.fingerprint, metrics)
 
 
@@ -244,11 +234,11 @@ def _dense_reference(config: StudyConfig, run_dir: Path, baseline: Variant, log:
     """The dense model every variant is compared with: the baseline given the pruned models'
     fine-tuning budget (ratio 0 through the same recipe: epochs, lr, crops, distillation from the
     baseline), or the baseline itself when there is no fine-tuning."""
-    if config.pruning.finetune_epochs == 0:
+    if config.pruning.finetune.epochs == 0:
         return baseline
     reference = _prune_stage(config, run_dir / "dense_finetune", "dense", baseline, 0.0, log)
-    metrics = {k: v for k, v in reference.metrics.items() if k not in ("top1_pruned", "top1_bn")}
-    reference.metrics = {**metrics, "top1_baseline": baseline.metrics["top1_fp32"]}
+    metrics = {k: v for k, v in reference.metrics.items() if k not in ("score_pruned", "score_bn")}
+    reference.metrics = {**metrics, "score_baseline": baseline.metrics["score_fp32"]}
     return reference
 
 
@@ -260,22 +250,18 @@ def _prune_stage(config: StudyConfig, folder: Path, name: str, dense: Variant, r
                            "seed": config.seed}, log)
     result = stage.cached()
     if result is None:
-        log(f"dense reference: the baseline fine-tuned {p.finetune_epochs} epochs, the pruned models' budget"
+        log(f"dense reference: the baseline fine-tuned {p.finetune.epochs} epochs, the pruned models' budget"
             if ratio == 0 else
-            f"prune: {name} ({ratio:.0%} of the channels by {p.criterion}), fine-tune {p.finetune_epochs} epochs")
+            f"prune: {name} ({ratio:.0%} of the channels by {p.criterion}), fine-tune {p.finetune.epochs} epochs")
         (stage.folder / PRUNED_FILE).unlink(missing_ok=True)  # saved just before an interruption
-        train = _train_config(config, stage.folder / "finetune", model=str(dense.checkpoint),
-                              epochs=max(1, p.finetune_epochs), lr=p.lr,
-                              warmup_epochs=min(1.0, p.finetune_epochs / 10), min_scale=p.min_scale,
-                              teacher=DENSE_TEACHER if p.distill else None)
-        pruned = prune_checkpoint(dense.checkpoint, PruneConfig(ratio=ratio, criterion=p.criterion, scope=p.scope,
-                                                                 round_to=p.round_to, seed=config.seed),
-                                  train=train, finetune=p.finetune_epochs > 0, out=stage.folder, verbose=True)
+        train = _stage_config(config, p.finetune, stage.folder / "finetune", str(dense.checkpoint))
+        pruned = prune_checkpoint(dense.checkpoint, p.for_ratio(ratio, seed=config.seed), train=train,
+                                  finetune=p.finetune.epochs > 0, out=stage.folder, verbose=True)
         m = pruned.metrics
         result = stage.done({
             "checkpoint": str(pruned.path), "params": m["params_pruned"], "macs": m["macs_pruned"],
-            "top1_pruned": m["top1_pruned"], "top1_bn": m.get("top1_bn_recalibrated"),
-            "top1_fp32": m.get("top1_finetuned", m.get("top1_bn_recalibrated", m["top1_pruned"]))})
+            "score_pruned": m["score_pruned"], "score_bn": m.get("score_bn_recalibrated"),
+            "score_fp32": m.get("score_finetuned", m.get("score_bn_recalibrated", m["score_pruned"]))})
     metrics = {k: v for k, v in result.items() if k != "checkpoint"}
     return Variant(name, ratio, Path(result["checkpoint"]), stage.fingerprint, metrics)
 
@@ -310,31 +296,24 @@ def _quantize(config: StudyConfig, run_dir: Path, variant: Variant, log: Log, ta
     result = stage.cached()
     if result is None:
         log(f"quantize: {variant.name} for {target} ({q.method}, W{q.w_bits}A{q.a_bits}, {q.calib} calibration "
-            f"images{f', QAT {q.qat_epochs} epochs' if q.qat_epochs else ''})")
+            f"images{f', QAT {q.qat.epochs} epochs' if q.qat.epochs else ''})")
         (stage.folder / QUANTIZED_FILE).unlink(missing_ok=True)
-        qat = None
-        if q.qat_epochs:
-            qat = _train_config(config, stage.folder / "qat", model=str(variant.checkpoint), epochs=q.qat_epochs,
-                                lr=q.qat_lr, warmup_epochs=0.0, min_scale=config.pruning.min_scale)
-            qat = qat.with_overrides({"optim.step_size_lr_mult": q.qat_step_lr_mult,
-                                      "distill.alpha": q.qat_alpha, "ema.decay": q.qat_ema or None})
-        method = QuantConfig.for_target(target, method=q.method, w_bits=q.w_bits, a_bits=q.a_bits,
-                                        reconstruct_iters=q.reconstruct, keep_float=q.keep_float,
-                                        auto_float=q.auto_float)
+        qat = _stage_config(config, q.qat, stage.folder / "qat", str(variant.checkpoint)) if q.qat.epochs else None
+        method = q.config_for(target)
         refine = None
         if q.latency_plan and target in ("openvino", "onnxruntime"):
             def refine(qmodel: Any) -> None:  # keep in float what runs faster so on the target runtime
                 latency_plan(qmodel, resolution=config.data.img_size, threads=config.deploy.threads, rounds=10)
 
         quantized = quantize_checkpoint(
-            variant.checkpoint, method, data=data_config(config, 1.0), calib=q.calib, holdout=q.holdout, qat=qat,
+            variant.checkpoint, method, data=eval_data(config), calib=q.calib, holdout=q.holdout, qat=qat,
             out=stage.folder, seed=config.seed, verbose=True, refine=refine)
         m = quantized.metrics
         plan = quantized.model.precision_plan
         m["latency_points"] = [p for p in plan.float_points if p not in plan.accuracy_points]
         log(f"quantize: {variant.name} for {target}: precision plan {m['precision_plan']}")
-        result = stage.done({"checkpoint": str(quantized.path), "top1_sim": m.get("top1_qat", m["top1_int8"]),
-                             "top1_ptq": m["top1_int8"], "top1_qat": m.get("top1_qat"),
+        result = stage.done({"checkpoint": str(quantized.path), "score_sim": m.get("score_qat", m["score_int8"]),
+                             "score_ptq": m["score_int8"], "score_qat": m.get("score_qat"),
                              "precision_plan": m["precision_plan"], "float_points": m.get("float_points", []),
                              "latency_points": m["latency_points"], "plan_reasons": m.get("plan_reasons", [])})
     variant.quantized[target] = Path(result["checkpoint"])
@@ -348,7 +327,7 @@ def _export(config: StudyConfig, run_dir: Path, variant: Variant, log: Log, matr
     ``deploy.seg_latency_size`` for the second latency column). Each file records ``preprocessing``
     (the study's); None: its checkpoint's."""
 
-    sizes = {"": frame} if frame is None else {"": frame, "_hi": tuple(config.deploy.seg_latency_size)}
+    sizes = config.task_object.latency_sizes(frame, config.deploy.seg_latency_size)
     sources = {"fp32": variant.checkpoint, **{f"int8_{t}": variant.quantized[t] for t in matrix}}
     written: dict[tuple[str, str], dict[str, Any]] = {}
     for suffix, size in sizes.items():
@@ -376,7 +355,7 @@ def _export(config: StudyConfig, run_dir: Path, variant: Variant, log: Log, matr
                 entry["file_hi"] = Path(written[name, "_hi"]["file"])
 
 
-def _runtime_top1(config: StudyConfig, run_dir: Path, variant: Variant, task: Any, log: Log) -> None:
+def _runtime_score(config: StudyConfig, run_dir: Path, variant: Variant, task: Any, log: Log) -> None:
     d = config.deploy
     for runtime, by_precision in variant.deployments.items():
         for precision, entry in by_precision.items():
@@ -386,10 +365,10 @@ def _runtime_top1(config: StudyConfig, run_dir: Path, variant: Variant, task: An
                            "data": config.section("data")}, log)
             result = stage.cached()
             if result is None:
-                top1 = runtime_top1(runtime, None, path, precision, task, None, d.threads)
-                log(f"evaluate: {variant.name} {precision} on {runtime}: top-1 {top1:.2f} %")
-                result = stage.done({"top1": top1})
-            entry["top1"] = result["top1"]
+                score = runtime_top1(runtime, None, path, precision, task, None, d.threads)
+                log(f"evaluate: {variant.name} {precision} on {runtime}: {config.task_object.label} {score:.2f} %")
+                result = stage.done({"score": score})
+            entry["score"] = result["score"]
 
 
 def _latency(config: StudyConfig, run_dir: Path, variants: list[Variant], log: Log,
@@ -404,14 +383,13 @@ def _latency(config: StudyConfig, run_dir: Path, variants: list[Variant], log: L
                 group = "bf16" if precision == "bf16" else ""
                 groups.setdefault((runtime, group), []).append((v, precision))
     for (runtime, group), members in groups.items():
-        sizes = {"latency": ("file", frame or config.data.img_size)}
-        if frame is not None:
-            sizes["latency_hi"] = ("file_hi", tuple(d.seg_latency_size))
+        sizes = {f"latency{suffix}": (f"file{suffix}", size or config.data.img_size)
+                 for suffix, size in config.task_object.latency_sizes(frame, d.seg_latency_size).items()}
         for field_name, (file_key, size) in sizes.items():
             files = [(v, precision, v.deployments[runtime][precision][file_key]) for v, precision in members]
             key = {"files": [file_digest(p) for _, _, p in files], "runtime": runtime, "precisions":
                    [precision for _, precision, _ in files], "deploy": config.section("deploy"),
-                   "img_size": config.data.img_size, **({"size": list(size)} if frame else {})}
+                   "img_size": config.data.img_size, **({"size": list(size)} if isinstance(size, tuple) else {})}
             folder = f"{field_name.replace('latency_hi', 'latency_512x1024')}/{runtime}{'_' + group if group else ''}"
             stage = Stage(run_dir / folder, key, log)
             result = stage.cached()
@@ -469,12 +447,5 @@ def check_ready(config: StudyConfig) -> None:
     classes = None
     if config.checkpoint is not None:
         classes = read_metadata(config.checkpoint)["extra"].get("classes")
-    if config.task == "seg":
-        for split in ("train", "test"):
-            found = build_seg_dataset(d.dataset, d.root, split).classes
-            if classes is not None and list(classes) != found:
-                raise VitedgeError(f"checkpoint {config.checkpoint} was trained on other classes than "
-                                   f"{d.dataset}'s; pass a checkpoint trained on {d.dataset}")
-        return
     for split in ("train", "test"):
-        build_dataset(d.dataset, d.root, split, classes=classes)
+        config.task_object.split_classes(d, split, classes)

@@ -19,6 +19,8 @@ from typing import Any
 from vitedge.io import write_text
 
 STAGE_FILE = "stage.json"
+# the layout of recorded results: a folder recorded in another layout is redone, not misread
+RESULT_FORMAT = 2
 
 
 class Stage:
@@ -39,7 +41,7 @@ class Stage:
         record_file = self.folder / STAGE_FILE
         if record_file.is_file():
             record = json.loads(record_file.read_text())
-            if record.get("key") == self.key:
+            if record.get("key") == self.key and record.get("format", 1) == RESULT_FORMAT:
                 return record["result"]
             self.log(f"{self.folder.name}: settings changed since the last run; redoing it")
             shutil.rmtree(self.folder)
@@ -47,7 +49,7 @@ class Stage:
 
     def done(self, result: dict[str, Any]) -> dict[str, Any]:
         self.folder.mkdir(parents=True, exist_ok=True)
-        text = json.dumps({"key": self.key, "result": result}, indent=2)
+        text = json.dumps({"key": self.key, "format": RESULT_FORMAT, "result": result}, indent=2)
         write_text(self.folder / STAGE_FILE, text)
         return result
 

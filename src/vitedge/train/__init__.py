@@ -7,7 +7,7 @@ Example::
                                data=DataConfig(dataset="fashion-mnist", img_size=64)))
 """
 
-from vitedge.train.config import DataConfig, DistillConfig, EMAConfig, OptimConfig, TrainConfig
+from vitedge.train.config import DataConfig, DistillConfig, EMAConfig, OptimConfig, TrainConfig, TrainStage
 from vitedge.train.distill import distillation_loss
 from vitedge.train.ema import ModelEMA
 from vitedge.train.evaluate import evaluate, evaluate_checkpoint
@@ -16,5 +16,5 @@ from vitedge.train.plots import save_confusion_png
 from vitedge.train.trainer import StepInfo, TrainResult, fit, train
 
 __all__ = ["DataConfig", "DistillConfig", "EMAConfig", "ModelEMA", "OptimConfig", "StepInfo", "TrainConfig",
-           "TrainResult", "confusion_matrix", "distillation_loss", "evaluate", "evaluate_checkpoint", "fit",
+           "TrainStage", "TrainResult", "confusion_matrix", "distillation_loss", "evaluate", "evaluate_checkpoint", "fit",
            "metrics_from_logits", "save_confusion_png", "train"]

@@ -1,8 +1,10 @@
 """Typed training configuration, grouped by concern; every default documented where it is set.
 
-A :class:`TrainConfig` is plain data: it round-trips through JSON (stored in each training
-checkpoint, compared on resume) and is validated on construction, so a bad value fails before
-any data is read.
+A :class:`TrainConfig` is plain data (a :func:`vitedge.settings.config_class`): it round-trips
+through JSON (stored in each training checkpoint, compared on resume) and is validated on
+construction, so a bad value fails before any data is read. :class:`TrainStage` is one training
+stage of a larger recipe (the study's baseline, fine-tuning and QAT): the optimiser settings plus
+a budget, with model, data and seed coming from the recipe.
 
 Example::
 
@@ -14,13 +16,15 @@ Example::
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
+from vitedge import settings
 from vitedge.errors import VitedgeError
+from vitedge.settings import config_class
 
 
-@dataclass(frozen=True)
+@config_class
 class DataConfig:
     """What to train on and how images are prepared."""
 
@@ -53,6 +57,8 @@ class DataConfig:
             raise VitedgeError(f"workers must be >= 0, got {self.workers}")
         if self.img_size is not None and self.img_size <= 0:
             raise VitedgeError(f"img_size must be positive, got {self.img_size}")
+        if self.crop_pct is not None and not 0 < self.crop_pct <= 1:
+            raise VitedgeError(f"crop_pct must be in (0, 1] (1: the whole image), got {self.crop_pct}")
 
 
 # QAT's fine-tuning recipe (CLI, study, benchmarks): it starts from a calibrated model that is
@@ -66,7 +72,7 @@ QAT_ALPHA = 1.0
 QAT_EMA = 0.998
 
 
-@dataclass(frozen=True)
+@config_class
 class OptimConfig:
     """AdamW with a per-step cosine schedule after a linear warm-up, plus loss settings."""
 
@@ -93,7 +99,7 @@ class OptimConfig:
             raise VitedgeError(f"step_size_lr_mult must be positive, got {self.step_size_lr_mult}")
 
 
-@dataclass(frozen=True)
+@config_class
 class EMAConfig:
     """Exponential moving average of the weights; evaluated and exported instead of the raw ones."""
 
@@ -104,7 +110,7 @@ class EMAConfig:
             raise VitedgeError(f"EMA decay must be in (0, 1), got {self.decay}")
 
 
-@dataclass(frozen=True)
+@config_class
 class DistillConfig:
     """Knowledge distillation: loss = (1 - alpha) * CE + alpha * T² * KL(teacher_T || student_T)."""
 
@@ -119,7 +125,7 @@ class DistillConfig:
             raise VitedgeError(f"distillation temperature must be positive, got {self.temperature}")
 
 
-@dataclass(frozen=True)
+@config_class
 class TrainConfig:
     """One training run: model, data, optimisation, extras and where results go."""
 
@@ -143,40 +149,51 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict (tuples become lists)."""
-        return dataclasses.asdict(self)
+        return settings.to_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        """Inverse of :meth:`to_dict`; unknown keys are an error, not silently dropped."""
-        groups = {"data": DataConfig, "optim": OptimConfig, "ema": EMAConfig, "distill": DistillConfig}
-        kwargs = {}
-        for key, value in data.items():
-            if key in groups:
-                kwargs[key] = _build(groups[key], value)
-            else:
-                kwargs[key] = value
-        return _build(cls, kwargs)
+        """Inverse of :meth:`to_dict`; unknown keys and wrong types are an error, not dropped."""
+        return settings.parse(cls, data, what="TrainConfig field")
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
 
     def with_overrides(self, changes: dict[str, Any]) -> TrainConfig:
         """A copy with dotted fields replaced: ``{"epochs": 30, "optim.lr": 2e-3, "data.img_size": 64}``."""
-        flat: dict[str, dict[str, Any]] = {}
-        top: dict[str, Any] = {}
-        for key, value in changes.items():
-            group, _, name = key.partition(".")
-            if name:
-                flat.setdefault(group, {})[name] = value
-            else:
-                top[key] = value
-        values = self.to_dict()
-        for group, fields in flat.items():
-            if group not in values or not isinstance(values[group], dict):
-                raise VitedgeError(f"unknown TrainConfig group {group!r}")
-            values[group].update(fields)
-        values.update(top)
-        return TrainConfig.from_dict(values)
+        return settings.with_overrides(self, changes, what="TrainConfig field")
+
+
+@config_class
+class TrainStage(OptimConfig):
+    """One training stage inside a larger recipe: the optimiser settings (inherited), the budget,
+    the crop-area floor (stages augment differently: a baseline from scratch crops harder than a
+    fine-tune), an EMA and distillation. Model, data, seed and output come from the recipe."""
+
+    epochs: int = 1                      # 0: the stage is skipped where the recipe allows it
+    min_scale: float = 0.08              # random-resized-crop area range (min_scale, 1)
+    ema: EMAConfig = field(default_factory=EMAConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.epochs < 0:
+            raise VitedgeError(f"epochs must be >= 0, got {self.epochs}")
+        if not 0 < self.min_scale <= 1:
+            raise VitedgeError(f"min_scale must be in (0, 1], got {self.min_scale}")
+
+    @property
+    def optim(self) -> OptimConfig:
+        return settings.narrow(self, OptimConfig)
+
+    def train_config(self, *, model: str, data: DataConfig, seed: int, out: str, resume: bool = False,
+                     teacher: str | None = None) -> TrainConfig:
+        """The :class:`TrainConfig` of this stage (at least one epoch) on ``data`` cropped by
+        ``min_scale``; ``teacher`` replaces the stage's own when given."""
+        distill = self.distill if teacher is None else dataclasses.replace(self.distill, teacher=teacher)
+        return TrainConfig(model=model, epochs=max(1, self.epochs), seed=seed, out=out, resume=resume,
+                           data=dataclasses.replace(data, scale=(self.min_scale, 1.0)), optim=self.optim,
+                           ema=self.ema, distill=distill)
 
 
 # Fields that may differ between a run and its resumption without changing the result.
@@ -185,25 +202,6 @@ RESUME_FREE_FIELDS = frozenset({"resume", "out", "device", "data.workers", "data
 
 def config_differences(old: TrainConfig, new: TrainConfig) -> list[str]:
     """``"group.field: old -> new"`` for every result-changing field that differs."""
-    flat_old, flat_new = _flatten(old.to_dict()), _flatten(new.to_dict())
+    flat_old, flat_new = settings.flatten(old.to_dict()), settings.flatten(new.to_dict())
     return [f"{k}: {flat_old.get(k)!r} -> {flat_new.get(k)!r}" for k in sorted(set(flat_old) | set(flat_new))
             if k not in RESUME_FREE_FIELDS and flat_old.get(k) != flat_new.get(k)]
-
-
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = list(v) if isinstance(v, tuple) else v
-    return out
-
-
-def _build(cls: type, values: dict[str, Any]) -> Any:
-    names = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(names))
-    if unknown:
-        raise VitedgeError(f"unknown {cls.__name__} field(s): {', '.join(unknown)}")
-    # JSON turns tuples into lists; restore them so configs compare equal.
-    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})

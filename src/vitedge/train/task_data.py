@@ -21,11 +21,12 @@ import torch
 import torch.nn as nn
 
 from vitedge.data import build_dataset, eval_transform, limit_dataset
-from vitedge.data.segmentation import SEG_DATASETS, SegEvalTransform, build_seg_dataset, first_frames
+from vitedge.data.segmentation import SegEvalTransform
 from vitedge.errors import VitedgeError
 from vitedge.train.config import DataConfig
 from vitedge.train.evaluate import evaluate
 from vitedge.train.seg_evaluate import evaluate_seg, seg_loss
+from vitedge.train.tasks import Task, task_of
 
 __all__ = ["TaskData"]
 
@@ -35,13 +36,21 @@ class TaskData:
     evaluation transform) and the ``classes`` they share (the checkpoint's, when it names them).
     ``metric`` names what :meth:`score` returns: ``"top1"``, or ``"miou"`` on a segmentation set."""
 
-    metric = "top1"
     loss_fn = None  # the classifier's cross-entropy (the importance criteria's default)
+    frame = None    # a segmentation set's test-frame size
 
     def __new__(cls, data: DataConfig, *args: Any, **kwargs: Any) -> TaskData:
-        if cls is TaskData and str(data.dataset).lower() in SEG_DATASETS:
-            return super().__new__(SegTaskData)
+        if cls is TaskData:  # the data class of the dataset's task
+            cls = _DATA_CLASSES[task_of(data.dataset).name]
         return super().__new__(cls)
+
+    @property
+    def task(self) -> Task:
+        return task_of(self.data.dataset)
+
+    @property
+    def metric(self) -> str:
+        return self.task.metric
 
     def __init__(self, data: DataConfig, data_config: dict[str, Any],
                  classes: Sequence[str] | None = None) -> None:
@@ -96,8 +105,6 @@ class TaskData:
 class SegTaskData(TaskData):
     """:class:`TaskData` over image/mask pairs (built by ``TaskData(...)`` for a segmentation set)."""
 
-    metric = "miou"
-
     def __init__(self, data: DataConfig, data_config: dict[str, Any],
                  classes: Sequence[str] | None = None) -> None:
 
@@ -107,15 +114,13 @@ class SegTaskData(TaskData):
             self.data_config["input_size"] = (3, data.img_size, data.img_size)
         self.transform = SegEvalTransform(mean=tuple(self.data_config["mean"]),
                                           std=tuple(self.data_config["std"]))
-        self.train_set = first_frames(build_seg_dataset(data.dataset, data.root, data.seg_train_split),
-                                      data.train_limit)
+        self.train_set = self.task.train_split(data)
         self.classes = list(self.train_set.classes)
         if classes is not None and list(classes) != self.classes:
             shown = ", ".join(list(classes)[:3])
             raise VitedgeError(f"the model's {len(classes)} classes ({shown}, …) are not {data.dataset}'s; "
                                f"use a model trained on {data.dataset}")
-        test = build_seg_dataset(data.dataset, data.root, "test", transform=self.transform)
-        self.eval_set = first_frames(test, data.eval_limit)
+        self.eval_set = self.task.eval_split(data, self.data_config, self.classes)
         self.loss_fn = seg_loss
 
     @property
@@ -135,3 +140,5 @@ class SegTaskData(TaskData):
         pairs = [self.transform(*self.train_set[i]) for i in indices]
         return torch.stack([x for x, _ in pairs]), torch.stack([y for _, y in pairs])
 
+
+_DATA_CLASSES: dict[str, type[TaskData]] = {"classification": TaskData, "segmentation": SegTaskData}

@@ -34,10 +34,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from vitedge.data import build_dataset, limit_dataset
 from vitedge.data.folder import DataWarning
-from vitedge.data.segmentation import SEG_DATASETS, SegEvalTransform, build_seg_dataset, first_frames
-from vitedge.data.transforms import eval_transform
 from vitedge.errors import VitedgeError
 from vitedge.io import read_metadata, write_text
 from vitedge.models import create_model, is_model
@@ -50,7 +47,7 @@ from vitedge.train.ema import ModelEMA, unwrap
 from vitedge.train.optim import lr_at, make_optimizer, set_lr
 from vitedge.train.progress import TrainProgress
 from vitedge.train.sampling import SeededDataset, ShardSampler, TrainBatchSampler, derive_seed
-from vitedge.train.tasks import Task, task_for
+from vitedge.train.tasks import Task, task_for, task_of
 
 MODEL_FILE = "model.safetensors"
 METRICS_FILE = "metrics.json"
@@ -96,26 +93,13 @@ def train(cfg: TrainConfig, *, hooks: Sequence[StepHook] = (), verbose: bool = T
         with warnings.catch_warnings():
             if not info.is_main:  # one copy of each data warning, from rank 0
                 warnings.simplefilter("ignore", DataWarning)
-            seg = str(cfg.data.dataset).lower() in SEG_DATASETS
-            if seg:  # image/mask pairs: the trainer switches to the segmentation task
-                train_set = first_frames(build_seg_dataset(cfg.data.dataset, cfg.data.root,
-                                                           cfg.data.seg_train_split), cfg.data.train_limit)
-            else:
-                train_set = build_dataset(cfg.data.dataset, cfg.data.root, "train", strict=cfg.data.strict)
-                train_set = limit_dataset(train_set, cfg.data.train_limit)
+            task = task_of(cfg.data.dataset)
+            train_set = task.train_split(cfg.data)
             classes = list(_classes(train_set))
             torch.manual_seed(derive_seed(cfg.seed, "init"))
             model, data_config = build_model(cfg.model, classes, cfg.data.img_size)
             data_config = _override(data_config, cfg)
-            if seg:  # whole frames, sides rounded to the backbone's stride; scored at label size
-                transform = SegEvalTransform(mean=tuple(data_config["mean"]), std=tuple(data_config["std"]))
-                eval_set = first_frames(build_seg_dataset(cfg.data.dataset, cfg.data.root, "test",
-                                                          transform=transform), cfg.data.eval_limit)
-            else:
-                size = int(data_config["input_size"][-1])
-                eval_set = build_dataset(cfg.data.dataset, cfg.data.root, "test", strict=cfg.data.strict,
-                                         classes=classes, transform=eval_transform(size, data_config))
-                eval_set = limit_dataset(eval_set, cfg.data.eval_limit)
+            eval_set = task.eval_split(cfg.data, data_config, classes)
         teacher = build_teacher(cfg.distill.teacher, len(classes)) if cfg.distill.teacher else None
         return fit(model, train_set, eval_set, cfg, data_config=data_config, teacher=teacher,
                    hooks=hooks, verbose=verbose, info=info)

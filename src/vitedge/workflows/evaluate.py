@@ -15,13 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vitedge.data.segmentation import SEG_DATASETS, SegEvalTransform, build_seg_dataset
+from vitedge.data.segmentation import SegEvalTransform, build_seg_dataset
 from vitedge.models.checkpoint import load
 from vitedge.tables import Table
 from vitedge.train import evaluate_checkpoint, save_confusion_png
 from vitedge.train.seg_evaluate import evaluate_seg_checkpoint, save_overlays
+from vitedge.train.tasks import task_of
 
-__all__ = ["DatasetEvaluation", "evaluate_on_dataset", "is_segmentation_dataset"]
+__all__ = ["DatasetEvaluation", "evaluate_on_dataset"]
 
 # Segmentation is scored on whole frames, at most this many per batch whatever the batch size asked.
 SEG_MAX_BATCH = 16
@@ -43,22 +44,23 @@ class DatasetEvaluation:
         return Table.of_mapping(self.title, ("class", self.column), self.per_class)
 
 
-def is_segmentation_dataset(data: str) -> bool:
-    """Whether ``data`` names a segmentation dataset (scored by mIoU, not top-1)."""
-    return data.lower() in SEG_DATASETS
-
-
 def evaluate_on_dataset(checkpoint: str | os.PathLike, data: str, *, root: str | os.PathLike | None = None,
                         split: str = "test", batch_size: int = 256, workers: int = 0, strict: bool = False,
                         confusion: str | os.PathLike | None = None, overlays: str | os.PathLike | None = None,
                         overlay_count: int = 4) -> DatasetEvaluation:
-    """Score ``checkpoint`` on the ``split`` of ``data``. A classifier writes its confusion matrix
-    PNG to ``confusion``; a segmentation model its first ``overlay_count`` frames (image, label,
-    prediction) to ``overlays``; each ignores the other's figure."""
-    checkpoint = Path(checkpoint)
-    if is_segmentation_dataset(data):
-        return _evaluate_segmentation(checkpoint, data, None if root is None else Path(root), split, batch_size,
-                                      workers, overlays, overlay_count)
+    """Score ``checkpoint`` on the ``split`` of ``data``, as the dataset's task scores it. A
+    classifier writes its confusion matrix PNG to ``confusion``; a segmentation model its first
+    ``overlay_count`` frames (image, label, prediction) to ``overlays``; each ignores the other's
+    figure."""
+    evaluate = _EVALUATORS[task_of(data).name]
+    return evaluate(Path(checkpoint), data, root=None if root is None else Path(root), split=split,
+                    batch_size=batch_size, workers=workers, strict=strict, confusion=confusion,
+                    overlays=overlays, overlay_count=overlay_count)
+
+
+def _evaluate_classification(checkpoint: Path, data: str, *, root: Path | None, split: str, batch_size: int,
+                             workers: int, strict: bool, confusion: str | os.PathLike | None,
+                             **_: Any) -> DatasetEvaluation:
     metrics = evaluate_checkpoint(checkpoint, data, root=str(root) if root else None, split=split,
                                   batch_size=batch_size, workers=workers, strict=strict)
     result = DatasetEvaluation(
@@ -72,9 +74,9 @@ def evaluate_on_dataset(checkpoint: str | os.PathLike, data: str, *, root: str |
     return result
 
 
-def _evaluate_segmentation(checkpoint: Path, data: str, root: Path | None, split: str, batch_size: int,
-                           workers: int, overlays: str | os.PathLike | None,
-                           overlay_count: int) -> DatasetEvaluation:
+def _evaluate_segmentation(checkpoint: Path, data: str, *, root: Path | None, split: str, batch_size: int,
+                           workers: int, overlays: str | os.PathLike | None, overlay_count: int,
+                           **_: Any) -> DatasetEvaluation:
     metrics = evaluate_seg_checkpoint(checkpoint, data, root=root, split=split,
                                       batch_size=min(batch_size, SEG_MAX_BATCH), workers=workers)
     result = DatasetEvaluation(
@@ -90,3 +92,6 @@ def _evaluate_segmentation(checkpoint: Path, data: str, root: Path | None, split
                       title=f"{checkpoint.parent.name}: mIoU {metrics['miou']:.1f}% on {data} {split}")
         result.written.append(Path(overlays))
     return result
+
+
+_EVALUATORS = {"classification": _evaluate_classification, "segmentation": _evaluate_segmentation}

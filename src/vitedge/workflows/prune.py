@@ -16,7 +16,7 @@ Example::
                                                 root="data/cifar10"),
                                                 distill=DistillConfig(teacher="dense")),
                               out="runs/b0_p40")
-    result.metrics["top1_finetuned"]
+    result.metrics["score_finetuned"]
 """
 
 from __future__ import annotations
@@ -73,9 +73,9 @@ def prune_checkpoint(
     evaluation, Taylor scores and fine-tuning; its ``epochs``, ``optim`` and ``ema`` drive the
     fine-tuning (skipped with ``finetune=False``); ``distill.teacher="dense"`` distils from the
     unpruned checkpoint. Without ``train`` the model is only pruned (no data, no metrics).
-    Metrics (percent): ``top1_dense``, ``top1_pruned``, ``top1_bn_recalibrated`` (after
+    Metrics (percent): ``score_dense``, ``score_pruned``, ``score_bn_recalibrated`` (after
     re-estimating BatchNorm statistics on ``config.bn_images`` training images, no training;
-    fine-tuning starts there), ``top1_finetuned``; plus ``params`` and
+    fine-tuning starts there), ``score_finetuned``; plus ``params`` and
     ``macs`` of the dense and pruned models at the model's input size.
     """
 
@@ -90,8 +90,8 @@ def prune_checkpoint(
     data = None
     if train is not None:
         data = TaskData(train.data, data_config, classes)
-        metrics["metric"] = data.metric  # what the top1_* entries hold: top-1, or mIoU
-        metrics["top1_dense"] = data.score(dense)
+        metrics["metric"] = data.metric  # what the score_* entries hold: top-1, or mIoU
+        metrics["score_dense"] = data.score(dense)
 
     batches = None
     if data is not None and config.criterion == "taylor":
@@ -101,13 +101,13 @@ def prune_checkpoint(
     plan = plan_pruning(dense, config, example_batches=batches, loss_fn=loss_fn)
     model = apply_plan(dense, plan)
     if data is not None:
-        metrics["top1_pruned"] = data.score(model)
+        metrics["score_pruned"] = data.score(model)
         if config.bn_images:  # fine-tuning starts from the re-estimated statistics too
             recalibrate_batchnorm(model, data.sample(config.bn_images, seed=config.seed))
-            metrics["top1_bn_recalibrated"] = data.score(model)
+            metrics["score_bn_recalibrated"] = data.score(model)
         if finetune:
             model = _finetune(data, train, model, dense, checkpoint, out_dir, verbose)
-            metrics["top1_finetuned"] = data.score(model)
+            metrics["score_finetuned"] = data.score(model)
     for name, net in (("dense", dense), ("pruned", model)):
         cost = profile(net)
         metrics[f"params_{name}"], metrics[f"macs_{name}"] = cost["params"], cost["macs"]
@@ -119,7 +119,7 @@ def prune_checkpoint(
         path = save(model, out_dir / PRUNED_FILE, extra={
             "classes": classes, "data_config": jsonable_config(data_config),
             "pruning": {"source": str(checkpoint), "config": asdict(config), "groups": groups},
-            "metrics": {k: v for k, v in metrics.items() if k.startswith(("top1", "params", "macs"))}})
+            "metrics": {k: v for k, v in metrics.items() if k.startswith(("score", "params", "macs"))}})
         report = json.dumps({"metrics": metrics, "groups": groups}, indent=2)
         write_text(out_dir / REPORT_FILE, report)
     return PruneResult(model.eval(), metrics, groups, path)

@@ -19,7 +19,7 @@ Example::
     result = quantize_checkpoint("runs/b0/model.safetensors", QuantConfig(method="trio"),
                                  data=DataConfig(dataset="cifar10", root="data/cifar10"),
                                  calib=1024, out="runs/b0_int8")
-    result.metrics["top1_int8"] - result.metrics["top1_fp32"]
+    result.metrics["score_int8"] - result.metrics["score_fp32"]
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def quantize_checkpoint(
     ``qat`` (a :class:`vitedge.train.TrainConfig`; its ``epochs``, ``optim``, ``distill.alpha``
     and ``distill.temperature`` are used) fine-tunes the quantized model with learned step
     sizes (LSQ), distilled from the float model, then freezes it. Metrics (percent):
-    ``top1_fp32``, ``top1_int8`` (after PTQ) and ``top1_qat``.
+    ``score_fp32``, ``score_int8`` (after PTQ) and ``score_qat``.
     """
 
     if isinstance(holdout, bool) or not isinstance(holdout, int) or holdout < 0:
@@ -111,8 +111,8 @@ def quantize_checkpoint(
     if refine is not None:
         refine(qmodel)
     metrics: dict[str, Any] = {"checkpoint": str(checkpoint), "config": config.to_dict(),
-                               "calib_images": calib, "metric": task.metric, "top1_fp32": task.score(model)}
-    metrics["top1_int8"] = task.score(qmodel)
+                               "calib_images": calib, "metric": task.metric, "score_fp32": task.score(model)}
+    metrics["score_int8"] = task.score(qmodel)
     metrics["precision_plan"] = qmodel.precision_plan.summary()
     if qmodel.precision_plan.float_points:
         metrics["float_points"] = list(qmodel.precision_plan.float_points)
@@ -120,13 +120,13 @@ def quantize_checkpoint(
         metrics["plan_reasons"] = list(qmodel.precision_plan.reasons)
     if qat is not None:
         qmodel = _qat(task, qat, qmodel, model, checkpoint, out_dir, verbose)
-        metrics["top1_qat"] = task.score(qmodel)
+        metrics["score_qat"] = task.score(qmodel)
 
     path = None
     if out_dir is not None:
         path = save_quantized(qmodel, out_dir / QUANTIZED_FILE, extra={
             "classes": task.classes, "data_config": jsonable_config(task.data_config), "source": str(checkpoint),
-            "metrics": {k: v for k, v in metrics.items() if k.startswith("top1")}})
+            "metrics": {k: v for k, v in metrics.items() if k.startswith("score")}})
         report = json.dumps(metrics, indent=2)
         write_text(out_dir / REPORT_FILE, report)
         points = report_markdown(point_report(qmodel))

@@ -1,5 +1,5 @@
-"""What the compression recipes show when they finish: the metric table of a pruning or a
-quantization run (top-1, or mIoU for a segmentation model), the lines under it, and the
+"""What the compression recipes show when they finish: the score table of a pruning or a
+quantization run (the task's metric: top-1, or mIoU for a segmentation model), the lines under it, and the
 latency refinement of a quantization plan for the runtime it targets."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from vitedge.bench.latency_plan import latency_plan
 from vitedge.io import read_metadata
 from vitedge.quantization import QuantConfig
 from vitedge.tables import Table
+from vitedge.train.tasks import task_scored_by
 from vitedge.workflows.prune import PruneResult
 from vitedge.workflows.quantize import QuantizeResult
 
@@ -25,18 +26,18 @@ LATENCY_PLAN_TARGETS = ("openvino", "onnxruntime")
 
 
 def metrics_table(metrics: dict[str, Any], rows: tuple[tuple[str, str], ...]) -> Table:
-    """The ``(key, label)`` rows of ``metrics`` that it holds, in %. The ``top1_*`` keys of a
-    segmentation model hold its mIoU, and the labels then say so."""
-    name = "mIoU" if metrics.get("metric") == "miou" else "top-1"
-    values = {label.replace("top-1", name): float(metrics[key]) for key, label in rows if key in metrics}
+    """The ``(key, label)`` rows of ``metrics`` that it holds, in %, each label after the name of
+    the task's metric (``metrics["metric"]``: top-1, or mIoU for a segmentation model)."""
+    name = task_scored_by(metrics.get("metric", "top1")).label
+    values = {f"{name} {label}": float(metrics[key]) for key, label in rows if key in metrics}
     return Table.of_mapping("", ("metric", "%"), values)
 
 
 def prune_table(result: PruneResult) -> Table:
-    """Dense, pruned, BN re-estimated and fine-tuned accuracy (those the run measured)."""
-    return metrics_table(result.metrics, (("top1_dense", "top-1 dense"), ("top1_pruned", "top-1 pruned"),
-                                          ("top1_bn_recalibrated", "top-1 BN re-estimated"),
-                                          ("top1_finetuned", "top-1 fine-tuned")))
+    """Dense, pruned, BN re-estimated and fine-tuned scores (those the run measured)."""
+    return metrics_table(result.metrics, (("score_dense", "dense"), ("score_pruned", "pruned"),
+                                          ("score_bn_recalibrated", "BN re-estimated"),
+                                          ("score_finetuned", "fine-tuned")))
 
 
 def prune_summary(result: PruneResult) -> str:
@@ -47,10 +48,10 @@ def prune_summary(result: PruneResult) -> str:
 
 
 def quantize_table(result: QuantizeResult, config: QuantConfig) -> Table:
-    """Float, post-training and QAT accuracy (those the run measured)."""
-    return metrics_table(result.metrics, (("top1_fp32", "top-1 FP32"),
-                                          ("top1_int8", f"top-1 W{config.w_bits}A{config.a_bits} PTQ"),
-                                          ("top1_qat", "top-1 after QAT")))
+    """Float, post-training and QAT scores (those the run measured)."""
+    return metrics_table(result.metrics, (("score_fp32", "FP32"),
+                                          ("score_int8", f"W{config.w_bits}A{config.a_bits} PTQ"),
+                                          ("score_qat", "after QAT")))
 
 
 def quantize_notes(result: QuantizeResult, config: QuantConfig) -> list[str]:

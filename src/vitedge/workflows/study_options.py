@@ -8,9 +8,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SEG_DEFAULT_MODEL", "study_overrides"]
+from vitedge.errors import VitedgeError
+from vitedge.train.tasks import get_task
 
-SEG_DEFAULT_MODEL = "efficientvit_seg_b0"
+__all__ = ["study_overrides"]
 
 
 def study_overrides(base_name: str, base_dataset: str, base_model: str, *, name: str | None = None,
@@ -25,6 +26,9 @@ def study_overrides(base_name: str, base_dataset: str, base_model: str, *, name:
         "out": str(out) if out else None, "deploy.threads": threads}
     if data is not None and data != base_dataset and name is None:
         overrides["name"] = f"{base_name}-{Path(data).name}"
-    if task == "seg" and model is None and "_seg_" not in base_model:
-        overrides["model"] = SEG_DEFAULT_MODEL
+    if task is not None and model is None:  # the preset's model may not do the task
+        try:
+            get_task(task).check_model(base_model)
+        except VitedgeError:
+            overrides["model"] = get_task(task).default_model
     return overrides

@@ -41,7 +41,7 @@ def measure(name: str, checkpoint: str, data: str, data_dir: str | None, out: Pa
             eval_limit: int | None, threads: int, runtimes: tuple[str, ...] = RUNTIMES,
             nncf: bool = True) -> dict[str, Any]:
     import vitedge
-    from vitedge.bench.deployment import runtime_top1
+    from vitedge.bench.deployment import runtime_score
     from vitedge.bench.nncf_anchor import NNCF_PRESETS, nncf_available, nncf_quantize, nncf_version
     from vitedge.io import load_bundle
     from vitedge.quantization import QuantConfig
@@ -62,7 +62,7 @@ def measure(name: str, checkpoint: str, data: str, data_dir: str | None, out: Pa
     row: dict[str, Any] = {"checkpoint": checkpoint, "data": data, "test_images": len(task.eval_set),
                            "fp32_torch": task.score(model)}
     for runtime in runtimes:
-        row[f"fp32_{runtime}"] = runtime_top1(runtime, None, fp32, "fp32", task, None, threads)
+        row[f"fp32_{runtime}"] = runtime_score(runtime, None, fp32, "fp32", task, None, threads)
         start = time.perf_counter()
         config = QuantConfig.for_target(runtime, method="trio")
         qmodel = vitedge.quantize(model, calib_batches, config=config, holdout=held_out or None)
@@ -71,8 +71,8 @@ def measure(name: str, checkpoint: str, data: str, data_dir: str | None, out: Pa
                               data_config=extra.get("data_config"), resolution=size)
         agreement: dict[str, float] = {}
         row[f"vitedge_{runtime}"] = {
-            "top1": runtime_top1(runtime, qmodel, path, "int8", task, None, threads, agreement=agreement),
-            "top1_sim": task.score(qmodel), "agreement": agreement.get("agreement"),
+            "score": runtime_score(runtime, qmodel, path, "int8", task, None, threads, agreement=agreement),
+            "score_sim": task.score(qmodel), "agreement": agreement.get("agreement"),
             "overflow_fix": config.overflow_fix, "plan": qmodel.precision_plan.summary(),
             "quantize_s": round(seconds, 1)}
         print(name, runtime, row[f"vitedge_{runtime}"], flush=True)
@@ -83,7 +83,7 @@ def measure(name: str, checkpoint: str, data: str, data_dir: str | None, out: Pa
             continue
         try:
             ir = nncf_quantize(fp32, [b.numpy() for b in calib_batches], folder / f"nncf_{preset}.xml", preset)
-            row[f"nncf_{preset}"] = {"top1": runtime_top1("openvino", None, ir, "int8", task, None, threads),
+            row[f"nncf_{preset}"] = {"score": runtime_score("openvino", None, ir, "int8", task, None, threads),
                                      "version": nncf_version()}
         except Exception as err:  # NNCF's own failure is a result of the comparison
             row[f"nncf_{preset}"] = {"error": f"{type(err).__name__}: {err}"[:160]}
@@ -97,13 +97,13 @@ def markdown(results: dict[str, dict[str, Any]], command: str) -> str:
 
     def ours(r: dict[str, Any], runtime: str) -> str:
         v = r.get(f"vitedge_{runtime}")
-        return "–" if v is None else f"{v['top1']:.2f} ({v['top1'] - r['fp32_torch']:+.2f}; {v['agreement']:.1f})"
+        return "–" if v is None else f"{v['score']:.2f} ({v['score'] - r['fp32_torch']:+.2f}; {v['agreement']:.1f})"
 
     def nncf(r: dict[str, Any], preset: str) -> str:
         v = r.get(f"nncf_{preset}")
         if v is None:
             return "–"
-        return f"{v['top1']:.2f} ({v['top1'] - r['fp32_torch']:+.2f})" if "top1" in v else f"✗ {v['error']}"
+        return f"{v['score']:.2f} ({v['score'] - r['fp32_torch']:+.2f})" if "score" in v else f"✗ {v['error']}"
 
     table = Table("", ["model (test images)", "FP32 ORT", "FP32 OV", "vitedge INT8 ORT (= sim %)",
                        "vitedge INT8 OV (= sim %)", "NNCF performance OV", "NNCF transformer OV"],

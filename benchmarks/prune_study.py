@@ -208,19 +208,19 @@ def acceptance(rows: dict[str, dict[str, Any]], args: argparse.Namespace) -> dic
     if 0.4 in main:
         checks["macs_40_le_0.6x"] = main[0.4]["macs_x"] <= ACCEPT["macs_40"]
         checks["ort_40_le_0.75x"] = main[0.4]["ort_x"] <= ACCEPT["ort_40"]
-    if 0.0 in main and "top1_finetuned" in main[0.0]:
-        ref = main[0.0]["top1_finetuned"]
+    if 0.0 in main and "score_finetuned" in main[0.0]:
+        ref = main[0.0]["score_finetuned"]
         for r, key in ((0.2, "drop_20"), (0.4, "drop_40")):
             if r in main:
-                checks[f"{key}_le_{ACCEPT[key]}pt"] = ref - main[r]["top1_finetuned"] <= ACCEPT[key]
+                checks[f"{key}_le_{ACCEPT[key]}pt"] = ref - main[r]["score_finetuned"] <= ACCEPT[key]
     random_row = rows.get(Run("random", args.compare_ratio).name)
     crit_row = main.get(args.compare_ratio)
-    if random_row and crit_row and "top1_pruned" in crit_row:
+    if random_row and crit_row and "score_pruned" in crit_row:
         checks[f"{args.criterion}_beats_random_before_finetune"] = \
-            crit_row["top1_pruned"] > random_row["top1_pruned"]
-        if "top1_bn_recalibrated" in crit_row:
+            crit_row["score_pruned"] > random_row["score_pruned"]
+        if "score_bn_recalibrated" in crit_row:
             checks[f"{args.criterion}_beats_random_after_bn_reestimation"] = \
-                crit_row["top1_bn_recalibrated"] > random_row["top1_bn_recalibrated"]
+                crit_row["score_bn_recalibrated"] > random_row["score_bn_recalibrated"]
     return checks
 
 
@@ -244,12 +244,12 @@ def markdown(report: dict[str, Any]) -> str:
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in report["rows"].values():
-        top1 = [f"{row[k]:.2f}" if k in row else "–" for k in ("top1_pruned", "top1_bn_recalibrated",
-                                                                 "top1_finetuned")]
+        scores = [f"{row[k]:.2f}" if k in row else "–" for k in ("score_pruned", "score_bn_recalibrated",
+                                                                 "score_finetuned")]
         lines.append(
             f"| {row['criterion']} | {row['ratio']:.0%} | {row['params_pruned'] / 1e6:.3f} | "
             f"{row['params_x']:.3f} | {row['macs_pruned'] / 1e6:.1f} | {row['macs_x']:.3f} | "
-            f"{top1[0]} | {top1[1]} | {top1[2]} | {row['torch_ms']:.2f} | {row['torch_x']:.3f} | "
+            f"{scores[0]} | {scores[1]} | {scores[2]} | {row['torch_ms']:.2f} | {row['torch_x']:.3f} | "
             f"{row['ort_ms']:.2f} | {row['ort_x']:.3f} | {row['ort_dyn_ms']:.2f} | {row['ort_dyn_x']:.3f} |")
     if report["acceptance"]:
         lines += ["", f"Acceptance (issue 4's limits for {ACCEPT_MODEL}): " + ", ".join(

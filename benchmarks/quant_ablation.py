@@ -175,9 +175,9 @@ def qat_row(args: argparse.Namespace, config: QuantConfig | None, previous: dict
     result = quantize_checkpoint(args.checkpoint, config, data=data, calib=args.calib, qat=qat,
                                  out=args.out / "qat", seed=args.seed)
     metrics = result.metrics
-    return {"name": name, "w8a8": True, "qat": True, "top1": metrics["top1_qat"], "top5": None,
+    return {"name": name, "w8a8": True, "qat": True, "top1": metrics["score_qat"], "top5": None,
             "seconds": time.perf_counter() - start, "config": config.to_dict(),
-            "ptq_top1": metrics["top1_int8"], **setup}
+            "ptq_top1": metrics["score_int8"], **setup}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -73,10 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     m = result.metrics
     dense_large, pruned_large = _macs_at_cityscapes(load(args.checkpoint)), _macs_at_cityscapes(result.model)
     command = "python benchmarks/seg_prune.py " + shlex.join(sys.argv[1:] if argv is None else argv)
-    drop = m["top1_dense"] - m["top1_finetuned"]
+    drop = m["score_dense"] - m["score_finetuned"]
     row = {"ratio": args.ratio, "criterion": args.criterion, "epochs": args.epochs,
-           "miou_dense": m["top1_dense"], "miou_pruned": m["top1_pruned"],
-           "miou_bn_recalibrated": m.get("top1_bn_recalibrated"), "miou_finetuned": m["top1_finetuned"],
+           "miou_dense": m["score_dense"], "miou_pruned": m["score_pruned"],
+           "miou_bn_recalibrated": m.get("score_bn_recalibrated"), "miou_finetuned": m["score_finetuned"],
            "drop": drop, "accept_drop": ACCEPT_DROP,
            "params_dense": m["params_dense"], "params_pruned": m["params_pruned"],
            "macs_1024x2048_dense": dense_large, "macs_1024x2048_pruned": pruned_large,
@@ -88,9 +88,9 @@ def main(argv: list[str] | None = None) -> int:
           "| drop |\n"
           "|---:|---:|---:|---:|---:|---:|---:|---:|\n"
           f"| {args.ratio:.0%} | {m['params_dense'] / 1e6:.3f} → {m['params_pruned'] / 1e6:.3f} | "
-          f"{dense_large / 1e9:.2f} → {pruned_large / 1e9:.2f} | {m['top1_dense']:.2f} | "
-          f"{m['top1_pruned']:.2f} | {m.get('top1_bn_recalibrated', float('nan')):.2f} | "
-          f"{m['top1_finetuned']:.2f} | {drop:.2f} ≤ {ACCEPT_DROP} {ok} |\n\n"
+          f"{dense_large / 1e9:.2f} → {pruned_large / 1e9:.2f} | {m['score_dense']:.2f} | "
+          f"{m['score_pruned']:.2f} | {m.get('score_bn_recalibrated', float('nan')):.2f} | "
+          f"{m['score_finetuned']:.2f} | {drop:.2f} ≤ {ACCEPT_DROP} {ok} |\n\n"
           f"{args.epochs} distilled epochs, {row['seconds'] / 60:.0f} min. Command: `{command}`\n")
     atomic_write(args.out / "seg_prune.md", lambda tmp: Path(tmp).write_text(md))
     print(md)

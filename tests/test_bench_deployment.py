@@ -48,12 +48,12 @@ def test_bench_measures_every_available_runtime_and_precision(monkeypatch, capsy
     assert reference["num_samples"] == 8 and (predicted > 0).all(), reference["confusion"]
     for key in expected:
         if key[1] != "int8":
-            assert rows[key]["top1"] == reference["top1"], key
+            assert rows[key]["score"] == reference["top1"], key
     # INT8 runs the same integer arithmetic on ORT as in the simulation: the same predictions
-    assert rows["onnxruntime", "int8"]["top1"] == rows["torch", "int8"]["top1"]
+    assert rows["onnxruntime", "int8"]["score"] == rows["torch", "int8"]["score"]
     assert rows["onnxruntime", "int8"]["sim_agreement"] == 100.0
     assert "sim_agreement" not in rows["torch", "int8"] and "sim_agreement" not in rows["onnxruntime", "fp32"]
-    assert abs(rows["torch", "int8"]["top1"] - reference["top1"]) <= 25  # at most 2 of 8 images flip
+    assert abs(rows["torch", "int8"]["score"] - reference["top1"]) <= 25  # at most 2 of 8 images flip
     assert rows["onnxruntime", "int8"]["size_mib"] < 0.4 * rows["onnxruntime", "fp32"]["size_mib"]
     assert rows["onnxruntime", "fp16"]["size_mib"] < 0.6 * rows["onnxruntime", "fp32"]["size_mib"]
     assert "| onnxruntime | int8 | vitedge (onnxruntime target) | ✓ |" in (out / "bench.md").read_text()
@@ -71,7 +71,7 @@ def test_bench_measures_every_available_runtime_and_precision(monkeypatch, capsy
                                                     f"NNCF {nncf.__version__} transformer"]
         for row in anchors:
             assert row["ok"], row
-            assert row["file"].endswith(".xml") and abs(row["top1"] - reference["top1"]) <= 25
+            assert row["file"].endswith(".xml") and abs(row["score"] - reference["top1"]) <= 25
             assert row["size_mib"] < 0.5 * rows["openvino", "fp32"]["size_mib"]
         assert f"| openvino | int8 | NNCF {nncf.__version__} performance | ✓ |" in (out / "bench.md").read_text()
 
@@ -85,7 +85,7 @@ def test_bench_without_data_says_why_int8_is_missing(monkeypatch, capsys, tiny_c
                            "--threads", "1", "--runs", "2", "--out", str(tmp_path / "b"))
     assert code == 0, err
     rows = {r["precision"]: r for r in json.loads((tmp_path / "b" / "bench.json").read_text())["rows"]}
-    assert rows["fp32"]["ok"] and "top1" not in rows["fp32"]
+    assert rows["fp32"]["ok"] and "score" not in rows["fp32"]
     written = read_onnx_metadata(rows["fp32"]["file"])["vitedge.preprocessing"]
     assert (written["mean"], written["std"]) == (trained["mean"], trained["std"])
     assert not rows["int8"]["ok"] and "--data to calibrate" in rows["int8"]["reason"]

@@ -96,7 +96,7 @@ def test_quantize_cli_ptq_then_qat_and_reload(monkeypatch, capsys, tiny_classifi
     (("quantize", "{ckpt}", "--method", "minmaxx"), "minmax"),
     (("quantize", "{ckpt}", "--w-bits", "1"), "w_bits"),
     (("quantize", "{ckpt}", "--calib", "0"), "positive"),
-    (("quantize", "{ckpt}", "--reconstruct", "-1"), "--reconstruct must be >= 0"),
+    (("quantize", "{ckpt}", "--reconstruct", "-1"), "reconstruct_iters=-1 must be an int >= 0"),
     (("quantize", "{ckpt}", "--keep-float", "attn.nmu"), "'attn.nmu', which is no quantization point, kind or layer"),
     (("quantize", "{ckpt}", "--holdout", "-1"), "held-out set"),
     (("quantize", "{ckpt}", "--target", "openvnio"), "unknown quantization target 'openvnio': did you mean 'openvino'"),

@@ -31,14 +31,14 @@ from vitedge.errors import VitedgeError
 from vitedge.io import load_bundle, write_text
 from vitedge.quantization import QuantConfig, is_quantized, load_quantized, quantize, save_quantized
 from vitedge.quantization.config import TARGETS
-from vitedge.train.seg_metrics import SegMetricCounts
 from vitedge.train.task_data import TaskData
+from vitedge.train.tasks import task_scored_by
 from vitedge.workers import run_json_worker
 
 if TYPE_CHECKING:
     from vitedge.train.config import DataConfig
 
-__all__ = ["bench_deployment", "bench_markdown", "latency_in_subprocess", "runtime_top1"]
+__all__ = ["bench_deployment", "bench_markdown", "latency_in_subprocess", "runtime_score"]
 
 
 def bench_deployment(
@@ -146,13 +146,14 @@ def bench_deployment(
 def _measure(row: dict[str, Any], runtime: str, model: torch.nn.Module | None, artifact: Path, precision: str,
              task: Any, eval_limit: int | None, batch_sizes: list[int], resolution: int, threads: int, runs: int,
              warmup: int) -> None:
-    """Fill ``row`` with the size, top-1 (when there is data) and latencies of ``artifact``."""
+    """Fill ``row`` with the size, score (when there is data) and latencies of ``artifact``."""
     row["file"], row["size_mib"] = str(artifact), _file_mib(artifact)
     try:
         if task is not None:
             found: dict[str, float] = {}
-            row["top1"] = runtime_top1(runtime, model, artifact, precision, task, eval_limit, threads,
-                                       agreement=found if precision == "int8" else None)
+            row["metric"] = task.metric
+            row["score"] = runtime_score(runtime, model, artifact, precision, task, eval_limit, threads,
+                                         agreement=found if precision == "int8" else None)
             if "agreement" in found:  # how often the runtime predicts what the simulation does
                 row["sim_agreement"] = found["agreement"]
         row["latency"] = _latencies(runtime, artifact, precision, batch_sizes, resolution, threads, runs, warmup)
@@ -203,12 +204,13 @@ def bench_markdown(rows: list[dict[str, Any]], batch_sizes: Sequence[int]) -> st
     """The table of :func:`bench_deployment` rows (latency in ms, median / p90); ``quantizer``
     says whose INT8 a row runs (vitedge's or an NNCF preset's, with NNCF's version); ``= sim``
     how often a vitedge INT8 file predicts on the runtime what its PyTorch simulation predicts."""
-    head = ["runtime", "precision", "quantizer", "ok", "size MiB", "top-1 %", "= sim %"]
+    metric = next((r["metric"] for r in rows if "metric" in r), "top1")
+    head = ["runtime", "precision", "quantizer", "ok", "size MiB", f"{task_scored_by(metric).label} %", "= sim %"]
     head += [f"b{b} ms (p90)" for b in batch_sizes] + [f"b{batch_sizes[-1]} img/s", "note"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r["runtime"], r["precision"], r.get("quantizer", ""), "✓" if r["ok"] else "✗",
-                 f"{r['size_mib']:.2f}" if "size_mib" in r else "", f"{r['top1']:.2f}" if "top1" in r else "",
+                 f"{r['size_mib']:.2f}" if "size_mib" in r else "", f"{r['score']:.2f}" if "score" in r else "",
                  f"{r['sim_agreement']:.2f}" if "sim_agreement" in r else ""]
         lat = r.get("latency") or []
         cells += [f"{x['median_ms']:.2f} ({x['p90_ms']:.2f})" for x in lat] or [""] * len(batch_sizes)
@@ -248,10 +250,10 @@ def _int8_models(model: torch.nn.Module, quantized: str | os.PathLike | None, ta
 
 
 @torch.no_grad()
-def runtime_top1(runtime: str, model: torch.nn.Module | None, artifact: Path, precision: str, task: Any,
-                 eval_limit: int | None, threads: int, agreement: dict[str, float] | None = None) -> float:
-    """Top-1 (percent) of ``artifact`` (or ``model``, for the torch runtime) on ``task``'s test split;
-    the mIoU when ``task`` is a segmentation set. With ``agreement`` (a dict) and ``model`` for a
+def runtime_score(runtime: str, model: torch.nn.Module | None, artifact: Path, precision: str, task: Any,
+                  eval_limit: int | None, threads: int, agreement: dict[str, float] | None = None) -> float:
+    """The score (percent: the task's metric, top-1 or mIoU) of ``artifact`` (or ``model``, for
+    the torch runtime) on ``task``'s (a TaskData) test split. With ``agreement`` (a dict) and ``model`` for a
     runtime other than torch, also the percentage of images (pixels) on which the runtime predicts
     what ``model`` (the PyTorch simulation of the file) predicts, stored under ``"agreement"``."""
     engine = load_runtime(runtime, model if runtime == "torch" else artifact, precision=precision,
@@ -269,21 +271,13 @@ def runtime_top1(runtime: str, model: torch.nn.Module | None, artifact: Path, pr
             same += int((outputs.argmax(axis=1) == expected).sum())
             seen += expected.size
 
+    scorer = task.task.scorer(task.classes)
     try:
-        if task.metric == "miou":
-            counts = SegMetricCounts(len(task.classes))
-            for images, masks in torch.utils.data.DataLoader(dataset, batch_size=4):
-                outputs = engine(images.numpy())
-                compare(images, outputs)
-                counts.update(torch.from_numpy(outputs), masks)
-            return counts.summary()["miou"]
-        correct = total = 0
-        for images, targets in torch.utils.data.DataLoader(dataset, batch_size=64):
-            logits = engine(images.numpy())
-            compare(images, logits)
-            correct += int((np.argmax(logits, axis=1) == targets.numpy()).sum())
-            total += len(targets)
-        return 100.0 * correct / total
+        for images, targets in torch.utils.data.DataLoader(dataset, batch_size=task.task.eval_batch):
+            outputs = engine(images.numpy())
+            compare(images, outputs)
+            scorer.update(torch.from_numpy(outputs), targets)
+        return scorer.score()
     finally:
         if reference is not None and seen:
             agreement["agreement"] = 100.0 * same / seen

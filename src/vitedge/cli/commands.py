@@ -288,7 +288,7 @@ def quantize_command(
     qat_ema: Annotated[float, typer.Option(
         help="QAT: freeze an EMA of the weights and step sizes with this decay instead of the "
              "last step (0: off)")] = QAT_EMA,
-    reconstruct: Annotated[int, typer.Option(callback=non_negative, help=(
+    reconstruct: Annotated[int, typer.Option(help=(
         "post-training: learn the step sizes N steps on the calibration set against the float "
         "logits (weights fixed; 0: off)"))] = 0,
     holdout: Annotated[int, typer.Option(

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vitedge.bench.deployment import latency_in_subprocess, runtime_top1
+from vitedge.bench.deployment import latency_in_subprocess, runtime_score
 from vitedge.bench.latency_plan import latency_plan
 from vitedge.bench.profile import profile
 from vitedge.deploy import RUNTIMES, export, get_runtime
@@ -365,7 +365,7 @@ def _runtime_score(config: StudyConfig, run_dir: Path, variant: Variant, task: A
                            "data": config.section("data")}, log)
             result = stage.cached()
             if result is None:
-                score = runtime_top1(runtime, None, path, precision, task, None, d.threads)
+                score = runtime_score(runtime, None, path, precision, task, None, d.threads)
                 log(f"evaluate: {variant.name} {precision} on {runtime}: {config.task_object.label} {score:.2f} %")
                 result = stage.done({"score": score})
             entry["score"] = result["score"]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import torch.nn as nn
@@ -35,7 +35,7 @@ from vitedge.train.distill import distillation_loss
 from vitedge.train.distributed import DistInfo
 from vitedge.train.evaluate import evaluate
 from vitedge.train.seg_evaluate import evaluate_seg, seg_loss
-from vitedge.train.seg_metrics import IGNORE_INDEX, predict
+from vitedge.train.seg_metrics import IGNORE_INDEX, SegMetricCounts, predict
 
 
 class Task:
@@ -49,6 +49,13 @@ class Task:
     joint = False                     # the transform sees the label too
     hardware_note: str | None = None  # why the FPGA estimate and CPU breakdown do not apply; None: they do
     default_model = "efficientvit_b0"  # what a recipe trains when given none
+    eval_batch = 64                   # images per batch when a runtime scores the test split
+    evaluator = evaluate              # (model, loader, classes=, dist_info=) → the metrics
+    headline = (("top-1", "top1"), ("top-5", "top5"))  # what the trainer logs per epoch
+
+    def scorer(self, classes: Sequence[str]) -> Scorer:
+        """An accumulator of this task's metric over (output logits, targets) batches."""
+        return _Top1()
 
     def owns(self, dataset: str) -> bool:
         """Whether ``dataset`` (a registered name or a folder) is data of this task."""
@@ -108,10 +115,11 @@ class Task:
 
     def evaluate(self, model: nn.Module, loader: torch.utils.data.DataLoader, classes: Sequence[str],
                  info: DistInfo | None) -> dict[str, Any]:
-        return evaluate(model, loader, classes=classes, dist_info=info)
+        return type(self).evaluator(model, loader, classes=classes, dist_info=info)
 
     def describe(self, metrics: dict[str, Any]) -> str:
-        return f"test top-1 {metrics['top1']:.2f}%  top-5 {metrics['top5']:.2f}%"
+        """The headline metrics, as the trainer logs them."""
+        return "test " + "  ".join(f"{label} {metrics[key]:.2f}%" for label, key in self.headline)
 
 
 class SegmentationTask(Task):
@@ -126,6 +134,12 @@ class SegmentationTask(Task):
     joint = True
     hardware_note = "no accelerator model for segmentation heads"
     default_model = "efficientvit_seg_b0"
+    eval_batch = 4                    # whole frames
+    evaluator = evaluate_seg
+    headline = (("mIoU", "miou"), ("pixel acc", "pixel_acc"))
+
+    def scorer(self, classes: Sequence[str]) -> Scorer:
+        return _MeanIoU(len(classes))
 
     def owns(self, dataset: str) -> bool:
         return str(dataset).lower() in SEG_DATASETS
@@ -177,12 +191,34 @@ class SegmentationTask(Task):
         pred = predict(logits.detach(), targets.shape[-2:])
         return int((pred == targets)[valid].sum()), int(valid.sum())
 
-    def evaluate(self, model: nn.Module, loader: torch.utils.data.DataLoader, classes: Sequence[str],
-                 info: DistInfo | None) -> dict[str, Any]:
-        return evaluate_seg(model, loader, classes=classes, dist_info=info)
 
-    def describe(self, metrics: dict[str, Any]) -> str:
-        return f"test mIoU {metrics['miou']:.2f}%  pixel acc {metrics['pixel_acc']:.2f}%"
+
+class Scorer(Protocol):
+    def update(self, logits: torch.Tensor, targets: torch.Tensor) -> None: ...
+    def score(self) -> float: ...
+
+
+class _Top1:
+    def __init__(self) -> None:
+        self.correct = self.total = 0
+
+    def update(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
+        self.correct += int((logits.argmax(dim=1) == targets).sum())
+        self.total += len(targets)
+
+    def score(self) -> float:
+        return 100.0 * self.correct / self.total
+
+
+class _MeanIoU:
+    def __init__(self, num_classes: int) -> None:
+        self.counts = SegMetricCounts(num_classes)
+
+    def update(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
+        self.counts.update(logits, targets)
+
+    def score(self) -> float:
+        return float(self.counts.summary()["miou"])
 
 
 TASKS: dict[str, Task] = {task.name: task for task in (Task(), SegmentationTask())}

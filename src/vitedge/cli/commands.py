@@ -33,7 +33,6 @@ from vitedge.cli.options import (
     Temperature,
     Threads,
     Workers,
-    non_negative,
     pick_img_size,
     typed,
 )

@@ -55,8 +55,7 @@ def measure(name: str, checkpoint: str, data: str, data_dir: str | None, out: Pa
     task = TaskData(DataConfig(dataset=data, root=data_dir, eval_limit=eval_limit), bundle.data_config,
                     bundle.classes)
     calib_batches, held_out = task.sample(calib), task.sample(holdout, skip=calib)
-    # a segmentation model runs on whole frames: export at their size (classifiers: their own)
-    size = task.frame if task.metric == "miou" else None
+    size = task.frame  # a segmentation model runs on whole frames: export at their size (classifiers: None)
     fp32 = vitedge.export(model, folder / "fp32.onnx", classes=task.classes, data_config=extra.get("data_config"),
                           resolution=size)
     row: dict[str, Any] = {"checkpoint": checkpoint, "data": data, "test_images": len(task.eval_set),

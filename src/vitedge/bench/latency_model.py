@@ -1,0 +1,216 @@
+"""A latency model of the target: what a per-stage pruning configuration costs on one runtime,
+precision, resolution and batch, predicted from a table measured on this machine.
+
+Pruning removes hidden channels (MBConv expansions, attention heads, FFN and classifier hidden
+widths); the residual width a stage passes on is never pruned. A stage's pruning therefore
+changes that stage's work only, and a configuration's latency is the dense model's plus one
+change per stage::
+
+    latency({stage: ratio}) = dense + Σ_stage Δ_stage(ratio)
+
+The table holds Δ_stage at each ratio of a grid, measured as whole models (the dense model and
+one model per stage × ratio, that stage pruned alone), all timed in one process per runtime with
+the runs alternated so they see the same machine. Whole models, not extracted blocks: every
+runtime and precision (INT8 quantized for its runtime) is measured the way it deploys, fusions
+across block borders included. A ratio between grid points is interpolated linearly.
+
+:func:`check_table` measures configurations and reports prediction against measurement.
+
+Example::
+
+    table = measure_table(model, runtime="openvino", precision="int8", resolution=224, name="b0")
+    table.predict({"stages.2": 0.4, "stages.3": 0.6})  # ms
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import statistics
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from vitedge.bench.deployment import latency_in_subprocess
+from vitedge.deploy import export
+from vitedge.errors import VitedgeError
+from vitedge.io import write_json
+from vitedge.pruning import prune
+from vitedge.pruning.pruner import stage_names
+from vitedge.quantization import QuantConfig, quantize
+
+__all__ = ["DEFAULT_RATIOS", "LatencyTable", "check_table", "machine_fingerprint", "measure_table",
+           "variant_files"]
+
+DEFAULT_RATIOS = (0.2, 0.4, 0.6)
+
+# (runtime, [(file, precision), ...]) → {file: median ms}; the default runs the latency harness
+Timer = Callable[[str, Sequence[tuple[str, str]]], Mapping[str, float]]
+
+
+def machine_fingerprint() -> str:
+    """The CPU (model name and the instruction sets INT8/BF16 kernels use) and its core count:
+    a table measured on another machine does not apply here."""
+    name, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and ":" in line:
+                name = line.split(":", 1)[1].strip()
+            elif line.startswith("flags") and ":" in line:
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    wanted = {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16"}
+    isa = sorted(flags & wanted)
+    return f"{name} | {os.cpu_count()} cores | {' '.join(isa)}"
+
+
+@dataclasses.dataclass
+class LatencyTable:
+    """Dense latency and the per-stage changes (ms) of one model on one deployment."""
+
+    model: str
+    runtime: str
+    precision: str
+    resolution: int
+    batch: int
+    threads: int
+    machine: str
+    ratios: tuple[float, ...]
+    dense_ms: float
+    deltas: dict[str, dict[str, float]]  # stage → f"{ratio:g}" → ms added (negative: saved)
+
+    @property
+    def stages(self) -> list[str]:
+        return list(self.deltas)
+
+    def delta(self, stage: str, ratio: float) -> float:
+        """Δ of ``stage`` pruned by ``ratio``: measured, or interpolated between grid points (0: 0)."""
+        if stage not in self.deltas:
+            raise VitedgeError(f"stage {stage!r} is not in the latency table of {self.model}; its stages: "
+                               f"{', '.join(self.deltas)}")
+        grid = [(0.0, 0.0)] + [(r, self.deltas[stage][f"{r:g}"]) for r in self.ratios]
+        if not 0 <= ratio <= grid[-1][0]:
+            raise VitedgeError(f"ratio {ratio} of {stage} is outside the measured 0…{grid[-1][0]:g}; measure "
+                               "the table with a wider ratio grid")
+        for (r0, d0), (r1, d1) in zip(grid, grid[1:]):
+            if ratio <= r1:
+                return d0 + (d1 - d0) * (ratio - r0) / (r1 - r0)
+        return grid[-1][1]
+
+    def predict(self, stage_ratios: Mapping[str, float]) -> float:
+        """Predicted latency (ms) of the model with each stage pruned by its ratio (absent: 0)."""
+        return self.dense_ms + sum(self.delta(stage, ratio) for stage, ratio in stage_ratios.items())
+
+    def key(self) -> dict[str, Any]:
+        """What the table is valid for: a cached table with another key is measured again."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in ("dense_ms", "deltas")}
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LatencyTable:
+        return cls(**{**data, "ratios": tuple(data["ratios"])})
+
+
+def variant_files(model: nn.Module, configs: Mapping[str, Mapping[str, float]], folder: Path, *,
+                  runtime: str, precision: str, resolution: int, round_to: int = 8,
+                  calib: Sequence[torch.Tensor] | None = None) -> dict[str, Path]:
+    """One deployment file per named configuration (``{stage: ratio}``; empty: dense), pruned by L2
+    (the widths, not which channels, set the latency) and, for ``int8``, quantized for ``runtime``
+    with a fixed plan (every point the target places in INT8: the plan's float points are the
+    exception the precision plan measures separately)."""
+    if precision not in ("fp32", "int8"):
+        raise VitedgeError(f"the latency model measures fp32 or int8, not {precision!r}")
+    if precision == "int8" and calib is None:
+        calib = [torch.randn(4, 3, resolution, resolution, generator=torch.Generator().manual_seed(0))]
+    files = {}
+    for name, stage_ratios in configs.items():
+        variant = model
+        if stage_ratios:
+            variant = prune(model, 0.0, stage_ratios=dict(stage_ratios), round_to=round_to)
+        if precision == "int8":
+            config = QuantConfig.for_target(runtime, auto_float=False, auto_reconstruct=0)
+            variant = quantize(variant, calib, config=config)
+        files[name] = export(variant.eval(), folder / f"{name}.onnx", precision, resolution=resolution)
+    return files
+
+
+def _harness(threads: int, batch: int, resolution: int, runs: int, warmup: int) -> Timer:
+    def timer(runtime: str, sources: Sequence[tuple[str, str]]) -> Mapping[str, float]:
+        result = latency_in_subprocess(runtime, sources, batch=batch, resolution=resolution, threads=threads,
+                                       runs=runs, warmup=warmup)
+        return {path: entry["median_ms"] for path, entry in result.items()}
+    return timer
+
+
+def _timed(timer: Timer, runtime: str, precision: str, files: Mapping[str, Path],
+           rounds: int) -> dict[str, float]:
+    """Median over ``rounds`` harness runs (each alternating every file) of each file's median."""
+    per_file: dict[str, list[float]] = {name: [] for name in files}
+    sources = [(str(path), precision) for path in files.values()]
+    for _ in range(rounds):
+        measured = timer(runtime, sources)
+        for name, path in files.items():
+            per_file[name].append(measured[str(path)])
+    return {name: statistics.median(values) for name, values in per_file.items()}
+
+
+def measure_table(model: nn.Module, *, runtime: str, precision: str, resolution: int, name: str,
+                  batch: int = 1, threads: int = 1, ratios: Sequence[float] = DEFAULT_RATIOS,
+                  runs: int = 50, warmup: int = 10, rounds: int = 3, cache: Path | None = None,
+                  timer: Timer | None = None, log: Callable[[str], None] = print) -> LatencyTable:
+    """The latency table of ``model`` (called ``name``) on ``runtime`` in ``precision``; read from
+    ``cache`` (a JSON file) when it holds a table measured for the same key on this machine."""
+    ratios = tuple(sorted(float(r) for r in ratios))
+    if not ratios or not all(0 < r < 1 for r in ratios):
+        raise VitedgeError(f"latency table ratios must lie in (0, 1), got {list(ratios)}")
+    stages = stage_names(model)
+    empty = LatencyTable(name, runtime, precision, resolution, batch, threads, machine_fingerprint(), ratios,
+                         0.0, {})
+    if cache is not None and cache.is_file():
+        cached = LatencyTable.from_dict(json.loads(cache.read_text()))
+        if cached.key() == empty.key():
+            return cached
+    configs: dict[str, dict[str, float]] = {"dense": {}}
+    configs.update({f"{stage}@{r:g}": {stage: r} for stage in stages for r in ratios})
+    log(f"latency table: {len(configs)} variants of {name} on {runtime} {precision} at {resolution} px")
+    with tempfile.TemporaryDirectory() as tmp:
+        files = variant_files(model, configs, Path(tmp), runtime=runtime, precision=precision,
+                              resolution=resolution)
+        timed = _timed(timer or _harness(threads, batch, resolution, runs, warmup), runtime, precision, files,
+                       rounds)
+    dense = timed["dense"]
+    deltas = {stage: {f"{r:g}": timed[f"{stage}@{r:g}"] - dense for r in ratios} for stage in stages}
+    table = dataclasses.replace(empty, dense_ms=dense, deltas=deltas)
+    if cache is not None:
+        write_json(cache, table.to_dict(), indent=1)
+    return table
+
+
+def check_table(model: nn.Module, table: LatencyTable, configs: Sequence[Mapping[str, float]], *,
+                runs: int = 50, warmup: int = 10, rounds: int = 3,
+                timer: Timer | None = None) -> dict[str, Any]:
+    """Each configuration measured and predicted; ``median_abs_error`` (a share of the measured
+    latency) over them. The dense model is timed beside them, so a machine that got slower since
+    the table was measured shows as ``dense_drift`` rather than as prediction error."""
+    named = {"dense": {}, **{f"c{i}": dict(c) for i, c in enumerate(configs)}}
+    with tempfile.TemporaryDirectory() as tmp:
+        files = variant_files(model, named, Path(tmp), runtime=table.runtime, precision=table.precision,
+                              resolution=table.resolution)
+        timed = _timed(timer or _harness(table.threads, table.batch, table.resolution, runs, warmup),
+                       table.runtime, table.precision, files, rounds)
+    scale = timed["dense"] / table.dense_ms  # today's machine against the table's
+    rows = [{"config": named[key], "predicted_ms": table.predict(named[key]) * scale,
+             "measured_ms": timed[key]} for key in named if key != "dense"]
+    for row in rows:
+        row["error"] = row["predicted_ms"] / row["measured_ms"] - 1
+    return {"rows": rows, "dense_drift": scale - 1,
+            "median_abs_error": statistics.median(abs(r["error"]) for r in rows) if rows else 0.0}

@@ -1,0 +1,69 @@
+"""The latency model's arithmetic and cache, with a deterministic stand-in for the clock: the
+weights a file holds (what a stage's pruning changes, and only that stage's)."""
+
+from __future__ import annotations
+
+import json
+
+import onnx
+import pytest
+import torch
+from onnx import numpy_helper
+
+import vitedge
+from vitedge.bench.latency_model import LatencyTable, check_table, machine_fingerprint, measure_table
+from vitedge.errors import VitedgeError
+
+RES = 64
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def weights_clock(runtime, sources):
+    """A clock that reads 1 ms per 10k weights: additive over stages exactly when pruning one
+    stage leaves every other stage's layers as they were."""
+    out = {}
+    for path, _ in sources:
+        graph = onnx.load(path).graph
+        out[path] = sum(numpy_helper.to_array(t).size for t in graph.initializer) / 1e4
+    return out
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return vitedge.create_model("efficientvit_b0", num_classes=10).eval()
+
+
+def test_a_configuration_is_the_dense_model_plus_one_change_per_stage(model, tmp_path):
+    cache = tmp_path / "table.json"
+    table = measure_table(model, runtime="onnxruntime", precision="fp32", resolution=RES, name="b0",
+                          ratios=(0.3, 0.6), rounds=1, cache=cache, timer=weights_clock, log=lambda _: None)
+    assert table.stages == ["stages.0", "stages.1", "stages.2", "stages.3", "head"]
+    assert all(table.deltas[s]["0.6"] < table.deltas[s]["0.3"] < 0 for s in table.stages)
+    configs = [{"stages.2": 0.3, "stages.3": 0.6}, {"stages.1": 0.6, "head": 0.3, "stages.3": 0.3}]
+    checked = check_table(model, table, configs, rounds=1, timer=weights_clock)
+    assert checked["dense_drift"] == pytest.approx(0)
+    for row in checked["rows"]:  # the weights of a mixed model are predicted to the weight
+        assert row["predicted_ms"] == pytest.approx(row["measured_ms"], abs=1e-3)
+    # interpolation between grid points, 0 at ratio 0
+    assert table.delta("stages.3", 0.45) == pytest.approx((table.deltas["stages.3"]["0.3"]
+                                                            + table.deltas["stages.3"]["0.6"]) / 2)
+    assert table.predict({}) == table.dense_ms == table.predict({"stages.0": 0.0})
+    # cached for this machine and key; another key is measured again
+    saved = json.loads(cache.read_text())
+    assert saved["machine"] == machine_fingerprint() and LatencyTable.from_dict(saved) == table
+    again = measure_table(model, runtime="onnxruntime", precision="fp32", resolution=RES, name="b0",
+                          ratios=(0.3, 0.6), cache=cache, timer=lambda *_: pytest.fail("measured again"))
+    assert again == table
+
+
+def test_bad_questions_are_one_line_errors(model):
+    table = LatencyTable("b0", "onnxruntime", "fp32", RES, 1, 1, "cpu", (0.2,), 1.0,
+                         {"stages.0": {"0.2": -0.1}})
+    with pytest.raises(VitedgeError, match="stage 'stages.9' is not in the latency table"):
+        table.predict({"stages.9": 0.2})
+    with pytest.raises(VitedgeError, match="outside the measured 0…0.2"):
+        table.predict({"stages.0": 0.5})
+    with pytest.raises(VitedgeError, match="ratios must lie in"):
+        measure_table(model, runtime="onnxruntime", precision="fp32", resolution=RES, name="b0",
+                      ratios=(1.2,))

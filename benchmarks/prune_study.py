@@ -10,7 +10,7 @@ equal-budget reference the accuracy drops are measured against.
 
 Writes ``results.json`` and ``results.md`` (tables, acceptance checks, the command) to ``--out``,
 plus each pruned model (``<criterion>_p<ratio>/model.safetensors``). Each pruned model is a
-cached stage (:class:`vitedge.study.stages.Stage`, as in the study pipeline): a re-run with the
+cached stage (:class:`vitedge.workflows.stages.Stage`, as in the study pipeline): a re-run with the
 same ``--out`` and settings reuses every finished model, a killed fine-tuning resumes from its
 last epoch, and a model whose settings changed is redone.
 
@@ -42,7 +42,7 @@ import vitedge
 from vitedge.bench.deployment import latency_in_subprocess
 from vitedge.io import write_json, write_text
 from vitedge.pruning import PruneConfig
-from vitedge.study.stages import Stage, file_digest
+from vitedge.workflows.stages import Stage, file_digest
 from vitedge.train import DataConfig, DistillConfig, EMAConfig, OptimConfig, TrainConfig
 from vitedge.train.checkpoint import STATE_FILE
 from vitedge.workflows.prune import DENSE_TEACHER, PRUNED_FILE, prune_checkpoint

@@ -241,7 +241,7 @@ def _stage(folder: Path) -> dict:
 
 def test_dense_reference_gets_the_pruned_models_finetuning_budget(finished_study):
     from vitedge.io import read_metadata
-    from vitedge.study.stages import file_digest
+    from vitedge.workflows.stages import file_digest
 
     run = finished_study.run_dir
     reference, pruned = _stage(run / "dense_finetune"), _stage(run / "prune" / "l2_p40")

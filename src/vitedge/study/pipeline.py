@@ -14,7 +14,7 @@ a runtime name deploys on that one only.
 the test frames' size, latency there and at ``deploy.seg_latency_size`` (a Cityscapes-like
 512×1024), no FPGA estimate or CPU breakdown (the task object says which sizes and why).
 
-Everything lands in ``<out>/<name>/``; each stage is cached (:mod:`vitedge.study.stages`), so a
+Everything lands in ``<out>/<name>/``; each stage is cached (:mod:`vitedge.workflows.stages`), so a
 killed study resumes where it stopped and a re-run with the same config does no work twice.
 
 Example::
@@ -46,7 +46,7 @@ from vitedge.io import read_metadata, write_text
 from vitedge.models.checkpoint import load, save
 from vitedge.quantization import load_quantized, plot_channel_ranges
 from vitedge.study.config import StudyConfig
-from vitedge.study.stages import Stage, file_digest
+from vitedge.workflows.stages import Stage, file_digest
 from vitedge.train import DataConfig, TrainConfig, TrainStage, train
 from vitedge.train.checkpoint import STATE_FILE
 from vitedge.train.task_data import TaskData

@@ -1,4 +1,5 @@
-"""Cached study stages: each stage's result is recorded with the settings that produced it.
+"""Cached stages of long work (the study's stages, a search, the benchmarks' runs): each
+stage's result is recorded with the settings that produced it.
 
 A stage folder holds ``stage.json`` = ``{"key": ..., "result": ...}``, written atomically when
 the stage finishes. A re-run whose key matches returns the recorded result without work; a key

@@ -5,6 +5,8 @@ training images and grows with the ratio."""
 from __future__ import annotations
 
 import itertools
+import json
+from pathlib import Path
 
 import pytest
 
@@ -65,5 +67,64 @@ def test_sensitivity_on_held_out_training_images(tiny_classifier):
     # pruning moves the model away from the dense one, more so at 60 % (over the stages)
     assert all(v > 0 for stage in sens.kl.values() for v in stage.values())
     assert sum(k["0.6"] for k in sens.kl.values()) > sum(k["0.3"] for k in sens.kl.values())
-    with pytest.raises(VitedgeError, match="no images left"):
-        measure_sensitivity(model, data, ratios=(0.3,), images=6, bn_images=12, log=lambda _: None)
+    # a split smaller than both sets asked for (12 images): half re-estimates BatchNorm, half scores
+    small = measure_sensitivity(model, data, ratios=(0.3,), images=64, bn_images=256, log=lambda _: None)
+    assert small.images == 6
+
+
+def test_a_miniature_search_runs_end_to_end_and_resumes(tiny_classifier, tmp_path, monkeypatch, capsys):
+    from test_cli import run_cli
+
+    data_dir, checkpoint = tiny_classifier
+    # a budget of twice the dense latency: met whatever 32 px timings do on a busy machine
+    args = ("search", str(checkpoint), "--runtime", "onnxruntime", "--precision", "fp32", "--speedup", "0.5",
+            "--data", str(data_dir), "--ratio", "0.5", "--images", "4", "--runs", "3", "--threads", "1",
+            "--out", str(tmp_path / "search"))
+    code, out, err = run_cli(monkeypatch, capsys, *args)
+    assert code == 0, err
+    record = json.loads((tmp_path / "search" / "search.json").read_text())
+    chosen, metrics = record["search"], record["metrics"]
+    assert chosen["predicted_ms"] <= chosen["budget_ms"] and metrics["measured_ms"] > 0
+    assert set(chosen["stage_ratios"]) <= {"stages.0", "stages.1", "stages.2", "stages.3", "head"}
+    assert Path(record["deployed"]).is_file() and 0 <= metrics["score"] <= 100
+    assert "sensitivity 1/5" in out and "searched (" in out
+    code, out, err = run_cli(monkeypatch, capsys, *args)  # every stage cached: nothing measured again
+    assert code == 0 and "sensitivity 1/" not in out and "latency table:" not in out
+
+
+@pytest.mark.parametrize("extra, message", [
+    (("--runtime", "tflite"), "unknown runtime 'tflite'"),
+    (("--speedup", "2", "--latency-ms", "1"), "exactly one of --latency-ms or --speedup"),
+    (("--latency-ms", "-1"), "the budget must be positive"),
+    (("--precision", "bf16"), "fp32 or int8"),
+])
+def test_bad_search_input_is_one_line_before_any_measurement(tiny_classifier, tmp_path, monkeypatch, capsys,
+                                                              extra, message):
+    from test_cli import assert_one_line_error, run_cli
+
+    data_dir, checkpoint = tiny_classifier
+    base = {"--runtime": "onnxruntime", "--speedup": "1.5"}
+    options = [*(x for k, v in base.items() if k not in extra for x in (k, v)), *extra]
+    if "--latency-ms" in extra and "--speedup" not in extra:
+        options = [o for o in options if o not in ("--speedup", "1.5")]
+    code, _, err = run_cli(monkeypatch, capsys, "search", str(checkpoint), "--data", str(data_dir), *options,
+                           "--out", str(tmp_path / "s"))
+    assert_one_line_error(code, err, message)
+    assert not (tmp_path / "s").exists()  # nothing measured, nothing written
+
+
+def test_a_checkpoint_of_another_task_or_an_unmeetable_budget_is_one_line(tiny_classifier, tmp_path,
+                                                                           monkeypatch, capsys):
+    from test_cli import assert_one_line_error, run_cli
+
+    data_dir, checkpoint = tiny_classifier
+    seg = vitedge.save(vitedge.create_model("efficientvit_seg_b0", num_classes=2),
+                       tmp_path / "seg.safetensors", extra={"classes": ["ant", "bee"]})
+    code, _, err = run_cli(monkeypatch, capsys, "search", str(seg), "--data", str(data_dir), "--runtime",
+                           "onnxruntime", "--speedup", "1.5", "--out", str(tmp_path / "s"))
+    assert_one_line_error(code, err, "is a segmentation model")
+    code, _, err = run_cli(monkeypatch, capsys, "search", str(checkpoint), "--data", str(data_dir),
+                           "--runtime", "onnxruntime", "--precision", "fp32", "--latency-ms", "0.000001",
+                           "--ratio", "0.5", "--runs", "3", "--out", str(tmp_path / "s2"))
+    assert_one_line_error(code, err, "cannot be met: the fastest configuration of the grid is predicted at")
+    assert not (tmp_path / "s2" / "sensitivity").exists()  # stopped before the sensitivity

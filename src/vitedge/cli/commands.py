@@ -378,6 +378,49 @@ def bench_command(
     render.wrote(f"{out}/bench.md and bench.json")
 
 
+@app.command("search")
+def search_command(
+    checkpoint: Annotated[Path, typer.Argument(help="vitedge checkpoint of the trained dense model")],
+    runtime: Annotated[str, typer.Option(help="onnxruntime or openvino: where the model will run")] = "openvino",
+    precision: Annotated[str, typer.Option(help="int8 (quantized for the runtime) or fp32")] = "int8",
+    latency_ms: Annotated[float | None, typer.Option(help="the budget: milliseconds at batch 1")] = None,
+    speedup: Annotated[float | None, typer.Option(
+        help="the budget: times faster than the dense FP32 model on the runtime")] = None,
+    ratio: Annotated[list[float] | None, typer.Option(
+        help="a per-stage pruning ratio of the grid (repeatable; default 0.2 0.4 0.6)")] = None,
+    finetune_epochs: StageEpochs = 0,
+    lr: LearningRate = 5e-4,
+    data: Data = DEFAULTS.data.dataset,
+    data_dir: DataDir = None,
+    img_size: ImgSize = None,
+    batch_size: BatchSize = DEFAULTS.data.batch_size,
+    workers: Workers = DEFAULTS.data.workers,
+    images: Annotated[int, typer.Option(min=1, help="held-out training images that score each cut")] = 256,
+    calib: Calib = 256,
+    threads: Annotated[int, typer.Option(min=1, help="runtime threads")] = 1,
+    runs: Runs = 50,
+    seed: Seed = DEFAULTS.seed,
+    out: Out = Path("runs/search"),
+) -> None:
+    """Search per-stage pruning under a latency budget measured on the runtime, then fine-tune
+    (distilled), quantize for the runtime, export and time the winner beside the dense model."""
+    from vitedge.bench.latency_model import DEFAULT_RATIOS
+    from vitedge.workflows.prune import DENSE_TEACHER
+    from vitedge.workflows.search import search_checkpoint
+    from vitedge.workflows.training import recipe_config
+
+    train = recipe_config(finetune_epochs, seed=seed, data=data, root=data_dir, batch_size=batch_size,
+                          workers=workers, lr=lr, more={"data.img_size": img_size,
+                                                         "distill.teacher": DENSE_TEACHER})
+    run = search_checkpoint(checkpoint, data=train.data, runtime=runtime, precision=precision,
+                            latency_ms=latency_ms, speedup=speedup, ratios=tuple(ratio or DEFAULT_RATIOS),
+                            finetune=train if finetune_epochs > 0 else None, images=images, calib=calib,
+                            threads=threads, runs=runs, seed=seed, out=out,
+                            log=lambda text: render.line(text))
+    render.line(run.summary())
+    render.wrote(out / "search.json")
+
+
 @app.command("predict")
 def predict_command(
     images: Annotated[list[Path], typer.Argument(help="image files to classify")],

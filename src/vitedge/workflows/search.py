@@ -26,21 +26,35 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import os
+import statistics
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vitedge.bench.latency_model import LatencyTable
+from vitedge.bench.deployment import latency_in_subprocess
+from vitedge.bench.latency_model import DEFAULT_RATIOS, LatencyTable, measure_table, variant_files
+from vitedge.deploy import export, get_runtime
 from vitedge.errors import VitedgeError
-from vitedge.pruning import prune
+from vitedge.io import load_bundle, read_metadata, write_json
+from vitedge.models.checkpoint import load
+from vitedge.pruning import PruneConfig, prune
 from vitedge.pruning.batchnorm import recalibrate_batchnorm
 from vitedge.pruning.pruner import stage_names
+from vitedge.quantization import QuantConfig
+from vitedge.train.checkpoint import STATE_FILE
+from vitedge.train.config import DataConfig, TrainConfig
 from vitedge.train.task_data import TaskData
+from vitedge.train.tasks import task_of
+from vitedge.workflows.prune import PRUNED_FILE, prune_checkpoint
+from vitedge.workflows.quantize import QUANTIZED_FILE, quantize_checkpoint
+from vitedge.workflows.stages import Stage, file_digest
 
-__all__ = ["SearchResult", "Sensitivity", "measure_sensitivity", "search"]
+__all__ = ["SearchResult", "SearchRun", "Sensitivity", "measure_sensitivity", "search", "search_checkpoint"]
 
 
 @dataclasses.dataclass
@@ -90,11 +104,15 @@ def measure_sensitivity(model: nn.Module, data: TaskData, *, ratios: Sequence[fl
     ``bn_images`` training images, then compared with the dense model on ``images`` other
     training images."""
     model = model.eval()
+    available = len(data.train_set)
+    if available < 2:
+        raise VitedgeError(f"the training split holds {available} image(s); the sensitivity needs two at "
+                           "least")
+    if available < bn_images + images:  # a small split: half re-estimates BatchNorm, half scores
+        bn_images = available // 2
+        images = min(images, available - bn_images)
     bn = data.sample(bn_images, seed=seed)
     held = data.sample(images, seed=seed, labels=True, skip=bn_images)
-    if not held:
-        raise VitedgeError(f"the training split has no images left after {bn_images} for BatchNorm; "
-                           "lower bn_images")
     dense_logits = [model(x) for x, _ in held]
     dense_score = _score(data, dense_logits, held)
     stages = stage_names(model)
@@ -146,3 +164,186 @@ def search(table: LatencyTable, sensitivity: Sensitivity, budget_ms: float) -> S
     divergence, ms, config = best
     predicted = sensitivity.dense_score + sum(sensitivity.score[s][f"{r:g}"] for s, r in config.items())
     return SearchResult(config, ms, budget_ms, divergence, predicted, feasible)
+
+
+SEARCH_FILE = "search.json"
+
+
+@dataclasses.dataclass
+class SearchRun:
+    """A finished search: what was chosen and why, and the deployed model measured for real."""
+
+    result: SearchResult
+    table: LatencyTable
+    sensitivity: Sensitivity
+    checkpoint: Path           # the searched float model (pruned, fine-tuned)
+    deployed: Path             # the file timed on the runtime (INT8 quantized for it, or FP32)
+    metrics: dict[str, Any]    # scores on the test split, measured latencies, speedups
+
+    def summary(self) -> str:
+        m = self.metrics
+        widths = ", ".join(f"{s} {r:.0%}" for s, r in self.result.stage_ratios.items()) or "none pruned"
+        return (f"searched ({widths}): {m['label']} {m['score']:.2f} % on the test split, "
+                f"{m['measured_ms']:.2f} ms on {self.table.runtime} {self.table.precision} (predicted "
+                f"{self.result.predicted_ms:.2f}, budget {self.result.budget_ms:.2f}), {m['speedup']:.2f}× "
+                f"the dense FP32 model")
+
+
+def search_checkpoint(
+    checkpoint: str | os.PathLike,
+    *,
+    data: DataConfig,
+    runtime: str,
+    precision: str = "int8",
+    latency_ms: float | None = None,
+    speedup: float | None = None,
+    ratios: Sequence[float] = DEFAULT_RATIOS,
+    finetune: TrainConfig | None = None,
+    images: int = 256,
+    bn_images: int = 256,
+    calib: int = 256,
+    threads: int = 1,
+    runs: int = 50,
+    rounds: int = 3,
+    seed: int = 0,
+    out: str | os.PathLike = "runs/search",
+    log: Callable[[str], None] = print,
+) -> SearchRun:
+    """Search per-stage pruning of ``checkpoint`` for ``runtime`` in ``precision`` under a budget
+    (``latency_ms``, or ``speedup`` over the dense FP32 model on that runtime), then prune by the
+    winner, fine-tune it (``finetune``: its epochs, optimiser and distillation; ``None``: BatchNorm
+    re-estimation only), quantize it for the runtime (``int8``), export it and time it beside the
+    dense model. Every stage is cached in ``out`` and a re-run resumes."""
+    checkpoint, out = Path(checkpoint), Path(out)
+    if (latency_ms is None) == (speedup is None):
+        raise VitedgeError("give the budget as exactly one of --latency-ms or --speedup")
+    if (latency_ms is not None and not latency_ms > 0) or (speedup is not None and not speedup > 0):
+        raise VitedgeError(f"the budget must be positive, got {latency_ms if speedup is None else speedup}")
+    if precision not in ("fp32", "int8"):
+        raise VitedgeError(f"the search deploys fp32 or int8, not {precision!r}")
+    spec = get_runtime(runtime)
+    ok, why = spec.available()
+    if spec.format != "onnx" or not ok:
+        raise VitedgeError(f"runtime {runtime} cannot be measured here: "
+                           f"{why or 'the search times ONNX files'}; use onnxruntime or openvino")
+    if not checkpoint.is_file():
+        raise VitedgeError(f"checkpoint {checkpoint} does not exist; check the path")
+    task_of(data.dataset).check_model(read_metadata(checkpoint)["arch"]["name"])
+    bundle = load_bundle(checkpoint)
+    if bundle.kind != "float":
+        raise VitedgeError(f"{checkpoint} is already quantized; search from the float checkpoint")
+    task = TaskData(dataclasses.replace(data, scale=(1.0, 1.0)), bundle.data_config, bundle.classes)
+    resolution = int(task.data_config["input_size"][-1])
+    digest = file_digest(checkpoint)
+    model = bundle.model
+
+    table = measure_table(model, runtime=runtime, precision=precision, resolution=resolution,
+                          name=checkpoint.stem, threads=threads, ratios=ratios, runs=runs, rounds=rounds,
+                          cache=out / f"latency_{runtime}_{precision}.json", log=log)
+    # the dense FP32 model and the dense model in the table's precision, side by side: --speedup
+    # counts from FP32, in the table's units
+    fp32_ms, same_ms = _dense_pair(model, runtime, precision, resolution, threads, runs, rounds, out)
+    reference = table.dense_ms * fp32_ms / same_ms
+    budget = latency_ms if latency_ms is not None else reference / speedup
+    fastest = table.dense_ms + sum(min(0.0, *table.deltas[stage].values()) for stage in table.stages)
+    if budget < fastest:
+        raise VitedgeError(f"a latency of {budget:.3f} ms cannot be met: the fastest configuration of the "
+                           f"grid is predicted at {fastest:.3f} ms (dense {table.dense_ms:.3f} ms on "
+                           f"{runtime} {precision})")
+
+    key = {"checkpoint": digest, "data": dataclasses.asdict(data), "seed": seed, "ratios": list(ratios),
+           "images": images, "bn_images": bn_images}
+    stage = Stage(out / "sensitivity", key, log)
+    record = stage.cached()
+    if record is None:
+        measured = measure_sensitivity(model, task, ratios=ratios, images=images, bn_images=bn_images,
+                                       seed=seed, log=log)
+        record = stage.done(measured.to_dict())
+    sensitivity = Sensitivity.from_dict(record)
+    result = search(table, sensitivity, budget)
+    log(f"search: {result.candidates} configurations within {budget:.2f} ms; chosen {result.stage_ratios} "
+        f"(predicted {result.predicted_ms:.2f} ms, KL {result.predicted_kl:.4f})")
+
+    pruned = _pruned(checkpoint, digest, result.stage_ratios, finetune, data, bn_images, seed, out, log)
+    metrics: dict[str, Any] = {"metric": task.metric, "label": task.task.label, "budget_ms": budget,
+                               "reference_fp32_ms": reference, **pruned["metrics"]}
+    deployed_checkpoint = Path(pruned["checkpoint"])
+    if precision == "int8":
+        quantized = _quantized(deployed_checkpoint, runtime, data, calib, seed, out, log)
+        deployed_checkpoint = Path(quantized["checkpoint"])
+        metrics.update(quantized["metrics"])
+    # the deployed model's score: after INT8, else after fine-tuning, else after BatchNorm re-estimation
+    metrics["score"] = next(metrics[k] for k in ("score_int8", "score_finetuned", "score_bn_recalibrated",
+                                                  "score_pruned") if metrics.get(k) is not None)
+    deployed = export(load(deployed_checkpoint), out / f"searched_{precision}.onnx", precision,
+                      resolution=resolution)
+    dense_fp32 = out / "dense_fp32.onnx"
+    timed = _time_together(runtime, [(deployed, precision), (dense_fp32, "fp32")], resolution, threads, runs,
+                           rounds)
+    metrics.update(measured_ms=timed[0], dense_fp32_ms=timed[1], speedup=timed[1] / timed[0])
+    run = SearchRun(result, table, sensitivity, Path(pruned["checkpoint"]), deployed, metrics)
+    write_json(out / SEARCH_FILE, {"search": dataclasses.asdict(result), "metrics": metrics,
+                                   "table": table.to_dict(), "sensitivity": sensitivity.to_dict(),
+                                   "checkpoint": str(run.checkpoint), "deployed": str(deployed)}, indent=1)
+    return run
+
+
+def _dense_pair(model: nn.Module, runtime: str, precision: str, resolution: int, threads: int, runs: int,
+                rounds: int, out: Path) -> tuple[float, float]:
+    """The dense model's latency on ``runtime`` in FP32 and in ``precision``, timed together."""
+    out.mkdir(parents=True, exist_ok=True)
+    fp32 = export(model, out / "dense_fp32.onnx", "fp32", resolution=resolution)
+    if precision == "fp32":
+        return (_time_together(runtime, [(fp32, "fp32")], resolution, threads, runs, rounds)[0],) * 2
+    files = variant_files(model, {"dense_int8": {}}, out, runtime=runtime, precision=precision,
+                          resolution=resolution)
+    fp32_ms, same_ms = _time_together(runtime, [(fp32, "fp32"), (files["dense_int8"], precision)], resolution,
+                                      threads, runs, rounds)
+    return fp32_ms, same_ms
+
+
+def _time_together(runtime: str, files: Sequence[tuple[Path, str]], resolution: int, threads: int, runs: int,
+                   rounds: int) -> list[float]:
+    """Median over ``rounds`` of each file's median latency, the files alternated in one process."""
+    sources = [(str(path), precision) for path, precision in files]
+    samples: list[list[float]] = [[] for _ in files]
+    for _ in range(rounds):
+        measured = latency_in_subprocess(runtime, sources, batch=1, resolution=resolution, threads=threads,
+                                         runs=runs, warmup=max(1, runs // 5))
+        for i, (path, _) in enumerate(sources):
+            samples[i].append(measured[path]["median_ms"])
+    return [statistics.median(s) for s in samples]
+
+
+def _pruned(checkpoint: Path, digest: str, stage_ratios: dict[str, float], finetune: TrainConfig | None,
+            data: DataConfig, bn_images: int, seed: int, out: Path,
+            log: Callable[[str], None]) -> dict[str, Any]:
+    runs = out / "pruned" / "finetune"
+    train = finetune or TrainConfig(model=str(checkpoint), data=data, seed=seed)
+    train = train.replace(out=str(runs), resume=(runs / STATE_FILE).is_file())
+    config = PruneConfig(ratio=0.0, stage_ratios=stage_ratios, bn_images=bn_images, seed=seed)
+    stage = Stage(out / "pruned", {"checkpoint": digest, "prune": dataclasses.asdict(config),
+                                   "finetune": train.to_dict() if finetune else None}, log)
+    record = stage.cached()
+    if record is None:
+        (stage.folder / PRUNED_FILE).unlink(missing_ok=True)
+        result = prune_checkpoint(checkpoint, config, train=train, finetune=finetune is not None,
+                                  out=stage.folder)
+        kept = {k: v for k, v in result.metrics.items() if k.startswith(("score", "params", "macs"))}
+        record = stage.done({"checkpoint": str(result.path), "metrics": kept})
+    return record
+
+
+def _quantized(checkpoint: Path, runtime: str, data: DataConfig, calib: int, seed: int, out: Path,
+               log: Callable[[str], None]) -> dict[str, Any]:
+    config = QuantConfig.for_target(runtime)
+    stage = Stage(out / "quantized", {"checkpoint": file_digest(checkpoint), "config": config.to_dict(),
+                                      "calib": calib, "seed": seed}, log)
+    record = stage.cached()
+    if record is None:
+        (stage.folder / QUANTIZED_FILE).unlink(missing_ok=True)
+        result = quantize_checkpoint(checkpoint, config, data=dataclasses.replace(data, scale=(1.0, 1.0)),
+                                     calib=calib, out=stage.folder, seed=seed)
+        record = stage.done({"checkpoint": str(result.path),
+                             "metrics": {k: v for k, v in result.metrics.items() if k.startswith("score")}})
+    return record

@@ -6,13 +6,18 @@ widths); the residual width a stage passes on is never pruned. A stage's pruning
 changes that stage's work only, and a configuration's latency is the dense model's plus one
 change per stage::
 
-    latency({stage: ratio}) = dense + Σ_stage Δ_stage(ratio)
+    latency({stage: ratio}) = dense + k · Σ_stage Δ_stage(ratio)
 
 The table holds Δ_stage at each ratio of a grid, measured as whole models (the dense model and
 one model per stage × ratio, that stage pruned alone), all timed in one process per runtime with
-the runs alternated so they see the same machine. Whole models, not extracted blocks: every
-runtime and precision (INT8 quantized for its runtime) is measured the way it deploys, fusions
-across block borders included. A ratio between grid points is interpolated linearly.
+the runs alternated so they see the same machine. Savings need not add up exactly (runtimes
+schedule and cache across stage borders), so ``k`` is fitted on the uniformly pruned models
+measured beside them (every stage at each grid ratio): their measured saving over the summed
+single-stage ones.
+
+Whole models, not extracted blocks: every runtime and precision (INT8 quantized for its runtime)
+is measured the way it deploys, fusions across block borders included. A ratio between grid
+points is interpolated linearly.
 
 :func:`check_table` measures configurations and reports prediction against measurement.
 
@@ -85,6 +90,7 @@ class LatencyTable:
     ratios: tuple[float, ...]
     dense_ms: float
     deltas: dict[str, dict[str, float]]  # stage → f"{ratio:g}" → ms added (negative: saved)
+    coupling: float = 1.0                # k: measured saving of the uniform models / summed deltas
 
     @property
     def stages(self) -> list[str]:
@@ -106,11 +112,13 @@ class LatencyTable:
 
     def predict(self, stage_ratios: Mapping[str, float]) -> float:
         """Predicted latency (ms) of the model with each stage pruned by its ratio (absent: 0)."""
-        return self.dense_ms + sum(self.delta(stage, ratio) for stage, ratio in stage_ratios.items())
+        saved = sum(self.delta(stage, ratio) for stage, ratio in stage_ratios.items())
+        return self.dense_ms + self.coupling * saved
 
     def key(self) -> dict[str, Any]:
         """What the table is valid for: a cached table with another key is measured again."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in ("dense_ms", "deltas")}
+        measured = ("dense_ms", "deltas", "coupling")
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in measured}
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self)))
@@ -181,6 +189,7 @@ def measure_table(model: nn.Module, *, runtime: str, precision: str, resolution:
             return cached
     configs: dict[str, dict[str, float]] = {"dense": {}}
     configs.update({f"{stage}@{r:g}": {stage: r} for stage in stages for r in ratios})
+    configs.update({f"all@{r:g}": {stage: r for stage in stages} for r in ratios})
     log(f"latency table: {len(configs)} variants of {name} on {runtime} {precision} at {resolution} px")
     with tempfile.TemporaryDirectory() as tmp:
         files = variant_files(model, configs, Path(tmp), runtime=runtime, precision=precision,
@@ -189,7 +198,10 @@ def measure_table(model: nn.Module, *, runtime: str, precision: str, resolution:
                        rounds)
     dense = timed["dense"]
     deltas = {stage: {f"{r:g}": timed[f"{stage}@{r:g}"] - dense for r in ratios} for stage in stages}
-    table = dataclasses.replace(empty, dense_ms=dense, deltas=deltas)
+    summed = sum(sum(deltas[stage][f"{r:g}"] for stage in stages) for r in ratios)
+    measured = sum(timed[f"all@{r:g}"] - dense for r in ratios)
+    coupling = measured / summed if summed < 0 and measured < 0 else 1.0
+    table = dataclasses.replace(empty, dense_ms=dense, deltas=deltas, coupling=coupling)
     if cache is not None:
         write_json(cache, table.to_dict(), indent=1)
     return table

@@ -141,9 +141,9 @@ def variant_files(model: nn.Module, configs: Mapping[str, Mapping[str, float]], 
         calib = [torch.randn(4, 3, resolution, resolution, generator=torch.Generator().manual_seed(0))]
     files = {}
     for name, stage_ratios in configs.items():
-        variant = model
-        if stage_ratios:
-            variant = prune(model, 0.0, stage_ratios=dict(stage_ratios), round_to=round_to)
+        variant = model.eval()
+        if stage_ratios:  # a pruned model is built in training mode: BatchNorm must fold before INT8
+            variant = prune(model, 0.0, stage_ratios=dict(stage_ratios), round_to=round_to).eval()
         if precision == "int8":
             config = QuantConfig.for_target(runtime, auto_float=False, auto_reconstruct=0)
             variant = quantize(variant, calib, config=config)

@@ -24,6 +24,7 @@ recorded beside it, and summed for the prediction shown to the user.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import itertools
 import json
 import os
@@ -228,7 +229,10 @@ def search_checkpoint(
                            f"{why or 'the search times ONNX files'}; use onnxruntime or openvino")
     if not checkpoint.is_file():
         raise VitedgeError(f"checkpoint {checkpoint} does not exist; check the path")
-    task_of(data.dataset).check_model(read_metadata(checkpoint)["arch"]["name"])
+    arch = read_metadata(checkpoint)["arch"]
+    task_of(data.dataset).check_model(arch["name"])
+    # the table's key: the architecture with its widths (a pruned checkpoint times differently)
+    arch_id = f"{arch['name']}-{hashlib.sha256(json.dumps(arch, sort_keys=True).encode()).hexdigest()[:8]}"
     bundle = load_bundle(checkpoint)
     if bundle.kind != "float":
         raise VitedgeError(f"{checkpoint} is already quantized; search from the float checkpoint")
@@ -238,7 +242,7 @@ def search_checkpoint(
     model = bundle.model
 
     table = measure_table(model, runtime=runtime, precision=precision, resolution=resolution,
-                          name=checkpoint.stem, threads=threads, ratios=ratios, runs=runs, rounds=rounds,
+                          name=arch_id, threads=threads, ratios=ratios, runs=runs, rounds=rounds,
                           cache=out / f"latency_{runtime}_{precision}.json", log=log)
     # the dense FP32 model and the dense model in the table's precision, side by side: --speedup
     # counts from FP32, in the table's units

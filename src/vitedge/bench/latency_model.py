@@ -50,8 +50,8 @@ from vitedge.pruning import prune
 from vitedge.pruning.pruner import stage_names
 from vitedge.quantization import QuantConfig, quantize
 
-__all__ = ["DEFAULT_RATIOS", "LatencyTable", "check_table", "machine_fingerprint", "measure_table",
-           "variant_files"]
+__all__ = ["DEFAULT_RATIOS", "LatencyTable", "check_table", "harness", "machine_fingerprint", "measure_table",
+           "time_files", "variant_files"]
 
 DEFAULT_RATIOS = (0.2, 0.4, 0.6)
 
@@ -151,7 +151,8 @@ def variant_files(model: nn.Module, configs: Mapping[str, Mapping[str, float]], 
     return files
 
 
-def _harness(threads: int, batch: int, resolution: int, runs: int, warmup: int) -> Timer:
+def harness(threads: int, batch: int, resolution: int, runs: int, warmup: int) -> Timer:
+    """The library's latency harness as a :data:`Timer` (one fresh process, runs alternated)."""
     def timer(runtime: str, sources: Sequence[tuple[str, str]]) -> Mapping[str, float]:
         result = latency_in_subprocess(runtime, sources, batch=batch, resolution=resolution, threads=threads,
                                        runs=runs, warmup=warmup)
@@ -159,14 +160,15 @@ def _harness(threads: int, batch: int, resolution: int, runs: int, warmup: int) 
     return timer
 
 
-def _timed(timer: Timer, runtime: str, precision: str, files: Mapping[str, Path],
-           rounds: int) -> dict[str, float]:
-    """Median over ``rounds`` harness runs (each alternating every file) of each file's median."""
+def time_files(timer: Timer, runtime: str, files: Mapping[str, tuple[Path, str]],
+               rounds: int) -> dict[str, float]:
+    """Each named ``(file, precision)``'s latency: the median over ``rounds`` timer calls (each
+    alternating every file) of its median."""
     per_file: dict[str, list[float]] = {name: [] for name in files}
-    sources = [(str(path), precision) for path in files.values()]
+    sources = [(str(path), precision) for path, precision in files.values()]
     for _ in range(rounds):
         measured = timer(runtime, sources)
-        for name, path in files.items():
+        for name, (path, _) in files.items():
             per_file[name].append(measured[str(path)])
     return {name: statistics.median(values) for name, values in per_file.items()}
 
@@ -194,8 +196,8 @@ def measure_table(model: nn.Module, *, runtime: str, precision: str, resolution:
     with tempfile.TemporaryDirectory() as tmp:
         files = variant_files(model, configs, Path(tmp), runtime=runtime, precision=precision,
                               resolution=resolution)
-        timed = _timed(timer or _harness(threads, batch, resolution, runs, warmup), runtime, precision, files,
-                       rounds)
+        timed = time_files(timer or harness(threads, batch, resolution, runs, warmup), runtime,
+                           {name: (path, precision) for name, path in files.items()}, rounds)
     dense = timed["dense"]
     deltas = {stage: {f"{r:g}": timed[f"{stage}@{r:g}"] - dense for r in ratios} for stage in stages}
     summed = sum(sum(deltas[stage][f"{r:g}"] for stage in stages) for r in ratios)
@@ -217,8 +219,9 @@ def check_table(model: nn.Module, table: LatencyTable, configs: Sequence[Mapping
     with tempfile.TemporaryDirectory() as tmp:
         files = variant_files(model, named, Path(tmp), runtime=table.runtime, precision=table.precision,
                               resolution=table.resolution)
-        timed = _timed(timer or _harness(table.threads, table.batch, table.resolution, runs, warmup),
-                       table.runtime, table.precision, files, rounds)
+        clock = timer or harness(table.threads, table.batch, table.resolution, runs, warmup)
+        sources = {name: (path, table.precision) for name, path in files.items()}
+        timed = time_files(clock, table.runtime, sources, rounds)
     scale = timed["dense"] / table.dense_ms  # today's machine against the table's
     rows = [{"config": named[key], "predicted_ms": table.predict(named[key]) * scale,
              "measured_ms": timed[key]} for key in named if key != "dense"]

@@ -28,7 +28,6 @@ import hashlib
 import itertools
 import json
 import os
-import statistics
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -37,8 +36,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vitedge.bench.deployment import latency_in_subprocess
-from vitedge.bench.latency_model import DEFAULT_RATIOS, LatencyTable, measure_table, variant_files
+from vitedge.bench.latency_model import (
+    DEFAULT_RATIOS,
+    LatencyTable,
+    harness,
+    measure_table,
+    time_files,
+    variant_files,
+)
 from vitedge.deploy import export, get_runtime
 from vitedge.errors import VitedgeError
 from vitedge.io import load_bundle, read_metadata, write_json
@@ -308,15 +313,10 @@ def _dense_pair(model: nn.Module, runtime: str, precision: str, resolution: int,
 
 def _time_together(runtime: str, files: Sequence[tuple[Path, str]], resolution: int, threads: int, runs: int,
                    rounds: int) -> list[float]:
-    """Median over ``rounds`` of each file's median latency, the files alternated in one process."""
-    sources = [(str(path), precision) for path, precision in files]
-    samples: list[list[float]] = [[] for _ in files]
-    for _ in range(rounds):
-        measured = latency_in_subprocess(runtime, sources, batch=1, resolution=resolution, threads=threads,
-                                         runs=runs, warmup=max(1, runs // 5))
-        for i, (path, _) in enumerate(sources):
-            samples[i].append(measured[path]["median_ms"])
-    return [statistics.median(s) for s in samples]
+    """Each ``(file, precision)``'s latency, the files alternated in one harness process per round."""
+    named = {str(i): file for i, file in enumerate(files)}
+    timed = time_files(harness(threads, 1, resolution, runs, max(1, runs // 5)), runtime, named, rounds)
+    return [timed[str(i)] for i in range(len(files))]
 
 
 def _pruned(checkpoint: Path, digest: str, stage_ratios: dict[str, float], finetune: TrainConfig | None,

@@ -258,30 +258,18 @@ class QuantConfig:
         _choice(self.target, tuple(TARGETS), "quantization target")
         check_bits(self.w_bits, "w_bits")
         check_bits(self.a_bits, "a_bits")
-        keep = self.keep_float
-        if isinstance(keep, str) or not isinstance(keep, (tuple, list)) or not all(
-                isinstance(k, str) and k for k in keep):
-            raise VitedgeError(f"keep_float={keep!r} must be a list of point paths, kinds or layer "
-                               "paths, e.g. ['attn.num']")
-        object.__setattr__(self, "keep_float", tuple(keep))
-        for name in ("per_channel", "a_symmetric", "attention", "residual", "conv_outputs", "auto_float",
-                     "overflow_fix"):
-            if not isinstance(getattr(self, name), bool):
-                raise VitedgeError(f"{name}={getattr(self, name)!r} must be True or False")
-        if not isinstance(self.observer, ObserverConfig):
-            raise VitedgeError(f"observer must be an ObserverConfig, not {type(self.observer).__name__}")
-        if self.trio is not None and not isinstance(self.trio, TrioConfig):
-            raise VitedgeError(f"trio must be a TrioConfig or None, not {type(self.trio).__name__}")
-        r = self.reconstruct_iters
-        if isinstance(r, bool) or not isinstance(r, int) or r < 0:
-            raise VitedgeError(f"reconstruct_iters={r!r} must be an int >= 0 (0: plain PTQ)")
-        r = self.auto_reconstruct
-        if isinstance(r, bool) or not isinstance(r, int) or r < 0:
-            raise VitedgeError(f"auto_reconstruct={r!r} must be an int >= 0 (0: never learn step sizes "
-                               "by itself)")
-        n = self.max_calib_batches
-        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
-            raise VitedgeError(f"max_calib_batches={n!r} must be a positive int or None")
+        # types are the config model's (vitedge.settings); what is left are the values
+        if not all(self.keep_float):
+            raise VitedgeError(f"keep_float={list(self.keep_float)!r} must list point paths, kinds or layer "
+                               "paths, e.g. ['attn.num'], not empty names")
+        if self.reconstruct_iters < 0:
+            raise VitedgeError(f"reconstruct_iters={self.reconstruct_iters!r} must be an int >= 0 "
+                               "(0: plain PTQ)")
+        if self.auto_reconstruct < 0:
+            raise VitedgeError(f"auto_reconstruct={self.auto_reconstruct!r} must be an int >= 0 "
+                               "(0: never learn step sizes by itself)")
+        if self.max_calib_batches is not None and self.max_calib_batches < 1:
+            raise VitedgeError(f"max_calib_batches={self.max_calib_batches!r} must be a positive int or None")
         for name, value in TARGETS[self.target].items():
             if getattr(self, name) != value:
                 raise VitedgeError(f"target {self.target} needs {name}={value} (its integer kernels fuse that "

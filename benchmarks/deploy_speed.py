@@ -7,6 +7,8 @@ depend on the values), batch 1, ``--threads`` threads:
 - ONNX Runtime FP32 of timm's own export;
 - ONNX Runtime INT8 from ORT's ``quantize_static`` (QDQ, per-channel weights) of that export;
 - OpenVINO FP32 and bf16 of the same FP32 file;
+- vitedge's own FP32 file (attention in a channel-major layout, no transposes) on ORT and on
+  OpenVINO FP32 and bf16: the float baseline a vitedge user deploys;
 - vitedge INT8 (Trio-ViT PTQ) quantized for each runtime: the ``onnxruntime`` target (points
   after activated convs: ORT's QLinearConv pattern) on ONNX Runtime and on OpenVINO, and the
   ``openvino`` target (points only on conv and matmul inputs, attention operands signed on
@@ -106,6 +108,8 @@ def prepare(name: str, out: Path, calib: list[np.ndarray]) -> dict[str, tuple[st
 
     ours = vitedge.create_model(name).eval()
     ours.load_state_dict(reference.state_dict(), strict=True)
+    # vitedge's own FP32 file (channel-major attention): the float baseline a vitedge user deploys
+    ours_fp32 = vitedge.export(ours, folder / "vitedge_fp32.onnx", precision="fp32", dynamic_batch=False)
     # speed only: every point in INT8 (the precision plan's choices are measured on real data);
     # each file is quantized for the runtime that runs it, with the batch fixed at 1 as timm's export
     images = [torch.from_numpy(b) for b in calib]
@@ -138,6 +142,9 @@ def prepare(name: str, out: Path, calib: list[np.ndarray]) -> dict[str, tuple[st
         "ORT quantize_static INT8": ("onnxruntime", str(ort_int8), "int8"),
         "OpenVINO FP32": ("openvino", str(fp32), "fp32"),
         "OpenVINO bf16": ("openvino", str(fp32), "bf16"),
+        "vitedge FP32 on ORT": ("onnxruntime", str(ours_fp32), "fp32"),
+        "vitedge FP32 on OpenVINO": ("openvino", str(ours_fp32), "fp32"),
+        "vitedge FP32 on OpenVINO bf16": ("openvino", str(ours_fp32), "bf16"),
         "vitedge INT8 (onnxruntime target) on ORT": ("onnxruntime", str(ours_files["onnxruntime"]), "int8"),
         "vitedge INT8 (onnxruntime target) on OpenVINO": ("openvino", str(ours_files["onnxruntime"]), "int8"),
         "vitedge INT8 (openvino target) on OpenVINO": ("openvino", str(ours_files["openvino"]), "int8"),
@@ -237,7 +244,7 @@ def markdown(table: dict[str, dict[str, Any]], command: str, threads: int) -> st
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     checks = []
     for name, rows in table.items():
-        ours = min((rows[k]["median_ms"] for k in rows if k.startswith("vitedge") and "median_ms" in rows[k]),
+        ours = min((rows[k]["median_ms"] for k in rows if k.startswith("vitedge INT8") and "median_ms" in rows[k]),
                    default=None)
         if ours is None:
             continue
@@ -259,6 +266,9 @@ def markdown(table: dict[str, dict[str, Any]], command: str, threads: int) -> st
             bf16 = "OpenVINO bf16"
             line += (f"/ OpenVINO bf16 = {paired_ratio(paired, ov_ours, bf16):.2f} (target ≤ 0.75), "
                      if bf16 in paired else "no OpenVINO bf16 on this CPU, ")
+            own_bf16 = "vitedge FP32 on OpenVINO bf16"
+            if own_bf16 in paired:
+                line += f"/ {own_bf16} = {paired_ratio(paired, ov_ours, own_bf16):.2f}, "
             line += f"/ OpenVINO FP32 = {paired_ratio(paired, ov_ours, 'OpenVINO FP32'):.2f}"
             checks.append(line)
     return "\n".join([f"Batch 1, 224², {threads} threads, median ms (median of alternating rounds, each engine "

@@ -183,18 +183,27 @@ def test_latency_plan_keeps_in_float_the_groups_that_run_faster(monkeypatch, tmp
 
     def fake_paired(runtime, sources, **kw):  # attention in float runs at 0.8×, depthwise at 1.0×
         timed["sources"] = [Path(p).stem for p, _ in sources]
-        speed = {"plan": 1.0, "attention": 0.8, "depthwise": 1.0}
+        speed = {"plan": 1.0, "attention": 0.8, "depthwise": 1.0, "attention+depthwise": 0.81}
         return {p: [speed[Path(p).stem]] * 3 for p, _ in sources}
 
     monkeypatch.setattr(lp, "paired_latency", fake_paired)
     ratios = lp.latency_plan(q, resolution=224)
-    assert timed["sources"] == ["plan", "attention", "depthwise"] and ratios == {"attention": 0.8, "depthwise": 1.0}
+    assert timed["sources"] == ["plan", "attention", "depthwise", "attention+depthwise"]
+    assert ratios == {"attention": 0.8, "depthwise": 1.0, "attention+depthwise": 0.81}
     floated = {n for n, p in quantizers(q) if p.in_float}
     assert floated == set(groups["attention"])
     plan = q.precision_plan
     assert plan.latency == ratios and set(plan.float_points) == floated
     assert any("attention kept in float for speed: 0.80×" in r for r in plan.reasons)
-    assert any("depthwise 1.00×" in r for r in plan.reasons)
+    assert any("depthwise 1.00×" in r and "attention+depthwise 0.81×" in r for r in plan.reasons)
+    # two groups that each save a little save enough together: both are kept in float
+    q2 = vitedge.quantize(m0, _calib(224, 1), target="openvino", config=QuantConfig(auto_float=False))
+    slight = {"plan": 1.0, "attention": 0.98, "depthwise": 0.98, "attention+depthwise": 0.95}
+    monkeypatch.setattr(lp, "paired_latency", lambda runtime, sources, **kw: {
+        p: [slight[Path(p).stem]] * 3 for p, _ in sources})
+    lp.latency_plan(q2, resolution=224)
+    assert {n for n, p in quantizers(q2) if p.in_float} == set(groups["attention"]) | set(groups["depthwise"])
+    assert any("attention and depthwise kept in float for speed: 0.95×" in r for r in q2.precision_plan.reasons)
     back = load_quantized(save_quantized(q, tmp_path / "q.safetensors"))
     assert back.precision_plan.latency == ratios and {n for n, p in quantizers(back) if p.in_float} == floated
     with pytest.raises(vitedge.VitedgeError, match="onnxruntime or openvino, not 'tensorrt'"):
@@ -209,5 +218,5 @@ def test_latency_plan_measures_on_the_runtime():
     b0 = input_dependent(vitedge.create_model("efficientvit_b0", num_classes=3, img_size=32)).eval()
     q = vitedge.quantize(b0, _calib(32), target="openvino", config=QuantConfig(auto_float=False))
     ratios = latency_plan(q, resolution=32, threads=1, rounds=3)
-    assert set(ratios) == {"attention", "depthwise"} and all(0.2 < r < 5 for r in ratios.values())
+    assert set(ratios) == {"attention", "depthwise", "attention+depthwise"} and all(0.2 < r < 5 for r in ratios.values())
     assert q.precision_plan.latency == ratios

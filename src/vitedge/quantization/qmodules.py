@@ -301,10 +301,7 @@ class LinearAttentionPoints(nn.Module):
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, eps: float) -> torch.Tensor:
         if self.operands_only:
-            q, k = self.q(q), self.k(k)
-            kt = k.transpose(-1, -2)
-            kv = self.kv(kt @ self.v(v))
-            return (q @ kv) / (q @ (kt @ torch.ones_like(k[..., :1])) + eps)
+            return self._operands_forward(q, k, v, eps)
         if self._integer_ready() and exact_mode(q, k, v):
             return self._integer_forward(q, k, v, eps)
         q, k, v = self.q(q), self.k(k), self.v(v)
@@ -317,6 +314,16 @@ class LinearAttentionPoints(nn.Module):
         if isinstance(self.den, Quantizer) and self.den.fake_quant:
             den = torch.maximum(den, self.den.scale)
         return num / (den + eps)
+
+    def _operands_forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, eps: float) -> torch.Tensor:
+        """Channel-major operands ``(B, heads, dim, HW)`` in, token-major ``(B, heads, HW, dim)``
+        out. Each int8 product reads its unsigned ReLU'd operand on input 0 and its signed one on
+        input 1, transposed inside the MatMul: ``K·Vᵀ`` (= KᵀV), then ``Qᵀ·(KᵀV)``; the
+        denominator ``Qᵀ·ΣK`` stays float."""
+        q, k = self.q(q), self.k(k)
+        kv = self.kv(k @ self.v(v).transpose(-1, -2))
+        qt = q.transpose(-1, -2)
+        return (qt @ kv) / (qt @ k.sum(dim=-1, keepdim=True) + eps)
 
     def _integer_ready(self) -> bool:
         return all(getattr(self, n).fixed for n in ("q", "k", "v", "kv", "ksum", "num", "den"))
@@ -387,9 +394,14 @@ class QuantLiteMLA(nn.Module):
         branches = [qkv] + [aggreg(qkv) for aggreg in self.aggreg]
         outs = []
         for points, branch in zip(self.attn_quant, branches):
-            # (B, heads, HW, 3·dim), then each head's [q | k | v]
-            branch = branch.reshape(B, -1, 3 * self.dim, H * W).transpose(-1, -2)
-            q, k, v = branch.chunk(3, dim=-1)
+            # each head's [q | k | v]: channel-major (B, heads, 3·dim, HW) for the operand layout,
+            # which transposes inside its matmuls; token-major (B, heads, HW, 3·dim) for the
+            # integer arithmetic ONNX Runtime follows
+            branch = branch.reshape(B, -1, 3 * self.dim, H * W)
+            if points.operands_only:
+                q, k, v = branch.chunk(3, dim=2)
+            else:
+                q, k, v = branch.transpose(-1, -2).chunk(3, dim=-1)
             dtype = v.dtype
             with _autocast_off(v.device.type):  # FP32 attention, as in the float model
                 out = points(F.relu(q).float(), F.relu(k).float(), v.float(), self.eps)

@@ -67,8 +67,11 @@ def test_weights_narrower_than_8_bits_export_and_run_on_integer_kernels(w_bits, 
     step: 4.5e-4 without them). Measured, relative: 5.1e-7 (7 bits), 8.6e-7 (4 bits); the other
     image's logits are 0.23 / 0.31 away."""
     assert w_bits <= exact_w_bits()
+    # every point in INT8: at 4 bits the precision plan may keep weights in float, and whether it
+    # does hangs on float rounding that differs between CPUs (31 of 50 on a VNNI EPYC; on Zen 3 none)
     qmodel = vitedge.quantize(dense("efficientvit_b0"), calib(), config=QuantConfig(w_bits=w_bits,
-                                                                                   conv_outputs=True))
+                                                                                   conv_outputs=True,
+                                                                                   auto_float=False))
     path = export(qmodel, tmp_path / "int8.onnx", precision="int8", resolution=64)
     float_bytes = 4 * sum(p.numel() for p in dense("efficientvit_b0").parameters())
     assert path.stat().st_size < 0.4 * float_bytes, "weights are stored as int8 (the clip folded away)"

@@ -82,6 +82,7 @@ def prepare(name: str, out: Path, calib: list[np.ndarray]) -> dict[str, tuple[st
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     import vitedge
+    from vitedge.bench.float_glue import check_float_glue
     from vitedge.bench.nncf_anchor import NNCF_PRESETS, nncf_available, nncf_quantize, nncf_version
     from vitedge.quantization import QuantConfig
 
@@ -116,13 +117,15 @@ def prepare(name: str, out: Path, calib: list[np.ndarray]) -> dict[str, tuple[st
     ours_files = {}
     for target in ("onnxruntime", "openvino"):
         qmodel = vitedge.quantize(ours, images, target=target, config=QuantConfig(method="trio", auto_float=False))
+        check_float_glue(qmodel, images)  # bf16 glue on OpenVINO only if it changes no prediction, as by default
         ours_files[target] = vitedge.export(qmodel, folder / f"vitedge_int8_{target}.onnx", precision="int8",
                                             dynamic_batch=False)
     # the latency plan: attention / depthwise points kept in float where that is faster here
     from vitedge.bench.latency_plan import latency_plan
 
     ratios = latency_plan(qmodel, resolution=224)
-    print(name, "latency plan:", ratios, qmodel.precision_plan.summary(), flush=True)
+    glue = check_float_glue(qmodel, images)
+    print(name, "latency plan:", ratios, qmodel.precision_plan.summary(), "float glue:", glue, flush=True)
     ours_files["openvino+plan"] = vitedge.export(qmodel, folder / "vitedge_int8_openvino_plan.onnx",
                                                  precision="int8", dynamic_batch=False)
     anchors = {}

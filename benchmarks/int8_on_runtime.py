@@ -42,6 +42,7 @@ def measure(name: str, checkpoint: str, data: str, data_dir: str | None, out: Pa
             nncf: bool = True) -> dict[str, Any]:
     import vitedge
     from vitedge.bench.deployment import runtime_score
+    from vitedge.bench.float_glue import check_float_glue
     from vitedge.bench.nncf_anchor import NNCF_PRESETS, nncf_available, nncf_quantize, nncf_version
     from vitedge.io import load_bundle
     from vitedge.quantization import QuantConfig
@@ -65,6 +66,7 @@ def measure(name: str, checkpoint: str, data: str, data_dir: str | None, out: Pa
         start = time.perf_counter()
         config = QuantConfig.for_target(runtime, method="trio")
         qmodel = vitedge.quantize(model, calib_batches, config=config, holdout=held_out or None)
+        glue = check_float_glue(qmodel, held_out or calib_batches, threads=threads)  # as `vitedge quantize`
         seconds = time.perf_counter() - start
         path = vitedge.export(qmodel, folder / f"int8_{runtime}.onnx", "int8", classes=task.classes,
                               data_config=extra.get("data_config"), resolution=size)
@@ -72,7 +74,7 @@ def measure(name: str, checkpoint: str, data: str, data_dir: str | None, out: Pa
         row[f"vitedge_{runtime}"] = {
             "score": runtime_score(runtime, qmodel, path, "int8", task, None, threads, agreement=agreement),
             "score_sim": task.score(qmodel), "agreement": agreement.get("agreement"),
-            "overflow_fix": config.overflow_fix, "plan": qmodel.precision_plan.summary(),
+            "overflow_fix": config.overflow_fix, "plan": qmodel.precision_plan.summary(), "float_glue": glue,
             "quantize_s": round(seconds, 1)}
         print(name, runtime, row[f"vitedge_{runtime}"], flush=True)
     ok, why = nncf_available()

@@ -220,3 +220,61 @@ def test_latency_plan_measures_on_the_runtime():
     ratios = latency_plan(q, resolution=32, threads=1, rounds=3)
     assert set(ratios) == {"attention", "depthwise", "attention+depthwise"} and all(0.2 < r < 5 for r in ratios.values())
     assert q.precision_plan.latency == ratios
+
+
+def test_float_glue_is_f32_unless_bf16_was_checked_and_the_runtime_honours_it(tmp_path):
+    ov = pytest.importorskip("openvino")
+    from vitedge.deploy.runtimes import OpenVinoRuntime, int8_float_glue
+
+    with pytest.raises(vitedge.VitedgeError, match="float glue type"):
+        QuantConfig(float_glue="fp16")
+    torch.manual_seed(0)
+    b0 = input_dependent(vitedge.create_model("efficientvit_b0", num_classes=3, img_size=32)).eval()
+    q = vitedge.quantize(b0, _calib(32), target="openvino", config=QuantConfig(auto_float=False))
+    unchecked = vitedge.export(q, tmp_path / "unchecked.onnx", precision="int8")
+    fp32 = vitedge.export(b0, tmp_path / "fp32.onnx")
+    q.quant_config = QuantConfig.for_target("openvino", auto_float=False, float_glue="bf16")
+    back = load_quantized(save_quantized(q, tmp_path / "q.safetensors"))
+    assert back.quant_config.float_glue == "bf16"  # the checkpoint keeps it
+    checked = vitedge.export(back, tmp_path / "checked.onnx", precision="int8")
+    # a vitedge INT8 file runs its glue as the simulation computes it (f32) unless bf16 was checked;
+    # any other file (NNCF's, an FP32 file) gets OpenVINO's default
+    assert [int8_float_glue(p) for p in (unchecked, checked, fp32)] == ["f32", "bf16", "bf16"]
+    bf16_here = "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    hints = [OpenVinoRuntime(p, threads=1, precision="int8").compiled.get_property("INFERENCE_PRECISION_HINT")
+             for p in (unchecked, checked)]
+    assert hints == [ov.Type.f32, ov.Type.bf16 if bf16_here else ov.Type.f32]
+
+
+def test_float_glue_check_keeps_f32_when_bf16_changes_predictions(monkeypatch):
+    from vitedge.bench import float_glue as fg
+
+    torch.manual_seed(0)
+    b0 = input_dependent(vitedge.create_model("efficientvit_b0", num_classes=3, img_size=32)).eval()
+    images = _calib(32)
+
+    class FakeRuntime:  # bf16 glue flips the prediction of the first image of every batch
+        def __init__(self, path, threads, precision, float_glue, flips):
+            self.flip = float_glue == "bf16" and flips
+            assert precision == "int8" and Path(path).is_file()
+
+        def __call__(self, x):
+            logits = torch.nn.functional.one_hot(torch.zeros(len(x), dtype=torch.long), 3).float().numpy()
+            if self.flip:
+                logits[0] = logits[0][::-1]
+            return logits
+
+    monkeypatch.setattr(fg, "native_bf16", lambda: True)
+    decided = {}
+    for flips in (True, False):
+        q = vitedge.quantize(b0, images, target="openvino", config=QuantConfig(auto_float=False))
+        monkeypatch.setattr(fg, "OpenVinoRuntime", lambda *a, flips=flips, **k: FakeRuntime(*a, **k, flips=flips))
+        result = fg.check_float_glue(q, images, threads=1)
+        decided[flips] = (result["float_glue"], round(result["agreement"], 1), q.quant_config.float_glue)
+        assert any(r.startswith(f"float glue on openvino: {result['float_glue']}") for r in q.precision_plan.reasons)
+    assert decided == {True: ("f32", 75.0, "f32"), False: ("bf16", 100.0, "bf16")}
+    # nothing to decide for another target or on a CPU without native bf16
+    ort = vitedge.quantize(b0, images, target="onnxruntime", config=QuantConfig(auto_float=False))
+    assert fg.check_float_glue(ort, images) is None and ort.quant_config.float_glue == "f32"
+    monkeypatch.setattr(fg, "native_bf16", lambda: False)
+    assert fg.check_float_glue(q, images) is None

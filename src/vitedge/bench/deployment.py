@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from vitedge.bench.float_glue import check_float_glue
 from vitedge.bench.latency_plan import latency_plan
 from vitedge.bench.nncf_anchor import nncf_available, nncf_quantize, nncf_version
 from vitedge.deploy import RUNTIMES, export, get_runtime, load_runtime
@@ -244,6 +245,7 @@ def _int8_models(model: torch.nn.Module, quantized: str | os.PathLike | None, ta
                           holdout=holdout or None)
         if plan_resolution is not None and target in ("openvino", "onnxruntime"):
             latency_plan(qmodel, resolution=plan_resolution, threads=threads)
+        check_float_glue(qmodel, holdout or calib_batches, threads=threads)
         save_quantized(qmodel, out_dir / f"int8_{target}.safetensors", extra={"classes": task.classes})
         qmodels[target] = qmodel
     return qmodels, ""

@@ -240,6 +240,7 @@ def _metadata(model: nn.Module, preprocessing: Mapping[str, Any], classes: Seque
         "vitedge.arch": getattr(model, "arch", None),
         "vitedge.precision": precision,
         "vitedge.quant_target": quant_config.target if precision == "int8" and quant_config else None,
+        "vitedge.float_glue": quant_config.float_glue if precision == "int8" and quant_config else None,
         "vitedge.classes": list(classes) if classes is not None else None,
         "vitedge.preprocessing": preprocessing,
     }

@@ -19,6 +19,7 @@ import torch.nn as nn
 
 from vitedge.deploy.batching import run_in_fixed_batches
 from vitedge.deploy.formats import package_status
+from vitedge.deploy.onnx_export import read_onnx_metadata
 from vitedge.deploy.tensorrt_runtime import TensorRTRuntime, tensorrt_available
 from vitedge.errors import VitedgeError
 
@@ -108,19 +109,36 @@ def native_bf16() -> bool:
     return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
-def openvino_cpu_config(core: Any, precision: str, threads: int) -> dict[str, Any]:
+def openvino_cpu_config(core: Any, precision: str, threads: int, float_glue: str = "bf16") -> dict[str, Any]:
     """OpenVINO CPU plugin settings for an FP32 file run in ``precision`` (an int8 QDQ file carries
     its own); bf16 only where the CPU has it natively: elsewhere the plugin quietly runs the hint
     in f32, and a "bf16" measurement would be FP32's under another name. An INT8 file runs its
-    float glue (softmax, norms, the ops left in float) in bf16 where the CPU has it — the plugin's
-    own default there, and what NNCF's INT8 models get."""
+    float glue (softmax, norms, the ops left in float) in ``float_glue``: bf16 where the CPU has
+    it is the plugin's own default there and what NNCF's INT8 models get; a vitedge INT8 file
+    says which it was checked for (:func:`int8_float_glue`)."""
     capabilities = core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
     if precision == "bf16" and "BF16" not in capabilities:
         raise VitedgeError("this CPU has no native bf16 (OpenVINO's CPU plugin offers "
                            f"{', '.join(capabilities)}; bf16 needs AVX-512 BF16 or AMX); "
                            "use precision fp32 or int8 here")
-    hint = "bf16" if precision == "bf16" or (precision == "int8" and "BF16" in capabilities) else "f32"
+    glue_bf16 = precision == "int8" and float_glue == "bf16" and "BF16" in capabilities
+    hint = "bf16" if precision == "bf16" or glue_bf16 else "f32"
     return {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}
+
+
+def int8_float_glue(path: Path) -> str:
+    """The float type an INT8 file's non-int8 ops run in on OpenVINO: a vitedge file's recorded
+    ``vitedge.float_glue`` (``f32``, what its simulation computes, unless bf16 was checked on
+    held-out images), bf16 for any other file (OpenVINO's default, as NNCF's files get it)."""
+    if path.suffix != ".onnx":
+        return "bf16"
+    try:
+        metadata = read_onnx_metadata(path)
+    except Exception:  # not ONNX we can read: OpenVINO's own error says more when it loads it
+        return "bf16"
+    if not metadata.get("vitedge.quant_target"):  # an FP32 file records None
+        return "bf16"
+    return metadata.get("vitedge.float_glue") or "f32"
 
 
 class OpenVinoRuntime:
@@ -133,7 +151,8 @@ class OpenVinoRuntime:
 
     name = "openvino"
 
-    def __init__(self, path: str | os.PathLike, threads: int | None = None, precision: str = "fp32") -> None:
+    def __init__(self, path: str | os.PathLike, threads: int | None = None, precision: str = "fp32",
+                 float_glue: str | None = None) -> None:
         import openvino as ov
 
         path = Path(path)
@@ -142,7 +161,9 @@ class OpenVinoRuntime:
         self.threads = threads or os.cpu_count() or 1
         self.path = path
         self.core = ov.Core()
-        self.config = openvino_cpu_config(self.core, precision, self.threads)
+        if precision == "int8" and float_glue is None:
+            float_glue = int8_float_glue(path)
+        self.config = openvino_cpu_config(self.core, precision, self.threads, float_glue or "bf16")
         batch_dim = self._read().input(0).get_partial_shape()[0]
         self.fixed_batch = batch_dim.get_length() if batch_dim.is_static else None
         self._compiled: dict[int, tuple[Any, Any]] = {}

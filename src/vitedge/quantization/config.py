@@ -233,6 +233,10 @@ class QuantConfig:
       (:func:`int8_pairs_saturate`) never saturate a pair sum (255·63·2 < 2^15) and compute what
       the simulation computes. :meth:`for_target` turns it on for the CPU runtimes when the CPU
       here needs it; the checkpoint records it.
+    - ``float_glue``: the float type OpenVINO runs the file's non-int8 ops in (softmax, norms,
+      points kept in float): ``"f32"``, what the simulation computes, unless a measurement on
+      held-out images found bf16 changes no prediction that matters
+      (:func:`vitedge.bench.float_glue.check_float_glue`); the export records it.
     """
 
     method: str = "trio"
@@ -252,10 +256,12 @@ class QuantConfig:
     auto_float: bool = True
     target: str = "simulation"
     overflow_fix: bool = False
+    float_glue: str = "f32"
 
     def __post_init__(self) -> None:
         _choice(self.method, tuple(METHODS), "quantization method")
         _choice(self.target, tuple(TARGETS), "quantization target")
+        _choice(self.float_glue, ("f32", "bf16"), "float glue type")
         check_bits(self.w_bits, "w_bits")
         check_bits(self.a_bits, "a_bits")
         # types are the config model's (vitedge.settings); what is left are the values

@@ -33,6 +33,7 @@ from typing import Any
 
 import torch.nn as nn
 
+from vitedge.bench.float_glue import check_float_glue
 from vitedge.errors import VitedgeError
 from vitedge.io import load_bundle, write_text
 from vitedge.quantization.api import check_target_runtime, quantize
@@ -121,6 +122,11 @@ def quantize_checkpoint(
     if qat is not None:
         qmodel = _qat(task, qat, qmodel, model, checkpoint, out_dir, verbose)
         metrics["score_qat"] = task.score(qmodel)
+    # on OpenVINO with native bf16: the float ops run in bf16 only if that changes no prediction
+    glue = check_float_glue(qmodel, held_out or task.sample(min(calib, 256), seed=seed))
+    if glue is not None:
+        metrics["float_glue"] = glue
+        metrics["plan_reasons"] = list(qmodel.precision_plan.reasons)
 
     path = None
     if out_dir is not None:

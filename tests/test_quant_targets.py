@@ -253,26 +253,28 @@ def test_float_glue_check_keeps_f32_when_bf16_changes_predictions(monkeypatch):
     b0 = input_dependent(vitedge.create_model("efficientvit_b0", num_classes=3, img_size=32)).eval()
     images = _calib(32)
 
-    class FakeRuntime:  # bf16 glue flips the prediction of the first image of every batch
-        def __init__(self, path, threads, precision, float_glue, flips):
-            self.flip = float_glue == "bf16" and flips
+    class FakeRuntime:  # bf16 glue: as f32, or the first image of each batch flipped, or every logit halved
+        def __init__(self, path, threads, precision, float_glue, mode):
+            self.mode = mode if float_glue == "bf16" else "same"
             assert precision == "int8" and Path(path).is_file()
 
         def __call__(self, x):
             logits = torch.nn.functional.one_hot(torch.zeros(len(x), dtype=torch.long), 3).float().numpy()
-            if self.flip:
+            if self.mode == "flip":
                 logits[0] = logits[0][::-1]
-            return logits
+            return logits * 0.5 if self.mode == "soften" else logits
 
     monkeypatch.setattr(fg, "native_bf16", lambda: True)
     decided = {}
-    for flips in (True, False):
+    for mode in ("flip", "same", "soften"):
         q = vitedge.quantize(b0, images, target="openvino", config=QuantConfig(auto_float=False))
-        monkeypatch.setattr(fg, "OpenVinoRuntime", lambda *a, flips=flips, **k: FakeRuntime(*a, **k, flips=flips))
+        monkeypatch.setattr(fg, "OpenVinoRuntime", lambda *a, mode=mode, **k: FakeRuntime(*a, **k, mode=mode))
         result = fg.check_float_glue(q, images, threads=1)
-        decided[flips] = (result["float_glue"], round(result["agreement"], 1), q.quant_config.float_glue)
+        decided[mode] = (result["float_glue"], round(result["agreement"], 1), q.quant_config.float_glue)
         assert any(r.startswith(f"float glue on openvino: {result['float_glue']}") for r in q.precision_plan.reasons)
-    assert decided == {True: ("f32", 75.0, "f32"), False: ("bf16", 100.0, "bf16")}
+    # a changed prediction, or logits that move (same argmax, KL 0.031 > MAX_KL) keep the glue in f32
+    assert decided == {"flip": ("f32", 75.0, "f32"), "same": ("bf16", 100.0, "bf16"),
+                       "soften": ("f32", 100.0, "f32")}
     # nothing to decide for another target or on a CPU without native bf16
     ort = vitedge.quantize(b0, images, target="onnxruntime", config=QuantConfig(auto_float=False))
     assert fg.check_float_glue(ort, images) is None and ort.quant_config.float_glue == "f32"

@@ -46,15 +46,16 @@ def check_float_glue(qmodel: nn.Module, images: Sequence[torch.Tensor], *, threa
     the f32 ones and at least ``min_agreement`` % of the argmax predictions are unchanged, else
     f32. Agreement alone is blind on training images: the model is sure of them, and flowers17
     B0's bf16 glue changed none of 256 held-out predictions but 3.3 % of the test ones; its KL
-    (1.9e-3 on the held-out images) is what shows it. A line
-    in the precision plan says which and why. ``None`` (nothing recorded, f32 stays) for a
-    target other than ``openvino``, a CPU without native bf16 or no images."""
+    (1.9e-3 on the held-out images) is what shows it. A line in the precision plan says which
+    and why. ``None`` (nothing recorded, f32 stays) for a target other than ``openvino``, a CPU
+    without native bf16 or no images."""
     config = qmodel.quant_config
     if config.target != "openvino" or not native_bf16() or not images:
         return None
     with tempfile.TemporaryDirectory(prefix="vitedge-float-glue-") as tmp:
-        height, width = (int(d) for d in images[0].shape[-2:])
-        path = export(qmodel, Path(tmp) / "int8.onnx", "int8", resolution=(height, width) if height != width else height)
+        height, width = (int(d) for d in images[0].shape[-2:])  # a segmentation model's frames
+        size = (height, width) if height != width else height
+        path = export(qmodel, Path(tmp) / "int8.onnx", "int8", resolution=size)
         runs = {glue: OpenVinoRuntime(path, threads=threads, precision="int8", float_glue=glue)
                 for glue in ("f32", "bf16")}
         same = seen = 0

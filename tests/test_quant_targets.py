@@ -148,7 +148,7 @@ def test_openvino_runs_every_attention_matmul_of_its_target_in_int8(tmp_path):
     ov_ops, ort_ops = _runtime_ops(files["openvino"]), _runtime_ops(files["onnxruntime"])
     branches = sum(isinstance(m, LinearAttentionPoints) for m in q.modules())
     # KᵀV and Q·(KᵀV) of every branch in int8 (u8 activations × i8); only the denominator's
-    # products (Kᵀ1 and Q·Kᵀ1) stay float
+    # product (Qᵀ·ΣK, after a ReduceSum) stays float
     int8_matmuls = _int8_attention_matmuls(ov_ops)
     float_matmuls = sum(n for (kind, prec, attn), n in ov_ops.items() if kind == "MatMul" and attn and prec == "f32")
     assert int8_matmuls == 2 * branches and float_matmuls <= 2 * branches, ov_ops

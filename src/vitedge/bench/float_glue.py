@@ -30,7 +30,7 @@ import torch.nn as nn
 
 from vitedge.deploy import export
 from vitedge.deploy.runtimes import OpenVinoRuntime, native_bf16
-from vitedge.quantization.plan import MIN_KL, fixed_plan
+from vitedge.quantization.plan import MIN_KL, fixed_plan, predictions, score_logits
 
 __all__ = ["MAX_KL", "MIN_AGREEMENT", "check_float_glue"]
 
@@ -58,17 +58,10 @@ def check_float_glue(qmodel: nn.Module, images: Sequence[torch.Tensor], *, threa
         path = export(qmodel, Path(tmp) / "int8.onnx", "int8", resolution=size)
         runs = {glue: OpenVinoRuntime(path, threads=threads, precision="int8", float_glue=glue)
                 for glue in ("f32", "bf16")}
-        same = seen = 0
-        divergence = 0.0
-        for batch in images:
-            x = batch.numpy()
-            reference, trial = (torch.from_numpy(np.asarray(runs[g](x))).float() for g in ("f32", "bf16"))
-            same += int((reference.argmax(dim=1) == trial.argmax(dim=1)).sum())
-            seen += reference.argmax(dim=1).numel()
-            p, q = reference.log_softmax(dim=1), trial.log_softmax(dim=1)
-            divergence += float((p.exp() * (p - q)).sum(dim=1).sum())
-    agreement = 100.0 * same / max(seen, 1)
-    kl = divergence / max(seen, 1)
+        logits = {glue: torch.cat([predictions(torch.from_numpy(np.asarray(run(b.numpy())))) for b in images])
+                  for glue, run in runs.items()}
+    score = score_logits(logits["bf16"], logits["f32"])
+    agreement, kl = score.agreement, score.kl
     glue = "bf16" if agreement >= min_agreement and kl <= max_kl else "f32"
     qmodel.quant_config = dataclasses.replace(config, float_glue=glue)
     plan = getattr(qmodel, "precision_plan", None) or fixed_plan(qmodel)

@@ -178,21 +178,25 @@ def score_against(qmodel: nn.Module, float_model: nn.Module, batches: Sequence[t
     """How close ``qmodel``'s logits are to ``float_model``'s on ``batches`` (both in eval mode)."""
     qmodel.eval()
     float_model.eval()
-    return _score(_flat_logits(qmodel, batches), _flat_logits(float_model, batches))
+    return score_logits(_flat_logits(qmodel, batches), _flat_logits(float_model, batches))
+
+
+def predictions(logits: torch.Tensor) -> torch.Tensor:
+    """``(predictions, classes)`` logits: a segmentation model's ``(N, C, H, W)`` one row per pixel."""
+    logits = logits.float()
+    if logits.ndim == 4:
+        logits = logits.permute(0, 2, 3, 1).reshape(-1, logits.shape[1])
+    return logits.cpu()
 
 
 def _flat_logits(model: nn.Module, batches: Sequence[torch.Tensor]) -> torch.Tensor:
     device = next(model.parameters()).device
-    outs = []
-    for x in batches:
-        y = model(x.to(device)).float()
-        if y.ndim == 4:  # segmentation: one prediction per pixel
-            y = y.permute(0, 2, 3, 1).reshape(-1, y.shape[1])
-        outs.append(y.cpu())
-    return torch.cat(outs)
+    return torch.cat([predictions(model(x.to(device))) for x in batches])
 
 
-def _score(got: torch.Tensor, reference: torch.Tensor) -> Score:
+def score_logits(got: torch.Tensor, reference: torch.Tensor) -> Score:
+    """How close ``got`` is to ``reference`` (both from :func:`predictions`): KL(reference ‖ got)
+    per prediction and the % of equal argmax predictions."""
     kl = F.kl_div(F.log_softmax(got, -1), F.log_softmax(reference, -1), log_target=True, reduction="batchmean")
     agree = (got.argmax(-1) == reference.argmax(-1)).float().mean()
     return Score(max(float(kl), 0.0), 100.0 * float(agree))
@@ -209,7 +213,7 @@ class _Switch:
         for q in floated:
             q.fake_quant = False
         try:
-            return _score(_flat_logits(self.qmodel, self.batches), self.reference)
+            return score_logits(_flat_logits(self.qmodel, self.batches), self.reference)
         finally:
             for q in floated:
                 q.fake_quant = True

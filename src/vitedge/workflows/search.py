@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from vitedge.bench.latency_model import (
@@ -52,6 +51,7 @@ from vitedge.pruning import PruneConfig, prune
 from vitedge.pruning.batchnorm import recalibrate_batchnorm
 from vitedge.pruning.pruner import stage_names
 from vitedge.quantization import QuantConfig
+from vitedge.quantization.plan import predictions, score_logits
 from vitedge.train.checkpoint import STATE_FILE
 from vitedge.train.config import DataConfig, TrainConfig
 from vitedge.train.task_data import TaskData
@@ -97,9 +97,7 @@ class SearchResult:
 
 def _kl(dense: torch.Tensor, pruned: torch.Tensor) -> float:
     """Mean KL(dense ‖ pruned) over images (and pixels: class scores are dim 1)."""
-    p = F.log_softmax(dense.float(), dim=1)
-    q = F.log_softmax(pruned.float(), dim=1)
-    return float((p.exp() * (p - q)).sum(dim=1).mean())
+    return score_logits(predictions(pruned), predictions(dense)).kl
 
 
 @torch.no_grad()

@@ -116,6 +116,26 @@ def test_pruned_checkpoint_reloads_to_identical_logits(name, tmp_path):
     assert torch.equal(logits(reloaded, name), logits(pruned, name))
 
 
+def test_stage_widths_cut_m0_macs_in_whole_chunks_and_reload(tmp_path):
+    model = dense("efficientvit_m0")
+    base = sizes(model, "efficientvit_m0")[1]
+    blocks_only = prune(model, ratio=0.4)
+    pruned = prune(model, ratio=0.4, stage_widths=True)
+    # the residual widths hold most of M0's MACs: block-internal pruning alone keeps ~0.7×
+    assert sizes(blocks_only, "efficientvit_m0")[1] > 0.65 * base
+    assert sizes(pruned, "efficientvit_m0")[1] < 0.5 * base
+    widths = pruned.arch["kwargs"]["block_widths"]
+    dims = [widths[f"stages.{i}"]["dim"] for i in range(3)]
+    assert dims == [40, 80, 112]  # 0.6 of (64, 128, 192) in whole multiples of 8 channels (2 per head)
+    assert "stages.0" not in blocks_only.arch["kwargs"]["block_widths"]
+    reloaded = vitedge.load(vitedge.save(pruned, tmp_path / "m0_sw40.safetensors"))
+    assert torch.equal(logits(reloaded, "efficientvit_m0"), logits(pruned, "efficientvit_m0"))
+    with pytest.raises(VitedgeError, match="multiple of the stage's 4 heads"):
+        vitedge.create_model("efficientvit_m0", block_widths={"stages.1": {"dim": 66}})
+    with pytest.raises(VitedgeError, match="PruneConfig field stage_widths"):
+        PruneConfig(0.4, stage_widths="yes")
+
+
 def test_a_pruned_model_prunes_again_and_reloads(tmp_path):
     twice = prune(prune(dense("efficientvit_m0"), 0.2, round_to=1), 0.2, round_to=1)
     attn = "stages.0.blocks.0.mixer.m.attn"
@@ -142,7 +162,9 @@ def _silencers(group, units: torch.Tensor) -> list[tuple[str, int, torch.Tensor]
     → 0, ReLU(0) = 0). A q/k pair is silenced by zeroing q after its depthwise conv: the pair
     then adds 0 to qᵀk, exactly what removing it does (the scale is not renormalised).
     """
-    if group.kind == "merge_hidden":
+    if group.kind == "stage_width":  # zero at every writer: the channel stays 0 through every add
+        picked = [s for s in group.slices if s.role == "norm" and s.name.endswith(("bn.weight", "bn.bias"))]
+    elif group.kind == "merge_hidden":
         picked = [s for s in group.slices if ".conv2.bn." in s.name and s.name.endswith(("weight", "bias"))]
     elif group.kind == "key_dims":
         picked = [s for s in group.slices if ".dws." in s.name and ".bn." in s.name
@@ -155,7 +177,7 @@ def _silencers(group, units: torch.Tensor) -> list[tuple[str, int, torch.Tensor]
 
 def _exactness(name: str, kinds: set[str], path_part: str = "") -> None:
     model = dense(name)
-    groups = channel_groups(model)
+    groups = channel_groups(model, stage_widths="stage_width" in kinds)
     chosen = [g for g in groups if g.kind in kinds and path_part in g.name]
     assert chosen, f"{name} has no {kinds} group"
     gen = torch.Generator().manual_seed(0)
@@ -192,6 +214,8 @@ def _exactness(name: str, kinds: set[str], path_part: str = "") -> None:
     ("efficientvit_m0", {"ffn_hidden"}, ""),
     ("efficientvit_m0", {"merge_hidden", "se_hidden"}, ""),
     ("efficientvit_m0", {"key_dims"}, ""),
+    ("efficientvit_m0", {"stage_width"}, ""),                     # residual stage widths, heads' v rows
+    ("efficientvit_m0", {"stage_width", "key_dims", "ffn_hidden"}, "stages.1"),  # shared qkv rows
     ("efficientvit_seg_b0", {"mid_channels"}, "head.middle."),      # the head's residual MBConv
     ("efficientvit_seg_b0", {"head_hidden"}, "head.expand"),        # the expansion before the classifier
     ("efficientvit_seg_b0", {"mid_channels", "mla_heads"}, "backbone.stages.3."),

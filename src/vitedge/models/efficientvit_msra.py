@@ -30,6 +30,10 @@ state dict; supported entries:
   expansion.
 * Its squeeze-excite, e.g. ``stages.1.downsample.patchmerge.se``: ``{"hidden": int}`` — the
   reduced width (default ``make_divisible(hidden / 4, 8)``).
+* A stage's residual width, e.g. ``stages.1``: ``{"dim": int}`` — the channels every block of
+  the stage adds into (default ``embed_dim[i]``), a multiple of the stage's head count: each head
+  reads a ``dim / heads`` chunk. The patch embedding (stage 0) or the patch merging (later
+  stages) writes it; the next stage's downsample and the classifier read it.
 
 Example::
 
@@ -111,6 +115,15 @@ def _positive_int(value: Any, path: str, key: str) -> int:
 def _take_width(widths: WidthOverrides, path: str, key: str, default: int) -> int:
     """The overridden width of ``path`` (validated), else ``default``."""
     return _positive_int(widths.take(path, key, default), path, key)
+
+
+def _stage_dim(widths: WidthOverrides, path: str, default: int, num_heads: int) -> int:
+    """A stage's residual width: overridden (a multiple of its head count), else ``default``."""
+    dim = _take_width(widths, path, "dim", default)
+    if dim % num_heads:
+        raise VitedgeError(f"block_widths[{path!r}]['dim'] = {dim}: expected a multiple of the stage's "
+                           f"{num_heads} heads (each head reads dim / heads channels)")
+    return dim
 
 
 # --------------------------------------------------------------------------------------------
@@ -371,7 +384,7 @@ class EfficientVitStage(nn.Module):
 class PatchEmbedding(nn.Module):
     """Four 3×3/2 conv-BN (C/8, C/4, C/2, C) with ReLU between: stride 16."""
 
-    def __init__(self, in_chans: int, dim: int) -> None:
+    def __init__(self, in_chans: int, dim: int, out_dim: int | None = None) -> None:
         super().__init__()
         self.conv1 = ConvNorm(in_chans, dim // 8, 3, 2, 1)
         self.relu1 = nn.ReLU()
@@ -379,7 +392,7 @@ class PatchEmbedding(nn.Module):
         self.relu2 = nn.ReLU()
         self.conv3 = ConvNorm(dim // 4, dim // 2, 3, 2, 1)
         self.relu3 = nn.ReLU()
-        self.conv4 = ConvNorm(dim // 2, dim, 3, 2, 1)
+        self.conv4 = ConvNorm(dim // 2, out_dim or dim, 3, 2, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.relu1(self.conv1(x))
@@ -428,21 +441,24 @@ class EfficientVitMsra(nn.Module):
         self.in_chans = in_chans
         self.img_size = img_size
         self.drop_rate = drop_rate
-        self.num_features = self.head_hidden_size = embed_dim[-1]  # pre-logits = pooled features
+        dims = tuple(_stage_dim(widths, f"stages.{i}", ed, nh)
+                     for i, (ed, nh) in enumerate(zip(embed_dim, num_heads)))
+        self.num_features = self.head_hidden_size = dims[-1]  # pre-logits = pooled features
         self.data_config = dict(input_size=(in_chans, img_size, img_size), mean=_IMAGENET_MEAN,
                                 std=_IMAGENET_STD, crop_pct=_CROP_PCT, interpolation=_INTERPOLATION)
 
-        self.patch_embed = PatchEmbedding(in_chans, embed_dim[0])
+        # the patch embedding's inner widths follow the configured width, not a pruned one
+        self.patch_embed = PatchEmbedding(in_chans, embed_dim[0], dims[0])
         # The true feature size (conv arithmetic). timm uses img_size // 16, which agrees for
         # multiples of 16 and otherwise sizes the attention windows for a map it never sees.
         resolution = img_size
         for _ in range(_PATCH_EMBED_CONVS):
             resolution = _conv_out(resolution)
         stages = []
-        per_stage = zip(embed_dim, depth, num_heads, key_dim, window_size)
+        per_stage = zip(dims, depth, num_heads, key_dim, window_size)
         for i, (ed, dp, nh, kd, ws) in enumerate(per_stage):
             stage = EfficientVitStage(
-                embed_dim[max(i - 1, 0)], ed, dp, kd, nh, resolution, ws, kernels,
+                dims[max(i - 1, 0)], ed, dp, kd, nh, resolution, ws, kernels,
                 downsample=i > 0, widths=widths, path=f"stages.{i}",
             )
             resolution = stage.resolution

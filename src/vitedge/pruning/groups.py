@@ -9,8 +9,10 @@ changes, so a pruned model is rebuilt by the normal factory and then filled with
 
 We own both model families, so groups are written out per block type instead of being traced
 from a dependency graph (Torch-Pruning's walk fails inside LiteMLA and exhausts memory on the
-Microsoft models). Only block-internal widths are grouped; stage widths, tied together by the
-residual connections, stay as they are.
+Microsoft models). Block-internal widths are always grouped. A Microsoft model's residual stage
+widths (every block of a stage adds into them) are grouped on request (``stage_widths=True``):
+one unit is channel ``j`` of every head's input chunk, since the cascade adds head ``i−1``'s
+output channel ``j`` to chunk ``i``'s. The MIT models' stage widths stay as they are.
 
 Example::
 
@@ -78,9 +80,11 @@ class ChannelGroup:
     """One prunable width: the tensor slices that move together and the override they set.
 
     ``kind`` names the block type (``mid_channels``, ``mla_heads``, ``head_conv``,
-    ``head_hidden``, ``ffn_hidden``, ``key_dims``, ``merge_hidden``, ``se_hidden``); ``stage``
-    is the coarse location used by per-stage ratios (``stem``, ``stages.1``, ``head``). A
-    ``"head"`` unit is a whole attention head (never split); a ``"channel"`` unit is one channel.
+    ``head_hidden``, ``ffn_hidden``, ``key_dims``, ``merge_hidden``, ``se_hidden``,
+    ``stage_width``); ``stage`` is the coarse location used by per-stage ratios (``stem``,
+    ``stages.1``, ``head``). A ``"head"`` unit is a whole attention head (never split); a
+    ``"channel"`` unit is ``unit_channels`` channels of the width (one, or one per head for a
+    Microsoft stage width).
     """
 
     name: str
@@ -89,6 +93,7 @@ class ChannelGroup:
     width: WidthKey
     unit: str
     slices: tuple[ParamSlice, ...] = field(repr=False)
+    unit_channels: int = 1
 
     @property
     def units(self) -> int:
@@ -251,6 +256,56 @@ def _msra_groups(model: msra.EfficientVitMsra) -> Iterator[ChannelGroup]:
             yield _group(f"{path}.se", "hidden", "se_hidden", "channel", se_slices)
 
 
+def _msra_stage_widths(model: msra.EfficientVitMsra) -> Iterator[ChannelGroup]:
+    """Each stage's residual width: written by the patch embedding or the patch merging, added
+    into by every residual branch of the stage (and of the next stage's first downsample half),
+    read by the next patch merging or the classifier.
+
+    Unit ``j`` is channel ``j`` of every head's chunk (channels ``j, vd + j, …`` with
+    ``vd = dim / heads``): head ``i``'s v row ``j`` is added to chunk ``i + 1``'s channel ``j``, so
+    the two go together and every chunk keeps the same width."""
+    stages = list(model.stages)
+    for s, stage in enumerate(stages):
+        path = f"stages.{s}"
+        heads = stage.blocks[0].mixer.m.attn.num_heads
+        vd = stage.blocks[0].mixer.m.attn.val_dim
+        idx = (torch.arange(heads) * vd).unsqueeze(0) + torch.arange(vd).unsqueeze(1)  # (vd, heads)
+        if s == 0:
+            slices = _producer(model.patch_embed.conv4, "patch_embed.conv4", idx)
+        else:
+            slices = _producer(stage.downsample.patchmerge.conv3, f"{path}.downsample.patchmerge.conv3", idx)
+        residuals = [] if s == 0 else [(f"{path}.downsample.res2.{k}", r)
+                                       for k, r in enumerate(stage.downsample.res2)]
+        for b, block in enumerate(stage.blocks):
+            residuals += [(f"{path}.blocks.{b}.{n}", getattr(block, n)) for n in ("dw0", "ffn0", "mixer", "dw1", "ffn1")]
+        if s + 1 < len(stages):
+            nxt = f"stages.{s + 1}.downsample"
+            residuals += [(f"{nxt}.res1.{k}", r) for k, r in enumerate(stages[s + 1].downsample.res1)]
+            slices.append(_consumer(f"{nxt}.patchmerge.conv1.conv.weight", idx))
+        elif isinstance(model.head, msra.NormLinear):
+            slices += _norm_slices(model.head.bn, "head.bn", idx) + [_consumer("head.linear.weight", idx)]
+        for rpath, residual in residuals:
+            slices += _stage_branch(residual.m, f"{rpath}.m", idx, vd)
+        yield ChannelGroup(name=f"{path}:dim", kind="stage_width", stage=path, width=WidthKey(path, "dim"),
+                           unit="channel", slices=tuple(slices), unit_channels=heads)
+
+
+def _stage_branch(m: nn.Module, path: str, idx: torch.Tensor, vd: int) -> list[ParamSlice]:
+    """The slices of one residual branch that read and write the stage width."""
+    if isinstance(m, msra.ConvNorm):  # depthwise: one row per channel
+        return _producer(m, path, idx)
+    if isinstance(m, msra.ConvMlp):
+        return [_consumer(f"{path}.pw1.conv.weight", idx)] + _producer(m.pw2, f"{path}.pw2", idx)
+    if isinstance(m, msra.LocalWindowAttention):
+        attn, chunk = m.attn, _channels(vd)
+        slices = [_consumer(f"{path}.attn.proj.1.conv.weight", idx)] + _producer(attn.proj[1], f"{path}.attn.proj.1", idx)
+        for i, kd in enumerate(attn.key_dims):
+            slices.append(_consumer(f"{path}.attn.qkvs.{i}.conv.weight", chunk))
+            slices += _producer(attn.qkvs[i], f"{path}.attn.qkvs.{i}", 2 * kd + chunk, fixed=torch.arange(2 * kd))
+        return slices
+    raise AssertionError(f"unexpected residual branch {type(m).__name__} at {path}")
+
+
 def _cga_key_dims(m: msra.CascadedGroupAttention, path: str) -> Iterator[ChannelGroup]:
     """Per-head q/k width: q channel c and k channel c are one unit (they meet only in qᵀk).
 
@@ -271,15 +326,16 @@ def _cga_key_dims(m: msra.CascadedGroupAttention, path: str) -> Iterator[Channel
 # public API
 
 
-def channel_groups(model: nn.Module) -> list[ChannelGroup]:
-    """Every prunable group of ``model``, in module order.
+def channel_groups(model: nn.Module, *, stage_widths: bool = False) -> list[ChannelGroup]:
+    """Every prunable group of ``model``, in module order; with ``stage_widths``, a Microsoft
+    model's residual stage widths too (after the block-internal groups).
 
     Raises :class:`VitedgeError` for a model that is not one of the two EfficientViT families.
     """
     if isinstance(model, (mit.EfficientVitMit, seg.EfficientVitSeg)):
         groups = list(_mit_groups(model))
     elif isinstance(model, msra.EfficientVitMsra):
-        groups = list(_msra_groups(model))
+        groups = list(_msra_groups(model)) + (list(_msra_stage_widths(model)) if stage_widths else [])
     else:
         raise VitedgeError(f"cannot prune a {type(model).__name__}: only EfficientViT models built "
                            "by vitedge.create_model have known channel groups")
@@ -288,15 +344,17 @@ def channel_groups(model: nn.Module) -> list[ChannelGroup]:
 
 
 def _check_groups(model: nn.Module, groups: Sequence[ChannelGroup]) -> None:
-    # Our own invariant: each (tensor, axis) belongs to at most one group, and every index
-    # table fits its tensor. A violation is a bug in the group definitions above.
+    # Our own invariant: no index of a (tensor, axis) is a unit of two groups (a stage width
+    # shares the qkv rows with the key dims: v rows are its units, q/k rows theirs), and every
+    # index table fits its tensor. A violation is a bug in the group definitions above.
     state = model.state_dict()
-    seen: set[tuple[str, int]] = set()
+    owned: dict[tuple[str, int], set[int]] = {}
     for g in groups:
         for s in g.slices:
-            key = (s.name, s.dim)
-            assert key not in seen, f"{s.name} axis {s.dim} is in two groups"
-            seen.add(key)
+            units = set(s.index.reshape(-1).tolist())
+            mine = owned.setdefault((s.name, s.dim), set())
+            assert not units & mine, f"{s.name} axis {s.dim}: an index is a unit of two groups"
+            mine |= units
             assert s.name in state, f"group {g.name} names unknown tensor {s.name}"
             assert s.index.shape[0] == g.units, f"{s.name}: unit count differs within {g.name}"
             covered = s.index.reshape(-1) if s.fixed is None else torch.cat([s.index.reshape(-1), s.fixed])
@@ -310,16 +368,18 @@ def slice_state_dict(state: Mapping[str, torch.Tensor], groups: Sequence[Channel
 
     Indices are sorted before slicing: every narrower block lays its surviving channels out in
     their original order (branch-major for LiteMLA's projection input), so sorted = new layout.
+    An axis that two groups share loses the dropped units of both.
     """
-    out = dict(state)
+    keep: dict[tuple[str, int], torch.Tensor] = {}
     for g in groups:
-        units = kept[g.name]
+        dropped = torch.ones(g.units, dtype=torch.bool)
+        dropped[kept[g.name]] = False
         for s in g.slices:
-            idx = s.index[units].reshape(-1)
-            if s.fixed is not None:
-                idx = torch.cat([idx, s.fixed])
-            idx = idx.sort().values.to(out[s.name].device)
-            out[s.name] = out[s.name].index_select(s.dim, idx)
+            mask = keep.setdefault((s.name, s.dim), torch.ones(state[s.name].shape[s.dim], dtype=torch.bool))
+            mask[s.index[dropped].reshape(-1)] = False
+    out = dict(state)
+    for (name, dim), mask in keep.items():
+        out[name] = out[name].index_select(dim, mask.nonzero().reshape(-1).to(out[name].device))
     return out
 
 
@@ -332,7 +392,7 @@ def block_widths_from(groups: Sequence[ChannelGroup], kept: Mapping[str, torch.T
     """
     widths: dict[str, dict[str, Any]] = {}
     for g in groups:
-        n = int(len(kept[g.name]))
+        n = int(len(kept[g.name])) * g.unit_channels
         entry = widths.setdefault(g.width.path, {})
         if g.width.position is None:
             entry[g.width.key] = n

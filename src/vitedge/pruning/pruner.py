@@ -52,6 +52,10 @@ class PruneConfig:
     16 channels, and B0 pruned 40 % with ``round_to=1`` ran *slower* than the dense model there
     (1.15×) while ``round_to=8`` ran at 0.66–0.69×. ``min_channels`` is the fewest channels a
     group keeps (head groups keep at least one head).
+    ``stage_widths`` also prunes a Microsoft model's residual stage widths (one unit: a channel
+    of every head's chunk), which the classic recipe leaves whole: without them M0 pruned 40 %
+    keeps 0.70× of its MACs. MIT models have no such groups.
+
     ``max_batches`` bounds what the Taylor criterion consumes. ``bn_images`` is used by the
     recipe (:func:`~vitedge.workflows.prune.prune_checkpoint`): that many training images
     re-estimate the BatchNorm statistics of the pruned model (no training).
@@ -63,6 +67,7 @@ class PruneConfig:
     stage_ratios: Mapping[str, float] | None = None
     round_to: int = 8
     min_channels: int = 8
+    stage_widths: bool = False
     seed: int = 0
     max_batches: int = 8
     bn_images: int = 512               # recipe only: BatchNorm re-estimation after pruning (0: off)
@@ -109,18 +114,19 @@ class PrunePlan:
                      kept=int(len(self.kept[g.name]))) for g in self.groups]
 
 
-def stage_names(model: nn.Module) -> list[str]:
+def stage_names(model: nn.Module, stage_widths: bool = False) -> list[str]:
     """The stage keys ``stage_ratios`` accepts for ``model``, in model order."""
-    return list(dict.fromkeys(g.stage for g in channel_groups(model)))
+    return list(dict.fromkeys(g.stage for g in channel_groups(model, stage_widths=stage_widths)))
 
 
 def _min_keep(group: ChannelGroup, config: PruneConfig) -> int:
-    return 1 if group.unit == "head" else min(group.units, config.min_channels)
+    return 1 if group.unit == "head" else min(group.units, -(-config.min_channels // group.unit_channels))
 
 
 def _round_keep(group: ChannelGroup, keep: float, config: PruneConfig) -> int:
-    """Nearest whole unit (then multiple of ``round_to`` for channels), clamped to the group."""
-    step = config.round_to if group.unit == "channel" else 1
+    """Nearest whole unit (then a multiple of ``round_to`` channels, where a unit's channels
+    allow), clamped to the group."""
+    step = max(1, config.round_to // group.unit_channels) if group.unit == "channel" else 1
     n = step * math.floor(keep / step + 0.5)
     return max(_min_keep(group, config), min(group.units, n))
 
@@ -174,7 +180,7 @@ def plan_pruning(
 
     ``importance`` overrides ``config.criterion`` with any callable mapping a group to scores.
     """
-    groups = tuple(channel_groups(model))
+    groups = tuple(channel_groups(model, stage_widths=config.stage_widths))
     stages = list(dict.fromkeys(g.stage for g in groups))
     unknown = sorted(set(config.stage_ratios or {}) - set(stages))
     if unknown:
@@ -244,6 +250,7 @@ def prune(
     stage_ratios: Mapping[str, float] | None = None,
     round_to: int = 8,
     min_channels: int = 8,
+    stage_widths: bool = False,
     example_batches: Iterable[Any] | None = None,
     loss_fn: LossFn | None = None,
     seed: int = 0,
@@ -252,7 +259,8 @@ def prune(
 
     Prunable: MBConv / fused-MBConv / ResBlock hidden channels, LiteMLA heads (whole heads) and
     the classifier's hidden widths (MIT); FFN and patch-merging hidden channels, squeeze-excite
-    width and per-head q/k dims (Microsoft). ``criterion`` is ``"l2"`` (Frobenius norm),
+    width and per-head q/k dims (Microsoft), and with ``stage_widths`` the Microsoft residual
+    stage widths. ``criterion`` is ``"l2"`` (Frobenius norm),
     ``"l1"``, ``"taylor"`` (needs ``example_batches`` of (images, labels); ``loss_fn`` defaults
     to cross-entropy) or ``"random"`` (seeded by ``seed``). See :class:`PruneConfig` for the rest.
 
@@ -262,6 +270,6 @@ def prune(
         vitedge.save(small, "b0_p40.safetensors")     # reloads with vitedge.load
     """
     config = PruneConfig(ratio=ratio, criterion=criterion, scope=scope, stage_ratios=stage_ratios,
-                         round_to=round_to, min_channels=min_channels, seed=seed)
+                         round_to=round_to, min_channels=min_channels, stage_widths=stage_widths, seed=seed)
     plan = plan_pruning(model, config, example_batches=example_batches, loss_fn=loss_fn)
     return apply_plan(model, plan)

@@ -69,3 +69,24 @@ def test_bad_questions_are_one_line_errors(model):
     with pytest.raises(VitedgeError, match="ratios must lie in"):
         measure_table(model, runtime="onnxruntime", precision="fp32", resolution=RES, name="b0",
                       ratios=(1.2,))
+
+
+def test_m0_stage_widths_are_measured_as_the_search_prunes_them(tmp_path):
+    """With stage widths a stage's cut also narrows what the next stage and the classifier read:
+    the weights clock sees more saved per stage, the cached key says which table it is, and the
+    fitted coupling absorbs the overlap of neighbouring stages' savings."""
+    torch.manual_seed(0)
+    m0 = vitedge.create_model("efficientvit_m0", num_classes=10, img_size=RES).eval()
+    kwargs = dict(runtime="onnxruntime", precision="fp32", resolution=RES, name="m0", ratios=(0.5,), rounds=1,
+                  timer=weights_clock, log=lambda _: None)
+    inner = measure_table(m0, **kwargs)
+    widths = measure_table(m0, stage_widths=True, cache=tmp_path / "m0.json", **kwargs)
+    assert widths.stage_widths and not inner.stage_widths and widths.key() != inner.key()
+    assert widths.stages == inner.stages == ["stages.0", "stages.1", "stages.2"]
+    for stage in widths.stages:
+        assert widths.deltas[stage]["0.5"] < 1.3 * inner.deltas[stage]["0.5"] < 0
+    assert 0.9 < widths.coupling <= 1.0  # a stage's width is read by the next one: savings overlap a little
+    assert widths.predict({s: 0.5 for s in widths.stages}) < 0.5 * widths.dense_ms
+    reread = measure_table(m0, stage_widths=True, cache=tmp_path / "m0.json",
+                           **{**kwargs, "timer": lambda *_: pytest.fail("measured again")})
+    assert reread == widths

@@ -2,9 +2,9 @@
 precision, resolution and batch, predicted from a table measured on this machine.
 
 Pruning removes hidden channels (MBConv expansions, attention heads, FFN and classifier hidden
-widths); the residual width a stage passes on is never pruned. A stage's pruning therefore
-changes that stage's work only, and a configuration's latency is the dense model's plus one
-change per stage::
+widths), and with ``stage_widths`` a Microsoft model's residual stage widths, which the next
+stage's first layers and the classifier read too. A stage's pruning changes mostly that stage's
+work, and a configuration's latency is the dense model's plus one change per stage::
 
     latency({stage: ratio}) = dense + k · Σ_stage Δ_stage(ratio)
 
@@ -91,6 +91,7 @@ class LatencyTable:
     dense_ms: float
     deltas: dict[str, dict[str, float]]  # stage → f"{ratio:g}" → ms added (negative: saved)
     coupling: float = 1.0                # k: measured saving of the uniform models / summed deltas
+    stage_widths: bool = False           # the variants pruned the residual stage widths too
 
     @property
     def stages(self) -> list[str]:
@@ -130,7 +131,7 @@ class LatencyTable:
 
 def variant_files(model: nn.Module, configs: Mapping[str, Mapping[str, float]], folder: Path, *,
                   runtime: str, precision: str, resolution: int, round_to: int = 8,
-                  calib: Sequence[torch.Tensor] | None = None) -> dict[str, Path]:
+                  calib: Sequence[torch.Tensor] | None = None, stage_widths: bool = False) -> dict[str, Path]:
     """One deployment file per named configuration (``{stage: ratio}``; empty: dense), pruned by L2
     (the widths, not which channels, set the latency) and, for ``int8``, quantized for ``runtime``
     with a fixed plan (every point the target places in INT8: the plan's float points are the
@@ -143,7 +144,8 @@ def variant_files(model: nn.Module, configs: Mapping[str, Mapping[str, float]], 
     for name, stage_ratios in configs.items():
         variant = model.eval()
         if stage_ratios:  # a pruned model is built in training mode: BatchNorm must fold before INT8
-            variant = prune(model, 0.0, stage_ratios=dict(stage_ratios), round_to=round_to).eval()
+            variant = prune(model, 0.0, stage_ratios=dict(stage_ratios), round_to=round_to,
+                            stage_widths=stage_widths).eval()
         if precision == "int8":
             config = QuantConfig.for_target(runtime, auto_float=False, auto_reconstruct=0)
             variant = quantize(variant, calib, config=config)
@@ -176,15 +178,17 @@ def time_files(timer: Timer, runtime: str, files: Mapping[str, tuple[Path, str]]
 def measure_table(model: nn.Module, *, runtime: str, precision: str, resolution: int, name: str,
                   batch: int = 1, threads: int = 1, ratios: Sequence[float] = DEFAULT_RATIOS,
                   runs: int = 50, warmup: int = 10, rounds: int = 3, cache: Path | None = None,
-                  timer: Timer | None = None, log: Callable[[str], None] = print) -> LatencyTable:
-    """The latency table of ``model`` (called ``name``) on ``runtime`` in ``precision``; read from
-    ``cache`` (a JSON file) when it holds a table measured for the same key on this machine."""
+                  timer: Timer | None = None, stage_widths: bool = False,
+                  log: Callable[[str], None] = print) -> LatencyTable:
+    """The latency table of ``model`` (called ``name``) on ``runtime`` in ``precision``, its
+    variants pruned with or without the residual ``stage_widths``; read from ``cache`` (a JSON
+    file) when it holds a table measured for the same key on this machine."""
     ratios = tuple(sorted(float(r) for r in ratios))
     if not ratios or not all(0 < r < 1 for r in ratios):
         raise VitedgeError(f"latency table ratios must lie in (0, 1), got {list(ratios)}")
     stages = stage_names(model)
     empty = LatencyTable(name, runtime, precision, resolution, batch, threads, machine_fingerprint(), ratios,
-                         0.0, {})
+                         0.0, {}, stage_widths=stage_widths)
     if cache is not None and cache.is_file():
         cached = LatencyTable.from_dict(json.loads(cache.read_text()))
         if cached.key() == empty.key():
@@ -195,7 +199,7 @@ def measure_table(model: nn.Module, *, runtime: str, precision: str, resolution:
     log(f"latency table: {len(configs)} variants of {name} on {runtime} {precision} at {resolution} px")
     with tempfile.TemporaryDirectory() as tmp:
         files = variant_files(model, configs, Path(tmp), runtime=runtime, precision=precision,
-                              resolution=resolution)
+                              resolution=resolution, stage_widths=stage_widths)
         timed = time_files(timer or harness(threads, batch, resolution, runs, warmup), runtime,
                            {name: (path, precision) for name, path in files.items()}, rounds)
     dense = timed["dense"]
@@ -218,7 +222,7 @@ def check_table(model: nn.Module, table: LatencyTable, configs: Sequence[Mapping
     named = {"dense": {}, **{f"c{i}": dict(c) for i, c in enumerate(configs)}}
     with tempfile.TemporaryDirectory() as tmp:
         files = variant_files(model, named, Path(tmp), runtime=table.runtime, precision=table.precision,
-                              resolution=table.resolution)
+                              resolution=table.resolution, stage_widths=table.stage_widths)
         clock = timer or harness(table.threads, table.batch, table.resolution, runs, warmup)
         sources = {name: (path, table.precision) for name, path in files.items()}
         timed = time_files(clock, table.runtime, sources, rounds)

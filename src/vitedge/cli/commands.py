@@ -399,6 +399,8 @@ def search_command(
     calib: Calib = 256,
     threads: Annotated[int, typer.Option(min=1, help="runtime threads")] = 1,
     runs: Runs = 50,
+    stage_widths: Annotated[bool, typer.Option(
+        help="also prune each stage's residual width (Microsoft M models; MIT models have none)")] = True,
     seed: Seed = DEFAULTS.seed,
     out: Out = Path("runs/search"),
 ) -> None:
@@ -415,7 +417,7 @@ def search_command(
     run = search_checkpoint(checkpoint, data=train.data, runtime=runtime, precision=precision,
                             latency_ms=latency_ms, speedup=speedup, ratios=tuple(ratio or DEFAULT_RATIOS),
                             finetune=train if finetune_epochs > 0 else None, images=images, calib=calib,
-                            threads=threads, runs=runs, seed=seed, out=out,
+                            threads=threads, runs=runs, seed=seed, stage_widths=stage_widths, out=out,
                             log=lambda text: render.line(text))
     render.line(run.summary())
     render.wrote(out / "search.json")

@@ -102,11 +102,11 @@ def _kl(dense: torch.Tensor, pruned: torch.Tensor) -> float:
 
 @torch.no_grad()
 def measure_sensitivity(model: nn.Module, data: TaskData, *, ratios: Sequence[float], images: int = 256,
-                        bn_images: int = 256, seed: int = 0, round_to: int = 8,
+                        bn_images: int = 256, seed: int = 0, round_to: int = 8, stage_widths: bool = False,
                         log: Callable[[str], None] = print) -> Sensitivity:
-    """Each stage of ``model`` pruned alone (L2) at each ratio, BatchNorm re-estimated on
-    ``bn_images`` training images, then compared with the dense model on ``images`` other
-    training images."""
+    """Each stage of ``model`` pruned alone (L2, its residual width too with ``stage_widths``) at
+    each ratio, BatchNorm re-estimated on ``bn_images`` training images, then compared with the
+    dense model on ``images`` other training images."""
     model = model.eval()
     available = len(data.train_set)
     if available < 2:
@@ -123,7 +123,7 @@ def measure_sensitivity(model: nn.Module, data: TaskData, *, ratios: Sequence[fl
     kl: dict[str, dict[str, float]] = {s: {} for s in stages}
     score: dict[str, dict[str, float]] = {s: {} for s in stages}
     for i, (stage, ratio) in enumerate(itertools.product(stages, ratios), 1):
-        variant = prune(model, 0.0, stage_ratios={stage: ratio}, round_to=round_to)
+        variant = prune(model, 0.0, stage_ratios={stage: ratio}, round_to=round_to, stage_widths=stage_widths)
         recalibrate_batchnorm(variant, bn)
         logits = [variant.eval()(x) for x, _ in held]
         weighted = sum(_kl(d, p) * len(x) for d, p, (x, _) in zip(dense_logits, logits, held))
@@ -210,6 +210,7 @@ def search_checkpoint(
     runs: int = 50,
     rounds: int = 3,
     seed: int = 0,
+    stage_widths: bool = True,
     out: str | os.PathLike = "runs/search",
     log: Callable[[str], None] = print,
 ) -> SearchRun:
@@ -217,7 +218,8 @@ def search_checkpoint(
     (``latency_ms``, or ``speedup`` over the dense FP32 model on that runtime), then prune by the
     winner, fine-tune it (``finetune``: its epochs, optimiser and distillation; ``None``: BatchNorm
     re-estimation only), quantize it for the runtime (``int8``), export it and time it beside the
-    dense model. Every stage is cached in ``out`` and a re-run resumes."""
+    dense model. ``stage_widths``: a Microsoft model's residual stage widths are searched with
+    their stage (MIT models have none). Every stage is cached in ``out`` and a re-run resumes."""
     checkpoint, out = Path(checkpoint), Path(out)
     if (latency_ms is None) == (speedup is None):
         raise VitedgeError("give the budget as exactly one of --latency-ms or --speedup")
@@ -246,7 +248,7 @@ def search_checkpoint(
 
     table = measure_table(model, runtime=runtime, precision=precision, resolution=resolution,
                           name=arch_id, threads=threads, ratios=ratios, runs=runs, rounds=rounds,
-                          cache=out / f"latency_{runtime}_{precision}.json", log=log)
+                          cache=out / f"latency_{runtime}_{precision}.json", stage_widths=stage_widths, log=log)
     # the dense FP32 model and the dense model in the table's precision, side by side: --speedup
     # counts from FP32, in the table's units
     fp32_ms, same_ms = _dense_pair(model, runtime, precision, resolution, threads, runs, rounds, out)
@@ -261,19 +263,20 @@ def search_checkpoint(
                            f"{runtime} {precision})")
 
     key = {"checkpoint": digest, "data": dataclasses.asdict(data), "seed": seed, "ratios": list(ratios),
-           "images": images, "bn_images": bn_images}
+           "images": images, "bn_images": bn_images, "stage_widths": stage_widths}
     stage = Stage(out / "sensitivity", key, log)
     record = stage.cached()
     if record is None:
         measured = measure_sensitivity(model, task, ratios=ratios, images=images, bn_images=bn_images,
-                                       seed=seed, log=log)
+                                       seed=seed, stage_widths=stage_widths, log=log)
         record = stage.done(measured.to_dict())
     sensitivity = Sensitivity.from_dict(record)
     result = search(table, sensitivity, budget)
     log(f"search: {result.candidates} configurations within {budget:.2f} ms; chosen {result.stage_ratios} "
         f"(predicted {result.predicted_ms:.2f} ms, KL {result.predicted_kl:.4f})")
 
-    pruned = _pruned(checkpoint, digest, result.stage_ratios, finetune, data, bn_images, seed, out, log)
+    pruned = _pruned(checkpoint, digest, result.stage_ratios, finetune, data, bn_images, seed, stage_widths, out,
+                     log)
     metrics: dict[str, Any] = {"metric": task.metric, "label": task.task.label, "budget_ms": budget,
                                "reference_fp32_ms": reference, **pruned["metrics"]}
     deployed_checkpoint = Path(pruned["checkpoint"])
@@ -320,12 +323,13 @@ def _time_together(runtime: str, files: Sequence[tuple[Path, str]], resolution: 
 
 
 def _pruned(checkpoint: Path, digest: str, stage_ratios: dict[str, float], finetune: TrainConfig | None,
-            data: DataConfig, bn_images: int, seed: int, out: Path,
+            data: DataConfig, bn_images: int, seed: int, stage_widths: bool, out: Path,
             log: Callable[[str], None]) -> dict[str, Any]:
     runs = out / "pruned" / "finetune"
     train = finetune or TrainConfig(model=str(checkpoint), data=data, seed=seed)
     train = train.replace(out=str(runs), resume=(runs / STATE_FILE).is_file())
-    config = PruneConfig(ratio=0.0, stage_ratios=stage_ratios, bn_images=bn_images, seed=seed)
+    config = PruneConfig(ratio=0.0, stage_ratios=stage_ratios, bn_images=bn_images, seed=seed,
+                         stage_widths=stage_widths)
     stage = Stage(out / "pruned", {"checkpoint": digest, "prune": dataclasses.asdict(config),
                                    "finetune": train.to_dict() if finetune else None}, log)
     record = stage.cached()

@@ -96,7 +96,8 @@ def test_a_miniature_search_runs_end_to_end_and_resumes(tiny_classifier, tmp_pat
     (("--runtime", "tflite"), "unknown runtime 'tflite'"),
     (("--speedup", "2", "--latency-ms", "1"), "exactly one of --latency-ms or --speedup"),
     (("--latency-ms", "-1"), "the budget must be positive"),
-    (("--precision", "bf16"), "fp32 or int8"),
+    (("--precision", "fp16"), "fp32, bf16 or int8"),
+    (("--precision", "bf16"), "onnxruntime runs FP32 files in fp32"),
 ])
 def test_bad_search_input_is_one_line_before_any_measurement(tiny_classifier, tmp_path, monkeypatch, capsys,
                                                               extra, message):
@@ -128,3 +129,17 @@ def test_a_checkpoint_of_another_task_or_an_unmeetable_budget_is_one_line(tiny_c
                            "--ratio", "0.5", "--runs", "3", "--out", str(tmp_path / "s2"))
     assert_one_line_error(code, err, "cannot be met: the fastest configuration of the grid is predicted at")
     assert not (tmp_path / "s2" / "sensitivity").exists()  # stopped before the sensitivity
+
+
+def test_bf16_is_searched_only_where_openvino_has_it(tiny_classifier, tmp_path, monkeypatch, capsys):
+    from test_cli import assert_one_line_error, run_cli
+
+    from vitedge.deploy.runtimes import native_bf16
+
+    if native_bf16():
+        pytest.skip("this CPU has native bf16: OpenVINO searches it")
+    data_dir, checkpoint = tiny_classifier
+    code, _, err = run_cli(monkeypatch, capsys, "search", str(checkpoint), "--speedup", "2", "--data", str(data_dir),
+                           "--runtime", "openvino", "--precision", "bf16", "--out", str(tmp_path / "s"))
+    assert_one_line_error(code, err, "this CPU has none")
+    assert not (tmp_path / "s").exists()

@@ -136,8 +136,8 @@ def variant_files(model: nn.Module, configs: Mapping[str, Mapping[str, float]], 
     (the widths, not which channels, set the latency) and, for ``int8``, quantized for ``runtime``
     with a fixed plan (every point the target places in INT8: the plan's float points are the
     exception the precision plan measures separately)."""
-    if precision not in ("fp32", "int8"):
-        raise VitedgeError(f"the latency model measures fp32 or int8, not {precision!r}")
+    if precision not in ("fp32", "bf16", "int8"):
+        raise VitedgeError(f"the latency model measures fp32, bf16 or int8, not {precision!r}")
     if precision == "int8" and calib is None:
         calib = [torch.randn(4, 3, resolution, resolution, generator=torch.Generator().manual_seed(0))]
     files = {}
@@ -149,7 +149,9 @@ def variant_files(model: nn.Module, configs: Mapping[str, Mapping[str, float]], 
         if precision == "int8":
             config = QuantConfig.for_target(runtime, auto_float=False, auto_reconstruct=0)
             variant = quantize(variant, calib, config=config)
-        files[name] = export(variant.eval(), folder / f"{name}.onnx", precision, resolution=resolution)
+        # bf16 is how OpenVINO runs an FP32 file (its inference precision), not a file of its own
+        files[name] = export(variant.eval(), folder / f"{name}.onnx", "fp32" if precision == "bf16" else precision,
+                             resolution=resolution)
     return files
 
 

@@ -44,6 +44,7 @@ from vitedge.bench.latency_model import (
     variant_files,
 )
 from vitedge.deploy import export, get_runtime
+from vitedge.deploy.runtimes import native_bf16
 from vitedge.errors import VitedgeError
 from vitedge.io import load_bundle, read_metadata, write_json
 from vitedge.models.checkpoint import load
@@ -190,7 +191,8 @@ class SearchRun:
         return (f"searched ({widths}): {m['label']} {m['score']:.2f} % on the test split, "
                 f"{m['measured_ms']:.2f} ms on {self.table.runtime} {self.table.precision} (predicted "
                 f"{self.result.predicted_ms:.2f}, budget {self.result.budget_ms:.2f}), {m['speedup']:.2f}× "
-                f"the dense FP32 model")
+                f"the dense FP32 model, {m['latency_vs_dense']:.2f}× the dense model's latency in "
+                f"{self.table.precision}, {m['macs_pruned'] / m['macs_dense']:.2f}× its MACs")
 
 
 def search_checkpoint(
@@ -225,13 +227,17 @@ def search_checkpoint(
         raise VitedgeError("give the budget as exactly one of --latency-ms or --speedup")
     if (latency_ms is not None and not latency_ms > 0) or (speedup is not None and not speedup > 0):
         raise VitedgeError(f"the budget must be positive, got {latency_ms if speedup is None else speedup}")
-    if precision not in ("fp32", "int8"):
-        raise VitedgeError(f"the search deploys fp32 or int8, not {precision!r}")
+    if precision not in ("fp32", "bf16", "int8"):
+        raise VitedgeError(f"the search deploys fp32, bf16 or int8, not {precision!r}")
     spec = get_runtime(runtime)
     ok, why = spec.available()
     if spec.format != "onnx" or not ok:
         raise VitedgeError(f"runtime {runtime} cannot be measured here: "
                            f"{why or 'the search times ONNX files'}; use onnxruntime or openvino")
+    if precision == "bf16" and (runtime != "openvino" or not native_bf16()):
+        raise VitedgeError("bf16 is searched on OpenVINO on a CPU with native bf16 (AVX-512 BF16 or AMX); "
+                           f"{'this CPU has none' if runtime == 'openvino' else f'{runtime} runs FP32 files in fp32'}: "
+                           "use fp32 or int8")
     if not checkpoint.is_file():
         raise VitedgeError(f"checkpoint {checkpoint} does not exist; check the path")
     arch = read_metadata(checkpoint)["arch"]
@@ -287,12 +293,15 @@ def search_checkpoint(
     # the deployed model's score: after INT8, else after fine-tuning, else after BatchNorm re-estimation
     metrics["score"] = next(metrics[k] for k in ("score_int8", "score_finetuned", "score_bn_recalibrated",
                                                   "score_pruned") if metrics.get(k) is not None)
-    deployed = export(load(deployed_checkpoint), out / f"searched_{precision}.onnx", precision,
-                      resolution=resolution)
+    deployed = export(load(deployed_checkpoint), out / f"searched_{precision}.onnx",
+                      "fp32" if precision == "bf16" else precision, resolution=resolution)
+    # beside the dense model in FP32 (the --speedup reference) and in the deployed precision
     dense_fp32 = out / "dense_fp32.onnx"
-    timed = _time_together(runtime, [(deployed, precision), (dense_fp32, "fp32")], resolution, threads, runs,
-                           rounds)
-    metrics.update(measured_ms=timed[0], dense_fp32_ms=timed[1], speedup=timed[1] / timed[0])
+    dense_same = dense_fp32 if precision != "int8" else out / "dense_int8.onnx"
+    timed = _time_together(runtime, [(deployed, precision), (dense_fp32, "fp32"), (dense_same, precision)],
+                           resolution, threads, runs, rounds)
+    metrics.update(measured_ms=timed[0], dense_fp32_ms=timed[1], speedup=timed[1] / timed[0],
+                   dense_same_ms=timed[2], latency_vs_dense=timed[0] / timed[2])
     run = SearchRun(result, table, sensitivity, Path(pruned["checkpoint"]), deployed, metrics)
     write_json(out / SEARCH_FILE, {"search": dataclasses.asdict(result), "metrics": metrics,
                                    "table": table.to_dict(), "sensitivity": sensitivity.to_dict(),
@@ -307,9 +316,9 @@ def _dense_pair(model: nn.Module, runtime: str, precision: str, resolution: int,
     fp32 = export(model, out / "dense_fp32.onnx", "fp32", resolution=resolution)
     if precision == "fp32":
         return (_time_together(runtime, [(fp32, "fp32")], resolution, threads, runs, rounds)[0],) * 2
-    files = variant_files(model, {"dense_int8": {}}, out, runtime=runtime, precision=precision,
+    files = variant_files(model, {f"dense_{precision}": {}}, out, runtime=runtime, precision=precision,
                           resolution=resolution)
-    fp32_ms, same_ms = _time_together(runtime, [(fp32, "fp32"), (files["dense_int8"], precision)], resolution,
+    fp32_ms, same_ms = _time_together(runtime, [(fp32, "fp32"), (files[f"dense_{precision}"], precision)], resolution,
                                       threads, runs, rounds)
     return fp32_ms, same_ms
 

@@ -137,3 +137,19 @@ def test_quantizing_a_quantized_checkpoint_is_refused(monkeypatch, capsys, tiny_
     code, _, err = run_cli(monkeypatch, capsys, "quantize", str(out / "model.safetensors"), "--data", str(data),
                            "--out", str(tmp_path / "again"))
     assert_one_line_error(code, err, "already quantized")
+
+
+def test_prune_cli_cuts_m_model_stage_widths_on_request(monkeypatch, capsys, tiny_classifier, tmp_path):
+    data, _ = tiny_classifier
+    m0 = vitedge.save(vitedge.create_model("efficientvit_m0", num_classes=2, img_size=32),
+                      tmp_path / "m0.safetensors", extra={"classes": ["ant", "bee"]})
+    reports = {}
+    for flag in ("--no-stage-widths", "--stage-widths"):
+        out = tmp_path / flag
+        code, _, err = run_cli(monkeypatch, capsys, "prune", str(m0), "--ratio", "0.4", "--finetune-epochs", "0",
+                               flag, "--data", str(data), "--batch-size", "4", "--out", str(out))
+        assert code == 0, err
+        reports[flag] = json.loads((out / "prune.json").read_text())["metrics"]
+        widths = read_metadata(out / "model.safetensors")["arch"]["kwargs"]["block_widths"]
+        assert ("stages.2" in widths) == (flag == "--stage-widths")
+    assert reports["--stage-widths"]["macs_pruned"] < 0.75 * reports["--no-stage-widths"]["macs_pruned"]

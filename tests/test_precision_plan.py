@@ -18,7 +18,7 @@ from vitedge.quantization import (
     quantizers,
     save_quantized,
 )
-from vitedge.quantization.plan import MIN_KL, PrecisionPlan, auto_plan, keep_in_float, select_points
+from vitedge.quantization.plan import MIN_KL, PrecisionPlan, auto_plan, keep_in_float, replan, select_points
 from vitedge.quantization.points import aliases
 
 RES = 64
@@ -214,3 +214,29 @@ def test_plan_finds_a_kind_that_a_worse_one_masks(model_and_images):
     assert plan.kinds["attn.kv"].kl > 0.8 * plan.int8.kl, plan.kinds
     assert set(plan.float_points) == set(by_kind["attn.num"][:1] + masked), plan.reasons
     assert plan.planned.kl < 0.05 * plan.int8.kl, plan.reasons
+
+
+def test_replan_after_a_speed_plan_floats_what_then_matters(model_and_images):
+    """Points kept in float for speed change what the rest of the model's INT8 error is made of:
+    the plan runs again from there and adds the points that now matter, keeping the speed labels."""
+    model, images = model_and_images
+    qmodel = _quantize(model, images, auto_float=False)
+    by_kind = {}
+    for name, q in quantizers(qmodel):
+        by_kind.setdefault(q.kind, []).append(name)
+    broken_conv = by_kind["conv.output"][:1]
+    _break(qmodel, by_kind["attn.num"][:1], 2.0 ** 14)
+    _break(qmodel, broken_conv)
+    attention = [n for kind, names in by_kind.items() if kind.startswith("attn.") and kind != "attn.out"
+                 for n in names]
+    keep_in_float(qmodel, attention)  # what a speed plan does when the attention runs faster in float
+    qmodel.precision_plan = PrecisionPlan(point_kinds={n: "attention (latency)" for n in attention})
+    plan = replan(qmodel, model, [images[1]])
+    assert set(plan.float_points) == set(attention) | set(broken_conv), plan.reasons
+    assert plan.point_kinds[broken_conv[0]] == "conv.output"
+    assert all(plan.point_kinds[n] == "attention (latency)" for n in attention)
+    assert plan.reasons[0].startswith("with the speed plan's points in float: held-out KL")
+    assert plan.planned.kl < 0.05 * plan.int8.kl and plan.accuracy_points == tuple(broken_conv)
+    # nothing left to fix: a second replan adds nothing
+    again = replan(qmodel, model, [images[1]])
+    assert again.float_points == plan.float_points

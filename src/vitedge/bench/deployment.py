@@ -30,7 +30,7 @@ from vitedge.bench.nncf_anchor import nncf_available, nncf_quantize, nncf_versio
 from vitedge.deploy import RUNTIMES, export, get_runtime, load_runtime
 from vitedge.errors import VitedgeError
 from vitedge.io import load_bundle, write_text
-from vitedge.quantization import QuantConfig, is_quantized, load_quantized, quantize, save_quantized
+from vitedge.quantization import QuantConfig, is_quantized, load_quantized, quantize, replan, save_quantized
 from vitedge.quantization.config import TARGETS
 from vitedge.train.task_data import TaskData
 from vitedge.train.tasks import task_scored_by
@@ -244,7 +244,10 @@ def _int8_models(model: torch.nn.Module, quantized: str | os.PathLike | None, ta
         qmodel = quantize(model, calib_batches, config=QuantConfig.for_target(target, method="trio"),
                           holdout=holdout or None)
         if plan_resolution is not None and target in ("openvino", "onnxruntime"):
+            floated = set(qmodel.precision_plan.float_points)
             latency_plan(qmodel, resolution=plan_resolution, threads=threads)
+            if holdout and set(qmodel.precision_plan.float_points) != floated:
+                replan(qmodel, model, holdout)
         check_float_glue(qmodel, holdout or calib_batches, threads=threads)
         save_quantized(qmodel, out_dir / f"int8_{target}.safetensors", extra={"classes": task.classes})
         qmodels[target] = qmodel

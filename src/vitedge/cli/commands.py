@@ -239,6 +239,8 @@ def prune_command(
     criterion: Annotated[str, typer.Option(help="l2 (Frobenius), l1, taylor or random")] = "l2",
     scope: Annotated[str, typer.Option(help="layer (uniform ratio) or global ranking")] = "layer",
     round_to: Annotated[int, typer.Option(help="kept widths are multiples of this")] = 8,
+    stage_widths: Annotated[bool, typer.Option(
+        help="also cut each stage's residual width (Microsoft M models)")] = False,
     finetune_epochs: StageEpochs = 0,
     distill: Annotated[bool, typer.Option(help="distil the fine-tuning from the unpruned model")] = False,
     data: Data = DEFAULTS.data.dataset,
@@ -259,7 +261,8 @@ def prune_command(
     from vitedge.workflows.recipes import prune_summary, prune_table
     from vitedge.workflows.training import recipe_config
 
-    config = PruneConfig(ratio=ratio, criterion=criterion, scope=scope, round_to=round_to, seed=seed)
+    config = PruneConfig(ratio=ratio, criterion=criterion, scope=scope, round_to=round_to, stage_widths=stage_widths,
+                         seed=seed)
     train = recipe_config(finetune_epochs, seed=seed, data=data, root=data_dir, batch_size=batch_size,
                           workers=workers, lr=lr, more={
                               "data.img_size": pick_img_size(img_size, resolution),

@@ -277,7 +277,8 @@ def _msra_stage_widths(model: msra.EfficientVitMsra) -> Iterator[ChannelGroup]:
         residuals = [] if s == 0 else [(f"{path}.downsample.res2.{k}", r)
                                        for k, r in enumerate(stage.downsample.res2)]
         for b, block in enumerate(stage.blocks):
-            residuals += [(f"{path}.blocks.{b}.{n}", getattr(block, n)) for n in ("dw0", "ffn0", "mixer", "dw1", "ffn1")]
+            residuals += [(f"{path}.blocks.{b}.{n}", getattr(block, n))
+                          for n in ("dw0", "ffn0", "mixer", "dw1", "ffn1")]
         if s + 1 < len(stages):
             nxt = f"stages.{s + 1}.downsample"
             residuals += [(f"{nxt}.res1.{k}", r) for k, r in enumerate(stages[s + 1].downsample.res1)]
@@ -298,7 +299,8 @@ def _stage_branch(m: nn.Module, path: str, idx: torch.Tensor, vd: int) -> list[P
         return [_consumer(f"{path}.pw1.conv.weight", idx)] + _producer(m.pw2, f"{path}.pw2", idx)
     if isinstance(m, msra.LocalWindowAttention):
         attn, chunk = m.attn, _channels(vd)
-        slices = [_consumer(f"{path}.attn.proj.1.conv.weight", idx)] + _producer(attn.proj[1], f"{path}.attn.proj.1", idx)
+        slices = ([_consumer(f"{path}.attn.proj.1.conv.weight", idx)]
+                  + _producer(attn.proj[1], f"{path}.attn.proj.1", idx))
         for i, kd in enumerate(attn.key_dims):
             slices.append(_consumer(f"{path}.attn.qkvs.{i}.conv.weight", chunk))
             slices += _producer(attn.qkvs[i], f"{path}.attn.qkvs.{i}", 2 * kd + chunk, fixed=torch.arange(2 * kd))

@@ -30,7 +30,7 @@ from vitedge.quantization.config import (
     TrioConfig,
     int8_pairs_saturate,
 )
-from vitedge.quantization.plan import PrecisionPlan, Score, auto_plan, keep_in_float, select_points
+from vitedge.quantization.plan import PrecisionPlan, Score, auto_plan, keep_in_float, replan, select_points
 from vitedge.quantization.plots import RangeSummary, plot_channel_ranges
 from vitedge.quantization.points import is_quantized, prepare, quantizers, set_quant_state
 from vitedge.quantization.qat import freeze, observe, prepare_qat, scale_parameters
@@ -52,6 +52,7 @@ __all__ = [
     "Score",
     "TrioConfig",
     "auto_plan",
+    "replan",
     "calibrate",
     "calibration_batches",
     "count_kinds",

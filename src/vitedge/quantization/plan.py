@@ -30,6 +30,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -43,7 +44,7 @@ from vitedge.errors import VitedgeError
 from vitedge.quantization.points import aliases, quantizers
 from vitedge.quantization.quantizer import Log2Quantizer, Quantizer
 
-__all__ = ["PrecisionPlan", "Score", "auto_plan", "fixed_plan", "keep_in_float", "select_points"]
+__all__ = ["PrecisionPlan", "Score", "auto_plan", "fixed_plan", "keep_in_float", "replan", "select_points"]
 
 TARGET_AGREEMENT = 99.0
 MIN_GAIN = 0.5
@@ -273,6 +274,24 @@ def auto_plan(qmodel: nn.Module, float_model: nn.Module, batches: Sequence[torch
                          predictions=int(reference.shape[0]))
     qmodel.precision_plan = plan
     qmodel.train(was_training)
+    return plan
+
+
+@torch.no_grad()
+def replan(qmodel: nn.Module, float_model: nn.Module, batches: Sequence[torch.Tensor]) -> PrecisionPlan:
+    """The accuracy plan again, from the state a speed plan left (points kept in float because
+    they run faster so, :mod:`vitedge.bench.latency_plan`): with those in float, the kind that
+    matters most can be another one (flowers17 B0 pruned 40 % on ONNX Runtime: once the whole
+    attention ran in float, the conv outputs held half the remaining divergence). The new points
+    join the plan; its INT8 score and sensitivity table stay those of the first pass."""
+    before = getattr(qmodel, "precision_plan", None) or fixed_plan(qmodel)
+    fresh = auto_plan(qmodel, float_model, batches)
+    added = {n: k for n, k in fresh.point_kinds.items() if n not in before.point_kinds}
+    reasons = tuple(r.replace("INT8 everywhere:", "with the speed plan's points in float:", 1)
+                    for r in fresh.reasons)
+    plan = dataclasses.replace(before, point_kinds={**before.point_kinds, **added}, int8=before.int8 or fresh.int8,
+                               planned=fresh.planned, reasons=before.reasons + reasons)
+    qmodel.precision_plan = plan
     return plan
 
 

@@ -39,6 +39,7 @@ from vitedge.io import load_bundle, write_text
 from vitedge.quantization.api import check_target_runtime, quantize
 from vitedge.quantization.checkpoint import save_quantized
 from vitedge.quantization.config import QuantConfig
+from vitedge.quantization.plan import replan
 from vitedge.quantization.points import is_quantized
 from vitedge.quantization.qat import freeze, prepare_qat
 from vitedge.quantization.report import point_report, report_markdown
@@ -110,7 +111,10 @@ def quantize_checkpoint(
     # quantized before the float model is scored: a keep_float name that matches nothing fails first
     qmodel = quantize(model.eval(), task.sample(calib, seed=seed), config=config, holdout=held_out or None)
     if refine is not None:
+        floated = set(qmodel.precision_plan.float_points)
         refine(qmodel)
+        if held_out and set(qmodel.precision_plan.float_points) != floated:
+            replan(qmodel, model, held_out)  # what is left in INT8 may now matter in another place
     metrics: dict[str, Any] = {"checkpoint": str(checkpoint), "config": config.to_dict(),
                                "calib_images": calib, "metric": task.metric, "score_fp32": task.score(model)}
     metrics["score_int8"] = task.score(qmodel)

@@ -1,7 +1,8 @@
 """Deployment speed, side by side in one run: what a user gets from the usual stack vs vitedge.
 
 For each model (default B0, B1, M0 at 224², ImageNet heads, random weights — latency does not
-depend on the values), batch 1, ``--threads`` threads:
+depend on the values), batch 1 (``--resolution`` and ``--batch`` change both; at a batch above 1
+every file has a dynamic batch axis), ``--threads`` threads:
 
 - timm eager FP32 (what a user starts from);
 - ONNX Runtime FP32 of timm's own export;
@@ -50,9 +51,9 @@ import torch
 MODELS = ("efficientvit_b0", "efficientvit_b1", "efficientvit_m0")
 WORKER = """
 import json, sys, time, numpy as np
-kind, path, precision, threads, runs, warmup, res = sys.argv[1:8]
-threads, runs, warmup, res = int(threads), int(runs), int(warmup), int(res)
-x = np.random.default_rng(0).standard_normal((1, 3, res, res), dtype=np.float32)
+kind, path, precision, threads, runs, warmup, res, batch = sys.argv[1:9]
+threads, runs, warmup, res, batch = int(threads), int(runs), int(warmup), int(res), int(batch)
+x = np.random.default_rng(0).standard_normal((batch, 3, res, res), dtype=np.float32)
 if kind == "timm":
     import torch, timm
     torch.set_num_threads(threads)
@@ -76,8 +77,9 @@ print(json.dumps({"median_ms": float(np.median(times)), "p90_ms": float(np.perce
 """
 
 
-def prepare(name: str, out: Path, calib: list[np.ndarray]) -> dict[str, tuple[str, str, str]]:
-    """Files for one model: timm's FP32 export, ORT's quantize_static of it, vitedge INT8."""
+def prepare(name: str, out: Path, calib: list[np.ndarray], batch: int = 1) -> dict[str, tuple[str, str, str]]:
+    """Files for one model at the calibration images' resolution: timm's FP32 export, ORT's
+    quantize_static of it, vitedge INT8 (batch fixed at 1, or dynamic for ``batch`` > 1)."""
     import timm
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
@@ -94,7 +96,8 @@ def prepare(name: str, out: Path, calib: list[np.ndarray]) -> dict[str, tuple[st
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(reference, (torch.from_numpy(calib[0][:1]),), str(fp32), dynamo=False, opset_version=17,
-                          input_names=["input"], output_names=["logits"])
+                          input_names=["input"], output_names=["logits"],
+                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}} if batch > 1 else None)
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
@@ -110,7 +113,9 @@ def prepare(name: str, out: Path, calib: list[np.ndarray]) -> dict[str, tuple[st
     ours = vitedge.create_model(name).eval()
     ours.load_state_dict(reference.state_dict(), strict=True)
     # vitedge's own FP32 file (channel-major attention): the float baseline a vitedge user deploys
-    ours_fp32 = vitedge.export(ours, folder / "vitedge_fp32.onnx", precision="fp32", dynamic_batch=False)
+    res, dynamic = calib[0].shape[-1], batch > 1
+    ours_fp32 = vitedge.export(ours, folder / "vitedge_fp32.onnx", precision="fp32", dynamic_batch=dynamic,
+                               resolution=res)
     # speed only: every point in INT8 (the precision plan's choices are measured on real data);
     # each file is quantized for the runtime that runs it, with the batch fixed at 1 as timm's export
     images = [torch.from_numpy(b) for b in calib]
@@ -119,15 +124,15 @@ def prepare(name: str, out: Path, calib: list[np.ndarray]) -> dict[str, tuple[st
         qmodel = vitedge.quantize(ours, images, target=target, config=QuantConfig(method="trio", auto_float=False))
         check_float_glue(qmodel, images)  # bf16 glue on OpenVINO only if it changes no prediction, as by default
         ours_files[target] = vitedge.export(qmodel, folder / f"vitedge_int8_{target}.onnx", precision="int8",
-                                            dynamic_batch=False)
+                                            dynamic_batch=dynamic, resolution=res)
     # the latency plan: attention / depthwise points kept in float where that is faster here
     from vitedge.bench.latency_plan import latency_plan
 
-    ratios = latency_plan(qmodel, resolution=224)
+    ratios = latency_plan(qmodel, resolution=res)
     glue = check_float_glue(qmodel, images)
     print(name, "latency plan:", ratios, qmodel.precision_plan.summary(), "float glue:", glue, flush=True)
     ours_files["openvino+plan"] = vitedge.export(qmodel, folder / "vitedge_int8_openvino_plan.onnx",
-                                                 precision="int8", dynamic_batch=False)
+                                                 precision="int8", dynamic_batch=dynamic, resolution=res)
     anchors = {}
     if nncf_available()[0]:  # NNCF's INT8 of the same FP32 file and images, on OpenVINO
         for preset in NNCF_PRESETS:
@@ -157,7 +162,7 @@ def prepare(name: str, out: Path, calib: list[np.ndarray]) -> dict[str, tuple[st
 
 
 def paired_openvino(engines: dict[str, tuple[str, str, str]], threads: int, rounds: int, warmup: int,
-                    res: int) -> dict[str, list[float]]:
+                    res: int, batch: int = 1) -> dict[str, list[float]]:
     """Every OpenVINO engine in one process, timed in short blocks alternating across engines
     (:func:`vitedge.bench.paired.paired_latency`); each engine's block medians (ms) by label."""
     from vitedge.bench.paired import paired_latency
@@ -175,12 +180,12 @@ def paired_openvino(engines: dict[str, tuple[str, str, str]], threads: int, roun
                 alias.with_suffix(".bin").symlink_to(Path(path).with_suffix(".bin").resolve())
         sources.append((label, str(alias), precision))
     blocks = paired_latency("openvino", [(alias, precision) for _, alias, precision in sources], resolution=res,
-                            threads=threads, rounds=rounds, block=15, warmup=warmup)
+                            threads=threads, rounds=rounds, block=15, warmup=warmup, batch=batch)
     return {label: blocks[alias] for label, alias, _ in sources}
 
 
 def measure(engines: dict[str, tuple[str, str, str]], threads: int, runs: int, warmup: int, rounds: int,
-            res: int) -> dict[str, dict[str, Any]]:
+            res: int, batch: int = 1) -> dict[str, dict[str, Any]]:
     """Median over ``rounds`` alternating rounds of each engine's median latency."""
     samples: dict[str, list[dict[str, float]]] = {k: [] for k in engines}
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
@@ -190,7 +195,7 @@ def measure(engines: dict[str, tuple[str, str, str]], threads: int, runs: int, w
                 samples[label].append({"error": path})
                 continue
             proc = subprocess.run([sys.executable, "-c", WORKER, kind, path, precision, str(threads), str(runs),
-                                   str(warmup), str(res)], capture_output=True, text=True, env=env)
+                                   str(warmup), str(res), str(batch)], capture_output=True, text=True, env=env)
             line = next((x for x in reversed(proc.stdout.splitlines()) if x.startswith("{")), None)
             if line is None:
                 samples[label].append({"error": (proc.stderr.strip().splitlines() or ["failed"])[-1][:200]})
@@ -215,28 +220,32 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--calib", type=int, default=32, help="random calibration images for both INT8 paths")
     p.add_argument("--paired-rounds", type=int, default=40,
                    help="rounds of the paired OpenVINO comparison (all OpenVINO engines in one process)")
+    p.add_argument("--resolution", type=int, default=224)
+    p.add_argument("--batch", type=int, default=1, help="images per call (above 1: files with a dynamic batch)")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
     rng = np.random.default_rng(0)
-    calib = [rng.standard_normal((8, 3, 224, 224), dtype=np.float32) for _ in range(max(1, args.calib // 8))]
+    res = args.resolution
+    calib = [rng.standard_normal((8, 3, res, res), dtype=np.float32) for _ in range(max(1, args.calib // 8))]
     table: dict[str, dict[str, Any]] = {}
     for name in args.models:
-        engines = prepare(name, args.out, calib)
-        table[name] = measure(engines, args.threads, args.runs, args.warmup, args.rounds, 224)
+        engines = prepare(name, args.out, calib, args.batch)
+        table[name] = measure(engines, args.threads, args.runs, args.warmup, args.rounds, res, args.batch)
         if args.paired_rounds:
-            blocks = paired_openvino(engines, args.threads, args.paired_rounds, args.warmup, 224)
+            blocks = paired_openvino(engines, args.threads, args.paired_rounds, args.warmup, res, args.batch)
             for label, got in blocks.items():
                 table[name][label]["paired_blocks_ms"] = got
         print(name, json.dumps(table[name]), flush=True)
     command = shlex.join([sys.executable, *sys.argv])
     (args.out / "results.json").write_text(json.dumps({"command": command, "threads": args.threads,
+                                                        "resolution": res, "batch": args.batch,
                                                         "results": table}, indent=2))
-    (args.out / "results.md").write_text(markdown(table, command, args.threads))
-    print(markdown(table, command, args.threads))
+    (args.out / "results.md").write_text(markdown(table, command, args.threads, res, args.batch))
+    print(markdown(table, command, args.threads, res, args.batch))
     return 0
 
 
-def markdown(table: dict[str, dict[str, Any]], command: str, threads: int) -> str:
+def markdown(table: dict[str, dict[str, Any]], command: str, threads: int, res: int = 224, batch: int = 1) -> str:
     labels = list(next(iter(table.values())))
     lines = ["| engine | " + " | ".join(table) + " |", "|---|" + "---|" * len(table)]
     for label in labels:
@@ -274,8 +283,9 @@ def markdown(table: dict[str, dict[str, Any]], command: str, threads: int) -> st
                 line += f"/ {own_bf16} = {paired_ratio(paired, ov_ours, own_bf16):.2f}, "
             line += f"/ OpenVINO FP32 = {paired_ratio(paired, ov_ours, 'OpenVINO FP32'):.2f}"
             checks.append(line)
-    return "\n".join([f"Batch 1, 224², {threads} threads, median ms (median of alternating rounds, each engine "
-                      "in its own process).", "", *lines, "", *checks, "", f"Command: `{command}`", ""])
+    return "\n".join([f"Batch {batch}, {res}², {threads} threads, median ms per call (median of alternating "
+                      "rounds, each engine in its own process).", "", *lines, "", *checks, "",
+                      f"Command: `{command}`", ""])
 
 
 if __name__ == "__main__":

@@ -27,11 +27,14 @@ __all__ = ["paired_latency", "paired_ratio"]
 
 
 def paired_latency(runtime: str, sources: Sequence[tuple[str | os.PathLike, str]], *, resolution: int,
-                   threads: int = 2, rounds: int = 20, block: int = 10, warmup: int = 10) -> dict[str, list[float]]:
-    """Block medians (ms, batch 1) of each ``(file, precision)`` on ``runtime``, measured in one fresh
-    process with ``rounds`` rounds of ``block`` runs per file; keyed by the file path as given."""
+                   threads: int = 2, rounds: int = 20, block: int = 10, warmup: int = 10,
+                   batch: int = 1) -> dict[str, list[float]]:
+    """Block medians (ms per call of ``batch`` images) of each ``(file, precision)`` on ``runtime``,
+    measured in one fresh process with ``rounds`` rounds of ``block`` runs per file; keyed by the
+    file path as given."""
     cmd = [sys.executable, "-m", "vitedge.bench.paired", "--runtime", runtime, "--resolution", str(resolution),
-           "--threads", str(threads), "--rounds", str(rounds), "--block", str(block), "--warmup", str(warmup)]
+           "--threads", str(threads), "--rounds", str(rounds), "--block", str(block), "--warmup", str(warmup),
+           "--batch", str(batch)]
     for path, precision in sources:
         cmd += ["--source", str(path), "--precision", precision]
     return run_json_worker(cmd, threads, f"the paired {runtime} latency run")
@@ -52,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=20)
     p.add_argument("--block", type=int, default=10)
     p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--batch", type=int, default=1)
     args = p.parse_args(argv)
     precisions = args.precision or ["fp32"] * len(args.source)
     if len(precisions) != len(args.source):
@@ -61,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _blocks(args: argparse.Namespace, precisions: list[str]) -> dict[str, list[float]]:
     """Median ms of each block of ``args.block`` runs, per source, over alternating rounds."""
-    x = np.random.default_rng(0).standard_normal((1, 3, args.resolution, args.resolution), dtype=np.float32)
+    x = np.random.default_rng(0).standard_normal((args.batch, 3, args.resolution, args.resolution), dtype=np.float32)
     engines = {src: load_runtime(args.runtime, src, precision=prec, threads=args.threads)
                for src, prec in zip(args.source, precisions)}
     for engine in engines.values():

@@ -40,6 +40,9 @@ def test_a_configuration_is_the_dense_model_plus_one_change_per_stage(model, tmp
                           ratios=(0.3, 0.6), rounds=1, cache=cache, timer=weights_clock, log=lambda _: None)
     assert table.stages == ["stages.0", "stages.1", "stages.2", "stages.3", "head"]
     assert all(table.deltas[s]["0.6"] < table.deltas[s]["0.3"] < 0 for s in table.stages)
+    # the uniformly pruned models are kept as measured: the budget "as fast as uniform 40 %" reads them
+    assert table.uniform_ms["0.6"] < table.uniform_ms["0.3"] < table.dense_ms
+    assert table.uniform_ms["0.3"] == pytest.approx(table.predict({s: 0.3 for s in table.stages}), rel=1e-4)
     configs = [{"stages.2": 0.3, "stages.3": 0.6}, {"stages.1": 0.6, "head": 0.3, "stages.3": 0.3}]
     checked = check_table(model, table, configs, rounds=1, timer=weights_clock)
     assert checked["dense_drift"] == pytest.approx(0)

@@ -18,7 +18,16 @@ from vitedge.quantization import (
     quantizers,
     save_quantized,
 )
-from vitedge.quantization.plan import MIN_KL, PrecisionPlan, auto_plan, keep_in_float, replan, select_points
+from vitedge.quantization.plan import (
+    AGREED_KL,
+    MIN_KL,
+    PrecisionPlan,
+    Score,
+    auto_plan,
+    keep_in_float,
+    replan,
+    select_points,
+)
 from vitedge.quantization.points import aliases
 
 RES = 64
@@ -189,8 +198,9 @@ def test_step_sizes_are_learned_when_the_plan_falls_short_and_kept_only_if_they_
     assert again.precision_plan.learned_steps == 0 and "did not help" in again.precision_plan.reasons[-1]
     assert all(torch.equal(q.scale, calibrated[n]) for n, q in quantizers(again) if n in calibrated)
 
-    # on target, or switched off: nothing is learned
-    for planned, iters in ((Score(kl=broken.kl, agreement=99.5), 30), (broken, 0)):
+    # close enough (agreeing with a small KL, or near-ties only), or switched off: nothing is learned
+    for planned, iters in ((Score(kl=AGREED_KL, agreement=99.5), 30), (Score(kl=MIN_KL, agreement=50.0), 30),
+                           (broken, 0)):
         fine = _quantize(model, images, a_bits=6, w_bits=6, auto_float=False)
         fine.precision_plan = PrecisionPlan(int8=broken, planned=planned)
         _learn_scales_when_short(fine, model, [images[0]], [images[1]], iters=iters)
@@ -240,3 +250,12 @@ def test_replan_after_a_speed_plan_floats_what_then_matters(model_and_images):
     # nothing left to fix: a second replan adds nothing
     again = replan(qmodel, model, [images[1]])
     assert again.float_points == plan.float_points
+
+
+def test_agreement_alone_does_not_stop_the_plan_when_the_logits_moved():
+    from vitedge.quantization.plan import close_enough
+
+    assert close_enough(Score(kl=MIN_KL, agreement=0.0))                # near-ties only
+    assert close_enough(Score(kl=AGREED_KL, agreement=99.0))
+    assert not close_enough(Score(kl=1.1 * AGREED_KL, agreement=100.0))  # every held-out image agrees, yet
+    assert not close_enough(Score(kl=1.1 * MIN_KL, agreement=98.9))

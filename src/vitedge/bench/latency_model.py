@@ -92,6 +92,7 @@ class LatencyTable:
     deltas: dict[str, dict[str, float]]  # stage → f"{ratio:g}" → ms added (negative: saved)
     coupling: float = 1.0                # k: measured saving of the uniform models / summed deltas
     stage_widths: bool = False           # the variants pruned the residual stage widths too
+    uniform_ms: dict[str, float] = dataclasses.field(default_factory=dict)  # f"{ratio:g}" → every stage pruned
 
     @property
     def stages(self) -> list[str]:
@@ -118,7 +119,7 @@ class LatencyTable:
 
     def key(self) -> dict[str, Any]:
         """What the table is valid for: a cached table with another key is measured again."""
-        measured = ("dense_ms", "deltas", "coupling")
+        measured = ("dense_ms", "deltas", "coupling", "uniform_ms")
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in measured}
 
     def to_dict(self) -> dict[str, Any]:
@@ -209,7 +210,8 @@ def measure_table(model: nn.Module, *, runtime: str, precision: str, resolution:
     summed = sum(sum(deltas[stage][f"{r:g}"] for stage in stages) for r in ratios)
     measured = sum(timed[f"all@{r:g}"] - dense for r in ratios)
     coupling = measured / summed if summed < 0 and measured < 0 else 1.0
-    table = dataclasses.replace(empty, dense_ms=dense, deltas=deltas, coupling=coupling)
+    table = dataclasses.replace(empty, dense_ms=dense, deltas=deltas, coupling=coupling,
+                                uniform_ms={f"{r:g}": timed[f"all@{r:g}"] for r in ratios})
     if cache is not None:
         write_json(cache, table.to_dict(), indent=1)
     return table

@@ -14,9 +14,8 @@ from vitedge.errors import VitedgeError
 from vitedge.quantization.calibrate import calibrate, calibration_batches
 from vitedge.quantization.config import TARGET_PACKAGES, QuantConfig
 from vitedge.quantization.plan import (
-    MIN_KL,
-    TARGET_AGREEMENT,
     auto_plan,
+    close_enough,
     fixed_plan,
     keep_in_float,
     score_against,
@@ -107,7 +106,7 @@ def _learn_scales_when_short(qmodel: nn.Module, model: nn.Module, calib: list[to
     keep them if the held-out divergence drops; the plan records either outcome."""
     plan = qmodel.precision_plan
     planned = plan.planned
-    if not iters or planned is None or planned.agreement >= TARGET_AGREEMENT or planned.kl <= MIN_KL:
+    if not iters or planned is None or close_enough(planned):
         return
     before = plan.planned
     scales = {name: q.scale.detach().clone() for name, q in quantizers(qmodel) if isinstance(q, Quantizer)}

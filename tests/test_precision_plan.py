@@ -207,18 +207,25 @@ def test_step_sizes_are_learned_when_the_plan_falls_short_and_kept_only_if_they_
         assert fine.precision_plan.learned_steps == 0 and fine.precision_plan.reasons == ()
 
 
+def _num_broken_with(model, images, kind, factor):
+    """An INT8 model with one ``attn.num`` point destroyed and the first point of ``kind`` broken by
+    ``factor``; with the point names by kind."""
+    qmodel = _quantize(model, images, auto_float=False)
+    by_kind = {}
+    for name, q in quantizers(qmodel):
+        by_kind.setdefault(q.kind, []).append(name)
+    _break(qmodel, by_kind["attn.num"][:1], 2.0 ** 14)
+    _break(qmodel, by_kind[kind][:1], factor)
+    return qmodel, by_kind
+
+
 def test_plan_finds_a_kind_that_a_worse_one_masks(model_and_images):
     """Once the worst kind is in float, the remaining kinds are scored again: a kind whose damage
     hardly shows beside it (flowers17 B0 on ONNX Runtime: ``attn.kv`` after ``attn.num``) is
     found in the next round and kept in float too."""
     model, images = model_and_images
-    qmodel = _quantize(model, images, auto_float=False)
-    by_kind = {}
-    for name, q in quantizers(qmodel):
-        by_kind.setdefault(q.kind, []).append(name)
+    qmodel, by_kind = _num_broken_with(model, images, "attn.kv", 2.0 ** 9)
     masked = by_kind["attn.kv"][:1]
-    _break(qmodel, by_kind["attn.num"][:1], 2.0 ** 14)
-    _break(qmodel, masked, 2.0 ** 9)
     plan = auto_plan(qmodel, model, [images[1]])
     # alone, floating the masked point barely moves the divergence that attn.num causes
     assert plan.kinds["attn.kv"].kl > 0.8 * plan.int8.kl, plan.kinds
@@ -230,13 +237,8 @@ def test_replan_after_a_speed_plan_floats_what_then_matters(model_and_images):
     """Points kept in float for speed change what the rest of the model's INT8 error is made of:
     the plan runs again from there and adds the points that now matter, keeping the speed labels."""
     model, images = model_and_images
-    qmodel = _quantize(model, images, auto_float=False)
-    by_kind = {}
-    for name, q in quantizers(qmodel):
-        by_kind.setdefault(q.kind, []).append(name)
+    qmodel, by_kind = _num_broken_with(model, images, "conv.output", 2.0 ** 12)
     broken_conv = by_kind["conv.output"][:1]
-    _break(qmodel, by_kind["attn.num"][:1], 2.0 ** 14)
-    _break(qmodel, broken_conv)
     attention = [n for kind, names in by_kind.items() if kind.startswith("attn.") and kind != "attn.out"
                  for n in names]
     keep_in_float(qmodel, attention)  # what a speed plan does when the attention runs faster in float

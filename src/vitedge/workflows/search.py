@@ -297,7 +297,8 @@ def search_checkpoint(
                       "fp32" if precision == "bf16" else precision, resolution=resolution)
     # beside the dense model in FP32 (the --speedup reference) and in the deployed precision
     dense_fp32 = out / "dense_fp32.onnx"
-    dense_same = dense_fp32 if precision != "int8" else out / "dense_int8.onnx"
+    # a file of its own per precision: the timer keys its results by path
+    dense_same = dense_fp32 if precision == "fp32" else out / f"dense_{precision}.onnx"
     timed = _time_together(runtime, [(deployed, precision), (dense_fp32, "fp32"), (dense_same, precision)],
                            resolution, threads, runs, rounds)
     metrics.update(measured_ms=timed[0], dense_fp32_ms=timed[1], speedup=timed[1] / timed[0],

@@ -93,3 +93,14 @@ def test_m0_stage_widths_are_measured_as_the_search_prunes_them(tmp_path):
     reread = measure_table(m0, stage_widths=True, cache=tmp_path / "m0.json",
                            **{**kwargs, "timer": lambda *_: pytest.fail("measured again")})
     assert reread == widths
+
+
+def test_a_noisy_fit_never_predicts_below_the_fastest_measured_configuration():
+    # savings measured alone add up to little, the uniform models saved much: a large coupling
+    table = LatencyTable("b0", "onnxruntime", "fp32", RES, 1, 1, "cpu", (0.5,), 1.0,
+                         {"stages.0": {"0.5": -0.05}, "stages.1": {"0.5": -0.05}}, coupling=12.0,
+                         uniform_ms={"0.5": 0.4})
+    assert table.fastest_ms == 0.4
+    assert table.predict({"stages.0": 0.5, "stages.1": 0.5}) == 0.4  # not 1.0 − 12 · 0.1 < 0
+    assert table.predict({"stages.0": 0.5}) == 0.4
+    assert table.predict({}) == 1.0

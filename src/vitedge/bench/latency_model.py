@@ -113,9 +113,20 @@ class LatencyTable:
         return grid[-1][1]
 
     def predict(self, stage_ratios: Mapping[str, float]) -> float:
-        """Predicted latency (ms) of the model with each stage pruned by its ratio (absent: 0)."""
+        """Predicted latency (ms) of the model with each stage pruned by its ratio (absent: 0),
+        never below :attr:`fastest_ms` (a noisy fit can push a sum of savings below what any
+        configuration measured)."""
         saved = sum(self.delta(stage, ratio) for stage, ratio in stage_ratios.items())
-        return self.dense_ms + self.coupling * saved
+        predicted = self.dense_ms + self.coupling * saved
+        return max(predicted, self.fastest_ms) if self.uniform_ms else predicted
+
+    @property
+    def fastest_ms(self) -> float:
+        """The fastest configuration of the grid: every stage at the largest ratio, as measured
+        (predicted from the deltas for a table without the uniform measurements)."""
+        if self.uniform_ms:
+            return min(self.uniform_ms.values())
+        return self.dense_ms + self.coupling * sum(min(0.0, *d.values()) for d in self.deltas.values())
 
     def key(self) -> dict[str, Any]:
         """What the table is valid for: a cached table with another key is measured again."""

@@ -260,9 +260,7 @@ def search_checkpoint(
     fp32_ms, same_ms = _dense_pair(model, runtime, precision, resolution, threads, runs, rounds, out)
     reference = table.dense_ms * fp32_ms / same_ms
     budget = latency_ms if latency_ms is not None else reference / speedup
-    # as LatencyTable.predict counts it (the coupling too), so this check and the search agree
-    fastest = table.dense_ms + table.coupling * sum(min(0.0, *table.deltas[stage].values())
-                                                    for stage in table.stages)
+    fastest = table.fastest_ms  # as LatencyTable.predict bounds it, so this check and the search agree
     if budget < fastest:
         raise VitedgeError(f"a latency of {budget:.3f} ms cannot be met: the fastest configuration of the "
                            f"grid is predicted at {fastest:.3f} ms (dense {table.dense_ms:.3f} ms on "

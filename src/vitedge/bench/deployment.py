@@ -244,9 +244,8 @@ def _int8_models(model: torch.nn.Module, quantized: str | os.PathLike | None, ta
         qmodel = quantize(model, calib_batches, config=QuantConfig.for_target(target, method="trio"),
                           holdout=holdout or None)
         if plan_resolution is not None and target in ("openvino", "onnxruntime"):
-            floated = set(qmodel.precision_plan.float_points)
             latency_plan(qmodel, resolution=plan_resolution, threads=threads)
-            if holdout and set(qmodel.precision_plan.float_points) != floated:
+            if holdout:
                 replan(qmodel, model, holdout)
         check_float_glue(qmodel, holdout or calib_batches, threads=threads)
         save_quantized(qmodel, out_dir / f"int8_{target}.safetensors", extra={"classes": task.classes})

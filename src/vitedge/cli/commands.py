@@ -385,7 +385,8 @@ def bench_command(
 def search_command(
     checkpoint: Annotated[Path, typer.Argument(help="vitedge checkpoint of the trained dense model")],
     runtime: Annotated[str, typer.Option(help="onnxruntime or openvino: where the model will run")] = "openvino",
-    precision: Annotated[str, typer.Option(help="int8 (quantized for the runtime) or fp32")] = "int8",
+    precision: Annotated[str, typer.Option(
+        help="int8 (quantized for the runtime), fp32, or bf16 (OpenVINO on a CPU with native bf16)")] = "int8",
     latency_ms: Annotated[float | None, typer.Option(help="the budget: milliseconds at batch 1")] = None,
     speedup: Annotated[float | None, typer.Option(
         help="the budget: times faster than the dense FP32 model on the runtime")] = None,

@@ -294,8 +294,11 @@ def replan(qmodel: nn.Module, float_model: nn.Module, batches: Sequence[torch.Te
     they run faster so, :mod:`vitedge.bench.latency_plan`): with those in float, the kind that
     matters most can be another one (flowers17 B0 pruned 40 % on ONNX Runtime: once the whole
     attention ran in float, the conv outputs held half the remaining divergence). The new points
-    join the plan; its INT8 score and sensitivity table stay those of the first pass."""
+    join the plan; its INT8 score and sensitivity table stay those of the first pass. A plan with
+    no point in float for speed is returned as it is."""
     before = getattr(qmodel, "precision_plan", None) or fixed_plan(qmodel)
+    if set(before.float_points) == set(before.accuracy_points):
+        return before
     fresh = auto_plan(qmodel, float_model, batches)
     added = {n: k for n, k in fresh.point_kinds.items() if n not in before.point_kinds}
     reasons = tuple(r.replace("INT8 everywhere:", "with the speed plan's points in float:", 1)

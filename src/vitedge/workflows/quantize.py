@@ -111,9 +111,8 @@ def quantize_checkpoint(
     # quantized before the float model is scored: a keep_float name that matches nothing fails first
     qmodel = quantize(model.eval(), task.sample(calib, seed=seed), config=config, holdout=held_out or None)
     if refine is not None:
-        floated = set(qmodel.precision_plan.float_points)
         refine(qmodel)
-        if held_out and set(qmodel.precision_plan.float_points) != floated:
+        if held_out:
             replan(qmodel, model, held_out)  # what is left in INT8 may now matter in another place
     metrics: dict[str, Any] = {"checkpoint": str(checkpoint), "config": config.to_dict(),
                                "calib_images": calib, "metric": task.metric, "score_fp32": task.score(model)}

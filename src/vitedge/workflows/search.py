@@ -234,10 +234,11 @@ def search_checkpoint(
     if spec.format != "onnx" or not ok:
         raise VitedgeError(f"runtime {runtime} cannot be measured here: "
                            f"{why or 'the search times ONNX files'}; use onnxruntime or openvino")
-    if precision == "bf16" and (runtime != "openvino" or not native_bf16()):
-        raise VitedgeError("bf16 is searched on OpenVINO on a CPU with native bf16 (AVX-512 BF16 or AMX); "
-                           f"{'this CPU has none' if runtime == 'openvino' else f'{runtime} runs FP32 files in fp32'}: "
-                           "use fp32 or int8")
+    if precision == "bf16" and runtime != "openvino":
+        raise VitedgeError(f"bf16 is searched on OpenVINO; {runtime} runs FP32 files in fp32: use fp32 or int8")
+    if precision == "bf16" and not native_bf16():
+        raise VitedgeError("bf16 is searched on a CPU with native bf16 (AVX-512 BF16 or AMX) and this CPU has "
+                           "none: use fp32 or int8")
     if not checkpoint.is_file():
         raise VitedgeError(f"checkpoint {checkpoint} does not exist; check the path")
     arch = read_metadata(checkpoint)["arch"]

@@ -55,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=50)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--stage-widths", action="store_true",
+                   help="prune a Microsoft model's residual stage widths with their stage (as the search does)")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -67,10 +69,12 @@ def main(argv: list[str] | None = None) -> int:
         configs = random_configs(stage_names(model), tuple(args.ratios), args.configs, args.seed)
         for runtime in args.runtimes:
             for precision in args.precisions:
-                cache = args.out / "tables" / f"{name}_{runtime}_{precision}_{args.resolution}.json"
+                widths = "_sw" if args.stage_widths else ""
+                cache = args.out / "tables" / f"{name}_{runtime}_{precision}_{args.resolution}{widths}.json"
                 table = measure_table(model, runtime=runtime, precision=precision, resolution=args.resolution,
                                       name=name, threads=args.threads, ratios=args.ratios, runs=args.runs,
-                                      rounds=args.rounds, cache=cache)
+                                      rounds=args.rounds, cache=cache,
+                                      stage_widths=args.stage_widths)
                 checked = check_table(model, table, configs, runs=args.runs, rounds=args.rounds)
                 results.append({"model": name, "runtime": runtime, "precision": precision,
                                 "table": table.to_dict(), **checked})

@@ -42,10 +42,10 @@ import vitedge
 from vitedge.bench.deployment import latency_in_subprocess
 from vitedge.io import write_json, write_text
 from vitedge.pruning import PruneConfig
-from vitedge.workflows.stages import Stage, file_digest
 from vitedge.train import DataConfig, DistillConfig, EMAConfig, OptimConfig, TrainConfig
 from vitedge.train.checkpoint import STATE_FILE
 from vitedge.workflows.prune import DENSE_TEACHER, PRUNED_FILE, prune_checkpoint
+from vitedge.workflows.stages import Stage, file_digest
 
 # Issue 4 sets these limits for EfficientViT-B0 only; other models get the table without checks.
 ACCEPT = {"macs_40": 0.6, "ort_40": 0.75, "drop_20": 1.0, "drop_40": 2.5}

@@ -147,4 +147,5 @@ def assert_identical(actual, expected, *, other=None, what: str = "", min_spread
     if not spread >= min_spread:
         pytest.fail(f"vacuous comparison{' (' + what + ')' if what else ''}: outputs for two different inputs "
                     f"differ by only {spread:.2e}; give the model input-dependent weights (parity.input_dependent)")
-    assert torch.equal(torch.as_tensor(actual), expected), f"{what or 'outputs'} differ: {distance(actual, expected):.3e}"
+    assert torch.equal(torch.as_tensor(actual), expected), \
+        f"{what or 'outputs'} differ: {distance(actual, expected):.3e}"

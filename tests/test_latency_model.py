@@ -11,7 +11,7 @@ import torch
 from onnx import numpy_helper
 
 import vitedge
-from vitedge.bench.latency_model import LatencyTable, check_table, machine_fingerprint, measure_table
+from vitedge.bench.latency_model import LatencyTable, check_table, fit_rates, machine_fingerprint, measure_table
 from vitedge.errors import VitedgeError
 
 RES = 64
@@ -34,32 +34,67 @@ def model():
     return vitedge.create_model("efficientvit_b0", num_classes=10).eval()
 
 
-def test_a_configuration_is_the_dense_model_plus_one_change_per_stage(model, tmp_path):
+def test_the_fit_recovers_a_fixed_cost_and_non_negative_rates():
+    rng = torch.Generator().manual_seed(0)
+    features = torch.rand(19, 4, generator=rng).tolist()
+    truth = [0.5, 0.0, 2.0, 0.1]
+    latencies = [10.0 - sum(w * f for w, f in zip(truth, row)) for row in features]
+    fixed, rates = fit_rates(features, latencies)
+    assert fixed == pytest.approx(10.0) and rates == pytest.approx(truth, abs=1e-9)
+    # a stage whose cut measured slower (noise, or a kernel that dislikes the width) gets rate 0, not < 0
+    latencies = [ms + 0.3 * row[1] for ms, row in zip(latencies, features)]
+    fixed, rates = fit_rates(features, latencies)
+    assert rates[1] == 0.0 and all(w >= 0 for w in rates)
+
+
+def test_a_configuration_is_a_fixed_cost_minus_a_rate_per_stage_times_the_macs_it_removes(model, tmp_path):
     cache = tmp_path / "table.json"
     table = measure_table(model, runtime="onnxruntime", precision="fp32", resolution=RES, name="b0",
                           ratios=(0.3, 0.6), rounds=1, cache=cache, timer=weights_clock, log=lambda _: None)
     assert table.stages == ["stages.0", "stages.1", "stages.2", "stages.3", "head"]
     assert all(table.deltas[s]["0.6"] < table.deltas[s]["0.3"] < 0 for s in table.stages)
+    assert all(table.macs_saved[s]["0.6"] > table.macs_saved[s]["0.3"] > 0 for s in table.stages)
     # the uniformly pruned models are kept as measured: the budget "as fast as uniform 40 %" reads them
     assert table.uniform_ms["0.6"] < table.uniform_ms["0.3"] < table.dense_ms
-    assert table.uniform_ms["0.3"] == pytest.approx(table.predict({s: 0.3 for s in table.stages}), rel=1e-4)
+    # a stage's weights are nearly proportional to its MACs at one resolution, so the fit of the weights
+    # clock is close (not exact: downsampling layers hold weights at another resolution than the rest)
+    assert table.uniform_ms["0.3"] == pytest.approx(table.predict({s: 0.3 for s in table.stages}), rel=0.03)
     configs = [{"stages.2": 0.3, "stages.3": 0.6}, {"stages.1": 0.6, "head": 0.3, "stages.3": 0.3}]
     checked = check_table(model, table, configs, rounds=1, timer=weights_clock)
-    assert checked["dense_drift"] == pytest.approx(0)
-    # weights add up over stages: the fitted coupling is 1, a mixed model's weights predicted exactly
-    assert table.coupling == pytest.approx(1.0, abs=1e-4)
+    assert checked["dense_drift"] == pytest.approx(0, abs=1e-9)
     for row in checked["rows"]:
-        assert row["predicted_ms"] == pytest.approx(row["measured_ms"], rel=1e-4)
+        assert row["predicted_ms"] == pytest.approx(row["measured_ms"], rel=0.03)
+    assert table.predict({}) == table.fit_ms == table.predict({"stages.0": 0.0})
+    assert table.fit_ms == pytest.approx(table.dense_ms, rel=0.03)
     # interpolation between grid points, 0 at ratio 0
-    assert table.delta("stages.3", 0.45) == pytest.approx((table.deltas["stages.3"]["0.3"]
-                                                            + table.deltas["stages.3"]["0.6"]) / 2)
-    assert table.predict({}) == table.dense_ms == table.predict({"stages.0": 0.0})
+    assert table.saved_mmacs("stages.3", 0.45) == pytest.approx((table.macs_saved["stages.3"]["0.3"]
+                                                                 + table.macs_saved["stages.3"]["0.6"]) / 2)
     # cached for this machine and key; another key is measured again
     saved = json.loads(cache.read_text())
     assert saved["machine"] == machine_fingerprint() and LatencyTable.from_dict(saved) == table
     again = measure_table(model, runtime="onnxruntime", precision="fp32", resolution=RES, name="b0",
                           ratios=(0.3, 0.6), cache=cache, timer=lambda *_: pytest.fail("measured again"))
     assert again == table
+
+
+def test_one_wild_measurement_moves_the_prediction_little(model):
+    """On a shared machine one model of the table can measure far off (seen: a single-stage cut
+    27 % slower than the dense model). The fit pools it with the stage's other ratios and the
+    uniform models; reading that difference alone would predict the outlier into every configuration."""
+    def wild_clock(runtime, sources):
+        out = weights_clock(runtime, sources)
+        first_single = sources[1][0]  # stages.0 at the first ratio
+        out[first_single] *= 1.5
+        return out
+
+    kwargs = dict(runtime="onnxruntime", precision="fp32", resolution=RES, name="b0", ratios=(0.3, 0.6),
+                  rounds=1, log=lambda _: None)
+    clean = measure_table(model, timer=weights_clock, **kwargs)
+    wild = measure_table(model, timer=wild_clock, **kwargs)
+    config = {"stages.0": 0.3, "stages.2": 0.3}
+    assert abs(wild.predict(config) / clean.predict(config) - 1) < 0.08
+    raw = wild.dense_ms + sum(wild.delta(s, r) for s, r in config.items())  # the difference read alone
+    assert abs(raw / clean.predict(config) - 1) > 0.3
 
 
 def test_bad_questions_are_one_line_errors(model):

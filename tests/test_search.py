@@ -94,8 +94,9 @@ def test_a_miniature_search_runs_end_to_end_and_resumes(tiny_classifier, tmp_pat
 
 @pytest.mark.parametrize("extra, message", [
     (("--runtime", "tflite"), "unknown runtime 'tflite'"),
-    (("--speedup", "2", "--latency-ms", "1"), "exactly one of --latency-ms or --speedup"),
+    (("--speedup", "2", "--latency-ms", "1"), "exactly one of --latency-ms, --speedup or --match-uniform"),
     (("--latency-ms", "-1"), "the budget must be positive"),
+    (("--match-uniform", "0.3"), "is not a ratio of the grid [0.2, 0.4, 0.6]"),
     (("--precision", "fp16"), "fp32, bf16 or int8"),
     (("--precision", "bf16"), "onnxruntime runs FP32 files in fp32"),
 ])
@@ -106,7 +107,7 @@ def test_bad_search_input_is_one_line_before_any_measurement(tiny_classifier, tm
     data_dir, checkpoint = tiny_classifier
     base = {"--runtime": "onnxruntime", "--speedup": "1.5"}
     options = [*(x for k, v in base.items() if k not in extra for x in (k, v)), *extra]
-    if "--latency-ms" in extra and "--speedup" not in extra:
+    if {"--latency-ms", "--match-uniform"} & set(extra) and "--speedup" not in extra:
         options = [o for o in options if o not in ("--speedup", "1.5")]
     code, _, err = run_cli(monkeypatch, capsys, "search", str(checkpoint), "--data", str(data_dir), *options,
                            "--out", str(tmp_path / "s"))

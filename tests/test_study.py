@@ -91,6 +91,10 @@ def test_documented_config_names_every_knob_and_equals_the_quick_preset():
     ("data:\n  img_size: '64'\n", "data.img_size: input should be a valid integer, got '64'"),
     ("deploy:\n  runtime: tflite\n", "unknown runtime 'tflite'"),
     ("modle: efficientvit_b0\n", "did you mean 'model'?"),
+    ("pruning:\n  mode: auto\n", "pruning.mode must be uniform or search"),
+    ("pruning:\n  search:\n    budget: fast\n", "must be uniform:RATIO, speedup:TIMES or latency:MS"),
+    ("pruning:\n  search:\n    budget: uniform:0.3\n", "0.3 is not a ratio of search.grid [0.2, 0.4, 0.6]"),
+    ("pruning:\n  search:\n    precision: fp16\n", "search.precision must be fp32, bf16 or int8"),
     ("model: efficientvit_b9\n", "efficientvit_b9"),
     ("- just a list\n", "must be a mapping"),
 ])
@@ -339,3 +343,49 @@ def test_every_artifact_records_the_studys_preprocessing_and_eval_agrees(tmp_pat
         predicted = dict(line.split(": ", 1) for line in out.strip().splitlines())
         correct = sum(predicted[str(p)].split()[0] == p.parent.name for p in images)
         assert 100.0 * correct / len(images) == pytest.approx(rows[variant, "fp32"]["score"], abs=1e-9)
+
+
+def test_a_searched_model_joins_the_uniform_ones_in_every_table(tmp_path):
+    """``pruning.mode: search``: a model with a ratio per stage, searched under the measured latency
+    of uniform pruning, goes through quantization, export and the runtime like the others; the
+    report says what was chosen, predicted against measured latency, and where channels were kept."""
+    import vitedge
+
+    photos = _photo_folder(tmp_path / "photos")
+    torch.manual_seed(0)
+    given = vitedge.save(vitedge.create_model("efficientvit_b0", num_classes=3), tmp_path / "given.safetensors",
+                         extra={"classes": ["cat", "dog", "fox"]})
+    config = _mini(tmp_path, name="searched", **{
+        "data.dataset": str(photos), "checkpoint": str(given), "pruning.finetune.epochs": 0,
+        "pruning.ratios": [0.5], "pruning.mode": "search", "pruning.search.runtime": "onnxruntime",
+        "pruning.search.precision": "fp32", "pruning.search.grid": [0.5], "pruning.search.budget": "uniform:0.5",
+        "pruning.search.images": 8, "pruning.search.runs": 10, "pruning.search.rounds": 1,
+        "deploy.runtime": "onnxruntime", "deploy.breakdown": False})
+    config = dataclasses.replace(config, deploy=dataclasses.replace(config.deploy, accelerator=None))
+    study_with_report(config, log=lambda line: None)
+    run = config.run_dir
+    results = json.loads((run / "results.json").read_text())
+    assert {(r["variant"], r["precision"]) for r in results["rows"]} == {
+        (v, p) for v in ("dense", "l2_p50", "searched") for p in ("fp32", "int8")}
+    search = results["search"]
+    stages = {"stages.0", "stages.1", "stages.2", "stages.3", "head"}
+    assert set(search["stage_ratios"]) <= stages and set(search["stage_ratios"].values()) <= {0.5}
+    assert search["runtime"] == "onnxruntime" and search["predicted_ms"] <= search["budget_ms"]
+    # the budget is the uniform 50 % model's latency as the table predicts it
+    from vitedge.bench.latency_model import LatencyTable
+
+    table = LatencyTable.from_dict(json.loads((run / "search" / "latency_onnxruntime_fp32.json").read_text()))
+    assert search["budget_ms"] == pytest.approx(table.predict({s: 0.5 for s in table.stages}))
+    kept = search["kept_channels"]
+    assert set(kept) == {"dense", "50%", "searched"} and set(kept["dense"]) == stages
+    for stage in stages:  # pruned stages keep fewer channels; the others keep them all
+        assert kept["50%"][stage] < kept["dense"][stage]
+        assert (kept["searched"][stage] < kept["dense"][stage]) == (stage in search["stage_ratios"])
+    report = (run / "report.md").read_text()
+    assert "## Searched pruning" in report and "Latency model — predicted vs measured" in report
+    assert report.count("| searched |") == 5  # the matrix (FP32, INT8), Tables 1 and 3, the latency model
+    assert (run / "plots" / "kept_channels.png").stat().st_size > 0
+    # a second run measures nothing again
+    stamps = {p: p.stat().st_mtime_ns for p in run.rglob("stage.json")}
+    study_with_report(config, log=lambda line: None)
+    assert {p: p.stat().st_mtime_ns for p in run.rglob("stage.json")} == stamps

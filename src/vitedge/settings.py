@@ -30,7 +30,8 @@ from pydantic import ConfigDict, TypeAdapter, ValidationError
 
 from vitedge.errors import VitedgeError
 
-__all__ = ["config_class", "dotted_fields", "flatten", "merge", "narrow", "parse", "to_dict", "unflatten", "with_overrides"]
+__all__ = ["config_class", "dotted_fields", "flatten", "merge", "narrow", "parse", "to_dict", "unflatten",
+           "with_overrides"]
 
 T = TypeVar("T")
 

@@ -4,16 +4,20 @@ precision, resolution and batch, predicted from a table measured on this machine
 Pruning removes hidden channels (MBConv expansions, attention heads, FFN and classifier hidden
 widths), and with ``stage_widths`` a Microsoft model's residual stage widths, which the next
 stage's first layers and the classifier read too. A stage's pruning changes mostly that stage's
-work, and a configuration's latency is the dense model's plus one change per stage::
+work, so a configuration's latency is modelled as a fixed cost minus a per-stage rate times the
+MACs its pruning removes::
 
-    latency({stage: ratio}) = dense + k · Σ_stage Δ_stage(ratio)
+    latency({stage: ratio}) = L₀ − Σ_stage w_stage · ΔMACs_stage(ratio)
 
-The table holds Δ_stage at each ratio of a grid, measured as whole models (the dense model and
-one model per stage × ratio, that stage pruned alone), all timed in one process per runtime with
-the runs alternated so they see the same machine. Savings need not add up exactly (runtimes
-schedule and cache across stage borders), so ``k`` is fitted on the uniformly pruned models
-measured beside them (every stage at each grid ratio): their measured saving over the summed
-single-stage ones.
+The table measures whole models: the dense one, one model per stage × grid ratio (that stage
+pruned alone) and the uniformly pruned models (every stage at each grid ratio), all timed in one
+process per runtime in alternating blocks. L₀ and the rates w ≥ 0 are fitted to all of them by
+least squares: one rate per stage pools that stage's three ratios and the uniform models, so a
+single noisy measurement moves the prediction little. At low resolution a stage's cut saves a few
+per cent, about as much as the machine's noise, and reading the single-stage differences directly
+(an earlier version of this model) predicted 16-44 % off on some runs where the fit stayed at 2-8 %
+(RESULTS.md). The rate is per stage because the time a MAC costs is not: early stages are
+memory-bound, depthwise convs and attention cost more per MAC than 1×1 convs.
 
 Whole models, not extracted blocks: every runtime and precision (INT8 quantized for its runtime)
 is measured the way it deploys, fusions across block borders included. A ratio between grid
@@ -30,6 +34,7 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import os
 import platform
@@ -39,10 +44,12 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
-from vitedge.bench.deployment import latency_in_subprocess
+from vitedge.bench.paired import paired_latency
+from vitedge.bench.profile import profile
 from vitedge.deploy import export
 from vitedge.errors import VitedgeError
 from vitedge.io import write_json
@@ -50,8 +57,8 @@ from vitedge.pruning import prune
 from vitedge.pruning.pruner import stage_names
 from vitedge.quantization import QuantConfig, quantize
 
-__all__ = ["DEFAULT_RATIOS", "LatencyTable", "check_table", "harness", "machine_fingerprint", "measure_table",
-           "time_files", "variant_files"]
+__all__ = ["DEFAULT_RATIOS", "LatencyTable", "check_table", "fit_rates", "harness", "machine_fingerprint",
+           "measure_table", "time_files", "variant_files"]
 
 DEFAULT_RATIOS = (0.2, 0.4, 0.6)
 
@@ -93,17 +100,29 @@ class LatencyTable:
     coupling: float = 1.0                # k: measured saving of the uniform models / summed deltas
     stage_widths: bool = False           # the variants pruned the residual stage widths too
     uniform_ms: dict[str, float] = dataclasses.field(default_factory=dict)  # f"{ratio:g}" → every stage pruned
+    # the fitted model (empty: predict from the deltas): stage → f"{ratio:g}" → MMACs that stage's cut
+    # removes alone; L₀; stage → ms per MMAC removed
+    macs_saved: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
+    fit_ms: float = 0.0
+    ms_per_mmac: dict[str, float] = dataclasses.field(default_factory=dict)
 
     @property
     def stages(self) -> list[str]:
         return list(self.deltas)
 
     def delta(self, stage: str, ratio: float) -> float:
-        """Δ of ``stage`` pruned by ``ratio``: measured, or interpolated between grid points (0: 0)."""
-        if stage not in self.deltas:
+        """Δ of ``stage`` pruned by ``ratio`` alone as measured, or interpolated between grid points (0: 0)."""
+        return self._interpolate(self.deltas, stage, ratio)
+
+    def saved_mmacs(self, stage: str, ratio: float) -> float:
+        """MMACs ``stage``'s cut by ``ratio`` removes, interpolated between grid points (0: 0)."""
+        return self._interpolate(self.macs_saved, stage, ratio)
+
+    def _interpolate(self, values: Mapping[str, Mapping[str, float]], stage: str, ratio: float) -> float:
+        if stage not in values:
             raise VitedgeError(f"stage {stage!r} is not in the latency table of {self.model}; its stages: "
-                               f"{', '.join(self.deltas)}")
-        grid = [(0.0, 0.0)] + [(r, self.deltas[stage][f"{r:g}"]) for r in self.ratios]
+                               f"{', '.join(values)}")
+        grid = [(0.0, 0.0)] + [(r, values[stage][f"{r:g}"]) for r in self.ratios]
         if not 0 <= ratio <= grid[-1][0]:
             raise VitedgeError(f"ratio {ratio} of {stage} is outside the measured 0…{grid[-1][0]:g}; measure "
                                "the table with a wider ratio grid")
@@ -114,23 +133,29 @@ class LatencyTable:
 
     def predict(self, stage_ratios: Mapping[str, float]) -> float:
         """Predicted latency (ms) of the model with each stage pruned by its ratio (absent: 0),
-        never below :attr:`fastest_ms` (a noisy fit can push a sum of savings below what any
+        never below :attr:`fastest_ms` (a fit can push a sum of savings below what any
         configuration measured)."""
-        saved = sum(self.delta(stage, ratio) for stage, ratio in stage_ratios.items())
-        predicted = self.dense_ms + self.coupling * saved
+        if self.ms_per_mmac:  # rates ≥ 0: never below every stage at the largest ratio, fastest_ms
+            return self.fit_ms - sum(self.ms_per_mmac[stage] * self.saved_mmacs(stage, ratio)
+                                     for stage, ratio in stage_ratios.items())
+        else:
+            saved = sum(self.delta(stage, ratio) for stage, ratio in stage_ratios.items())
+            predicted = self.dense_ms + self.coupling * saved
         return max(predicted, self.fastest_ms) if self.uniform_ms else predicted
 
     @property
     def fastest_ms(self) -> float:
-        """The fastest configuration of the grid: every stage at the largest ratio, as measured
-        (predicted from the deltas for a table without the uniform measurements)."""
+        """The fastest configuration of the grid: every stage at the largest ratio, as the fit
+        predicts it (a table without a fit: as measured, or from the deltas without that)."""
+        if self.ms_per_mmac:
+            return self.predict({stage: self.ratios[-1] for stage in self.stages})
         if self.uniform_ms:
             return min(self.uniform_ms.values())
         return self.dense_ms + self.coupling * sum(min(0.0, *d.values()) for d in self.deltas.values())
 
     def key(self) -> dict[str, Any]:
         """What the table is valid for: a cached table with another key is measured again."""
-        measured = ("dense_ms", "deltas", "coupling", "uniform_ms")
+        measured = ("dense_ms", "deltas", "coupling", "uniform_ms", "macs_saved", "fit_ms", "ms_per_mmac")
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in measured}
 
     def to_dict(self) -> dict[str, Any]:
@@ -139,6 +164,35 @@ class LatencyTable:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LatencyTable:
         return cls(**{**data, "ratios": tuple(data["ratios"])})
+
+
+def fit_rates(features: Sequence[Sequence[float]], latencies: Sequence[float]) -> tuple[float, list[float]]:
+    """Least squares ``latency ≈ L₀ − Σ w_i · feature_i`` with every ``w_i ≥ 0`` (a cut never
+    costs time in this model) and L₀ free: exact non-negative least squares by trying every
+    subset of free rates (a handful of stages: at most a few hundred small solves)."""
+    x = np.asarray(features, dtype=float)
+    y = np.asarray(latencies, dtype=float)
+    n = x.shape[1]
+    best: tuple[float, float, list[float]] | None = None
+    for size in range(n + 1):
+        for free in itertools.combinations(range(n), size):
+            design = np.column_stack([np.ones(len(y)), *(-x[:, i] for i in free)])
+            solution, *_ = np.linalg.lstsq(design, y, rcond=None)
+            if (solution[1:] < 0).any():
+                continue
+            residual = float(((design @ solution - y) ** 2).sum())
+            if best is None or residual < best[0] - 1e-15:
+                rates = [0.0] * n
+                for i, w in zip(free, solution[1:]):
+                    rates[i] = float(w)
+                best = (residual, float(solution[0]), rates)
+    assert best is not None  # the empty subset (L₀ alone) always qualifies
+    return best[1], best[2]
+
+
+def _macs(model: nn.Module, stage_ratios: Mapping[str, float], resolution: int, stage_widths: bool) -> int:
+    pruned = prune(model, 0.0, stage_ratios=dict(stage_ratios), round_to=8, stage_widths=stage_widths)
+    return profile(pruned.eval(), resolution=resolution)["macs"]
 
 
 def variant_files(model: nn.Module, configs: Mapping[str, Mapping[str, float]], folder: Path, *,
@@ -167,12 +221,22 @@ def variant_files(model: nn.Module, configs: Mapping[str, Mapping[str, float]], 
     return files
 
 
-def harness(threads: int, batch: int, resolution: int, runs: int, warmup: int) -> Timer:
-    """The library's latency harness as a :data:`Timer` (one fresh process, runs alternated)."""
+def harness(threads: int, batch: int, resolution: int, runs: int, warmup: int, block: int = 10) -> Timer:
+    """The library's paired latency harness as a :data:`Timer`: one fresh process per call, each
+    file run in blocks of ``block`` that alternate across the files (``runs`` per file in all).
+
+    Each file's latency is its block median's ratio to the first file's block median in the same
+    round (median over rounds), times the first file's median: the speed of a shared machine
+    changes in phases (here up to 2× within a minute), which shifts every file of a round alike and
+    cancels in the ratio. Blocks, not single runs, alternate: a model run right after another
+    starts from cold caches, which is not how a deployed model runs."""
     def timer(runtime: str, sources: Sequence[tuple[str, str]]) -> Mapping[str, float]:
-        result = latency_in_subprocess(runtime, sources, batch=batch, resolution=resolution, threads=threads,
-                                       runs=runs, warmup=warmup)
-        return {path: entry["median_ms"] for path, entry in result.items()}
+        blocks = paired_latency(runtime, sources, resolution=resolution, threads=threads, batch=batch,
+                                rounds=max(1, runs // block), block=block, warmup=warmup)
+        reference = blocks[str(sources[0][0])]
+        base = statistics.median(reference)
+        return {path: base * statistics.median(m / r for m, r in zip(medians, reference))
+                for path, medians in blocks.items()}
     return timer
 
 
@@ -221,8 +285,14 @@ def measure_table(model: nn.Module, *, runtime: str, precision: str, resolution:
     summed = sum(sum(deltas[stage][f"{r:g}"] for stage in stages) for r in ratios)
     measured = sum(timed[f"all@{r:g}"] - dense for r in ratios)
     coupling = measured / summed if summed < 0 and measured < 0 else 1.0
+    dense_macs = profile(model, resolution=resolution)["macs"]
+    macs_saved = {stage: {f"{r:g}": (dense_macs - _macs(model, {stage: r}, resolution, stage_widths)) / 1e6
+                          for r in ratios} for stage in stages}
     table = dataclasses.replace(empty, dense_ms=dense, deltas=deltas, coupling=coupling,
-                                uniform_ms={f"{r:g}": timed[f"all@{r:g}"] for r in ratios})
+                                uniform_ms={f"{r:g}": timed[f"all@{r:g}"] for r in ratios}, macs_saved=macs_saved)
+    features = [[table.saved_mmacs(stage, configs[key].get(stage, 0.0)) for stage in stages] for key in timed]
+    fit_ms, rates = fit_rates(features, list(timed.values()))
+    table = dataclasses.replace(table, fit_ms=fit_ms, ms_per_mmac=dict(zip(stages, rates)))
     if cache is not None:
         write_json(cache, table.to_dict(), indent=1)
     return table
@@ -232,18 +302,23 @@ def check_table(model: nn.Module, table: LatencyTable, configs: Sequence[Mapping
                 runs: int = 50, warmup: int = 10, rounds: int = 3,
                 timer: Timer | None = None) -> dict[str, Any]:
     """Each configuration measured and predicted; ``median_abs_error`` (a share of the measured
-    latency) over them. The dense model is timed beside them, so a machine that got slower since
-    the table was measured shows as ``dense_drift`` rather than as prediction error."""
-    named = {"dense": {}, **{f"c{i}": dict(c) for i, c in enumerate(configs)}}
+    latency) over them. The table's reference models (the dense one and the uniformly pruned
+    ones) are timed beside them, so a machine that got slower since the table was measured shows
+    as ``dense_drift`` (the median of their today / table ratios) rather than as prediction error."""
+    stages = table.stages
+    references = {"dense": ({}, table.dense_ms), **{f"all@{r}": ({stage: float(r) for stage in stages}, ms)
+                                                    for r, ms in table.uniform_ms.items()}}
+    named = {**{key: config for key, (config, _) in references.items()},
+             **{f"c{i}": dict(c) for i, c in enumerate(configs)}}
     with tempfile.TemporaryDirectory() as tmp:
         files = variant_files(model, named, Path(tmp), runtime=table.runtime, precision=table.precision,
                               resolution=table.resolution, stage_widths=table.stage_widths)
         clock = timer or harness(table.threads, table.batch, table.resolution, runs, warmup)
         sources = {name: (path, table.precision) for name, path in files.items()}
         timed = time_files(clock, table.runtime, sources, rounds)
-    scale = timed["dense"] / table.dense_ms  # today's machine against the table's
+    scale = statistics.median(timed[key] / ms for key, (_, ms) in references.items())  # today's machine / the table's
     rows = [{"config": named[key], "predicted_ms": table.predict(named[key]) * scale,
-             "measured_ms": timed[key]} for key in named if key != "dense"]
+             "measured_ms": timed[key]} for key in named if key not in references]
     for row in rows:
         row["error"] = row["predicted_ms"] / row["measured_ms"] - 1
     return {"rows": rows, "dense_drift": scale - 1,

@@ -74,6 +74,7 @@ def _blocks(args: argparse.Namespace, precisions: list[str]) -> dict[str, list[f
     blocks: dict[str, list[float]] = {src: [] for src in engines}
     for _ in range(args.rounds):
         for src, engine in engines.items():
+            time.sleep(0.05)  # let the previous engine's pool threads stop spinning before this block
             times = []
             for _ in range(args.block):
                 start = time.perf_counter()

@@ -390,6 +390,8 @@ def search_command(
     latency_ms: Annotated[float | None, typer.Option(help="the budget: milliseconds at batch 1")] = None,
     speedup: Annotated[float | None, typer.Option(
         help="the budget: times faster than the dense FP32 model on the runtime")] = None,
+    match_uniform: Annotated[float | None, typer.Option(
+        help="the budget: as fast as uniform pruning at this grid ratio (measured in the latency table)")] = None,
     ratio: Annotated[list[float] | None, typer.Option(
         help="a per-stage pruning ratio of the grid (repeatable; default 0.2 0.4 0.6)")] = None,
     finetune_epochs: StageEpochs = 0,
@@ -419,7 +421,8 @@ def search_command(
                           workers=workers, lr=lr, more={"data.img_size": img_size,
                                                          "distill.teacher": DENSE_TEACHER})
     run = search_checkpoint(checkpoint, data=train.data, runtime=runtime, precision=precision,
-                            latency_ms=latency_ms, speedup=speedup, ratios=tuple(ratio or DEFAULT_RATIOS),
+                            latency_ms=latency_ms, speedup=speedup, match_ratio=match_uniform,
+                            ratios=tuple(ratio or DEFAULT_RATIOS),
                             finetune=train if finetune_epochs > 0 else None, images=images, calib=calib,
                             threads=threads, runs=runs, seed=seed, stage_widths=stage_widths, out=out,
                             log=lambda text: render.line(text))

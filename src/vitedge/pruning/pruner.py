@@ -36,7 +36,7 @@ from vitedge.pruning.groups import ChannelGroup, block_widths_from, channel_grou
 from vitedge.pruning.importance import Importance, LossFn, check_criterion, make_importance
 from vitedge.settings import config_class
 
-__all__ = ["PruneConfig", "PrunePlan", "apply_plan", "plan_pruning", "prune", "stage_names"]
+__all__ = ["PruneConfig", "PrunePlan", "apply_plan", "plan_pruning", "prune", "stage_channels", "stage_names"]
 
 SCOPES = ("layer", "global")
 
@@ -117,6 +117,15 @@ class PrunePlan:
 def stage_names(model: nn.Module, stage_widths: bool = False) -> list[str]:
     """The stage keys ``stage_ratios`` accepts for ``model``, in model order."""
     return list(dict.fromkeys(g.stage for g in channel_groups(model, stage_widths=stage_widths)))
+
+
+def stage_channels(model: nn.Module) -> dict[str, int]:
+    """The prunable channels of each stage of ``model`` (every group's units × channels per unit,
+    residual stage widths included): a pruned model's kept channels, stage by stage."""
+    channels: dict[str, int] = {}
+    for g in channel_groups(model, stage_widths=True):
+        channels[g.stage] = channels.get(g.stage, 0) + g.units * g.unit_channels
+    return channels
 
 
 def _min_keep(group: ChannelGroup, config: PruneConfig) -> int:

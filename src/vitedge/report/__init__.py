@@ -11,6 +11,13 @@ from vitedge.io import write_text
 from vitedge.report.document import Document
 from vitedge.report.environment import environment
 from vitedge.report.plots import plot_accuracy_vs_latency, plot_accuracy_vs_macs
+from vitedge.report.search import (
+    kept_channels,
+    plot_kept_channels,
+    search_latency_table,
+    search_record,
+    search_summary,
+)
 from vitedge.report.tables import (
     Row,
     breakdown_table,
@@ -66,7 +73,7 @@ def write_report(result: StudyResult, *, log: Callable[[str], None] = print) -> 
 
     doc = Document(f"vitedge study: {config.name}")
     p = config.pruning
-    dense = next(v for v in variants if v.ratio == 0)
+    dense = variants[0]
     reference = "the dense FP32 model"
     same_budget = ""
     if "score_baseline" in dense.metrics:  # the dense model got the pruned models' fine-tuning too
@@ -108,6 +115,18 @@ def write_report(result: StudyResult, *, log: Callable[[str], None] = print) -> 
         doc.paragraph(f"No FPGA estimate: {hardware['fpga_note']}.")
     if breakdown:
         doc.table(breakdown_table(breakdown))
+    searched = next((v for v in variants if v.search is not None), None)
+    search = None
+    if searched is not None:
+        kept = kept_channels(variants)
+        search = search_record(variants, kept)
+        doc.heading("Searched pruning")
+        doc.paragraph(search_summary(searched, metric))
+        latency = search_latency_table(variants, searched)
+        if latency is not None:
+            doc.table(latency)
+        figures.append((plot_kept_channels(kept, plots / "kept_channels.png"),
+                        "prunable channels kept per stage: dense, uniform and searched"))
     doc.heading("Plots")
     for path, caption in figures:
         doc.image(path, caption)
@@ -124,7 +143,7 @@ def write_report(result: StudyResult, *, log: Callable[[str], None] = print) -> 
                "rows": [r.to_dict() for r in every],
                "pareto": [r.label for r in pareto(every)],
                "recommendation": recommendation, "recommended": chosen.to_dict(),
-               "breakdown": breakdown}
+               "breakdown": breakdown, "search": search}
     csv_text = Table("", list(every[0].to_dict()), [list(r.to_dict().values()) for r in every]).csv()
     markdown, page = doc.markdown(run_dir), doc.html()
     for name, text in (("results.json", json.dumps(results, indent=2)), ("results.csv", csv_text),

@@ -20,7 +20,8 @@ def _scatter(ax, rows: Sequence[Row], x_of, metric: str) -> None:
         ax.scatter([x_of(r) for r in mine], [r.score for r in mine], marker=marker, s=46, color=color,
                    label=label, zorder=3)
         for r in mine:
-            ax.annotate(f"{r.ratio:.0%}", (x_of(r), r.score), textcoords="offset points", xytext=(5, 4), fontsize=8)
+            ax.annotate(r.shown or f"{r.ratio:.0%}", (x_of(r), r.score), textcoords="offset points", xytext=(5, 4),
+                        fontsize=8)
     ax.grid(True, alpha=0.3)
     ax.set_ylabel(f"{metric} (%)")
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from vitedge.hardware.roofline import kinds_table
-from vitedge.study.pipeline import Variant
+from vitedge.study.pipeline import SEARCHED, Variant
 from vitedge.tables import Table
 
 __all__ = ["Row", "Table", "deployment_table", "pareto", "pick", "recommend", "study_rows", "study_tables"]
@@ -34,11 +34,17 @@ class Row:
     fpga_fps: float | None = None  # INT8 rows: the accelerator cycle model's estimate (W8A8)
     latency_hi_ms: float | None = None  # segmentation: median latency at deploy.seg_latency_size
     runtime: str = ""           # where it was measured
+    shown: str = ""             # how tables name the variant: its ratio, or "searched"
+
+    @property
+    def dense(self) -> bool:
+        return self.variant == "dense"
 
     @property
     def label(self) -> str:
         where = f" on {self.runtime}" if self.runtime else ""
-        return f"{'dense' if self.ratio == 0 else f'{self.ratio:.0%} pruned'} {self.precision.upper()}{where}"
+        name = "dense" if self.dense else self.shown if self.shown == SEARCHED else f"{self.ratio:.0%} pruned"
+        return f"{name} {self.precision.upper()}{where}"
 
     def to_dict(self) -> dict[str, Any]:
         return {"variant": self.variant, "ratio": self.ratio, "runtime": self.runtime, "precision": self.precision,
@@ -62,20 +68,20 @@ def study_rows(variants: Sequence[Variant], runtime: str | None = None) -> list[
                                 int(v.metrics["macs"]), rt["size_mib"], rt["latency"]["median_ms"],
                                 rt["latency"]["p90_ms"],
                                 v.metrics.get("fpga_fps") if precision == "int8" else None,
-                                hi["median_ms"] if hi else None, name))
+                                hi["median_ms"] if hi else None, name, v.shown))
     return rows
 
 
 def _ref(rows: Sequence[Row]) -> Row:
     """The baseline every row is judged against: the dense FP32 model on its fastest runtime."""
-    return min((r for r in rows if r.ratio == 0 and r.precision == "fp32"), key=lambda r: r.latency_ms)
+    return min((r for r in rows if r.dense and r.precision == "fp32"), key=lambda r: r.latency_ms)
 
 
 def deployment_table(rows: Sequence[Row], chosen: Row, metric: str = "top-1") -> Table:
     """Every variant on every runtime × precision, the recommended one marked."""
     ref = _ref(rows)
-    order = sorted(rows, key=lambda r: (r.ratio, r.runtime, r.precision))
-    body = [[f"{r.ratio:.0%}", r.runtime, r.precision.upper() + (" ◀" if r == chosen else ""), f"{r.score:.2f}",
+    order = sorted(rows, key=lambda r: (r.shown == SEARCHED, r.ratio, r.runtime, r.precision))
+    body = [[r.shown, r.runtime, r.precision.upper() + (" ◀" if r == chosen else ""), f"{r.score:.2f}",
              f"{r.score - ref.score:+.2f}", f"{r.latency_ms:.2f}", f"{ref.latency_ms / r.latency_ms:.2f}×",
              f"{r.size_mib:.2f}"] for r in order]
     return Table("Deployment matrix — every variant on every runtime × precision",
@@ -112,10 +118,10 @@ def study_tables(rows: Sequence[Row], variants: Sequence[Variant], runtime: str,
         r = by[v.name, "fp32"]
         after, bn = v.metrics.get("score_pruned"), v.metrics.get("score_bn")
         shown = "–" if after is None else f"{after:.2f}" + (f" → {bn:.2f}" if bn is not None else "")
-        pruning.append([f"{v.ratio:.0%}", shown, f"{r.score:.2f}",
+        pruning.append([v.shown, shown, f"{r.score:.2f}",
                         delta(r.score), f"{r.params / 1e6:.3f} ({x(r.params, ref.params)})",
                         f"{r.macs / 1e6:.1f} ({x(r.macs, ref.macs)})", *latencies(r), f"{r.size_mib:.2f}"])
-    dense = [v for v in variants if v.ratio == 0][0]
+    dense = variants[0]
     before = dense.metrics.get("score_baseline")  # set when the dense model got the fine-tuning budget too
     reference_note = ("" if before is None else
                       f" The 0 % row is the baseline fine-tuned with the pruned models' budget ({before:.2f} → "
@@ -131,7 +137,7 @@ def study_tables(rows: Sequence[Row], variants: Sequence[Variant], runtime: str,
     qnote = f"INT8 after PTQ (PyTorch simulation): {qm['score_ptq']:.2f} %"
     if qm.get("score_qat") is not None:
         qnote += f"; after QAT: {qm['score_qat']:.2f} %"
-    plans = [f"{v.ratio:.0%}: {v.quant_metrics[runtime]['precision_plan']}" for v in variants
+    plans = [f"{v.shown}: {v.quant_metrics[runtime]['precision_plan']}" for v in variants
              if v.quant_metrics[runtime].get("float_points")]
     if qm.get("precision_plan"):
         for_accuracy = [p for p in qm.get("float_points", []) if p not in qm.get("latency_points", [])]
@@ -145,7 +151,7 @@ def study_tables(rows: Sequence[Row], variants: Sequence[Variant], runtime: str,
     dense_fps = by[dense.name, "int8"].fpga_fps
     for v in variants:
         r = by[v.name, "int8"]
-        both.append([f"{v.ratio:.0%}", f"{r.score_torch:.2f}", f"{r.score:.2f}", delta(r.score),
+        both.append([v.shown, f"{r.score_torch:.2f}", f"{r.score:.2f}", delta(r.score),
                      f"{r.macs / 1e6:.1f} ({x(r.macs, ref.macs)})", *latencies(r),
                      f"{r.size_mib:.2f} ({x(r.size_mib, ref.size_mib)})"]
                     + ([f"{r.fpga_fps:.0f} ({r.fpga_fps / dense_fps:.2f}×)"] if fpga else []))

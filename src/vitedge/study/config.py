@@ -33,6 +33,7 @@ from typing import Any
 
 from vitedge import settings
 from vitedge.deploy import get_runtime
+from vitedge.deploy.runtimes import native_bf16
 from vitedge.errors import VitedgeError
 from vitedge.hardware.accelerator import get_accelerator
 from vitedge.models import is_model
@@ -53,7 +54,53 @@ from vitedge.train.config import (
 from vitedge.train.tasks import Task, get_task, task_of
 from vitedge.workflows.prune import DENSE_TEACHER
 
-__all__ = ["PRESETS", "StudyConfig", "load_study_config"]
+__all__ = ["PRESETS", "SearchPlan", "StudyConfig", "load_study_config", "search_runtime"]
+
+
+@config_class
+class SearchPlan:
+    """``pruning.mode: search``: besides the uniform ratios, one model with a pruning ratio per
+    stage searched under a latency budget measured on ``runtime`` in ``precision``
+    (:mod:`vitedge.workflows.search`), fine-tuned like the uniform ones.
+
+    ``budget``: ``uniform:R`` (as fast as uniform pruning at grid ratio R, measured in the latency
+    table: the equal-latency comparison), ``speedup:X`` (X times faster than the dense FP32 model on
+    the runtime) or ``latency:MS``."""
+
+    runtime: str = "auto"             # auto: openvino where installed (the fastest CPU runtime here), else onnxruntime
+    precision: str = "int8"           # fp32, bf16 (OpenVINO, native bf16 only) or int8
+    budget: str = "uniform:0.4"
+    grid: tuple[float, ...] = (0.2, 0.4, 0.6)  # the per-stage ratios the table and the sensitivity measure
+    images: int = 256                 # held-out training images that score each cut
+    stage_widths: bool = True         # a Microsoft model's residual stage widths are searched with their stage
+    runs: int = 50                    # latency table: runs per model and call
+    rounds: int = 3
+
+    def __post_init__(self) -> None:
+        if self.precision not in ("fp32", "bf16", "int8"):
+            raise VitedgeError(f"search.precision must be fp32, bf16 or int8, not {self.precision!r}")
+        if not self.grid or not all(0 < r < 1 for r in self.grid) or len(set(self.grid)) != len(self.grid):
+            raise VitedgeError(f"search.grid must list distinct ratios in (0, 1), got {list(self.grid)}")
+        for key in ("images", "runs", "rounds"):
+            if getattr(self, key) < 1:
+                raise VitedgeError(f"search.{key} must be at least 1, got {getattr(self, key)}")
+        self.budget_args()
+
+    def budget_args(self) -> dict[str, float]:
+        """The budget as :func:`~vitedge.workflows.search.searched_model`'s keyword."""
+        kind, _, value = self.budget.partition(":")
+        keyword = {"uniform": "match_ratio", "speedup": "speedup", "latency": "latency_ms"}.get(kind)
+        try:
+            number = float(value)
+        except ValueError:
+            number = float("nan")
+        if keyword is None or not number > 0:
+            raise VitedgeError(f"search.budget {self.budget!r} must be uniform:RATIO, speedup:TIMES or "
+                               "latency:MS with a positive number, e.g. uniform:0.4")
+        if kind == "uniform" and not any(abs(number - r) < 1e-9 for r in self.grid):
+            raise VitedgeError(f"search.budget {self.budget!r}: {number:g} is not a ratio of search.grid "
+                               f"{list(self.grid)}")
+        return {keyword: number}
 
 
 @config_class
@@ -63,6 +110,8 @@ class PruningPlan(PruneConfig):
     same fine-tuning stage for every ratio and for the dense reference."""
 
     ratios: tuple[float, ...] = (0.2, 0.4, 0.6)
+    mode: str = "uniform"             # uniform: the ratios only; search: the ratios and one searched model
+    search: SearchPlan = field(default_factory=SearchPlan)
     finetune: TrainStage = field(default_factory=lambda: TrainStage(
         epochs=3, lr=5e-4, warmup_epochs=0.3, min_scale=0.5, distill=DistillConfig(teacher=DENSE_TEACHER)))
 
@@ -74,6 +123,8 @@ class PruningPlan(PruneConfig):
                                    "leave it out")
         if len(set(self.ratios)) != len(self.ratios):
             raise VitedgeError(f"ratios {list(self.ratios)} list a ratio twice")
+        if self.mode not in ("uniform", "search"):
+            raise VitedgeError(f"pruning.mode must be uniform or search, not {self.mode!r}")
         if 0.0 in self.ratios:
             raise VitedgeError("ratios must not list 0: the dense baseline is always part of the study")
         for ratio in self.ratios:
@@ -257,6 +308,8 @@ def check_study_config(config: StudyConfig) -> None:
         raise unknown_model_error(config.model)  # a model is a registered name or a checkpoint to fine-tune
     if config.checkpoint is not None and not Path(config.checkpoint).is_file():
         raise VitedgeError(f"checkpoint {config.checkpoint} does not exist; check the path")
+    if config.pruning.mode == "search":
+        _check_search(config)
     if config.deploy.runtime != "auto":
         spec = get_runtime(config.deploy.runtime)
         if spec.format != "onnx" or "fp32" not in spec.precisions or "int8" not in spec.precisions:
@@ -265,6 +318,31 @@ def check_study_config(config: StudyConfig) -> None:
         ok, why = spec.available()
         if not ok:
             raise VitedgeError(f"runtime {spec.name} is not available here: {why}")
+
+
+def search_runtime(config: StudyConfig) -> str:
+    """The runtime whose latency the search budgets: ``pruning.search.runtime``, or with ``auto``
+    the study's own runtime, OpenVINO when the study deploys on every runtime and it is installed
+    (the fastest CPU runtime here), else ONNX Runtime."""
+    wanted = config.pruning.search.runtime
+    if wanted != "auto":
+        return wanted
+    if config.deploy.runtime != "auto":
+        return config.deploy.runtime
+    return "openvino" if get_runtime("openvino").available()[0] else "onnxruntime"
+
+
+def _check_search(config: StudyConfig) -> None:
+    s = config.pruning.search
+    runtime = search_runtime(config)
+    spec = get_runtime(runtime)
+    if spec.format != "onnx" or not spec.available()[0]:
+        raise VitedgeError(f"search.runtime {runtime} cannot be measured here: "
+                           f"{spec.available()[1] or 'the search times ONNX files'}; use auto, onnxruntime or "
+                           "openvino")
+    if s.precision == "bf16" and (runtime != "openvino" or not native_bf16()):
+        raise VitedgeError("search.precision bf16 needs OpenVINO on a CPU with native bf16 (AVX-512 BF16 or AMX)"
+                           f"{'' if native_bf16() else ', and this CPU has none'}: use fp32 or int8")
 
 
 def _check_task(config: StudyConfig) -> None:

@@ -10,6 +10,10 @@ the result and recommends the fastest (variant, runtime, precision) within the a
 ``deploy.runtime: auto`` deploys on every CPU runtime installed here (:func:`deployment_matrix`);
 a runtime name deploys on that one only.
 
+``pruning.mode: search`` adds one variant beside the uniform ratios: a pruning ratio per stage
+searched under a latency budget measured on the search runtime (by default as fast as uniform
+pruning at 40 %), fine-tuned like the others (:mod:`vitedge.workflows.search`).
+
 ``task: segmentation`` runs the same stages on a segmentation model, scored by mIoU: exports at
 the test frames' size, latency there and at ``deploy.seg_latency_size`` (a Cityscapes-like
 512×1024), no FPGA estimate or CPU breakdown (the task object says which sizes and why).
@@ -45,18 +49,20 @@ from vitedge.hardware.roofline import cpu_breakdown, plot_breakdown
 from vitedge.io import read_metadata, write_text
 from vitedge.models.checkpoint import load, save
 from vitedge.quantization import load_quantized, plot_channel_ranges
-from vitedge.study.config import StudyConfig
-from vitedge.workflows.stages import Stage, file_digest
+from vitedge.study.config import StudyConfig, search_runtime
 from vitedge.train import DataConfig, TrainConfig, TrainStage, train
 from vitedge.train.checkpoint import STATE_FILE
 from vitedge.train.task_data import TaskData
 from vitedge.train.trainer import jsonable_config
 from vitedge.workflows.prune import PRUNED_FILE, prune_checkpoint
 from vitedge.workflows.quantize import QUANTIZED_FILE, quantize_checkpoint
+from vitedge.workflows.search import searched_model
+from vitedge.workflows.stages import Stage, file_digest
 
-__all__ = ["StudyResult", "Variant", "run_study"]
+__all__ = ["SEARCHED", "StudyResult", "Variant", "run_study"]
 
 Log = Callable[[str], None]
+SEARCHED = "searched"  # the variant name of pruning.mode: search
 
 
 @dataclass
@@ -73,6 +79,13 @@ class Variant:
     # runtime → precision → file (ONNX), size_mib, score (on that runtime), latency (and, task seg,
     # file_hi / latency_hi at deploy.seg_latency_size)
     deployments: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    # the searched model only: its per-stage ratios, budget, prediction and latency table
+    search: dict[str, Any] | None = None
+
+    @property
+    def shown(self) -> str:
+        """How tables name it: its pruning ratio, or ``searched``."""
+        return SEARCHED if self.search is not None else f"{self.ratio:.0%}"
 
 
 @dataclass
@@ -109,6 +122,8 @@ def run_study(config: StudyConfig, *, log: Log = print) -> StudyResult:
     # with their extra fine-tuning
     dense = _dense_reference(config, run_dir, baseline, log)
     variants = [dense] + [_prune(config, run_dir, baseline, ratio, log) for ratio in config.pruning.ratios]
+    if config.pruning.mode == "search":
+        variants.append(_searched(config, run_dir, baseline, log))
     frame = task.frame
     matrix = deployment_matrix(config)
     log("deploy: " + ", ".join(f"{runtime} {'/'.join(precisions)}" for runtime, precisions in matrix.items()))
@@ -127,7 +142,7 @@ def run_study(config: StudyConfig, *, log: Log = print) -> StudyResult:
 
 def _channel_ranges(variants: list[Variant], runtime: str, task: Any, path: Path) -> dict[str, Any] | None:
     """Per-channel input ranges of the dense INT8 model's Trio-ViT sites (the reason for the method)."""
-    dense = next(v for v in variants if v.ratio == 0)
+    dense = variants[0]
     try:
         summary = plot_channel_ranges(load_quantized(dense.quantized[runtime]), task.sample(32, seed=1)[0], path)
     except VitedgeError:
@@ -245,7 +260,8 @@ def _dense_reference(config: StudyConfig, run_dir: Path, baseline: Variant, log:
 def _prune_stage(config: StudyConfig, folder: Path, name: str, dense: Variant, ratio: float, log: Log) -> Variant:
 
     p = config.pruning
-    settings = {k: v for k, v in config.section("pruning").items() if k != "ratios"}  # adding a ratio redoes none
+    # adding a ratio (or the searched model) redoes none
+    settings = {k: v for k, v in config.section("pruning").items() if k not in ("ratios", "mode", "search")}
     stage = Stage(folder, {"baseline": dense.fingerprint, "ratio": ratio, "pruning": settings,
                            "seed": config.seed}, log)
     result = stage.cached()
@@ -264,6 +280,42 @@ def _prune_stage(config: StudyConfig, folder: Path, name: str, dense: Variant, r
             "score_fp32": m.get("score_finetuned", m.get("score_bn_recalibrated", m["score_pruned"]))})
     metrics = {k: v for k, v in result.items() if k != "checkpoint"}
     return Variant(name, ratio, Path(result["checkpoint"]), stage.fingerprint, metrics)
+
+
+def _searched(config: StudyConfig, run_dir: Path, baseline: Variant, log: Log) -> Variant:
+    """``pruning.mode: search``: a ratio per stage searched under ``pruning.search.budget`` on the
+    search runtime, pruned from the baseline and fine-tuned like the uniform variants."""
+    p, s = config.pruning, config.pruning.search
+    runtime = search_runtime(config)
+    settings = {k: v for k, v in config.section("pruning").items() if k not in ("ratios", "mode")}
+    stage = Stage(run_dir / "search", {"baseline": baseline.fingerprint, "runtime": runtime, "pruning": settings,
+                                       "data": config.section("data"), "seed": config.seed,
+                                       "threads": config.deploy.threads}, log)
+    result = stage.cached()
+    if result is None:
+        log(f"search: a pruning ratio per stage of {config.model} within {s.budget} on {runtime} {s.precision}, "
+            f"fine-tune {p.finetune.epochs} epochs")
+        train = (_stage_config(config, p.finetune, stage.folder / "pruned" / "finetune", str(baseline.checkpoint))
+                 if p.finetune.epochs > 0 else None)
+        found = searched_model(baseline.checkpoint, data=config.data, runtime=runtime, precision=s.precision,
+                               **s.budget_args(), ratios=s.grid, finetune=train, images=s.images,
+                               bn_images=p.bn_images, threads=config.deploy.threads, runs=s.runs, rounds=s.rounds,
+                               seed=config.seed, stage_widths=s.stage_widths, out=stage.folder, log=log)
+        m, chosen = found.metrics, found.result
+        result = stage.done({
+            "checkpoint": str(found.checkpoint), "params": m["params_pruned"], "macs": m["macs_pruned"],
+            "score_pruned": m["score_pruned"], "score_bn": m.get("score_bn_recalibrated"),
+            "score_fp32": m.get("score_finetuned", m.get("score_bn_recalibrated", m["score_pruned"])),
+            "search": {"runtime": runtime, "precision": s.precision, "budget": s.budget,
+                       "budget_ms": chosen.budget_ms, "stage_ratios": chosen.stage_ratios,
+                       "predicted_ms": chosen.predicted_ms, "predicted_kl": chosen.predicted_kl,
+                       "predicted_score": chosen.predicted_score, "candidates": chosen.candidates,
+                       "table": found.table.to_dict()}})
+    info = result["search"]
+    stages = info["table"]["deltas"]
+    ratio = sum(info["stage_ratios"].values()) / max(1, len(stages))  # its mean cut, for ordering only
+    metrics = {k: v for k, v in result.items() if k not in ("checkpoint", "search")}
+    return Variant(SEARCHED, ratio, Path(result["checkpoint"]), stage.fingerprint, metrics, search=info)
 
 
 # the precisions a CPU study deploys in: FP32, bf16 where the CPU has it natively, INT8
@@ -426,7 +478,7 @@ def _hardware(config: StudyConfig, run_dir: Path, variants: list[Variant], log: 
                     break
             log(f"hardware: {d.accelerator} estimates for {len(result['fpga'])} variants")
         if d.breakdown:
-            dense = next(v for v in variants if v.ratio == 0)
+            dense = variants[0]
             log(f"hardware: profiling the dense FP32 model per node on onnxruntime ({d.runs} runs)")
             bd = cpu_breakdown(load(dense.checkpoint), resolution=config.data.img_size, threads=d.threads,
                                runs=d.runs, warmup=d.warmup, name=config.model)

@@ -16,5 +16,5 @@ from vitedge.train.plots import save_confusion_png
 from vitedge.train.trainer import StepInfo, TrainResult, fit, train
 
 __all__ = ["DataConfig", "DistillConfig", "EMAConfig", "ModelEMA", "OptimConfig", "StepInfo", "TrainConfig",
-           "TrainStage", "TrainResult", "confusion_matrix", "distillation_loss", "evaluate", "evaluate_checkpoint", "fit",
-           "metrics_from_logits", "save_confusion_png", "train"]
+           "TrainStage", "TrainResult", "confusion_matrix", "distillation_loss", "evaluate", "evaluate_checkpoint",
+           "fit", "metrics_from_logits", "save_confusion_png", "train"]

@@ -3,7 +3,8 @@
 Two measurements and a search:
 
 - **latency**: :class:`~vitedge.bench.latency_model.LatencyTable`, a configuration's latency on
-  the target predicted as the dense model's plus one change per pruned stage;
+  the target predicted as a fixed cost minus a fitted per-stage rate times the MACs each stage's
+  cut removes;
 - **sensitivity**: :func:`measure_sensitivity` prunes each stage alone at each ratio of the grid,
   re-estimates BatchNorm, and measures on held-out *training* images (never the test split) how
   far the model moved from the dense one: the mean KL divergence of its predictions (per pixel
@@ -61,7 +62,8 @@ from vitedge.workflows.prune import PRUNED_FILE, prune_checkpoint
 from vitedge.workflows.quantize import QUANTIZED_FILE, quantize_checkpoint
 from vitedge.workflows.stages import Stage, file_digest
 
-__all__ = ["SearchResult", "SearchRun", "Sensitivity", "measure_sensitivity", "search", "search_checkpoint"]
+__all__ = ["SearchResult", "SearchRun", "SearchedModel", "Sensitivity", "check_search", "measure_sensitivity", "search",
+           "search_checkpoint", "searched_model"]
 
 
 @dataclasses.dataclass
@@ -167,7 +169,7 @@ def search(table: LatencyTable, sensitivity: Sensitivity, budget_ms: float) -> S
                            f"grid is predicted at {fastest:.3f} ms (dense {table.dense_ms:.3f} ms); "
                            "allow more time or measure a wider ratio grid")
     divergence, ms, config = best
-    predicted = sensitivity.dense_score + sum(sensitivity.score[s][f"{r:g}"] for s, r in config.items())
+    predicted = max(0.0, sensitivity.dense_score + sum(sensitivity.score[s][f"{r:g}"] for s, r in config.items()))
     return SearchResult(config, ms, budget_ms, divergence, predicted, feasible)
 
 
@@ -195,38 +197,28 @@ class SearchRun:
                 f"{self.table.precision}, {m['macs_pruned'] / m['macs_dense']:.2f}× its MACs")
 
 
-def search_checkpoint(
-    checkpoint: str | os.PathLike,
-    *,
-    data: DataConfig,
-    runtime: str,
-    precision: str = "int8",
-    latency_ms: float | None = None,
-    speedup: float | None = None,
-    ratios: Sequence[float] = DEFAULT_RATIOS,
-    finetune: TrainConfig | None = None,
-    images: int = 256,
-    bn_images: int = 256,
-    calib: int = 256,
-    threads: int = 1,
-    runs: int = 50,
-    rounds: int = 3,
-    seed: int = 0,
-    stage_widths: bool = True,
-    out: str | os.PathLike = "runs/search",
-    log: Callable[[str], None] = print,
-) -> SearchRun:
-    """Search per-stage pruning of ``checkpoint`` for ``runtime`` in ``precision`` under a budget
-    (``latency_ms``, or ``speedup`` over the dense FP32 model on that runtime), then prune by the
-    winner, fine-tune it (``finetune``: its epochs, optimiser and distillation; ``None``: BatchNorm
-    re-estimation only), quantize it for the runtime (``int8``), export it and time it beside the
-    dense model. ``stage_widths``: a Microsoft model's residual stage widths are searched with
-    their stage (MIT models have none). Every stage is cached in ``out`` and a re-run resumes."""
-    checkpoint, out = Path(checkpoint), Path(out)
-    if (latency_ms is None) == (speedup is None):
-        raise VitedgeError("give the budget as exactly one of --latency-ms or --speedup")
-    if (latency_ms is not None and not latency_ms > 0) or (speedup is not None and not speedup > 0):
-        raise VitedgeError(f"the budget must be positive, got {latency_ms if speedup is None else speedup}")
+@dataclasses.dataclass
+class SearchedModel:
+    """The searched configuration, pruned and fine-tuned: what the deployment steps start from."""
+
+    result: SearchResult
+    table: LatencyTable
+    sensitivity: Sensitivity
+    checkpoint: Path           # the pruned, fine-tuned float model
+    metrics: dict[str, Any]    # its scores (pruned, BatchNorm re-estimated, fine-tuned), params, MACs, budget
+
+
+def check_search(checkpoint: Path, data: DataConfig, runtime: str, precision: str, *, latency_ms: float | None,
+                 speedup: float | None, match_ratio: float | None, ratios: Sequence[float]) -> None:
+    """What can be checked before any measurement; raises a one-line VitedgeError."""
+    given = [b for b in (latency_ms, speedup, match_ratio) if b is not None]
+    if len(given) != 1:
+        raise VitedgeError("give the budget as exactly one of --latency-ms, --speedup or --match-uniform")
+    if match_ratio is not None and not any(abs(match_ratio - r) < 1e-9 for r in ratios):
+        raise VitedgeError(f"--match-uniform {match_ratio:g} is not a ratio of the grid {list(ratios)}: the "
+                           "uniform model is measured at grid ratios only")
+    if not given[0] > 0:
+        raise VitedgeError(f"the budget must be positive, got {given[0]}")
     if precision not in ("fp32", "bf16", "int8"):
         raise VitedgeError(f"the search deploys fp32, bf16 or int8, not {precision!r}")
     spec = get_runtime(runtime)
@@ -243,6 +235,38 @@ def search_checkpoint(
         raise VitedgeError(f"checkpoint {checkpoint} does not exist; check the path")
     arch = read_metadata(checkpoint)["arch"]
     task_of(data.dataset).check_model(arch["name"])
+
+
+def searched_model(
+    checkpoint: str | os.PathLike,
+    *,
+    data: DataConfig,
+    runtime: str,
+    precision: str = "int8",
+    latency_ms: float | None = None,
+    speedup: float | None = None,
+    match_ratio: float | None = None,
+    ratios: Sequence[float] = DEFAULT_RATIOS,
+    finetune: TrainConfig | None = None,
+    images: int = 256,
+    bn_images: int = 256,
+    threads: int = 1,
+    runs: int = 50,
+    rounds: int = 3,
+    seed: int = 0,
+    stage_widths: bool = True,
+    out: str | os.PathLike = "runs/search",
+    log: Callable[[str], None] = print,
+) -> SearchedModel:
+    """The latency table, the sensitivity and the search of :func:`search_checkpoint`, then the
+    winner pruned and fine-tuned; no quantization, export or timing of the winner (the study does
+    those for every variant alike). The budget is exactly one of ``latency_ms``, ``speedup`` (over
+    the dense FP32 model on ``runtime``) or ``match_ratio`` (the latency the uniformly pruned model
+    at that grid ratio measures in the table)."""
+    checkpoint, out = Path(checkpoint), Path(out)
+    check_search(checkpoint, data, runtime, precision, latency_ms=latency_ms, speedup=speedup,
+                 match_ratio=match_ratio, ratios=ratios)
+    arch = read_metadata(checkpoint)["arch"]
     # the table's key: the architecture with its widths (a pruned checkpoint times differently)
     arch_id = f"{arch['name']}-{hashlib.sha256(json.dumps(arch, sort_keys=True).encode()).hexdigest()[:8]}"
     bundle = load_bundle(checkpoint)
@@ -256,11 +280,20 @@ def search_checkpoint(
     table = measure_table(model, runtime=runtime, precision=precision, resolution=resolution,
                           name=arch_id, threads=threads, ratios=ratios, runs=runs, rounds=rounds,
                           cache=out / f"latency_{runtime}_{precision}.json", stage_widths=stage_widths, log=log)
-    # the dense FP32 model and the dense model in the table's precision, side by side: --speedup
-    # counts from FP32, in the table's units
-    fp32_ms, same_ms = _dense_pair(model, runtime, precision, resolution, threads, runs, rounds, out)
-    reference = table.dense_ms * fp32_ms / same_ms
-    budget = latency_ms if latency_ms is not None else reference / speedup
+    budget_metrics: dict[str, Any] = {}
+    if latency_ms is not None:
+        budget = latency_ms
+    elif match_ratio is not None:
+        # the uniform model as the table predicts it, in the units the search compares with
+        budget = table.predict({stage: match_ratio for stage in table.stages})
+        budget_metrics["budget_from"] = f"uniform {match_ratio:.0%}"
+    else:
+        # the dense FP32 model and the dense model in the table's precision, side by side: --speedup
+        # counts from FP32, in the table's units
+        fp32_ms, same_ms = _dense_pair(model, runtime, precision, resolution, threads, runs, rounds, out)
+        reference = table.dense_ms * fp32_ms / same_ms
+        budget = reference / speedup
+        budget_metrics["reference_fp32_ms"] = reference
     fastest = table.fastest_ms  # as LatencyTable.predict bounds it, so this check and the search agree
     if budget < fastest:
         raise VitedgeError(f"a latency of {budget:.3f} ms cannot be met: the fastest configuration of the "
@@ -283,8 +316,47 @@ def search_checkpoint(
     pruned = _pruned(checkpoint, digest, result.stage_ratios, finetune, data, bn_images, seed, stage_widths, out,
                      log)
     metrics: dict[str, Any] = {"metric": task.metric, "label": task.task.label, "budget_ms": budget,
-                               "reference_fp32_ms": reference, **pruned["metrics"]}
-    deployed_checkpoint = Path(pruned["checkpoint"])
+                               **budget_metrics, **pruned["metrics"]}
+    return SearchedModel(result, table, sensitivity, Path(pruned["checkpoint"]), metrics)
+
+
+def search_checkpoint(
+    checkpoint: str | os.PathLike,
+    *,
+    data: DataConfig,
+    runtime: str,
+    precision: str = "int8",
+    latency_ms: float | None = None,
+    speedup: float | None = None,
+    match_ratio: float | None = None,
+    ratios: Sequence[float] = DEFAULT_RATIOS,
+    finetune: TrainConfig | None = None,
+    images: int = 256,
+    bn_images: int = 256,
+    calib: int = 256,
+    threads: int = 1,
+    runs: int = 50,
+    rounds: int = 3,
+    seed: int = 0,
+    stage_widths: bool = True,
+    out: str | os.PathLike = "runs/search",
+    log: Callable[[str], None] = print,
+) -> SearchRun:
+    """Search per-stage pruning of ``checkpoint`` for ``runtime`` in ``precision`` under a budget
+    (``latency_ms``, ``speedup`` over the dense FP32 model on that runtime, or ``match_ratio``: as
+    fast as uniform pruning at that grid ratio), then prune by the winner, fine-tune it
+    (``finetune``: its epochs, optimiser and distillation; ``None``: BatchNorm re-estimation only),
+    quantize it for the runtime (``int8``), export it and time it beside the dense model.
+    ``stage_widths``: a Microsoft model's residual stage widths are searched with their stage (MIT
+    models have none). Every stage is cached in ``out`` and a re-run resumes."""
+    out = Path(out)
+    found = searched_model(checkpoint, data=data, runtime=runtime, precision=precision, latency_ms=latency_ms,
+                           speedup=speedup, match_ratio=match_ratio, ratios=ratios, finetune=finetune,
+                           images=images, bn_images=bn_images, threads=threads, runs=runs, rounds=rounds,
+                           seed=seed, stage_widths=stage_widths, out=out, log=log)
+    metrics = dict(found.metrics)
+    resolution = found.table.resolution
+    deployed_checkpoint = found.checkpoint
     if precision == "int8":
         quantized = _quantized(deployed_checkpoint, runtime, data, calib, seed, out, log)
         deployed_checkpoint = Path(quantized["checkpoint"])
@@ -295,16 +367,19 @@ def search_checkpoint(
     deployed = export(load(deployed_checkpoint), out / f"searched_{precision}.onnx",
                       "fp32" if precision == "bf16" else precision, resolution=resolution)
     # beside the dense model in FP32 (the --speedup reference) and in the deployed precision
-    dense_fp32 = out / "dense_fp32.onnx"
+    dense_fp32 = export(load(checkpoint), out / "dense_fp32.onnx", "fp32", resolution=resolution)
     # a file of its own per precision: the timer keys its results by path
-    dense_same = dense_fp32 if precision == "fp32" else out / f"dense_{precision}.onnx"
+    dense_same = dense_fp32
+    if precision != "fp32":
+        dense_same = variant_files(load(checkpoint).eval(), {f"dense_{precision}": {}}, out, runtime=runtime,
+                                   precision=precision, resolution=resolution)[f"dense_{precision}"]
     timed = _time_together(runtime, [(deployed, precision), (dense_fp32, "fp32"), (dense_same, precision)],
                            resolution, threads, runs, rounds)
     metrics.update(measured_ms=timed[0], dense_fp32_ms=timed[1], speedup=timed[1] / timed[0],
                    dense_same_ms=timed[2], latency_vs_dense=timed[0] / timed[2])
-    run = SearchRun(result, table, sensitivity, Path(pruned["checkpoint"]), deployed, metrics)
-    write_json(out / SEARCH_FILE, {"search": dataclasses.asdict(result), "metrics": metrics,
-                                   "table": table.to_dict(), "sensitivity": sensitivity.to_dict(),
+    run = SearchRun(found.result, found.table, found.sensitivity, found.checkpoint, deployed, metrics)
+    write_json(out / SEARCH_FILE, {"search": dataclasses.asdict(found.result), "metrics": metrics,
+                                   "table": found.table.to_dict(), "sensitivity": found.sensitivity.to_dict(),
                                    "checkpoint": str(run.checkpoint), "deployed": str(deployed)}, indent=1)
     return run
 

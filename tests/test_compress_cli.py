@@ -153,3 +153,19 @@ def test_prune_cli_cuts_m_model_stage_widths_on_request(monkeypatch, capsys, tin
         widths = read_metadata(out / "model.safetensors")["arch"]["kwargs"]["block_widths"]
         assert ("stages.2" in widths) == (flag == "--stage-widths")
     assert reports["--stage-widths"]["macs_pruned"] < 0.75 * reports["--no-stage-widths"]["macs_pruned"]
+
+
+def test_prune_cli_removes_whole_blocks_of_an_m_model(monkeypatch, capsys, tiny_classifier, tmp_path):
+    data, _ = tiny_classifier
+    m0 = vitedge.save(vitedge.create_model("efficientvit_m0", num_classes=2, img_size=32),
+                      tmp_path / "m0.safetensors", extra={"classes": ["ant", "bee"]})
+    code, _, err = run_cli(monkeypatch, capsys, "prune", str(m0), "--ratio", "0.2", "--drop-block", "stages.2:0,2",
+                           "--drop-block", "stages.1:1", "--data", str(data), "--batch-size", "4",
+                           "--out", str(tmp_path / "p"))
+    assert code == 0, err
+    assert read_metadata(tmp_path / "p" / "model.safetensors")["arch"]["kwargs"]["depth"] == [1, 1, 1]
+    for spec, message in (("stages.2-1", "--drop-block 'stages.2-1': write STAGE:I[,J]"),
+                          ("stages.2:3", "blocks [3] of stages.2: give distinct indices in 0…2")):
+        code, _, err = run_cli(monkeypatch, capsys, "prune", str(m0), "--drop-block", spec, "--data", str(data),
+                               "--out", str(tmp_path / spec))
+        assert_one_line_error(code, err, message)

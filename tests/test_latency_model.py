@@ -139,3 +139,20 @@ def test_a_noisy_fit_never_predicts_below_the_fastest_measured_configuration():
     assert table.predict({"stages.0": 0.5, "stages.1": 0.5}) == 0.4  # not 1.0 − 12 · 0.1 < 0
     assert table.predict({"stages.0": 0.5}) == 0.4
     assert table.predict({}) == 1.0
+
+
+def test_m0_blocks_removed_are_measured_and_priced_per_block():
+    torch.manual_seed(0)
+    m0 = vitedge.create_model("efficientvit_m0", num_classes=10, img_size=RES).eval()
+    table = measure_table(m0, runtime="onnxruntime", precision="fp32", resolution=RES, name="m0", ratios=(0.5,),
+                          rounds=1, timer=weights_clock, stage_widths=True, depth=True, log=lambda _: None)
+    assert table.max_drops == {"stages.1": 1, "stages.2": 2} and set(table.ms_per_block) == set(table.max_drops)
+    assert all(rate >= 0 for rate in table.ms_per_block.values())
+    # a stage-2 block holds weights (the clock's milliseconds): removing one is predicted faster, two faster still
+    one, two = (table.predict({}, {"stages.2": k}) for k in (1, 2))
+    assert two < one < table.predict({})
+    assert table.fastest_ms == table.predict({s: 0.5 for s in table.stages}, table.max_drops)
+    with pytest.raises(VitedgeError, match=r"3 block\(s\) of stages.2 is outside what the latency table"):
+        table.predict({}, {"stages.2": 3})
+    assert measure_table(m0, runtime="onnxruntime", precision="fp32", resolution=RES, name="m0", ratios=(0.5,),
+                         rounds=1, timer=weights_clock, stage_widths=True, log=lambda _: None).max_drops == {}

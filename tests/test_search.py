@@ -52,6 +52,57 @@ def test_the_search_returns_the_best_configuration_within_the_budget():
     assert set(search(table, sens, 3.9).stage_ratios) <= {"stages.0", "stages.1", "stages.2"}
 
 
+def test_the_search_removes_blocks_where_they_cost_time_and_little_accuracy():
+    """A Microsoft model: widths and whole blocks searched together, still the brute-force optimum."""
+    table = _table()
+    table = LatencyTable(**{**table.__dict__, "max_drops": {"stages.1": 1, "stages.2": 2},
+                            "ms_per_block": {"stages.1": 0.1, "stages.2": 0.4}})
+    sens = _sensitivity()
+    sens.depth_blocks = {"stages.1": [1], "stages.2": [2, 0]}
+    sens.depth_kl = {"stages.1": {"1": 0.05}, "stages.2": {"1": 0.001, "2": 0.2}}  # stage 2's block 2 is free
+    sens.depth_score = {"stages.1": {"1": -5.0}, "stages.2": {"1": -0.1, "2": -20.0}}
+    options = {"stages.0": [(r, 0) for r in (0.0, *RATIOS)],
+               "stages.1": [(r, k) for r in (0.0, *RATIOS) for k in (0, 1)],
+               "stages.2": [(r, k) for r in (0.0, *RATIOS) for k in (0, 1, 2)]}
+    for budget in (3.9, 3.5, 3.2, 3.0):
+        result = search(table, sens, budget)
+        drops = {s: len(b) for s, b in result.stage_drops.items()}
+        assert result.predicted_ms == pytest.approx(table.predict(result.stage_ratios, drops))
+        assert result.predicted_ms <= budget
+        brute = min((sum(sens.kl[s][f"{r:g}"] for s, (r, _) in zip(STAGES, c) if r)
+                     + sum(sens.depth_kl[s][str(k)] for s, (_, k) in zip(STAGES, c) if k),
+                     table.predict({s: r for s, (r, _) in zip(STAGES, c) if r},
+                                   {s: k for s, (_, k) in zip(STAGES, c) if k}))
+                    for c in itertools.product(*options.values())
+                    if table.predict({s: r for s, (r, _) in zip(STAGES, c) if r},
+                                     {s: k for s, (_, k) in zip(STAGES, c) if k}) <= budget)
+        assert (result.predicted_kl, result.predicted_ms) == pytest.approx(brute)
+    # a budget that the nearly free block meets: it goes first, the blocks named as the sensitivity ordered them
+    assert search(table, sens, 3.6).stage_drops == {"stages.2": [2]}
+
+
+def test_a_macs_budget_takes_the_least_divergent_configuration_that_fits_it():
+    table, sens = _table(), _sensitivity()
+    share = {"stages.0": 0.1, "stages.1": 0.3, "stages.2": 0.6}  # each stage's share of the MACs
+    asked = []
+
+    def macs_of(config, blocks):
+        asked.append(dict(config))
+        return 1 - sum(share[s] * r for s, r in config.items())
+
+    free = search(table, sens, 3.9)
+    assert macs_of(free.stage_ratios, {}) > 0.8
+    asked.clear()
+    bounded = search(table, sens, 3.9, max_macs=0.8, macs_of=macs_of)
+    assert macs_of(bounded.stage_ratios, {}) <= 0.8 and bounded.predicted_kl > free.predicted_kl
+    feasible = [c for c in ({s: r for s, r in zip(STAGES, choice) if r}
+                            for choice in itertools.product((0.0, *RATIOS), repeat=3))
+                if table.predict(c) <= 3.9 and macs_of(c, {}) <= 0.8]
+    assert bounded.predicted_kl == pytest.approx(min(sum(sens.kl[s][f"{r:g}"] for s, r in c.items()) for c in feasible))
+    with pytest.raises(VitedgeError, match="no configuration within 3.900 ms keeps at most 10% of the MACs"):
+        search(table, sens, 3.9, max_macs=0.1, macs_of=macs_of)
+
+
 def test_a_budget_below_the_fastest_configuration_is_one_line():
     with pytest.raises(VitedgeError, match=r"cannot be met: the fastest .* predicted at 3\.190 ms"):
         search(_table(), _sensitivity(), 3.0 - 0.9)

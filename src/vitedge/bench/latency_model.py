@@ -54,6 +54,7 @@ from vitedge.deploy import export
 from vitedge.errors import VitedgeError
 from vitedge.io import write_json
 from vitedge.pruning import prune
+from vitedge.pruning.depth import block_counts
 from vitedge.pruning.pruner import stage_names
 from vitedge.quantization import QuantConfig, quantize
 
@@ -105,6 +106,9 @@ class LatencyTable:
     macs_saved: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
     fit_ms: float = 0.0
     ms_per_mmac: dict[str, float] = dataclasses.field(default_factory=dict)
+    # depth (Microsoft models): stage → the most blocks the table removed from it; stage → ms per block
+    max_drops: dict[str, int] = dataclasses.field(default_factory=dict)
+    ms_per_block: dict[str, float] = dataclasses.field(default_factory=dict)
 
     @property
     def stages(self) -> list[str]:
@@ -131,16 +135,23 @@ class LatencyTable:
                 return d0 + (d1 - d0) * (ratio - r0) / (r1 - r0)
         return grid[-1][1]
 
-    def predict(self, stage_ratios: Mapping[str, float]) -> float:
-        """Predicted latency (ms) of the model with each stage pruned by its ratio (absent: 0),
-        never below :attr:`fastest_ms` (a fit can push a sum of savings below what any
-        configuration measured)."""
+    def predict(self, stage_ratios: Mapping[str, float], stage_drops: Mapping[str, int] | None = None) -> float:
+        """Predicted latency (ms) of the model with each stage pruned by its ratio (absent: 0)
+        and ``stage_drops`` blocks removed from it (a fitted table of a Microsoft model), never
+        below :attr:`fastest_ms` (a fit can push a sum of savings below what any configuration
+        measured)."""
+        drops = {stage: k for stage, k in (stage_drops or {}).items() if k}
+        for stage, k in drops.items():
+            if not 0 < k <= self.max_drops.get(stage, 0):
+                raise VitedgeError(f"{k} block(s) of {stage} is outside what the latency table of {self.model} "
+                                   f"measured (at most {self.max_drops.get(stage, 0)})")
+        blocks = sum(self.ms_per_block[stage] * k for stage, k in drops.items())
         if self.ms_per_mmac:  # rates ≥ 0: never below every stage at the largest ratio, fastest_ms
             return self.fit_ms - sum(self.ms_per_mmac[stage] * self.saved_mmacs(stage, ratio)
-                                     for stage, ratio in stage_ratios.items())
+                                     for stage, ratio in stage_ratios.items()) - blocks
         else:
             saved = sum(self.delta(stage, ratio) for stage, ratio in stage_ratios.items())
-            predicted = self.dense_ms + self.coupling * saved
+            predicted = self.dense_ms + self.coupling * saved - blocks
         return max(predicted, self.fastest_ms) if self.uniform_ms else predicted
 
     @property
@@ -148,14 +159,15 @@ class LatencyTable:
         """The fastest configuration of the grid: every stage at the largest ratio, as the fit
         predicts it (a table without a fit: as measured, or from the deltas without that)."""
         if self.ms_per_mmac:
-            return self.predict({stage: self.ratios[-1] for stage in self.stages})
+            return self.predict({stage: self.ratios[-1] for stage in self.stages}, self.max_drops)
         if self.uniform_ms:
             return min(self.uniform_ms.values())
         return self.dense_ms + self.coupling * sum(min(0.0, *d.values()) for d in self.deltas.values())
 
     def key(self) -> dict[str, Any]:
         """What the table is valid for: a cached table with another key is measured again."""
-        measured = ("dense_ms", "deltas", "coupling", "uniform_ms", "macs_saved", "fit_ms", "ms_per_mmac")
+        measured = ("dense_ms", "deltas", "coupling", "uniform_ms", "macs_saved", "fit_ms", "ms_per_mmac",
+                    "ms_per_block")
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in measured}
 
     def to_dict(self) -> dict[str, Any]:
@@ -190,6 +202,11 @@ def fit_rates(features: Sequence[Sequence[float]], latencies: Sequence[float]) -
     return best[1], best[2]
 
 
+def _last_blocks(model: nn.Module, drops: Mapping[str, int]) -> dict[str, list[int]]:
+    counts = block_counts(model)
+    return {stage: list(range(counts[stage] - k, counts[stage])) for stage, k in drops.items() if k}
+
+
 def _macs(model: nn.Module, stage_ratios: Mapping[str, float], resolution: int, stage_widths: bool) -> int:
     pruned = prune(model, 0.0, stage_ratios=dict(stage_ratios), round_to=8, stage_widths=stage_widths)
     return profile(pruned.eval(), resolution=resolution)["macs"]
@@ -197,11 +214,14 @@ def _macs(model: nn.Module, stage_ratios: Mapping[str, float], resolution: int, 
 
 def variant_files(model: nn.Module, configs: Mapping[str, Mapping[str, float]], folder: Path, *,
                   runtime: str, precision: str, resolution: int, round_to: int = 8,
-                  calib: Sequence[torch.Tensor] | None = None, stage_widths: bool = False) -> dict[str, Path]:
+                  calib: Sequence[torch.Tensor] | None = None, stage_widths: bool = False,
+                  drops: Mapping[str, Mapping[str, int]] | None = None) -> dict[str, Path]:
     """One deployment file per named configuration (``{stage: ratio}``; empty: dense), pruned by L2
-    (the widths, not which channels, set the latency) and, for ``int8``, quantized for ``runtime``
-    with a fixed plan (every point the target places in INT8: the plan's float points are the
-    exception the precision plan measures separately)."""
+    (the widths, not which channels, set the latency), without the last ``drops[name][stage]``
+    blocks of a stage (which blocks does not change the latency), and, for ``int8``, quantized for
+    ``runtime`` with a fixed plan (every point the target places in INT8: the plan's float points
+    are the exception the precision plan measures separately)."""
+    drops = drops or {}
     if precision not in ("fp32", "bf16", "int8"):
         raise VitedgeError(f"the latency model measures fp32, bf16 or int8, not {precision!r}")
     if precision == "int8" and calib is None:
@@ -209,9 +229,10 @@ def variant_files(model: nn.Module, configs: Mapping[str, Mapping[str, float]], 
     files = {}
     for name, stage_ratios in configs.items():
         variant = model.eval()
-        if stage_ratios:  # a pruned model is built in training mode: BatchNorm must fold before INT8
+        removed = _last_blocks(model, drops.get(name, {}))
+        if stage_ratios or removed:  # a pruned model is built in training mode: BatchNorm must fold before INT8
             variant = prune(model, 0.0, stage_ratios=dict(stage_ratios), round_to=round_to,
-                            stage_widths=stage_widths).eval()
+                            stage_widths=stage_widths, drop_blocks=removed).eval()
         if precision == "int8":
             config = QuantConfig.for_target(runtime, auto_float=False, auto_reconstruct=0)
             variant = quantize(variant, calib, config=config)
@@ -256,17 +277,19 @@ def time_files(timer: Timer, runtime: str, files: Mapping[str, tuple[Path, str]]
 def measure_table(model: nn.Module, *, runtime: str, precision: str, resolution: int, name: str,
                   batch: int = 1, threads: int = 1, ratios: Sequence[float] = DEFAULT_RATIOS,
                   runs: int = 50, warmup: int = 10, rounds: int = 3, cache: Path | None = None,
-                  timer: Timer | None = None, stage_widths: bool = False,
+                  timer: Timer | None = None, stage_widths: bool = False, depth: bool = False,
                   log: Callable[[str], None] = print) -> LatencyTable:
     """The latency table of ``model`` (called ``name``) on ``runtime`` in ``precision``, its
-    variants pruned with or without the residual ``stage_widths``; read from ``cache`` (a JSON
-    file) when it holds a table measured for the same key on this machine."""
+    variants pruned with or without the residual ``stage_widths`` and, with ``depth`` (Microsoft
+    models), with 1 … n−1 of a stage's n blocks removed; read from ``cache`` (a JSON file) when it
+    holds a table measured for the same key on this machine."""
     ratios = tuple(sorted(float(r) for r in ratios))
     if not ratios or not all(0 < r < 1 for r in ratios):
         raise VitedgeError(f"latency table ratios must lie in (0, 1), got {list(ratios)}")
     stages = stage_names(model)
+    max_drops = {stage: n - 1 for stage, n in block_counts(model).items() if n > 1} if depth else {}
     empty = LatencyTable(name, runtime, precision, resolution, batch, threads, machine_fingerprint(), ratios,
-                         0.0, {}, stage_widths=stage_widths)
+                         0.0, {}, stage_widths=stage_widths, max_drops=max_drops)
     if cache is not None and cache.is_file():
         cached = LatencyTable.from_dict(json.loads(cache.read_text()))
         if cached.key() == empty.key():
@@ -274,10 +297,15 @@ def measure_table(model: nn.Module, *, runtime: str, precision: str, resolution:
     configs: dict[str, dict[str, float]] = {"dense": {}}
     configs.update({f"{stage}@{r:g}": {stage: r} for stage in stages for r in ratios})
     configs.update({f"all@{r:g}": {stage: r for stage in stages} for r in ratios})
+    drops = {f"{stage}-{k}": {stage: k} for stage, most in max_drops.items() for k in range(1, most + 1)}
+    if drops:  # the shallowest, narrowest model too: widths and depth together
+        drops["all-most"] = dict(max_drops)
+        configs.update({key: {} for key in drops})
+        configs["all-most"] = {stage: ratios[-1] for stage in stages}
     log(f"latency table: {len(configs)} variants of {name} on {runtime} {precision} at {resolution} px")
     with tempfile.TemporaryDirectory() as tmp:
         files = variant_files(model, configs, Path(tmp), runtime=runtime, precision=precision,
-                              resolution=resolution, stage_widths=stage_widths)
+                              resolution=resolution, stage_widths=stage_widths, drops=drops)
         timed = time_files(timer or harness(threads, batch, resolution, runs, warmup), runtime,
                            {name: (path, precision) for name, path in files.items()}, rounds)
     dense = timed["dense"]
@@ -290,9 +318,11 @@ def measure_table(model: nn.Module, *, runtime: str, precision: str, resolution:
                           for r in ratios} for stage in stages}
     table = dataclasses.replace(empty, dense_ms=dense, deltas=deltas, coupling=coupling,
                                 uniform_ms={f"{r:g}": timed[f"all@{r:g}"] for r in ratios}, macs_saved=macs_saved)
-    features = [[table.saved_mmacs(stage, configs[key].get(stage, 0.0)) for stage in stages] for key in timed]
+    features = [[table.saved_mmacs(stage, configs[key].get(stage, 0.0)) for stage in stages]
+                + [drops.get(key, {}).get(stage, 0) for stage in max_drops] for key in timed]
     fit_ms, rates = fit_rates(features, list(timed.values()))
-    table = dataclasses.replace(table, fit_ms=fit_ms, ms_per_mmac=dict(zip(stages, rates)))
+    table = dataclasses.replace(table, fit_ms=fit_ms, ms_per_mmac=dict(zip(stages, rates)),
+                                ms_per_block=dict(zip(max_drops, rates[len(stages):])))
     if cache is not None:
         write_json(cache, table.to_dict(), indent=1)
     return table

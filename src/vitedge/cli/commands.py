@@ -241,6 +241,8 @@ def prune_command(
     round_to: Annotated[int, typer.Option(help="kept widths are multiples of this")] = 8,
     stage_widths: Annotated[bool, typer.Option(
         help="also cut each stage's residual width (Microsoft M models)")] = False,
+    drop_block: Annotated[list[str] | None, typer.Option(
+        help="remove whole blocks first, STAGE:I[,J] (Microsoft M models; repeatable), e.g. stages.2:1")] = None,
     finetune_epochs: StageEpochs = 0,
     distill: Annotated[bool, typer.Option(help="distil the fine-tuning from the unpruned model")] = False,
     data: Data = DEFAULTS.data.dataset,
@@ -262,7 +264,7 @@ def prune_command(
     from vitedge.workflows.training import recipe_config
 
     config = PruneConfig(ratio=ratio, criterion=criterion, scope=scope, round_to=round_to, stage_widths=stage_widths,
-                         seed=seed)
+                         drop_blocks=_block_drops(drop_block or []), seed=seed)
     train = recipe_config(finetune_epochs, seed=seed, data=data, root=data_dir, batch_size=batch_size,
                           workers=workers, lr=lr, more={
                               "data.img_size": pick_img_size(img_size, resolution),
@@ -271,6 +273,18 @@ def prune_command(
     result = prune_checkpoint(checkpoint, config, train=train, finetune=finetune_epochs > 0, out=out)
     render.table(prune_table(result))
     render.line(prune_summary(result))
+
+
+def _block_drops(specs: list[str]) -> dict[str, list[int]] | None:
+    """``["stages.2:1,2"]`` → ``{"stages.2": [1, 2]}``; a malformed one is a usage error."""
+    drops: dict[str, list[int]] = {}
+    for spec in specs:
+        stage, _, blocks = spec.partition(":")
+        try:
+            drops.setdefault(stage, []).extend(int(b) for b in blocks.split(","))
+        except ValueError:
+            raise VitedgeError(f"--drop-block {spec!r}: write STAGE:I[,J], e.g. stages.2:1") from None
+    return drops or None
 
 
 @app.command("quantize")
@@ -392,6 +406,8 @@ def search_command(
         help="the budget: times faster than the dense FP32 model on the runtime")] = None,
     match_uniform: Annotated[float | None, typer.Option(
         help="the budget: as fast as uniform pruning at this grid ratio (measured in the latency table)")] = None,
+    max_macs: Annotated[float | None, typer.Option(
+        help="also keep at most this share of the dense model's MACs, e.g. 0.6")] = None,
     ratio: Annotated[list[float] | None, typer.Option(
         help="a per-stage pruning ratio of the grid (repeatable; default 0.2 0.4 0.6)")] = None,
     finetune_epochs: StageEpochs = 0,
@@ -407,6 +423,8 @@ def search_command(
     runs: Runs = 50,
     stage_widths: Annotated[bool, typer.Option(
         help="also prune each stage's residual width (Microsoft M models; MIT models have none)")] = True,
+    depth: Annotated[bool, typer.Option(
+        help="also search how many whole blocks each stage keeps (Microsoft M models)")] = True,
     seed: Seed = DEFAULTS.seed,
     out: Out = Path("runs/search"),
 ) -> None:
@@ -421,10 +439,10 @@ def search_command(
                           workers=workers, lr=lr, more={"data.img_size": img_size,
                                                          "distill.teacher": DENSE_TEACHER})
     run = search_checkpoint(checkpoint, data=train.data, runtime=runtime, precision=precision,
-                            latency_ms=latency_ms, speedup=speedup, match_ratio=match_uniform,
+                            latency_ms=latency_ms, speedup=speedup, match_ratio=match_uniform, max_macs=max_macs,
                             ratios=tuple(ratio or DEFAULT_RATIOS),
                             finetune=train if finetune_epochs > 0 else None, images=images, calib=calib,
-                            threads=threads, runs=runs, seed=seed, stage_widths=stage_widths, out=out,
+                            threads=threads, runs=runs, seed=seed, stage_widths=stage_widths, depth=depth, out=out,
                             log=lambda text: render.line(text))
     render.line(run.summary())
     render.wrote(out / "search.json")

@@ -32,6 +32,7 @@ import torch.nn as nn
 
 from vitedge.errors import VitedgeError
 from vitedge.models.registry import create_model
+from vitedge.pruning.depth import drop_blocks as drop_blocks_of
 from vitedge.pruning.groups import ChannelGroup, block_widths_from, channel_groups, slice_state_dict
 from vitedge.pruning.importance import Importance, LossFn, check_criterion, make_importance
 from vitedge.settings import config_class
@@ -56,6 +57,9 @@ class PruneConfig:
     of every head's chunk), which the classic recipe leaves whole: without them M0 pruned 40 %
     keeps 0.70× of its MACs. MIT models have no such groups.
 
+    ``drop_blocks`` removes whole blocks of a Microsoft model first (stage → block indices, see
+    :mod:`vitedge.pruning.depth`); the widths are then pruned on what is left.
+
     ``max_batches`` bounds what the Taylor criterion consumes. ``bn_images`` is used by the
     recipe (:func:`~vitedge.workflows.prune.prune_checkpoint`): that many training images
     re-estimate the BatchNorm statistics of the pruned model (no training).
@@ -68,6 +72,7 @@ class PruneConfig:
     round_to: int = 8
     min_channels: int = 8
     stage_widths: bool = False
+    drop_blocks: Mapping[str, Sequence[int]] | None = None  # M models: whole blocks removed first
     seed: int = 0
     max_batches: int = 8
     bn_images: int = 512               # recipe only: BatchNorm re-estimation after pruning (0: off)
@@ -89,6 +94,12 @@ class PruneConfig:
                 raise VitedgeError(f"{name} must be a positive int, got {value!r}")
         if self.stage_ratios is not None:
             object.__setattr__(self, "stage_ratios", dict(self.stage_ratios))
+        if self.drop_blocks is not None:
+            for stage, blocks in self.drop_blocks.items():
+                if isinstance(blocks, (str, bytes)) or not all(
+                        isinstance(b, int) and not isinstance(b, bool) and b >= 0 for b in blocks):
+                    raise VitedgeError(f"drop_blocks[{stage!r}] must list block indices (ints >= 0), got {blocks!r}")
+            object.__setattr__(self, "drop_blocks", {k: tuple(v) for k, v in self.drop_blocks.items()})
 
 
 def _check_ratio(value: Any, what: str) -> None:
@@ -260,6 +271,7 @@ def prune(
     round_to: int = 8,
     min_channels: int = 8,
     stage_widths: bool = False,
+    drop_blocks: Mapping[str, Sequence[int]] | None = None,
     example_batches: Iterable[Any] | None = None,
     loss_fn: LossFn | None = None,
     seed: int = 0,
@@ -279,6 +291,8 @@ def prune(
         vitedge.save(small, "b0_p40.safetensors")     # reloads with vitedge.load
     """
     config = PruneConfig(ratio=ratio, criterion=criterion, scope=scope, stage_ratios=stage_ratios,
-                         round_to=round_to, min_channels=min_channels, stage_widths=stage_widths, seed=seed)
+                         round_to=round_to, min_channels=min_channels, stage_widths=stage_widths,
+                         drop_blocks=drop_blocks, seed=seed)
+    model = drop_blocks_of(model, config.drop_blocks or {})
     plan = plan_pruning(model, config, example_batches=example_batches, loss_fn=loss_fn)
     return apply_plan(model, plan)

@@ -22,11 +22,14 @@ __all__ = ["kept_channels", "plot_kept_channels", "search_latency_table", "searc
 def search_summary(searched: Variant, metric: str) -> str:
     """One paragraph: the budget, where it was measured, what was chosen and what it predicted."""
     s = searched.search or {}
-    chosen = ", ".join(f"`{stage}` {r:.0%}" for stage, r in s["stage_ratios"].items()) or "no stage"
+    chosen = ", ".join(f"`{stage}` {r:.0%}" for stage, r in s["stage_ratios"].items()) or "no stage's widths"
+    drops = s.get("stage_drops") or {}
+    if drops:
+        chosen += " and removes blocks " + ", ".join(f"{blocks} of `{stage}`" for stage, blocks in drops.items())
     budget = s["budget"]
     if budget.startswith("uniform:"):
         budget = f"the latency the table predicts for uniform {float(budget.split(':')[1]):.0%} pruning"
-    return (f"The searched model prunes {chosen} (every other stage dense), the configuration of least summed "
+    return (f"The searched model prunes {chosen} (everything else dense), the configuration of least summed "
             f"divergence (KL of its predictions from the dense model's on held-out training images, each stage "
             f"pruned alone) among {s['candidates']} whose predicted latency on {s['runtime']} {s['precision']} "
             f"meets the budget: {budget}, {s['budget_ms']:.3f} ms. Predicted {s['predicted_ms']:.3f} ms and "
@@ -50,14 +53,16 @@ def search_latency_table(variants: Sequence[Variant], searched: Variant) -> Tabl
     stages = list(table.deltas)
     rows = []
     for v in variants:
+        drops: dict[str, int] = {}
         if v is dense:
             config: dict[str, float] | None = {}
         elif v is searched:
             config = s["stage_ratios"]
+            drops = {stage: len(blocks) for stage, blocks in (s.get("stage_drops") or {}).items()}
         else:  # uniform: every stage at its ratio, within the table's grid
             config = {stage: v.ratio for stage in stages} if v.ratio <= table.ratios[-1] else None
         measured = v.deployments[runtime][precision]["latency"]["median_ms"] / dense_ms
-        predicted = None if config is None else table.predict(config) / table.predict({})
+        predicted = None if config is None else table.predict(config, drops) / table.predict({})
         rows.append([v.shown, "–" if predicted is None else f"{predicted:.3f}", f"{measured:.3f}",
                      "–" if predicted is None else f"{predicted / measured - 1:+.1%}"])
     fitted = (f"fitted fixed cost {table.fit_ms:.3f} ms (dense measured {table.dense_ms:.3f} ms), "

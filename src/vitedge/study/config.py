@@ -70,9 +70,11 @@ class SearchPlan:
     runtime: str = "auto"             # auto: openvino where installed (the fastest CPU runtime here), else onnxruntime
     precision: str = "int8"           # fp32, bf16 (OpenVINO, native bf16 only) or int8
     budget: str = "uniform:0.4"
+    max_macs: float | None = None     # also keep at most this share of the dense model's MACs
     grid: tuple[float, ...] = (0.2, 0.4, 0.6)  # the per-stage ratios the table and the sensitivity measure
     images: int = 256                 # held-out training images that score each cut
     stage_widths: bool = True         # a Microsoft model's residual stage widths are searched with their stage
+    depth: bool = True                # ... and how many of its blocks each stage keeps
     runs: int = 50                    # latency table: runs per model and call
     rounds: int = 3
 
@@ -81,6 +83,8 @@ class SearchPlan:
             raise VitedgeError(f"search.precision must be fp32, bf16 or int8, not {self.precision!r}")
         if not self.grid or not all(0 < r < 1 for r in self.grid) or len(set(self.grid)) != len(self.grid):
             raise VitedgeError(f"search.grid must list distinct ratios in (0, 1), got {list(self.grid)}")
+        if self.max_macs is not None and not 0 < self.max_macs <= 1:
+            raise VitedgeError(f"search.max_macs is a share of the dense model's MACs in (0, 1], got {self.max_macs}")
         for key in ("images", "runs", "rounds"):
             if getattr(self, key) < 1:
                 raise VitedgeError(f"search.{key} must be at least 1, got {getattr(self, key)}")

@@ -262,6 +262,8 @@ def _prune_stage(config: StudyConfig, folder: Path, name: str, dense: Variant, r
     p = config.pruning
     # adding a ratio (or the searched model) redoes none
     settings = {k: v for k, v in config.section("pruning").items() if k not in ("ratios", "mode", "search")}
+    if settings.get("drop_blocks") is None:  # a setting added later: unset, it keeps existing stages cached
+        settings.pop("drop_blocks", None)
     stage = Stage(folder, {"baseline": dense.fingerprint, "ratio": ratio, "pruning": settings,
                            "seed": config.seed}, log)
     result = stage.cached()
@@ -298,9 +300,10 @@ def _searched(config: StudyConfig, run_dir: Path, baseline: Variant, log: Log) -
         train = (_stage_config(config, p.finetune, stage.folder / "pruned" / "finetune", str(baseline.checkpoint))
                  if p.finetune.epochs > 0 else None)
         found = searched_model(baseline.checkpoint, data=config.data, runtime=runtime, precision=s.precision,
-                               **s.budget_args(), ratios=s.grid, finetune=train, images=s.images,
+                               **s.budget_args(), max_macs=s.max_macs, ratios=s.grid, finetune=train, images=s.images,
                                bn_images=p.bn_images, threads=config.deploy.threads, runs=s.runs, rounds=s.rounds,
-                               seed=config.seed, stage_widths=s.stage_widths, out=stage.folder, log=log)
+                               seed=config.seed, stage_widths=s.stage_widths, depth=s.depth, out=stage.folder,
+                               log=log)
         m, chosen = found.metrics, found.result
         result = stage.done({
             "checkpoint": str(found.checkpoint), "params": m["params_pruned"], "macs": m["macs_pruned"],
@@ -310,6 +313,7 @@ def _searched(config: StudyConfig, run_dir: Path, baseline: Variant, log: Log) -
                        "budget_ms": chosen.budget_ms, "stage_ratios": chosen.stage_ratios,
                        "predicted_ms": chosen.predicted_ms, "predicted_kl": chosen.predicted_kl,
                        "predicted_score": chosen.predicted_score, "candidates": chosen.candidates,
+                       "stage_drops": chosen.stage_drops,
                        "table": found.table.to_dict()}})
     info = result["search"]
     stages = info["table"]["deltas"]

@@ -34,6 +34,7 @@ from vitedge.errors import VitedgeError
 from vitedge.io import load_bundle, write_text
 from vitedge.models.checkpoint import save
 from vitedge.pruning.batchnorm import recalibrate_batchnorm
+from vitedge.pruning.depth import drop_blocks
 from vitedge.pruning.pruner import PruneConfig, apply_plan, plan_pruning
 from vitedge.train import fit
 from vitedge.train.config import TrainConfig
@@ -98,8 +99,9 @@ def prune_checkpoint(
         bs = min(64, train.data.batch_size)
         batches = data.sample(bs * config.max_batches, seed=config.seed, batch_size=bs, labels=True)
     loss_fn = data.loss_fn if data is not None else None  # Taylor: the task's own loss
-    plan = plan_pruning(dense, config, example_batches=batches, loss_fn=loss_fn)
-    model = apply_plan(dense, plan)
+    shallower = drop_blocks(dense, config.drop_blocks or {})  # whole blocks first, then the widths
+    plan = plan_pruning(shallower, config, example_batches=batches, loss_fn=loss_fn)
+    model = apply_plan(shallower, plan)
     if data is not None:
         metrics["score_pruned"] = data.score(model)
         if config.bn_images:  # fine-tuning starts from the re-estimated statistics too

@@ -44,6 +44,7 @@ from vitedge.bench.latency_model import (
     time_files,
     variant_files,
 )
+from vitedge.bench.profile import profile
 from vitedge.deploy import export, get_runtime
 from vitedge.deploy.runtimes import native_bf16
 from vitedge.errors import VitedgeError
@@ -51,6 +52,7 @@ from vitedge.io import load_bundle, read_metadata, write_json
 from vitedge.models.checkpoint import load
 from vitedge.pruning import PruneConfig, prune
 from vitedge.pruning.batchnorm import recalibrate_batchnorm
+from vitedge.pruning.depth import block_counts, drop_blocks
 from vitedge.pruning.pruner import stage_names
 from vitedge.quantization import QuantConfig
 from vitedge.quantization.plan import predictions, score_logits
@@ -77,6 +79,11 @@ class Sensitivity:
     images: int
     kl: dict[str, dict[str, float]]     # stage → f"{ratio:g}" → mean KL(dense ‖ pruned)
     score: dict[str, dict[str, float]]  # stage → f"{ratio:g}" → score − dense score
+    # depth (Microsoft models): stage → the blocks in the order they are removed (least harmful alone
+    # first); stage → f"{k}" → KL and score change with the first k of them removed
+    depth_blocks: dict[str, list[int]] = dataclasses.field(default_factory=dict)
+    depth_kl: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
+    depth_score: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self)))
@@ -96,6 +103,7 @@ class SearchResult:
     predicted_kl: float
     predicted_score: float
     candidates: int    # configurations within the budget
+    stage_drops: dict[str, list[int]] = dataclasses.field(default_factory=dict)  # stage → blocks removed
 
 
 def _kl(dense: torch.Tensor, pruned: torch.Tensor) -> float:
@@ -106,10 +114,11 @@ def _kl(dense: torch.Tensor, pruned: torch.Tensor) -> float:
 @torch.no_grad()
 def measure_sensitivity(model: nn.Module, data: TaskData, *, ratios: Sequence[float], images: int = 256,
                         bn_images: int = 256, seed: int = 0, round_to: int = 8, stage_widths: bool = False,
-                        log: Callable[[str], None] = print) -> Sensitivity:
+                        depth: bool = False, log: Callable[[str], None] = print) -> Sensitivity:
     """Each stage of ``model`` pruned alone (L2, its residual width too with ``stage_widths``) at
     each ratio, BatchNorm re-estimated on ``bn_images`` training images, then compared with the
-    dense model on ``images`` other training images."""
+    dense model on ``images`` other training images. With ``depth`` (Microsoft models), each block
+    of a stage removed alone, then the k least harmful together for k = 1 … n−1."""
     model = model.eval()
     available = len(data.train_set)
     if available < 2:
@@ -134,7 +143,27 @@ def measure_sensitivity(model: nn.Module, data: TaskData, *, ratios: Sequence[fl
         score[stage][f"{ratio:g}"] = _score(data, logits, held) - dense_score
         log(f"sensitivity {i}/{len(stages) * len(ratios)}: {stage} at {ratio:.0%}: KL "
             f"{kl[stage][f'{ratio:g}']:.4f}, {data.task.label} {score[stage][f'{ratio:g}']:+.2f}")
-    return Sensitivity(data.metric, tuple(ratios), dense_score, sum(len(x) for x, _ in held), kl, score)
+    sensitivity = Sensitivity(data.metric, tuple(ratios), dense_score, sum(len(x) for x, _ in held), kl, score)
+    if depth:
+        def compare(variant: nn.Module) -> tuple[float, float]:
+            recalibrate_batchnorm(variant, bn)
+            logits = [variant.eval()(x) for x, _ in held]
+            weighted = sum(_kl(d, p) * len(x) for d, p, (x, _) in zip(dense_logits, logits, held))
+            return weighted / sum(len(x) for x, _ in held), _score(data, logits, held) - dense_score
+
+        for stage, n in block_counts(model).items():
+            if n < 2:
+                continue
+            alone = {j: compare(drop_blocks(model, {stage: [j]}))[0] for j in range(n)}
+            order = sorted(alone, key=alone.__getitem__)[:n - 1]
+            sensitivity.depth_blocks[stage] = order
+            sensitivity.depth_kl[stage], sensitivity.depth_score[stage] = {}, {}
+            for k in range(1, n):
+                kl_k, score_k = compare(drop_blocks(model, {stage: order[:k]}))
+                sensitivity.depth_kl[stage][str(k)], sensitivity.depth_score[stage][str(k)] = kl_k, score_k
+                log(f"sensitivity: {stage} without {k} of {n} blocks {order[:k]}: KL {kl_k:.4f}, "
+                    f"{data.task.label} {score_k:+.2f}")
+    return sensitivity
 
 
 def _score(data: TaskData, logits: Sequence[torch.Tensor], batches: Sequence[Any]) -> float:
@@ -144,33 +173,61 @@ def _score(data: TaskData, logits: Sequence[torch.Tensor], batches: Sequence[Any
     return scorer.score()
 
 
-def search(table: LatencyTable, sensitivity: Sensitivity, budget_ms: float) -> SearchResult:
+MacsOf = Callable[[Mapping[str, float], Mapping[str, Sequence[int]]], float]
+
+
+def search(table: LatencyTable, sensitivity: Sensitivity, budget_ms: float, *, max_macs: float | None = None,
+           macs_of: MacsOf | None = None) -> SearchResult:
     """The configuration of least summed divergence whose predicted latency is at most
-    ``budget_ms`` (ties: the faster); every stage of the table takes 0 or a ratio both measured."""
+    ``budget_ms`` (ties: the faster); every stage of the table takes 0 or a ratio both measured,
+    and (Microsoft models, a table and sensitivity with depth) 0 … n−1 of its blocks removed.
+    With ``max_macs`` it must also keep at most that share of the dense model's MACs, as
+    ``macs_of(stage_ratios, blocks removed)`` counts them (exactly, on the built model: asked in
+    order of divergence until one fits)."""
     ratios = [r for r in sensitivity.ratios if f"{r:g}" in next(iter(table.deltas.values()), {})]
     stages = [s for s in table.stages if s in sensitivity.kl]
     if not stages or not ratios:
         raise VitedgeError("the latency table and the sensitivity share no stage or ratio; measure both "
                            "for the same model and grid")
-    best: tuple[float, float, dict[str, float]] | None = None
-    feasible, fastest = 0, float("inf")
-    for choice in itertools.product((0.0, *ratios), repeat=len(stages)):
-        config = {s: r for s, r in zip(stages, choice) if r > 0}
-        ms = table.predict(config)
+
+    def options(stage: str) -> list[tuple[float, int]]:
+        most = min(table.max_drops.get(stage, 0), len(sensitivity.depth_kl.get(stage, {})))
+        return [(r, k) for k in range(most + 1) for r in (0.0, *ratios)]
+
+    feasible: list[tuple[float, float, dict[str, float], dict[str, int]]] = []
+    fastest = float("inf")
+    for choice in itertools.product(*(options(s) for s in stages)):
+        config = {s: r for s, (r, _) in zip(stages, choice) if r > 0}
+        drops = {s: k for s, (_, k) in zip(stages, choice) if k > 0}
+        ms = table.predict(config, drops)
         fastest = min(fastest, ms)
-        if ms > budget_ms:
-            continue
-        feasible += 1
-        divergence = sum(sensitivity.kl[s][f"{r:g}"] for s, r in config.items())
-        if best is None or (divergence, ms) < best[:2]:
-            best = (divergence, ms, config)
-    if best is None:
+        if ms <= budget_ms:
+            divergence = (sum(sensitivity.kl[s][f"{r:g}"] for s, r in config.items())
+                          + sum(sensitivity.depth_kl[s][str(k)] for s, k in drops.items()))
+            feasible.append((divergence, ms, config, drops))
+    if not feasible:
         raise VitedgeError(f"a latency of {budget_ms:.3f} ms cannot be met: the fastest configuration of the "
                            f"grid is predicted at {fastest:.3f} ms (dense {table.dense_ms:.3f} ms); "
                            "allow more time or measure a wider ratio grid")
-    divergence, ms, config = best
-    predicted = max(0.0, sensitivity.dense_score + sum(sensitivity.score[s][f"{r:g}"] for s, r in config.items()))
-    return SearchResult(config, ms, budget_ms, divergence, predicted, feasible)
+    feasible.sort(key=lambda c: (c[0], c[1]))
+
+    def removed(drops: Mapping[str, int]) -> dict[str, list[int]]:
+        return {s: sorted(sensitivity.depth_blocks[s][:k]) for s, k in drops.items()}
+
+    if max_macs is None:
+        best = feasible[0]
+    else:
+        if macs_of is None:
+            raise VitedgeError("a MACs budget needs macs_of, the counter of a configuration's MACs")
+        best = next((c for c in feasible if macs_of(c[2], removed(c[3])) <= max_macs), None)
+        if best is None:
+            raise VitedgeError(f"no configuration within {budget_ms:.3f} ms keeps at most {max_macs:.0%} of the "
+                               "MACs; allow more MACs, or measure a wider ratio grid")
+    divergence, ms, config, drops = best
+    change = (sum(sensitivity.score[s][f"{r:g}"] for s, r in config.items())
+              + sum(sensitivity.depth_score[s][str(k)] for s, k in drops.items()))
+    return SearchResult(config, ms, budget_ms, divergence, max(0.0, sensitivity.dense_score + change),
+                        len(feasible), removed(drops))
 
 
 SEARCH_FILE = "search.json"
@@ -189,7 +246,9 @@ class SearchRun:
 
     def summary(self) -> str:
         m = self.metrics
-        widths = ", ".join(f"{s} {r:.0%}" for s, r in self.result.stage_ratios.items()) or "none pruned"
+        widths = ", ".join(f"{s} {r:.0%}" for s, r in self.result.stage_ratios.items()) or "no width pruned"
+        if self.result.stage_drops:
+            widths += "; blocks removed: " + ", ".join(f"{s} {b}" for s, b in self.result.stage_drops.items())
         return (f"searched ({widths}): {m['label']} {m['score']:.2f} % on the test split, "
                 f"{m['measured_ms']:.2f} ms on {self.table.runtime} {self.table.precision} (predicted "
                 f"{self.result.predicted_ms:.2f}, budget {self.result.budget_ms:.2f}), {m['speedup']:.2f}× "
@@ -246,6 +305,7 @@ def searched_model(
     latency_ms: float | None = None,
     speedup: float | None = None,
     match_ratio: float | None = None,
+    max_macs: float | None = None,
     ratios: Sequence[float] = DEFAULT_RATIOS,
     finetune: TrainConfig | None = None,
     images: int = 256,
@@ -255,17 +315,21 @@ def searched_model(
     rounds: int = 3,
     seed: int = 0,
     stage_widths: bool = True,
+    depth: bool = True,
     out: str | os.PathLike = "runs/search",
     log: Callable[[str], None] = print,
 ) -> SearchedModel:
     """The latency table, the sensitivity and the search of :func:`search_checkpoint`, then the
     winner pruned and fine-tuned; no quantization, export or timing of the winner (the study does
     those for every variant alike). The budget is exactly one of ``latency_ms``, ``speedup`` (over
-    the dense FP32 model on ``runtime``) or ``match_ratio`` (the latency the uniformly pruned model
-    at that grid ratio measures in the table)."""
+    the dense FP32 model on ``runtime``) or ``match_ratio`` (the latency the table predicts for the
+    uniformly pruned model at that grid ratio); ``max_macs`` (a share of the dense model's MACs)
+    bounds the compute too."""
     checkpoint, out = Path(checkpoint), Path(out)
     check_search(checkpoint, data, runtime, precision, latency_ms=latency_ms, speedup=speedup,
                  match_ratio=match_ratio, ratios=ratios)
+    if max_macs is not None and not 0 < max_macs <= 1:
+        raise VitedgeError(f"--max-macs is a share of the dense model's MACs in (0, 1], got {max_macs}")
     arch = read_metadata(checkpoint)["arch"]
     # the table's key: the architecture with its widths (a pruned checkpoint times differently)
     arch_id = f"{arch['name']}-{hashlib.sha256(json.dumps(arch, sort_keys=True).encode()).hexdigest()[:8]}"
@@ -279,7 +343,8 @@ def searched_model(
 
     table = measure_table(model, runtime=runtime, precision=precision, resolution=resolution,
                           name=arch_id, threads=threads, ratios=ratios, runs=runs, rounds=rounds,
-                          cache=out / f"latency_{runtime}_{precision}.json", stage_widths=stage_widths, log=log)
+                          cache=out / f"latency_{runtime}_{precision}.json", stage_widths=stage_widths, depth=depth,
+                          log=log)
     budget_metrics: dict[str, Any] = {}
     if latency_ms is not None:
         budget = latency_ms
@@ -301,20 +366,31 @@ def searched_model(
                            f"{runtime} {precision})")
 
     key = {"checkpoint": digest, "data": dataclasses.asdict(data), "seed": seed, "ratios": list(ratios),
-           "images": images, "bn_images": bn_images, "stage_widths": stage_widths}
+           "images": images, "bn_images": bn_images, "stage_widths": stage_widths,
+           **({"depth": True} if depth and block_counts(model) else {})}
     stage = Stage(out / "sensitivity", key, log)
     record = stage.cached()
     if record is None:
         measured = measure_sensitivity(model, task, ratios=ratios, images=images, bn_images=bn_images,
-                                       seed=seed, stage_widths=stage_widths, log=log)
+                                       seed=seed, stage_widths=stage_widths, depth=depth, log=log)
         record = stage.done(measured.to_dict())
     sensitivity = Sensitivity.from_dict(record)
-    result = search(table, sensitivity, budget)
-    log(f"search: {result.candidates} configurations within {budget:.2f} ms; chosen {result.stage_ratios} "
+    macs_of = None
+    if max_macs is not None:
+        dense_macs = profile(model, resolution=resolution)["macs"]
+
+        def macs_of(config: Mapping[str, float], blocks: Mapping[str, Sequence[int]]) -> float:
+            pruned = prune(model, 0.0, stage_ratios=dict(config), stage_widths=stage_widths,
+                           drop_blocks=dict(blocks) or None)
+            return profile(pruned.eval(), resolution=resolution)["macs"] / dense_macs
+
+    result = search(table, sensitivity, budget, max_macs=max_macs, macs_of=macs_of)
+    removed = f", blocks removed {result.stage_drops}" if result.stage_drops else ""
+    log(f"search: {result.candidates} configurations within {budget:.2f} ms; chosen {result.stage_ratios}{removed} "
         f"(predicted {result.predicted_ms:.2f} ms, KL {result.predicted_kl:.4f})")
 
-    pruned = _pruned(checkpoint, digest, result.stage_ratios, finetune, data, bn_images, seed, stage_widths, out,
-                     log)
+    pruned = _pruned(checkpoint, digest, result.stage_ratios, result.stage_drops, finetune, data, bn_images, seed,
+                     stage_widths, out, log)
     metrics: dict[str, Any] = {"metric": task.metric, "label": task.task.label, "budget_ms": budget,
                                **budget_metrics, **pruned["metrics"]}
     return SearchedModel(result, table, sensitivity, Path(pruned["checkpoint"]), metrics)
@@ -329,6 +405,7 @@ def search_checkpoint(
     latency_ms: float | None = None,
     speedup: float | None = None,
     match_ratio: float | None = None,
+    max_macs: float | None = None,
     ratios: Sequence[float] = DEFAULT_RATIOS,
     finetune: TrainConfig | None = None,
     images: int = 256,
@@ -339,6 +416,7 @@ def search_checkpoint(
     rounds: int = 3,
     seed: int = 0,
     stage_widths: bool = True,
+    depth: bool = True,
     out: str | os.PathLike = "runs/search",
     log: Callable[[str], None] = print,
 ) -> SearchRun:
@@ -348,12 +426,13 @@ def search_checkpoint(
     (``finetune``: its epochs, optimiser and distillation; ``None``: BatchNorm re-estimation only),
     quantize it for the runtime (``int8``), export it and time it beside the dense model.
     ``stage_widths``: a Microsoft model's residual stage widths are searched with their stage (MIT
-    models have none). Every stage is cached in ``out`` and a re-run resumes."""
+    models have none); ``depth``: so is the number of its blocks. Every stage is cached in ``out``
+    and a re-run resumes."""
     out = Path(out)
     found = searched_model(checkpoint, data=data, runtime=runtime, precision=precision, latency_ms=latency_ms,
-                           speedup=speedup, match_ratio=match_ratio, ratios=ratios, finetune=finetune,
-                           images=images, bn_images=bn_images, threads=threads, runs=runs, rounds=rounds,
-                           seed=seed, stage_widths=stage_widths, out=out, log=log)
+                           speedup=speedup, match_ratio=match_ratio, max_macs=max_macs, ratios=ratios,
+                           finetune=finetune, images=images, bn_images=bn_images, threads=threads, runs=runs,
+                           rounds=rounds, seed=seed, stage_widths=stage_widths, depth=depth, out=out, log=log)
     metrics = dict(found.metrics)
     resolution = found.table.resolution
     deployed_checkpoint = found.checkpoint
@@ -406,14 +485,14 @@ def _time_together(runtime: str, files: Sequence[tuple[Path, str]], resolution: 
     return [timed[str(i)] for i in range(len(files))]
 
 
-def _pruned(checkpoint: Path, digest: str, stage_ratios: dict[str, float], finetune: TrainConfig | None,
-            data: DataConfig, bn_images: int, seed: int, stage_widths: bool, out: Path,
+def _pruned(checkpoint: Path, digest: str, stage_ratios: dict[str, float], stage_drops: dict[str, list[int]],
+            finetune: TrainConfig | None, data: DataConfig, bn_images: int, seed: int, stage_widths: bool, out: Path,
             log: Callable[[str], None]) -> dict[str, Any]:
     runs = out / "pruned" / "finetune"
     train = finetune or TrainConfig(model=str(checkpoint), data=data, seed=seed)
     train = train.replace(out=str(runs), resume=(runs / STATE_FILE).is_file())
     config = PruneConfig(ratio=0.0, stage_ratios=stage_ratios, bn_images=bn_images, seed=seed,
-                         stage_widths=stage_widths)
+                         stage_widths=stage_widths, drop_blocks=stage_drops or None)
     stage = Stage(out / "pruned", {"checkpoint": digest, "prune": dataclasses.asdict(config),
                                    "finetune": train.to_dict() if finetune else None}, log)
     record = stage.cached()

@@ -432,18 +432,17 @@ def search_command(
     (distilled), quantize for the runtime, export and time the winner beside the dense model."""
     from vitedge.bench.latency_model import DEFAULT_RATIOS
     from vitedge.workflows.prune import DENSE_TEACHER
-    from vitedge.workflows.search import search_checkpoint
+    from vitedge.workflows.search import SearchRequest, search_checkpoint
     from vitedge.workflows.training import recipe_config
 
     train = recipe_config(finetune_epochs, seed=seed, data=data, root=data_dir, batch_size=batch_size,
                           workers=workers, lr=lr, more={"data.img_size": img_size,
                                                          "distill.teacher": DENSE_TEACHER})
-    run = search_checkpoint(checkpoint, data=train.data, runtime=runtime, precision=precision,
-                            latency_ms=latency_ms, speedup=speedup, match_ratio=match_uniform, max_macs=max_macs,
-                            ratios=tuple(ratio or DEFAULT_RATIOS),
-                            finetune=train if finetune_epochs > 0 else None, images=images, calib=calib,
-                            threads=threads, runs=runs, seed=seed, stage_widths=stage_widths, depth=depth, out=out,
-                            log=lambda text: render.line(text))
+    request = SearchRequest(checkpoint, train.data, runtime, precision, latency_ms=latency_ms, speedup=speedup,
+                            match_ratio=match_uniform, max_macs=max_macs, ratios=tuple(ratio or DEFAULT_RATIOS),
+                            finetune=train if finetune_epochs > 0 else None, images=images, threads=threads,
+                            runs=runs, seed=seed, stage_widths=stage_widths, depth=depth, out=out)
+    run = search_checkpoint(request, calib=calib, log=lambda text: render.line(text))
     render.line(run.summary())
     render.wrote(out / "search.json")
 

@@ -56,7 +56,7 @@ from vitedge.train.task_data import TaskData
 from vitedge.train.trainer import jsonable_config
 from vitedge.workflows.prune import PRUNED_FILE, prune_checkpoint
 from vitedge.workflows.quantize import QUANTIZED_FILE, quantize_checkpoint
-from vitedge.workflows.search import searched_model
+from vitedge.workflows.search import SearchRequest, searched_model
 from vitedge.workflows.stages import Stage, file_digest
 
 __all__ = ["SEARCHED", "StudyResult", "Variant", "run_study"]
@@ -299,11 +299,11 @@ def _searched(config: StudyConfig, run_dir: Path, baseline: Variant, log: Log) -
             f"fine-tune {p.finetune.epochs} epochs")
         train = (_stage_config(config, p.finetune, stage.folder / "pruned" / "finetune", str(baseline.checkpoint))
                  if p.finetune.epochs > 0 else None)
-        found = searched_model(baseline.checkpoint, data=config.data, runtime=runtime, precision=s.precision,
-                               **s.budget_args(), max_macs=s.max_macs, ratios=s.grid, finetune=train, images=s.images,
-                               bn_images=p.bn_images, threads=config.deploy.threads, runs=s.runs, rounds=s.rounds,
-                               seed=config.seed, stage_widths=s.stage_widths, depth=s.depth, out=stage.folder,
-                               log=log)
+        request = SearchRequest(baseline.checkpoint, config.data, runtime, s.precision, **s.budget_args(),
+                                max_macs=s.max_macs, ratios=s.grid, finetune=train, images=s.images,
+                                bn_images=p.bn_images, threads=config.deploy.threads, runs=s.runs, rounds=s.rounds,
+                                seed=config.seed, stage_widths=s.stage_widths, depth=s.depth, out=stage.folder)
+        found = searched_model(request, log=log)
         m, chosen = found.metrics, found.result
         result = stage.done({
             "checkpoint": str(found.checkpoint), "params": m["params_pruned"], "macs": m["macs_pruned"],

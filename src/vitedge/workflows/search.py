@@ -28,7 +28,6 @@ import dataclasses
 import hashlib
 import itertools
 import json
-import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -64,8 +63,8 @@ from vitedge.workflows.prune import PRUNED_FILE, prune_checkpoint
 from vitedge.workflows.quantize import QUANTIZED_FILE, quantize_checkpoint
 from vitedge.workflows.stages import Stage, file_digest
 
-__all__ = ["SearchResult", "SearchRun", "SearchedModel", "Sensitivity", "check_search", "measure_sensitivity", "search",
-           "search_checkpoint", "searched_model"]
+__all__ = ["SearchRequest", "SearchResult", "SearchRun", "SearchedModel", "Sensitivity", "check_search",
+           "measure_sensitivity", "search", "search_checkpoint", "searched_model"]
 
 
 @dataclasses.dataclass
@@ -296,170 +295,154 @@ def check_search(checkpoint: Path, data: DataConfig, runtime: str, precision: st
     task_of(data.dataset).check_model(arch["name"])
 
 
-def searched_model(
-    checkpoint: str | os.PathLike,
-    *,
-    data: DataConfig,
-    runtime: str,
-    precision: str = "int8",
-    latency_ms: float | None = None,
-    speedup: float | None = None,
-    match_ratio: float | None = None,
-    max_macs: float | None = None,
-    ratios: Sequence[float] = DEFAULT_RATIOS,
-    finetune: TrainConfig | None = None,
-    images: int = 256,
-    bn_images: int = 256,
-    threads: int = 1,
-    runs: int = 50,
-    rounds: int = 3,
-    seed: int = 0,
-    stage_widths: bool = True,
-    depth: bool = True,
-    out: str | os.PathLike = "runs/search",
-    log: Callable[[str], None] = print,
-) -> SearchedModel:
+@dataclasses.dataclass(frozen=True)
+class SearchRequest:
+    """What to search and how to measure it. The budget is exactly one of ``latency_ms``,
+    ``speedup`` (over the dense FP32 model on ``runtime``) or ``match_ratio`` (the latency the
+    table predicts for the uniformly pruned model at that grid ratio); ``max_macs`` (a share of
+    the dense model's MACs) bounds the compute too. ``stage_widths``: a Microsoft model's residual
+    stage widths are searched with their stage; ``depth``: so is the number of its blocks (MIT
+    models have neither). ``finetune``: the winner's fine-tuning (epochs, optimiser,
+    distillation); ``images``: held-out training images that score each cut."""
+
+    checkpoint: Path
+    data: DataConfig
+    runtime: str
+    precision: str = "int8"
+    latency_ms: float | None = None
+    speedup: float | None = None
+    match_ratio: float | None = None
+    max_macs: float | None = None
+    ratios: tuple[float, ...] = DEFAULT_RATIOS
+    finetune: TrainConfig | None = None
+    images: int = 256
+    bn_images: int = 256
+    threads: int = 1
+    runs: int = 50
+    rounds: int = 3
+    seed: int = 0
+    stage_widths: bool = True
+    depth: bool = True
+    out: Path = Path("runs/search")
+
+    def __post_init__(self) -> None:
+        for name in ("checkpoint", "out"):  # callers pass str or Path
+            object.__setattr__(self, name, Path(getattr(self, name)))
+        object.__setattr__(self, "ratios", tuple(self.ratios))
+
+
+def searched_model(request: SearchRequest, *, log: Callable[[str], None] = print) -> SearchedModel:
     """The latency table, the sensitivity and the search of :func:`search_checkpoint`, then the
     winner pruned and fine-tuned; no quantization, export or timing of the winner (the study does
-    those for every variant alike). The budget is exactly one of ``latency_ms``, ``speedup`` (over
-    the dense FP32 model on ``runtime``) or ``match_ratio`` (the latency the table predicts for the
-    uniformly pruned model at that grid ratio); ``max_macs`` (a share of the dense model's MACs)
-    bounds the compute too."""
-    checkpoint, out = Path(checkpoint), Path(out)
-    check_search(checkpoint, data, runtime, precision, latency_ms=latency_ms, speedup=speedup,
-                 match_ratio=match_ratio, ratios=ratios)
-    if max_macs is not None and not 0 < max_macs <= 1:
-        raise VitedgeError(f"--max-macs is a share of the dense model's MACs in (0, 1], got {max_macs}")
-    arch = read_metadata(checkpoint)["arch"]
+    those for every variant alike)."""
+    r = request
+    check_search(r.checkpoint, r.data, r.runtime, r.precision, latency_ms=r.latency_ms, speedup=r.speedup,
+                 match_ratio=r.match_ratio, ratios=r.ratios)
+    if r.max_macs is not None and not 0 < r.max_macs <= 1:
+        raise VitedgeError(f"--max-macs is a share of the dense model's MACs in (0, 1], got {r.max_macs}")
+    arch = read_metadata(r.checkpoint)["arch"]
     # the table's key: the architecture with its widths (a pruned checkpoint times differently)
     arch_id = f"{arch['name']}-{hashlib.sha256(json.dumps(arch, sort_keys=True).encode()).hexdigest()[:8]}"
-    bundle = load_bundle(checkpoint)
+    bundle = load_bundle(r.checkpoint)
     if bundle.kind != "float":
-        raise VitedgeError(f"{checkpoint} is already quantized; search from the float checkpoint")
-    task = TaskData(dataclasses.replace(data, scale=(1.0, 1.0)), bundle.data_config, bundle.classes)
+        raise VitedgeError(f"{r.checkpoint} is already quantized; search from the float checkpoint")
+    task = TaskData(dataclasses.replace(r.data, scale=(1.0, 1.0)), bundle.data_config, bundle.classes)
     resolution = int(task.data_config["input_size"][-1])
-    digest = file_digest(checkpoint)
+    digest = file_digest(r.checkpoint)
     model = bundle.model
 
-    table = measure_table(model, runtime=runtime, precision=precision, resolution=resolution,
-                          name=arch_id, threads=threads, ratios=ratios, runs=runs, rounds=rounds,
-                          cache=out / f"latency_{runtime}_{precision}.json", stage_widths=stage_widths, depth=depth,
-                          log=log)
+    table = measure_table(model, runtime=r.runtime, precision=r.precision, resolution=resolution,
+                          name=arch_id, threads=r.threads, ratios=r.ratios, runs=r.runs, rounds=r.rounds,
+                          cache=r.out / f"latency_{r.runtime}_{r.precision}.json", stage_widths=r.stage_widths,
+                          depth=r.depth, log=log)
     budget_metrics: dict[str, Any] = {}
-    if latency_ms is not None:
-        budget = latency_ms
-    elif match_ratio is not None:
+    if r.latency_ms is not None:
+        budget = r.latency_ms
+    elif r.match_ratio is not None:
         # the uniform model as the table predicts it, in the units the search compares with
-        budget = table.predict({stage: match_ratio for stage in table.stages})
-        budget_metrics["budget_from"] = f"uniform {match_ratio:.0%}"
+        budget = table.predict({stage: r.match_ratio for stage in table.stages})
+        budget_metrics["budget_from"] = f"uniform {r.match_ratio:.0%}"
     else:
         # the dense FP32 model and the dense model in the table's precision, side by side: --speedup
         # counts from FP32, in the table's units
-        fp32_ms, same_ms = _dense_pair(model, runtime, precision, resolution, threads, runs, rounds, out)
+        fp32_ms, same_ms = _dense_pair(model, r.runtime, r.precision, resolution, r.threads, r.runs, r.rounds,
+                                       r.out)
         reference = table.dense_ms * fp32_ms / same_ms
-        budget = reference / speedup
+        budget = reference / r.speedup
         budget_metrics["reference_fp32_ms"] = reference
     fastest = table.fastest_ms  # as LatencyTable.predict bounds it, so this check and the search agree
     if budget < fastest:
         raise VitedgeError(f"a latency of {budget:.3f} ms cannot be met: the fastest configuration of the "
                            f"grid is predicted at {fastest:.3f} ms (dense {table.dense_ms:.3f} ms on "
-                           f"{runtime} {precision})")
+                           f"{r.runtime} {r.precision})")
 
-    key = {"checkpoint": digest, "data": dataclasses.asdict(data), "seed": seed, "ratios": list(ratios),
-           "images": images, "bn_images": bn_images, "stage_widths": stage_widths,
-           **({"depth": True} if depth and block_counts(model) else {})}
-    stage = Stage(out / "sensitivity", key, log)
+    key = {"checkpoint": digest, "data": dataclasses.asdict(r.data), "seed": r.seed, "ratios": list(r.ratios),
+           "images": r.images, "bn_images": r.bn_images, "stage_widths": r.stage_widths,
+           **({"depth": True} if r.depth and block_counts(model) else {})}
+    stage = Stage(r.out / "sensitivity", key, log)
     record = stage.cached()
     if record is None:
-        measured = measure_sensitivity(model, task, ratios=ratios, images=images, bn_images=bn_images,
-                                       seed=seed, stage_widths=stage_widths, depth=depth, log=log)
+        measured = measure_sensitivity(model, task, ratios=r.ratios, images=r.images, bn_images=r.bn_images,
+                                       seed=r.seed, stage_widths=r.stage_widths, depth=r.depth, log=log)
         record = stage.done(measured.to_dict())
     sensitivity = Sensitivity.from_dict(record)
     macs_of = None
-    if max_macs is not None:
+    if r.max_macs is not None:
         dense_macs = profile(model, resolution=resolution)["macs"]
 
         def macs_of(config: Mapping[str, float], blocks: Mapping[str, Sequence[int]]) -> float:
-            pruned = prune(model, 0.0, stage_ratios=dict(config), stage_widths=stage_widths,
+            pruned = prune(model, 0.0, stage_ratios=dict(config), stage_widths=r.stage_widths,
                            drop_blocks=dict(blocks) or None)
             return profile(pruned.eval(), resolution=resolution)["macs"] / dense_macs
 
-    result = search(table, sensitivity, budget, max_macs=max_macs, macs_of=macs_of)
+    result = search(table, sensitivity, budget, max_macs=r.max_macs, macs_of=macs_of)
     removed = f", blocks removed {result.stage_drops}" if result.stage_drops else ""
     log(f"search: {result.candidates} configurations within {budget:.2f} ms; chosen {result.stage_ratios}{removed} "
         f"(predicted {result.predicted_ms:.2f} ms, KL {result.predicted_kl:.4f})")
 
-    pruned = _pruned(checkpoint, digest, result.stage_ratios, result.stage_drops, finetune, data, bn_images, seed,
-                     stage_widths, out, log)
+    pruned = _pruned(r.checkpoint, digest, result.stage_ratios, result.stage_drops, r.finetune, r.data,
+                     r.bn_images, r.seed, r.stage_widths, r.out, log)
     metrics: dict[str, Any] = {"metric": task.metric, "label": task.task.label, "budget_ms": budget,
                                **budget_metrics, **pruned["metrics"]}
     return SearchedModel(result, table, sensitivity, Path(pruned["checkpoint"]), metrics)
 
 
-def search_checkpoint(
-    checkpoint: str | os.PathLike,
-    *,
-    data: DataConfig,
-    runtime: str,
-    precision: str = "int8",
-    latency_ms: float | None = None,
-    speedup: float | None = None,
-    match_ratio: float | None = None,
-    max_macs: float | None = None,
-    ratios: Sequence[float] = DEFAULT_RATIOS,
-    finetune: TrainConfig | None = None,
-    images: int = 256,
-    bn_images: int = 256,
-    calib: int = 256,
-    threads: int = 1,
-    runs: int = 50,
-    rounds: int = 3,
-    seed: int = 0,
-    stage_widths: bool = True,
-    depth: bool = True,
-    out: str | os.PathLike = "runs/search",
-    log: Callable[[str], None] = print,
-) -> SearchRun:
-    """Search per-stage pruning of ``checkpoint`` for ``runtime`` in ``precision`` under a budget
-    (``latency_ms``, ``speedup`` over the dense FP32 model on that runtime, or ``match_ratio``: as
-    fast as uniform pruning at that grid ratio), then prune by the winner, fine-tune it
-    (``finetune``: its epochs, optimiser and distillation; ``None``: BatchNorm re-estimation only),
-    quantize it for the runtime (``int8``), export it and time it beside the dense model.
-    ``stage_widths``: a Microsoft model's residual stage widths are searched with their stage (MIT
-    models have none); ``depth``: so is the number of its blocks. Every stage is cached in ``out``
-    and a re-run resumes."""
-    out = Path(out)
-    found = searched_model(checkpoint, data=data, runtime=runtime, precision=precision, latency_ms=latency_ms,
-                           speedup=speedup, match_ratio=match_ratio, max_macs=max_macs, ratios=ratios,
-                           finetune=finetune, images=images, bn_images=bn_images, threads=threads, runs=runs,
-                           rounds=rounds, seed=seed, stage_widths=stage_widths, depth=depth, out=out, log=log)
+def search_checkpoint(request: SearchRequest, *, calib: int = 256,
+                      log: Callable[[str], None] = print) -> SearchRun:
+    """Search per-stage pruning as ``request`` says, then prune by the winner, fine-tune it
+    (``request.finetune``; ``None``: BatchNorm re-estimation only), quantize it for the runtime on
+    ``calib`` training images (``int8``), export it and time it beside the dense model. Every stage
+    is cached in ``request.out`` and a re-run resumes."""
+    r = request
+    found = searched_model(request, log=log)
     metrics = dict(found.metrics)
     resolution = found.table.resolution
     deployed_checkpoint = found.checkpoint
-    if precision == "int8":
-        quantized = _quantized(deployed_checkpoint, runtime, data, calib, seed, out, log)
+    if r.precision == "int8":
+        quantized = _quantized(deployed_checkpoint, r.runtime, r.data, calib, r.seed, r.out, log)
         deployed_checkpoint = Path(quantized["checkpoint"])
         metrics.update(quantized["metrics"])
     # the deployed model's score: after INT8, else after fine-tuning, else after BatchNorm re-estimation
     metrics["score"] = next(metrics[k] for k in ("score_int8", "score_finetuned", "score_bn_recalibrated",
                                                   "score_pruned") if metrics.get(k) is not None)
-    deployed = export(load(deployed_checkpoint), out / f"searched_{precision}.onnx",
-                      "fp32" if precision == "bf16" else precision, resolution=resolution)
+    deployed = export(load(deployed_checkpoint), r.out / f"searched_{r.precision}.onnx",
+                      "fp32" if r.precision == "bf16" else r.precision, resolution=resolution)
     # beside the dense model in FP32 (the --speedup reference) and in the deployed precision
-    dense_fp32 = export(load(checkpoint), out / "dense_fp32.onnx", "fp32", resolution=resolution)
+    dense_fp32 = export(load(r.checkpoint), r.out / "dense_fp32.onnx", "fp32", resolution=resolution)
     # a file of its own per precision: the timer keys its results by path
     dense_same = dense_fp32
-    if precision != "fp32":
-        dense_same = variant_files(load(checkpoint).eval(), {f"dense_{precision}": {}}, out, runtime=runtime,
-                                   precision=precision, resolution=resolution)[f"dense_{precision}"]
-    timed = _time_together(runtime, [(deployed, precision), (dense_fp32, "fp32"), (dense_same, precision)],
-                           resolution, threads, runs, rounds)
+    if r.precision != "fp32":
+        dense_same = variant_files(load(r.checkpoint).eval(), {f"dense_{r.precision}": {}}, r.out,
+                                   runtime=r.runtime, precision=r.precision,
+                                   resolution=resolution)[f"dense_{r.precision}"]
+    timed = _time_together(r.runtime, [(deployed, r.precision), (dense_fp32, "fp32"), (dense_same, r.precision)],
+                           resolution, r.threads, r.runs, r.rounds)
     metrics.update(measured_ms=timed[0], dense_fp32_ms=timed[1], speedup=timed[1] / timed[0],
                    dense_same_ms=timed[2], latency_vs_dense=timed[0] / timed[2])
     run = SearchRun(found.result, found.table, found.sensitivity, found.checkpoint, deployed, metrics)
-    write_json(out / SEARCH_FILE, {"search": dataclasses.asdict(found.result), "metrics": metrics,
-                                   "table": found.table.to_dict(), "sensitivity": found.sensitivity.to_dict(),
-                                   "checkpoint": str(run.checkpoint), "deployed": str(deployed)}, indent=1)
+    write_json(r.out / SEARCH_FILE, {"search": dataclasses.asdict(found.result), "metrics": metrics,
+                                     "table": found.table.to_dict(), "sensitivity": found.sensitivity.to_dict(),
+                                     "checkpoint": str(run.checkpoint), "deployed": str(deployed)}, indent=1)
     return run
 
 

@@ -148,6 +148,7 @@ def test_a_miniature_search_runs_end_to_end_and_resumes(tiny_classifier, tmp_pat
     (("--speedup", "2", "--latency-ms", "1"), "exactly one of --latency-ms, --speedup or --match-uniform"),
     (("--latency-ms", "-1"), "the budget must be positive"),
     (("--match-uniform", "0.3"), "is not a ratio of the grid [0.2, 0.4, 0.6]"),
+    (("--max-macs", "1.5"), "--max-macs is a share of the dense model's MACs in (0, 1], got 1.5"),
     (("--precision", "fp16"), "fp32, bf16 or int8"),
     (("--precision", "bf16"), "onnxruntime runs FP32 files in fp32"),
 ])

@@ -267,8 +267,11 @@ class SearchedModel:
 
 
 def check_search(checkpoint: Path, data: DataConfig, runtime: str, precision: str, *, latency_ms: float | None,
-                 speedup: float | None, match_ratio: float | None, ratios: Sequence[float]) -> None:
+                 speedup: float | None, match_ratio: float | None, ratios: Sequence[float],
+                 max_macs: float | None = None) -> None:
     """What can be checked before any measurement; raises a one-line VitedgeError."""
+    if max_macs is not None and not 0 < max_macs <= 1:
+        raise VitedgeError(f"--max-macs is a share of the dense model's MACs in (0, 1], got {max_macs}")
     given = [b for b in (latency_ms, speedup, match_ratio) if b is not None]
     if len(given) != 1:
         raise VitedgeError("give the budget as exactly one of --latency-ms, --speedup or --match-uniform")
@@ -337,9 +340,7 @@ def searched_model(request: SearchRequest, *, log: Callable[[str], None] = print
     those for every variant alike)."""
     r = request
     check_search(r.checkpoint, r.data, r.runtime, r.precision, latency_ms=r.latency_ms, speedup=r.speedup,
-                 match_ratio=r.match_ratio, ratios=r.ratios)
-    if r.max_macs is not None and not 0 < r.max_macs <= 1:
-        raise VitedgeError(f"--max-macs is a share of the dense model's MACs in (0, 1], got {r.max_macs}")
+                 match_ratio=r.match_ratio, max_macs=r.max_macs, ratios=r.ratios)
     arch = read_metadata(r.checkpoint)["arch"]
     # the table's key: the architecture with its widths (a pruned checkpoint times differently)
     arch_id = f"{arch['name']}-{hashlib.sha256(json.dumps(arch, sort_keys=True).encode()).hexdigest()[:8]}"

@@ -141,11 +141,21 @@ def test_a_miniature_search_runs_end_to_end_and_resumes(tiny_classifier, tmp_pat
     assert "sensitivity 1/5" in out and "searched (" in out
     code, out, err = run_cli(monkeypatch, capsys, *args)  # every stage cached: nothing measured again
     assert code == 0 and "sensitivity 1/" not in out and "latency table:" not in out
+    # X times faster than uniform R: the budget is the table's uniform model divided by X (0.5: twice
+    # its latency, met whatever the timings); table and sensitivity come from the cache
+    faster = [*args[:6], "--match-uniform", "0.5", "--speedup", "0.5", *args[8:]]
+    code, out, err = run_cli(monkeypatch, capsys, *faster)
+    assert code == 0 and "sensitivity 1/" not in out, err
+    record = json.loads((tmp_path / "search" / "search.json").read_text())
+    table = LatencyTable.from_dict(record["table"])
+    assert record["search"]["budget_ms"] == pytest.approx(table.predict({s: 0.5 for s in table.stages}) / 0.5)
+    assert record["metrics"]["budget_from"] == "uniform 50% / 0.5"
 
 
 @pytest.mark.parametrize("extra, message", [
     (("--runtime", "tflite"), "unknown runtime 'tflite'"),
-    (("--speedup", "2", "--latency-ms", "1"), "exactly one of --latency-ms, --speedup or --match-uniform"),
+    (("--speedup", "2", "--latency-ms", "1"), "give the budget as one of --latency-ms, --speedup or --match-uniform"),
+    (("--match-uniform", "0.4", "--speedup", "0"), "the budget must be positive, got 0, 0.4"),
     (("--latency-ms", "-1"), "the budget must be positive"),
     (("--match-uniform", "0.3"), "is not a ratio of the grid [0.2, 0.4, 0.6]"),
     (("--max-macs", "1.5"), "--max-macs is a share of the dense model's MACs in (0, 1], got 1.5"),

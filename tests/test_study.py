@@ -92,7 +92,11 @@ def test_documented_config_names_every_knob_and_equals_the_quick_preset():
     ("deploy:\n  runtime: tflite\n", "unknown runtime 'tflite'"),
     ("modle: efficientvit_b0\n", "did you mean 'model'?"),
     ("pruning:\n  mode: auto\n", "pruning.mode must be uniform or search"),
-    ("pruning:\n  search:\n    budget: fast\n", "must be uniform:RATIO, speedup:TIMES or latency:MS"),
+    ("pruning:\n  search:\n    budget: fast\n", "uniform:RATIO/TIMES, speedup:TIMES or latency:MS"),
+    ("pruning:\n  search:\n    budget: uniform:0.4/0\n", "must be uniform:RATIO, uniform:RATIO/TIMES"),
+    ("pruning:\n  search:\n    budget: speedup:2/1.5\n", "must be uniform:RATIO, uniform:RATIO/TIMES"),
+    ("pruning:\n  compare: [l2]\n", "pruning.compare ['l2'] must list other criteria than pruning.criterion (l2)"),
+    ("pruning:\n  compare: [hessian]\n", "pruning: unknown pruning criterion 'hessian'"),
     ("pruning:\n  search:\n    budget: uniform:0.3\n", "0.3 is not a ratio of search.grid [0.2, 0.4, 0.6]"),
     ("pruning:\n  search:\n    precision: fp16\n", "search.precision must be fp32, bf16 or int8"),
     ("model: efficientvit_b9\n", "efficientvit_b9"),
@@ -104,6 +108,18 @@ def test_bad_config_is_one_clear_error(tmp_path, text, message):
     with pytest.raises(VitedgeError) as err:
         load_study_config(path)
     assert message in str(err.value)
+
+
+@pytest.mark.parametrize("budget, keywords", [
+    ("uniform:0.4", {"match_ratio": 0.4}),
+    ("uniform:0.4/1.25", {"match_ratio": 0.4, "speedup": 1.25}),  # 1.25× faster than uniform 40 %
+    ("speedup:2", {"speedup": 2.0}),
+    ("latency:1.5", {"latency_ms": 1.5}),
+])
+def test_a_search_budget_reads_as_the_search_request_keywords(budget, keywords):
+    from vitedge.study.config import SearchPlan
+
+    assert SearchPlan(budget=budget).budget_args() == keywords
 
 
 def test_bad_config_fails_in_the_cli_before_any_work(tmp_path):
@@ -357,7 +373,8 @@ def test_a_searched_model_joins_the_uniform_ones_in_every_table(tmp_path):
                          extra={"classes": ["cat", "dog", "fox"]})
     config = _mini(tmp_path, name="searched", **{
         "data.dataset": str(photos), "checkpoint": str(given), "pruning.finetune.epochs": 0,
-        "pruning.ratios": [0.5], "pruning.mode": "search", "pruning.search.runtime": "onnxruntime",
+        "pruning.ratios": [0.5], "pruning.compare": ["random"], "pruning.mode": "search",
+        "pruning.search.runtime": "onnxruntime",
         "pruning.search.precision": "fp32", "pruning.search.grid": [0.5], "pruning.search.budget": "uniform:0.5",
         "pruning.search.images": 8, "pruning.search.runs": 10, "pruning.search.rounds": 1,
         "deploy.runtime": "onnxruntime", "deploy.breakdown": False})
@@ -366,7 +383,7 @@ def test_a_searched_model_joins_the_uniform_ones_in_every_table(tmp_path):
     run = config.run_dir
     results = json.loads((run / "results.json").read_text())
     assert {(r["variant"], r["precision"]) for r in results["rows"]} == {
-        (v, p) for v in ("dense", "l2_p50", "searched") for p in ("fp32", "int8")}
+        (v, p) for v in ("dense", "l2_p50", "random_p50", "searched") for p in ("fp32", "int8")}
     search = results["search"]
     stages = {"stages.0", "stages.1", "stages.2", "stages.3", "head"}
     assert set(search["stage_ratios"]) <= stages and set(search["stage_ratios"].values()) <= {0.5}
@@ -377,13 +394,15 @@ def test_a_searched_model_joins_the_uniform_ones_in_every_table(tmp_path):
     table = LatencyTable.from_dict(json.loads((run / "search" / "latency_onnxruntime_fp32.json").read_text()))
     assert search["budget_ms"] == pytest.approx(table.predict({s: 0.5 for s in table.stages}))
     kept = search["kept_channels"]
-    assert set(kept) == {"dense", "50%", "searched"} and set(kept["dense"]) == stages
+    assert set(kept) == {"dense", "50%", "50% random", "searched"} and set(kept["dense"]) == stages
+    assert kept["50% random"] == kept["50%"]  # another ranking, the same widths
     for stage in stages:  # pruned stages keep fewer channels; the others keep them all
         assert kept["50%"][stage] < kept["dense"][stage]
         assert (kept["searched"][stage] < kept["dense"][stage]) == (stage in search["stage_ratios"])
     report = (run / "report.md").read_text()
     assert "## Searched pruning" in report and "Latency model — predicted vs measured" in report
     assert report.count("| searched |") == 5  # the matrix (FP32, INT8), Tables 1 and 3, the latency model
+    assert report.count("| 50% random |") == 5  # the compared criterion's row beside it, named
     assert (run / "plots" / "kept_channels.png").stat().st_size > 0
     # a second run measures nothing again
     stamps = {p: p.stat().st_mtime_ns for p in run.rglob("stage.json")}

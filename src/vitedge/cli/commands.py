@@ -403,7 +403,8 @@ def search_command(
         help="int8 (quantized for the runtime), fp32, or bf16 (OpenVINO on a CPU with native bf16)")] = "int8",
     latency_ms: Annotated[float | None, typer.Option(help="the budget: milliseconds at batch 1")] = None,
     speedup: Annotated[float | None, typer.Option(
-        help="the budget: times faster than the dense FP32 model on the runtime")] = None,
+        help="the budget: times faster than the dense FP32 model on the runtime (with --match-uniform: than "
+             "the uniform model)")] = None,
     match_uniform: Annotated[float | None, typer.Option(
         help="the budget: as fast as uniform pruning at this grid ratio (measured in the latency table)")] = None,
     max_macs: Annotated[float | None, typer.Option(

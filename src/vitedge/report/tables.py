@@ -43,7 +43,7 @@ class Row:
     @property
     def label(self) -> str:
         where = f" on {self.runtime}" if self.runtime else ""
-        name = "dense" if self.dense else self.shown if self.shown == SEARCHED else f"{self.ratio:.0%} pruned"
+        name = "dense" if self.dense else self.shown if self.shown == SEARCHED else f"{self.shown} pruned"
         return f"{name} {self.precision.upper()}{where}"
 
     def to_dict(self) -> dict[str, Any]:

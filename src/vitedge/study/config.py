@@ -39,6 +39,7 @@ from vitedge.hardware.accelerator import get_accelerator
 from vitedge.models import is_model
 from vitedge.models.registry import unknown_model_error
 from vitedge.pruning import PruneConfig
+from vitedge.pruning.importance import check_criterion
 from vitedge.quantization import QuantConfig
 from vitedge.settings import config_class
 from vitedge.train.config import (
@@ -64,8 +65,9 @@ class SearchPlan:
     (:mod:`vitedge.workflows.search`), fine-tuned like the uniform ones.
 
     ``budget``: ``uniform:R`` (as fast as uniform pruning at grid ratio R, measured in the latency
-    table: the equal-latency comparison), ``speedup:X`` (X times faster than the dense FP32 model on
-    the runtime) or ``latency:MS``."""
+    table: the equal-latency comparison), ``uniform:R/X`` (X times faster than that: the
+    equal-accuracy comparison), ``speedup:X`` (X times faster than the dense FP32 model on the
+    runtime) or ``latency:MS``."""
 
     runtime: str = "auto"             # auto: openvino where installed (the fastest CPU runtime here), else onnxruntime
     precision: str = "int8"           # fp32, bf16 (OpenVINO, native bf16 only) or int8
@@ -91,20 +93,21 @@ class SearchPlan:
         self.budget_args()
 
     def budget_args(self) -> dict[str, float]:
-        """The budget as :func:`~vitedge.workflows.search.searched_model`'s keyword."""
+        """The budget as :class:`~vitedge.workflows.search.SearchRequest`'s keywords."""
         kind, _, value = self.budget.partition(":")
         keyword = {"uniform": "match_ratio", "speedup": "speedup", "latency": "latency_ms"}.get(kind)
+        value, slash, faster = value.partition("/")
         try:
-            number = float(value)
+            number, times = float(value), float(faster) if slash else 1.0
         except ValueError:
-            number = float("nan")
-        if keyword is None or not number > 0:
-            raise VitedgeError(f"search.budget {self.budget!r} must be uniform:RATIO, speedup:TIMES or "
-                               "latency:MS with a positive number, e.g. uniform:0.4")
+            number = times = float("nan")
+        if keyword is None or not number > 0 or not times > 0 or (slash and kind != "uniform"):
+            raise VitedgeError(f"search.budget {self.budget!r} must be uniform:RATIO, uniform:RATIO/TIMES, "
+                               "speedup:TIMES or latency:MS with positive numbers, e.g. uniform:0.4")
         if kind == "uniform" and not any(abs(number - r) < 1e-9 for r in self.grid):
             raise VitedgeError(f"search.budget {self.budget!r}: {number:g} is not a ratio of search.grid "
                                f"{list(self.grid)}")
-        return {keyword: number}
+        return {keyword: number, **({"speedup": times} if slash else {})}
 
 
 @config_class
@@ -114,6 +117,7 @@ class PruningPlan(PruneConfig):
     same fine-tuning stage for every ratio and for the dense reference."""
 
     ratios: tuple[float, ...] = (0.2, 0.4, 0.6)
+    compare: tuple[str, ...] = ()     # more criteria pruned at the same ratios, fine-tuned alike (e.g. taylor)
     mode: str = "uniform"             # uniform: the ratios only; search: the ratios and one searched model
     search: SearchPlan = field(default_factory=SearchPlan)
     finetune: TrainStage = field(default_factory=lambda: TrainStage(
@@ -133,9 +137,15 @@ class PruningPlan(PruneConfig):
             raise VitedgeError("ratios must not list 0: the dense baseline is always part of the study")
         for ratio in self.ratios:
             self.for_ratio(ratio, seed=0)  # each ratio under PruneConfig's rules
+        compared = [check_criterion(c) for c in self.compare]
+        if self.criterion in compared or len(set(compared)) != len(compared):
+            raise VitedgeError(f"pruning.compare {list(self.compare)} must list other criteria than "
+                               f"pruning.criterion ({self.criterion}), each once")
+        object.__setattr__(self, "compare", tuple(compared))
 
-    def for_ratio(self, ratio: float, *, seed: int) -> PruneConfig:
-        return dataclasses.replace(settings.narrow(self, PruneConfig), ratio=ratio, seed=seed)
+    def for_ratio(self, ratio: float, *, seed: int, criterion: str | None = None) -> PruneConfig:
+        return dataclasses.replace(settings.narrow(self, PruneConfig), ratio=ratio, seed=seed,
+                                   criterion=criterion or self.criterion)
 
 
 @config_class

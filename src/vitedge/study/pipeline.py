@@ -81,11 +81,14 @@ class Variant:
     deployments: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     # the searched model only: its per-stage ratios, budget, prediction and latency table
     search: dict[str, Any] | None = None
+    criterion: str | None = None  # a compared criterion's model (pruning.compare); None: the study's own
 
     @property
     def shown(self) -> str:
-        """How tables name it: its pruning ratio, or ``searched``."""
-        return SEARCHED if self.search is not None else f"{self.ratio:.0%}"
+        """How tables name it: its pruning ratio (and a compared criterion), or ``searched``."""
+        if self.search is not None:
+            return SEARCHED
+        return f"{self.ratio:.0%}" + (f" {self.criterion}" if self.criterion else "")
 
 
 @dataclass
@@ -121,7 +124,9 @@ def run_study(config: StudyConfig, *, log: Log = print) -> StudyResult:
     # every Δ is against a dense model trained as long as the pruned ones, so pruning is not credited
     # with their extra fine-tuning
     dense = _dense_reference(config, run_dir, baseline, log)
-    variants = [dense] + [_prune(config, run_dir, baseline, ratio, log) for ratio in config.pruning.ratios]
+    p = config.pruning
+    variants = [dense] + [_prune(config, run_dir, baseline, ratio, criterion, log)
+                          for criterion in (p.criterion, *p.compare) for ratio in p.ratios]
     if config.pruning.mode == "search":
         variants.append(_searched(config, run_dir, baseline, log))
     frame = task.frame
@@ -240,9 +245,12 @@ def _dense_variant(result: dict[str, Any], stage: Stage) -> Variant:
     return Variant("dense", 0.0, checkpoint, stage.fingerprint, metrics)
 
 
-def _prune(config: StudyConfig, run_dir: Path, dense: Variant, ratio: float, log: Log) -> Variant:
-    name = f"{config.pruning.criterion}_p{round(ratio * 100)}"
-    return _prune_stage(config, run_dir / "prune" / name, name, dense, ratio, log)
+def _prune(config: StudyConfig, run_dir: Path, dense: Variant, ratio: float, criterion: str, log: Log) -> Variant:
+    name = f"{criterion}_p{round(ratio * 100)}"
+    variant = _prune_stage(config, run_dir / "prune" / name, name, dense, ratio, log, criterion)
+    if criterion != config.pruning.criterion:  # a compared criterion: tables name it beside the ratio
+        variant.criterion = criterion
+    return variant
 
 
 def _dense_reference(config: StudyConfig, run_dir: Path, baseline: Variant, log: Log) -> Variant:
@@ -257,23 +265,25 @@ def _dense_reference(config: StudyConfig, run_dir: Path, baseline: Variant, log:
     return reference
 
 
-def _prune_stage(config: StudyConfig, folder: Path, name: str, dense: Variant, ratio: float, log: Log) -> Variant:
+def _prune_stage(config: StudyConfig, folder: Path, name: str, dense: Variant, ratio: float, log: Log,
+                 criterion: str | None = None) -> Variant:
 
     p = config.pruning
-    # adding a ratio (or the searched model) redoes none
-    settings = {k: v for k, v in config.section("pruning").items() if k not in ("ratios", "mode", "search")}
-    if settings.get("drop_blocks") is None:  # a setting added later: unset, it keeps existing stages cached
-        settings.pop("drop_blocks", None)
+    criterion = criterion or p.criterion
+    # adding a ratio, a compared criterion or the searched model redoes none
+    settings = _pruning_settings(config, "ratios", "mode", "search")
+    settings["criterion"] = criterion
     stage = Stage(folder, {"baseline": dense.fingerprint, "ratio": ratio, "pruning": settings,
                            "seed": config.seed}, log)
     result = stage.cached()
     if result is None:
         log(f"dense reference: the baseline fine-tuned {p.finetune.epochs} epochs, the pruned models' budget"
             if ratio == 0 else
-            f"prune: {name} ({ratio:.0%} of the channels by {p.criterion}), fine-tune {p.finetune.epochs} epochs")
+            f"prune: {name} ({ratio:.0%} of the channels by {criterion}), fine-tune {p.finetune.epochs} epochs")
         (stage.folder / PRUNED_FILE).unlink(missing_ok=True)  # saved just before an interruption
         train = _stage_config(config, p.finetune, stage.folder / "finetune", str(dense.checkpoint))
-        pruned = prune_checkpoint(dense.checkpoint, p.for_ratio(ratio, seed=config.seed), train=train,
+        pruned = prune_checkpoint(dense.checkpoint, p.for_ratio(ratio, seed=config.seed, criterion=criterion),
+                                  train=train,
                                   finetune=p.finetune.epochs > 0, out=stage.folder, verbose=True)
         m = pruned.metrics
         result = stage.done({
@@ -284,12 +294,21 @@ def _prune_stage(config: StudyConfig, folder: Path, name: str, dense: Variant, r
     return Variant(name, ratio, Path(result["checkpoint"]), stage.fingerprint, metrics)
 
 
+def _pruning_settings(config: StudyConfig, *left_out: str) -> dict[str, Any]:
+    """The pruning section as a stage key, without ``left_out`` and without the settings added
+    after studies were cached (``compare``; ``drop_blocks`` unset), so those stay cached."""
+    settings = {k: v for k, v in config.section("pruning").items() if k not in (*left_out, "compare")}
+    if settings.get("drop_blocks") is None:
+        settings.pop("drop_blocks", None)
+    return settings
+
+
 def _searched(config: StudyConfig, run_dir: Path, baseline: Variant, log: Log) -> Variant:
     """``pruning.mode: search``: a ratio per stage searched under ``pruning.search.budget`` on the
     search runtime, pruned from the baseline and fine-tuned like the uniform variants."""
     p, s = config.pruning, config.pruning.search
     runtime = search_runtime(config)
-    settings = {k: v for k, v in config.section("pruning").items() if k not in ("ratios", "mode")}
+    settings = _pruning_settings(config, "ratios", "mode")
     stage = Stage(run_dir / "search", {"baseline": baseline.fingerprint, "runtime": runtime, "pruning": settings,
                                        "data": config.section("data"), "seed": config.seed,
                                        "threads": config.deploy.threads}, log)

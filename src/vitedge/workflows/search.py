@@ -273,13 +273,15 @@ def check_search(checkpoint: Path, data: DataConfig, runtime: str, precision: st
     if max_macs is not None and not 0 < max_macs <= 1:
         raise VitedgeError(f"--max-macs is a share of the dense model's MACs in (0, 1], got {max_macs}")
     given = [b for b in (latency_ms, speedup, match_ratio) if b is not None]
-    if len(given) != 1:
-        raise VitedgeError("give the budget as exactly one of --latency-ms, --speedup or --match-uniform")
+    # --match-uniform R --speedup X: X times faster than uniform R (the equal-accuracy comparison)
+    if len(given) != 1 and not (len(given) == 2 and latency_ms is None):
+        raise VitedgeError("give the budget as one of --latency-ms, --speedup or --match-uniform (or "
+                           "--match-uniform R --speedup X: X times faster than uniform R)")
     if match_ratio is not None and not any(abs(match_ratio - r) < 1e-9 for r in ratios):
         raise VitedgeError(f"--match-uniform {match_ratio:g} is not a ratio of the grid {list(ratios)}: the "
                            "uniform model is measured at grid ratios only")
-    if not given[0] > 0:
-        raise VitedgeError(f"the budget must be positive, got {given[0]}")
+    if not all(b > 0 for b in given):
+        raise VitedgeError(f"the budget must be positive, got {', '.join(f'{b:g}' for b in given)}")
     if precision not in ("fp32", "bf16", "int8"):
         raise VitedgeError(f"the search deploys fp32, bf16 or int8, not {precision!r}")
     spec = get_runtime(runtime)
@@ -300,9 +302,10 @@ def check_search(checkpoint: Path, data: DataConfig, runtime: str, precision: st
 
 @dataclasses.dataclass(frozen=True)
 class SearchRequest:
-    """What to search and how to measure it. The budget is exactly one of ``latency_ms``,
-    ``speedup`` (over the dense FP32 model on ``runtime``) or ``match_ratio`` (the latency the
-    table predicts for the uniformly pruned model at that grid ratio); ``max_macs`` (a share of
+    """What to search and how to measure it. The budget is one of ``latency_ms``, ``speedup``
+    (over the dense FP32 model on ``runtime``) or ``match_ratio`` (the latency the table predicts
+    for the uniformly pruned model at that grid ratio; with ``speedup`` too, that many times
+    faster than the uniform model); ``max_macs`` (a share of
     the dense model's MACs) bounds the compute too. ``stage_widths``: a Microsoft model's residual
     stage widths are searched with their stage; ``depth``: so is the number of its blocks (MIT
     models have neither). ``finetune``: the winner's fine-tuning (epochs, optimiser,
@@ -361,8 +364,9 @@ def searched_model(request: SearchRequest, *, log: Callable[[str], None] = print
         budget = r.latency_ms
     elif r.match_ratio is not None:
         # the uniform model as the table predicts it, in the units the search compares with
-        budget = table.predict({stage: r.match_ratio for stage in table.stages})
-        budget_metrics["budget_from"] = f"uniform {r.match_ratio:.0%}"
+        faster = r.speedup or 1.0
+        budget = table.predict({stage: r.match_ratio for stage in table.stages}) / faster
+        budget_metrics["budget_from"] = f"uniform {r.match_ratio:.0%}" + (f" / {faster:g}" if r.speedup else "")
     else:
         # the dense FP32 model and the dense model in the table's precision, side by side: --speedup
         # counts from FP32, in the table's units

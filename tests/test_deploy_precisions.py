@@ -37,7 +37,9 @@ def test_int8_export_runs_on_integer_kernels_and_matches_the_simulation(name, tm
     simulation follows ORT's integer arithmetic (vitedge.quantization.runtime_arith), exact with
     ``exact_w_bits()`` weights. Measured, relative: B0 5.3e-7, M0 2.7e-7 (AVX2, 7-bit weights;
     the issue's VNNI run, 8-bit: 7e-7 / 2e-7); ORT fed the other images is 0.27 / 0.10 away."""
-    config = QuantConfig(method="trio", conv_outputs=True, w_bits=exact_w_bits())
+    # every point quantized: the kernels, not the precision plan, are under test (on a random network's
+    # near-tied logits the plan floats whole kinds of points)
+    config = QuantConfig(method="trio", conv_outputs=True, w_bits=exact_w_bits(), auto_float=False)
     qmodel = vitedge.quantize(dense(name), calib(), config=config)
     path = export(qmodel, tmp_path / "int8.onnx", precision="int8", resolution=64,
                   classes=[str(i) for i in range(10)])

@@ -251,7 +251,11 @@ def test_uniform_attention_denominator_never_rounds_to_zero():
 @pytest.mark.parametrize("name", list(MODELS))
 def test_error_shrinks_with_bits_and_16_bit_is_near_exact(name):
     model = dense(name)
-    errs = {bits: rel_err(quantize(model, calib(), "minmax", bits, bits), model) for bits in (16, 8, 6, 4)}
+    # every point quantized (no precision plan): a plan floats other points at each width, and a random
+    # network's near-tied logits make it float many
+    plain = QuantConfig(auto_float=False)
+    errs = {bits: rel_err(quantize(model, calib(), "minmax", bits, bits, config=plain), model)
+            for bits in (16, 8, 6, 4)}
     assert errs[16] < 2e-3, errs
     assert errs[8] < 0.15, errs
     assert errs[16] < errs[8] < errs[6] < errs[4], errs

@@ -283,8 +283,7 @@ def _prune_stage(config: StudyConfig, folder: Path, name: str, dense: Variant, r
         (stage.folder / PRUNED_FILE).unlink(missing_ok=True)  # saved just before an interruption
         train = _stage_config(config, p.finetune, stage.folder / "finetune", str(dense.checkpoint))
         pruned = prune_checkpoint(dense.checkpoint, p.for_ratio(ratio, seed=config.seed, criterion=criterion),
-                                  train=train,
-                                  finetune=p.finetune.epochs > 0, out=stage.folder, verbose=True)
+                                  train=train, finetune=p.finetune.epochs > 0, out=stage.folder, verbose=True)
         m = pruned.metrics
         result = stage.done({
             "checkpoint": str(pruned.path), "params": m["params_pruned"], "macs": m["macs_pruned"],

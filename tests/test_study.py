@@ -99,6 +99,10 @@ def test_documented_config_names_every_knob_and_equals_the_quick_preset():
     ("pruning:\n  compare: [hessian]\n", "pruning: unknown pruning criterion 'hessian'"),
     ("pruning:\n  search:\n    budget: uniform:0.3\n", "0.3 is not a ratio of search.grid [0.2, 0.4, 0.6]"),
     ("pruning:\n  search:\n    precision: fp16\n", "search.precision must be fp32, bf16 or int8"),
+    ("pruning:\n  search:\n    compare_budgets: [uniform:0.4]\n", "repeats a budget"),
+    ("pruning:\n  search:\n    compare_budgets: [speedup:2, speedup:2]\n", "repeats a budget"),
+    ("pruning:\n  search:\n    compare_budgets: [uniform:0.5]\n", "'uniform:0.5': 0.5 is not a ratio of search.grid"),
+    ("pruning:\n  search:\n    compare_budgets: uniform:0.2\n", "search.compare_budgets: input should be a valid"),
     ("model: efficientvit_b9\n", "efficientvit_b9"),
     ("- just a list\n", "must be a mapping"),
 ])
@@ -120,6 +124,16 @@ def test_a_search_budget_reads_as_the_search_request_keywords(budget, keywords):
     from vitedge.study.config import SearchPlan
 
     assert SearchPlan(budget=budget).budget_args() == keywords
+    assert SearchPlan(compare_budgets=(budget,) if budget != "uniform:0.4" else ()).budget_args(budget) == keywords
+
+
+@pytest.mark.parametrize("budget, label", [
+    ("uniform:0.4", "uniform 40%"), ("uniform:0.4/1.25", "1.25× uniform 40%"), ("speedup:2", "2× dense"),
+    ("latency:1.5", "1.5 ms")])
+def test_a_budget_names_its_searched_row(budget, label):
+    from vitedge.study.config import budget_label
+
+    assert budget_label(budget) == label
 
 
 def test_bad_config_fails_in_the_cli_before_any_work(tmp_path):
@@ -363,8 +377,9 @@ def test_every_artifact_records_the_studys_preprocessing_and_eval_agrees(tmp_pat
 
 def test_a_searched_model_joins_the_uniform_ones_in_every_table(tmp_path):
     """``pruning.mode: search``: a model with a ratio per stage, searched under the measured latency
-    of uniform pruning, goes through quantization, export and the runtime like the others; the
-    report says what was chosen, predicted against measured latency, and where channels were kept."""
+    of uniform pruning (and one more under a compared budget), goes through quantization, export
+    and the runtime like the others; the report says what was chosen, predicted against measured
+    latency, and where channels were kept."""
     import vitedge
 
     photos = _photo_folder(tmp_path / "photos")
@@ -376,14 +391,16 @@ def test_a_searched_model_joins_the_uniform_ones_in_every_table(tmp_path):
         "pruning.ratios": [0.5], "pruning.compare": ["random"], "pruning.mode": "search",
         "pruning.search.runtime": "onnxruntime",
         "pruning.search.precision": "fp32", "pruning.search.grid": [0.5], "pruning.search.budget": "uniform:0.5",
+        "pruning.search.compare_budgets": ["uniform:0.5/0.9"],
         "pruning.search.images": 8, "pruning.search.runs": 10, "pruning.search.rounds": 1,
         "deploy.runtime": "onnxruntime", "deploy.breakdown": False})
     config = dataclasses.replace(config, deploy=dataclasses.replace(config.deploy, accelerator=None))
     study_with_report(config, log=lambda line: None)
     run = config.run_dir
     results = json.loads((run / "results.json").read_text())
+    slower = "searched_uniform-0.5-0.9"  # the compared budget: 1/0.9 of uniform 50 %'s latency
     assert {(r["variant"], r["precision"]) for r in results["rows"]} == {
-        (v, p) for v in ("dense", "l2_p50", "random_p50", "searched") for p in ("fp32", "int8")}
+        (v, p) for v in ("dense", "l2_p50", "random_p50", "searched", slower) for p in ("fp32", "int8")}
     search = results["search"]
     stages = {"stages.0", "stages.1", "stages.2", "stages.3", "head"}
     assert set(search["stage_ratios"]) <= stages and set(search["stage_ratios"].values()) <= {0.5}
@@ -393,16 +410,26 @@ def test_a_searched_model_joins_the_uniform_ones_in_every_table(tmp_path):
 
     table = LatencyTable.from_dict(json.loads((run / "search" / "latency_onnxruntime_fp32.json").read_text()))
     assert search["budget_ms"] == pytest.approx(table.predict({s: 0.5 for s in table.stages}))
+    # the compared budget's search used the same table and sensitivity, measured once
+    other = search["compared"][slower]
+    assert other["budget"] == "uniform:0.5/0.9" and other["budget_ms"] == pytest.approx(search["budget_ms"] / 0.9)
+    assert other["predicted_ms"] <= other["budget_ms"] and (run / "search_uniform-0.5-0.9" / "pruned").is_dir()
+    assert [p.parent.name for p in run.rglob("latency_onnxruntime_fp32.json")] == ["search"]
+    assert len(list(run.rglob("sensitivity"))) == 1
     kept = search["kept_channels"]
-    assert set(kept) == {"dense", "50%", "50% random", "searched"} and set(kept["dense"]) == stages
+    main, second = "searched uniform 50%", "searched 0.9× uniform 50%"
+    assert set(kept) == {"dense", "50%", "50% random", main, second} and set(kept["dense"]) == stages
     assert kept["50% random"] == kept["50%"]  # another ranking, the same widths
     for stage in stages:  # pruned stages keep fewer channels; the others keep them all
         assert kept["50%"][stage] < kept["dense"][stage]
-        assert (kept["searched"][stage] < kept["dense"][stage]) == (stage in search["stage_ratios"])
+        assert (kept[main][stage] < kept["dense"][stage]) == (stage in search["stage_ratios"])
+        assert (kept[second][stage] < kept["dense"][stage]) == (stage in other["stage_ratios"])
     report = (run / "report.md").read_text()
     assert "## Searched pruning" in report and "Latency model — predicted vs measured" in report
-    assert report.count("| searched |") == 5  # the matrix (FP32, INT8), Tables 1 and 3, the latency model
+    for name in (main, second):  # the matrix (FP32, INT8), Tables 1 and 3, the latency model
+        assert report.count(f"| {name} |") == 5, name
     assert report.count("| 50% random |") == 5  # the compared criterion's row beside it, named
+    assert "0.9× faster than the latency the table predicts for uniform 50% pruning" in report
     assert (run / "plots" / "kept_channels.png").stat().st_size > 0
     # a second run measures nothing again
     stamps = {p: p.stat().st_mtime_ns for p in run.rglob("stage.json")}

@@ -115,14 +115,15 @@ def write_report(result: StudyResult, *, log: Callable[[str], None] = print) -> 
         doc.paragraph(f"No FPGA estimate: {hardware['fpga_note']}.")
     if breakdown:
         doc.table(breakdown_table(breakdown))
-    searched = next((v for v in variants if v.search is not None), None)
+    searched = [v for v in variants if v.search is not None]
     search = None
-    if searched is not None:
+    if searched:
         kept = kept_channels(variants)
         search = search_record(variants, kept)
         doc.heading("Searched pruning")
-        doc.paragraph(search_summary(searched, metric))
-        latency = search_latency_table(variants, searched)
+        for model in searched:
+            doc.paragraph(search_summary(model, metric))
+        latency = search_latency_table(variants, searched[0])
         if latency is not None:
             doc.table(latency)
         figures.append((plot_kept_channels(kept, plots / "kept_channels.png"),

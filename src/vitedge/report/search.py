@@ -28,8 +28,11 @@ def search_summary(searched: Variant, metric: str) -> str:
         chosen += " and removes blocks " + ", ".join(f"{blocks} of `{stage}`" for stage, blocks in drops.items())
     budget = s["budget"]
     if budget.startswith("uniform:"):
-        budget = f"the latency the table predicts for uniform {float(budget.split(':')[1]):.0%} pruning"
-    return (f"The searched model prunes {chosen} (everything else dense), the configuration of least summed "
+        ratio, slash, faster = budget.split(":")[1].partition("/")
+        budget = (f"{faster}× faster than " if slash else "") + \
+            f"the latency the table predicts for uniform {float(ratio):.0%} pruning"
+    name = "The searched model" if searched.shown == "searched" else f"The model `{searched.shown}`"
+    return (f"{name} prunes {chosen} (everything else dense), the configuration of least summed "
             f"divergence (KL of its predictions from the dense model's on held-out training images, each stage "
             f"pruned alone) among {s['candidates']} whose predicted latency on {s['runtime']} {s['precision']} "
             f"meets the budget: {budget}, {s['budget_ms']:.3f} ms. Predicted {s['predicted_ms']:.3f} ms and "
@@ -38,10 +41,10 @@ def search_summary(searched: Variant, metric: str) -> str:
 
 
 def search_latency_table(variants: Sequence[Variant], searched: Variant) -> Table | None:
-    """Each variant's latency on the search's runtime and precision, predicted by its latency table
-    and measured by the study, both as a share of the dense model's (the table and the study time
-    at different moments, so shares compare, milliseconds do not); None when the study did not
-    deploy there."""
+    """Each variant's latency on the search's runtime and precision, predicted by the latency table of
+    ``searched`` (every searched model shares it) and measured by the study, both as a share of the
+    dense model's (the table and the study time at different moments, so shares compare,
+    milliseconds do not); None when the study did not deploy there."""
     s = searched.search or {}
     table = LatencyTable.from_dict(s["table"])
     runtime, precision = s["runtime"], s["precision"]
@@ -56,9 +59,9 @@ def search_latency_table(variants: Sequence[Variant], searched: Variant) -> Tabl
         drops: dict[str, int] = {}
         if v is dense:
             config: dict[str, float] | None = {}
-        elif v is searched:
-            config = s["stage_ratios"]
-            drops = {stage: len(blocks) for stage, blocks in (s.get("stage_drops") or {}).items()}
+        elif v.search is not None:
+            config = v.search["stage_ratios"]
+            drops = {stage: len(blocks) for stage, blocks in (v.search.get("stage_drops") or {}).items()}
         else:  # uniform: every stage at its ratio, within the table's grid
             config = {stage: v.ratio for stage in stages} if v.ratio <= table.ratios[-1] else None
         measured = v.deployments[runtime][precision]["latency"]["median_ms"] / dense_ms
@@ -101,7 +104,7 @@ def plot_kept_channels(kept: dict[str, dict[str, int]], path: str | os.PathLike)
     for i, name in enumerate(names):
         shares = [100 * kept[name].get(stage, 0) / dense[stage] for stage in stages]
         ax.bar([x + (i - (len(names) - 1) / 2) * width for x in range(len(stages))], shares, width,
-               label=name, color="tab:red" if name == "searched" else None, zorder=3)
+               label=name, color="tab:red" if name == "searched" else None, zorder=3)  # the main one
     ax.set_xticks(range(len(stages)), [s.replace("stages.", "stage ") for s in stages])
     ax.set_ylabel("channels kept (% of dense)")
     ax.set_title("where each variant keeps its channels")
@@ -114,6 +117,12 @@ def plot_kept_channels(kept: dict[str, dict[str, int]], path: str | os.PathLike)
 
 
 def search_record(variants: Sequence[Variant], kept: dict[str, dict[str, int]]) -> dict[str, Any]:
-    """What results.json keeps of the search."""
-    searched = next(v for v in variants if v.search is not None)
-    return {**{k: v for k, v in (searched.search or {}).items() if k != "table"}, "kept_channels": kept}
+    """What results.json keeps of the search: the main budget's model, the models of the compared
+    budgets under ``compared`` (by their variant names), and the kept channels of every variant."""
+    searched = [v for v in variants if v.search is not None]
+
+    def record(v: Variant) -> dict[str, Any]:
+        return {k: value for k, value in (v.search or {}).items() if k != "table"}
+
+    compared = {v.name: record(v) for v in searched[1:]}
+    return {**record(searched[0]), "kept_channels": kept, **({"compared": compared} if compared else {})}

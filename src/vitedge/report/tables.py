@@ -43,7 +43,7 @@ class Row:
     @property
     def label(self) -> str:
         where = f" on {self.runtime}" if self.runtime else ""
-        name = "dense" if self.dense else self.shown if self.shown == SEARCHED else f"{self.shown} pruned"
+        name = "dense" if self.dense else self.shown if self.shown.startswith(SEARCHED) else f"{self.shown} pruned"
         return f"{name} {self.precision.upper()}{where}"
 
     def to_dict(self) -> dict[str, Any]:
@@ -80,7 +80,7 @@ def _ref(rows: Sequence[Row]) -> Row:
 def deployment_table(rows: Sequence[Row], chosen: Row, metric: str = "top-1") -> Table:
     """Every variant on every runtime × precision, the recommended one marked."""
     ref = _ref(rows)
-    order = sorted(rows, key=lambda r: (r.shown == SEARCHED, r.ratio, r.runtime, r.precision))
+    order = sorted(rows, key=lambda r: (r.shown.startswith(SEARCHED), r.ratio, r.runtime, r.precision))
     body = [[r.shown, r.runtime, r.precision.upper() + (" ◀" if r == chosen else ""), f"{r.score:.2f}",
              f"{r.score - ref.score:+.2f}", f"{r.latency_ms:.2f}", f"{ref.latency_ms / r.latency_ms:.2f}×",
              f"{r.size_mib:.2f}"] for r in order]

@@ -55,7 +55,7 @@ from vitedge.train.config import (
 from vitedge.train.tasks import Task, get_task, task_of
 from vitedge.workflows.prune import DENSE_TEACHER
 
-__all__ = ["PRESETS", "SearchPlan", "StudyConfig", "load_study_config", "search_runtime"]
+__all__ = ["PRESETS", "SearchPlan", "StudyConfig", "budget_label", "load_study_config", "search_runtime"]
 
 
 @config_class
@@ -67,11 +67,13 @@ class SearchPlan:
     ``budget``: ``uniform:R`` (as fast as uniform pruning at grid ratio R, measured in the latency
     table: the equal-latency comparison), ``uniform:R/X`` (X times faster than that: the
     equal-accuracy comparison), ``speedup:X`` (X times faster than the dense FP32 model on the
-    runtime) or ``latency:MS``."""
+    runtime) or ``latency:MS``. ``compare_budgets``: more budgets, one searched model each (its own
+    row, named by its budget), sharing the latency table and the sensitivity."""
 
     runtime: str = "auto"             # auto: openvino where installed (the fastest CPU runtime here), else onnxruntime
     precision: str = "int8"           # fp32, bf16 (OpenVINO, native bf16 only) or int8
     budget: str = "uniform:0.4"
+    compare_budgets: tuple[str, ...] = ()
     max_macs: float | None = None     # also keep at most this share of the dense model's MACs
     grid: tuple[float, ...] = (0.2, 0.4, 0.6)  # the per-stage ratios the table and the sensitivity measure
     images: int = 256                 # held-out training images that score each cut
@@ -90,11 +92,22 @@ class SearchPlan:
         for key in ("images", "runs", "rounds"):
             if getattr(self, key) < 1:
                 raise VitedgeError(f"search.{key} must be at least 1, got {getattr(self, key)}")
-        self.budget_args()
+        budgets = self.budgets
+        if len(set(budgets)) != len(budgets):
+            raise VitedgeError(f"search.compare_budgets {list(self.compare_budgets)} repeats a budget; list each "
+                               "budget once, the main one (search.budget) not again")
+        for budget in budgets:
+            self.budget_args(budget)
 
-    def budget_args(self) -> dict[str, float]:
-        """The budget as :class:`~vitedge.workflows.search.SearchRequest`'s keywords."""
-        kind, _, value = self.budget.partition(":")
+    @property
+    def budgets(self) -> tuple[str, ...]:
+        """Every budget searched: ``budget`` first, then ``compare_budgets``."""
+        return (self.budget, *self.compare_budgets)
+
+    def budget_args(self, budget: str | None = None) -> dict[str, float]:
+        """``budget`` (default: the main one) as :class:`~vitedge.workflows.search.SearchRequest`'s keywords."""
+        budget = self.budget if budget is None else budget
+        kind, _, value = budget.partition(":")
         keyword = {"uniform": "match_ratio", "speedup": "speedup", "latency": "latency_ms"}.get(kind)
         value, slash, faster = value.partition("/")
         try:
@@ -102,12 +115,21 @@ class SearchPlan:
         except ValueError:
             number = times = float("nan")
         if keyword is None or not number > 0 or not times > 0 or (slash and kind != "uniform"):
-            raise VitedgeError(f"search.budget {self.budget!r} must be uniform:RATIO, uniform:RATIO/TIMES, "
+            raise VitedgeError(f"search.budget {budget!r} must be uniform:RATIO, uniform:RATIO/TIMES, "
                                "speedup:TIMES or latency:MS with positive numbers, e.g. uniform:0.4")
         if kind == "uniform" and not any(abs(number - r) < 1e-9 for r in self.grid):
-            raise VitedgeError(f"search.budget {self.budget!r}: {number:g} is not a ratio of search.grid "
+            raise VitedgeError(f"search.budget {budget!r}: {number:g} is not a ratio of search.grid "
                                f"{list(self.grid)}")
         return {keyword: number, **({"speedup": times} if slash else {})}
+
+
+def budget_label(budget: str) -> str:
+    """A budget as tables name it: ``uniform:0.4/1.25`` → ``1.25× uniform 40%``."""
+    kind, _, value = budget.partition(":")
+    value, slash, faster = value.partition("/")
+    if kind == "uniform":
+        return (f"{float(faster):g}× " if slash else "") + f"uniform {float(value):.0%}"
+    return f"{float(value):g}× dense" if kind == "speedup" else f"{float(value):g} ms"
 
 
 @config_class

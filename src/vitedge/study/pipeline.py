@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -49,7 +50,7 @@ from vitedge.hardware.roofline import cpu_breakdown, plot_breakdown
 from vitedge.io import read_metadata, write_text
 from vitedge.models.checkpoint import load, save
 from vitedge.quantization import load_quantized, plot_channel_ranges
-from vitedge.study.config import StudyConfig, search_runtime
+from vitedge.study.config import StudyConfig, budget_label, search_runtime
 from vitedge.train import DataConfig, TrainConfig, TrainStage, train
 from vitedge.train.checkpoint import STATE_FILE
 from vitedge.train.task_data import TaskData
@@ -82,12 +83,13 @@ class Variant:
     # the searched model only: its per-stage ratios, budget, prediction and latency table
     search: dict[str, Any] | None = None
     criterion: str | None = None  # a compared criterion's model (pruning.compare); None: the study's own
+    label: str | None = None      # how tables name it, where its ratio does not (a searched model)
 
     @property
     def shown(self) -> str:
-        """How tables name it: its pruning ratio (and a compared criterion), or ``searched``."""
-        if self.search is not None:
-            return SEARCHED
+        """How tables name it: its pruning ratio (and a compared criterion), or its label."""
+        if self.label is not None:
+            return self.label
         return f"{self.ratio:.0%}" + (f" {self.criterion}" if self.criterion else "")
 
 
@@ -128,7 +130,7 @@ def run_study(config: StudyConfig, *, log: Log = print) -> StudyResult:
     variants = [dense] + [_prune(config, run_dir, baseline, ratio, criterion, log)
                           for criterion in (p.criterion, *p.compare) for ratio in p.ratios]
     if config.pruning.mode == "search":
-        variants.append(_searched(config, run_dir, baseline, log))
+        variants += [_searched(config, run_dir, baseline, log, budget) for budget in p.search.budgets]
     frame = task.frame
     matrix = deployment_matrix(config)
     log("deploy: " + ", ".join(f"{runtime} {'/'.join(precisions)}" for runtime, precisions in matrix.items()))
@@ -294,40 +296,49 @@ def _prune_stage(config: StudyConfig, folder: Path, name: str, dense: Variant, r
 
 
 def _pruning_settings(config: StudyConfig, *left_out: str) -> dict[str, Any]:
-    """The pruning section as a stage key, without ``left_out`` and without the settings added
-    after studies were cached (``compare``; ``drop_blocks`` unset), so those stay cached."""
+    """The pruning section as a stage key, without ``left_out`` and without the settings that make
+    other models (``compare``, ``search.compare_budgets``) or were added after studies were cached
+    (``drop_blocks`` unset), so those stay cached."""
     settings = {k: v for k, v in config.section("pruning").items() if k not in (*left_out, "compare")}
     if settings.get("drop_blocks") is None:
         settings.pop("drop_blocks", None)
+    if "search" in settings:
+        settings["search"] = {k: v for k, v in settings["search"].items() if k != "compare_budgets"}
     return settings
 
 
-def _searched(config: StudyConfig, run_dir: Path, baseline: Variant, log: Log) -> Variant:
-    """``pruning.mode: search``: a ratio per stage searched under ``pruning.search.budget`` on the
-    search runtime, pruned from the baseline and fine-tuned like the uniform variants."""
+def _searched(config: StudyConfig, run_dir: Path, baseline: Variant, log: Log, budget: str) -> Variant:
+    """``pruning.mode: search``: a ratio per stage searched under ``budget`` on the search runtime,
+    pruned from the baseline and fine-tuned like the uniform variants. The main budget's model is
+    ``searched`` in ``search/``; each compared budget's has a folder of its own and shares the
+    latency table and the sensitivity measured there."""
     p, s = config.pruning, config.pruning.search
     runtime = search_runtime(config)
     settings = _pruning_settings(config, "ratios", "mode")
-    stage = Stage(run_dir / "search", {"baseline": baseline.fingerprint, "runtime": runtime, "pruning": settings,
-                                       "data": config.section("data"), "seed": config.seed,
-                                       "threads": config.deploy.threads}, log)
+    settings["search"]["budget"] = budget
+    main = budget == s.budget
+    name = SEARCHED if main else f"{SEARCHED}_{re.sub(r'[^0-9a-z.]+', '-', budget)}"
+    folder = run_dir / ("search" if main else name.replace(SEARCHED, "search", 1))
+    stage = Stage(folder, {"baseline": baseline.fingerprint, "runtime": runtime, "pruning": settings,
+                           "data": config.section("data"), "seed": config.seed, "threads": config.deploy.threads}, log)
     result = stage.cached()
     if result is None:
-        log(f"search: a pruning ratio per stage of {config.model} within {s.budget} on {runtime} {s.precision}, "
+        log(f"search: a pruning ratio per stage of {config.model} within {budget} on {runtime} {s.precision}, "
             f"fine-tune {p.finetune.epochs} epochs")
         train = (_stage_config(config, p.finetune, stage.folder / "pruned" / "finetune", str(baseline.checkpoint))
                  if p.finetune.epochs > 0 else None)
-        request = SearchRequest(baseline.checkpoint, config.data, runtime, s.precision, **s.budget_args(),
+        request = SearchRequest(baseline.checkpoint, config.data, runtime, s.precision, **s.budget_args(budget),
                                 max_macs=s.max_macs, ratios=s.grid, finetune=train, images=s.images,
                                 bn_images=p.bn_images, threads=config.deploy.threads, runs=s.runs, rounds=s.rounds,
-                                seed=config.seed, stage_widths=s.stage_widths, depth=s.depth, out=stage.folder)
+                                seed=config.seed, stage_widths=s.stage_widths, depth=s.depth, out=stage.folder,
+                                measured=run_dir / "search")
         found = searched_model(request, log=log)
         m, chosen = found.metrics, found.result
         result = stage.done({
             "checkpoint": str(found.checkpoint), "params": m["params_pruned"], "macs": m["macs_pruned"],
             "score_pruned": m["score_pruned"], "score_bn": m.get("score_bn_recalibrated"),
             "score_fp32": m.get("score_finetuned", m.get("score_bn_recalibrated", m["score_pruned"])),
-            "search": {"runtime": runtime, "precision": s.precision, "budget": s.budget,
+            "search": {"runtime": runtime, "precision": s.precision, "budget": budget,
                        "budget_ms": chosen.budget_ms, "stage_ratios": chosen.stage_ratios,
                        "predicted_ms": chosen.predicted_ms, "predicted_kl": chosen.predicted_kl,
                        "predicted_score": chosen.predicted_score, "candidates": chosen.candidates,
@@ -337,7 +348,8 @@ def _searched(config: StudyConfig, run_dir: Path, baseline: Variant, log: Log) -
     stages = info["table"]["deltas"]
     ratio = sum(info["stage_ratios"].values()) / max(1, len(stages))  # its mean cut, for ordering only
     metrics = {k: v for k, v in result.items() if k not in ("checkpoint", "search")}
-    return Variant(SEARCHED, ratio, Path(result["checkpoint"]), stage.fingerprint, metrics, search=info)
+    label = SEARCHED if not s.compare_budgets else f"{SEARCHED} {budget_label(budget)}"
+    return Variant(name, ratio, Path(result["checkpoint"]), stage.fingerprint, metrics, search=info, label=label)
 
 
 # the precisions a CPU study deploys in: FP32, bf16 where the CPU has it natively, INT8

@@ -309,7 +309,9 @@ class SearchRequest:
     the dense model's MACs) bounds the compute too. ``stage_widths``: a Microsoft model's residual
     stage widths are searched with their stage; ``depth``: so is the number of its blocks (MIT
     models have neither). ``finetune``: the winner's fine-tuning (epochs, optimiser,
-    distillation); ``images``: held-out training images that score each cut."""
+    distillation); ``images``: held-out training images that score each cut. ``measured``: where the
+    latency table and the sensitivity are cached (default ``out``), so that searches under other
+    budgets share them."""
 
     checkpoint: Path
     data: DataConfig
@@ -330,10 +332,12 @@ class SearchRequest:
     stage_widths: bool = True
     depth: bool = True
     out: Path = Path("runs/search")
+    measured: Path | None = None
 
     def __post_init__(self) -> None:
         for name in ("checkpoint", "out"):  # callers pass str or Path
             object.__setattr__(self, name, Path(getattr(self, name)))
+        object.__setattr__(self, "measured", Path(self.measured) if self.measured is not None else self.out)
         object.__setattr__(self, "ratios", tuple(self.ratios))
 
 
@@ -357,8 +361,8 @@ def searched_model(request: SearchRequest, *, log: Callable[[str], None] = print
 
     table = measure_table(model, runtime=r.runtime, precision=r.precision, resolution=resolution,
                           name=arch_id, threads=r.threads, ratios=r.ratios, runs=r.runs, rounds=r.rounds,
-                          cache=r.out / f"latency_{r.runtime}_{r.precision}.json", stage_widths=r.stage_widths,
-                          depth=r.depth, log=log)
+                          cache=r.measured / f"latency_{r.runtime}_{r.precision}.json",
+                          stage_widths=r.stage_widths, depth=r.depth, log=log)
     budget_metrics: dict[str, Any] = {}
     if r.latency_ms is not None:
         budget = r.latency_ms
@@ -384,7 +388,7 @@ def searched_model(request: SearchRequest, *, log: Callable[[str], None] = print
     key = {"checkpoint": digest, "data": dataclasses.asdict(r.data), "seed": r.seed, "ratios": list(r.ratios),
            "images": r.images, "bn_images": r.bn_images, "stage_widths": r.stage_widths,
            **({"depth": True} if r.depth and block_counts(model) else {})}
-    stage = Stage(r.out / "sensitivity", key, log)
+    stage = Stage(r.measured / "sensitivity", key, log)
     record = stage.cached()
     if record is None:
         measured = measure_sensitivity(model, task, ratios=r.ratios, images=r.images, bn_images=r.bn_images,

@@ -168,6 +168,30 @@ def test_keep_in_float_is_idempotent(model_and_images):
     assert sum(q.in_float for _, q in quantizers(qmodel)) == len(names)
 
 
+def test_a_float_denominator_takes_its_key_sum_to_float(model_and_images):
+    """A quantized ``Kᵀ1`` that rounds to 0 under a float denominator divides by eps alone (flowers17
+    B0 with every other point in float: NaN logits); floating a denominator floats its ``Kᵀ1``."""
+    model, images = model_and_images
+    qmodel = _quantize(model, images, auto_float=False, w_bits=8, a_bits=8)
+    points = dict(quantizers(qmodel))
+    ksums = [n for n, q in points.items() if q.kind == "attn.ksum"]
+    _break(qmodel, ksums, factor=2.0 ** 20)  # every Kᵀ1 rounds to 0
+    for q in points.values():  # everything but Kᵀ1 in float, bypassing the rule
+        if q.kind != "attn.ksum":
+            q.in_float, q.fake_quant = True, False
+    x = images[1][:8]
+    with torch.no_grad():
+        assert not torch.isfinite(qmodel(x)).all()  # the hazard is real
+    dens = select_points(qmodel, ["attn.den"])
+    keep_in_float(qmodel, dens)
+    assert all(points[n].in_float for n in ksums) and len(dens) == len(ksums)
+    with torch.no_grad():
+        assert torch.allclose(qmodel(x), model(x), atol=1e-4)  # every point in float now
+    # the plan's trials and the checkpoint keep the same rule
+    fresh = _quantize(model, images, auto_float=False, w_bits=8, a_bits=8, keep_float=("attn.den",))
+    assert {q.kind for _, q in quantizers(fresh) if q.in_float} == {"attn.den", "attn.ksum"}
+
+
 def test_step_sizes_are_learned_when_the_plan_falls_short_and_kept_only_if_they_help(model_and_images):
     """A plan that leaves the held-out predictions short of the agreement target with nothing
     left to float (every point's grid too coarse: the error spread over all layers, like a

@@ -23,7 +23,7 @@ from vitedge.io import CheckpointKind, read_metadata, register_checkpoint_kind
 from vitedge.models.checkpoint import load_state_dict_into, read_state_dict, save_float
 from vitedge.models.registry import create_model
 from vitedge.quantization.config import QuantConfig
-from vitedge.quantization.plan import PrecisionPlan
+from vitedge.quantization.plan import PrecisionPlan, keep_in_float
 from vitedge.quantization.points import is_quantized, prepare, quantizers, set_quant_state
 
 __all__ = ["QUANT_FORMAT_VERSION", "is_quantized_checkpoint", "load_quantized", "save_quantized"]
@@ -85,8 +85,7 @@ def load_quantized(path: str | os.PathLike) -> nn.Module:
         if name not in points:
             raise VitedgeError(f"{path} keeps the point {name!r} in float, but its model has no such point; "
                                "the file is damaged: quantize the float model again")
-        points[name].in_float = True
-        points[name].fake_quant = False
+    keep_in_float(qmodel, record.get("float_points", []))
     if "plan" in record:
         qmodel.precision_plan = PrecisionPlan.from_dict(record["plan"])
     return qmodel.eval()

@@ -44,6 +44,7 @@ import torch.nn.functional as F
 
 from vitedge.errors import VitedgeError
 from vitedge.quantization.points import aliases, quantizers
+from vitedge.quantization.qmodules import LinearAttentionPoints
 from vitedge.quantization.quantizer import Log2Quantizer, Quantizer
 
 __all__ = ["PrecisionPlan", "Score", "auto_plan", "fixed_plan", "keep_in_float", "replan", "select_points"]
@@ -168,11 +169,30 @@ def select_points(qmodel: nn.Module, selectors: Sequence[str]) -> list[str]:
 
 def keep_in_float(qmodel: nn.Module, names: Iterable[str]) -> None:
     """Keep the points at ``names`` in float for good (``in_float``; calibration, QAT and
-    ``set_quant_state`` leave them off)."""
+    ``set_quant_state`` leave them off), with the points they need in float (:func:`companions`)."""
     points = dict(quantizers(qmodel))
+    needs = companions(qmodel)
     for name in names:
-        points[name].in_float = True
-        points[name].fake_quant = False
+        for q in (points[name], *needs.get(id(points[name]), ())):
+            q.in_float = True
+            q.fake_quant = False
+
+
+def companions(qmodel: nn.Module) -> dict[int, tuple[AnyQuantizer, ...]]:
+    """``id(point)`` → the points that must be in float whenever it is. A linear-attention
+    denominator in float needs its ``Kᵀ1`` in float: a quantized ``Kᵀ1`` rounds small sums to 0,
+    and with no INT8 floor under the float denominator ``num / (0 + eps)`` explodes (flowers17
+    B0: NaN logits). Only the INT8 denominator carries that floor."""
+    return {id(m.den): (m.ksum,) for m in qmodel.modules()
+            if isinstance(m, LinearAttentionPoints) and not m.operands_only}
+
+
+def _with_companions(group: Iterable[AnyQuantizer], needs: Mapping[int, tuple[AnyQuantizer, ...]]
+                     ) -> list[AnyQuantizer]:
+    chosen = {id(q): q for q in group}
+    for q in list(chosen.values()):
+        chosen.update((id(c), c) for c in needs.get(id(q), ()))
+    return list(chosen.values())
 
 
 def fixed_plan(qmodel: nn.Module) -> PrecisionPlan:
@@ -181,7 +201,6 @@ def fixed_plan(qmodel: nn.Module) -> PrecisionPlan:
     return PrecisionPlan(point_kinds=floated, requested=tuple(floated))
 
 
-@torch.no_grad()
 @torch.no_grad()
 def score_against(qmodel: nn.Module, float_model: nn.Module, batches: Sequence[torch.Tensor]) -> Score:
     """How close ``qmodel``'s logits are to ``float_model``'s on ``batches`` (both in eval mode)."""
@@ -222,9 +241,10 @@ class _Switch:
 
     def __init__(self, qmodel: nn.Module, reference: torch.Tensor, batches: Sequence[torch.Tensor]) -> None:
         self.qmodel, self.reference, self.batches = qmodel, reference, batches
+        self.needs = companions(qmodel)
 
     def score(self, floated: Iterable[AnyQuantizer] = ()) -> Score:
-        floated = [q for q in floated if q.fake_quant]
+        floated = [q for q in _with_companions(floated, self.needs) if q.fake_quant]
         for q in floated:
             q.fake_quant = False
         try:
@@ -283,7 +303,7 @@ def auto_plan(qmodel: nn.Module, float_model: nn.Module, batches: Sequence[torch
             # pruned 20 % on ORT kept 1 of 8 attn.num points and lost 1.8 pt on the test split
             kept = (_refine(switch, group, trial[kind], before, refine_slack)
                     if close_enough(trial[kind], target_agreement) else group)
-            for q in kept:
+            for q in _with_companions(kept, switch.needs):
                 q.in_float, q.fake_quant = True, False
             kept_names = [n for n in names if live[n] in kept]
             current = switch.score()

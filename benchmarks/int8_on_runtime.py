@@ -8,7 +8,9 @@ For each ``--run NAME=CHECKPOINT:DATA[:DATA_DIR]``:
 - FP32 on ONNX Runtime and OpenVINO;
 - vitedge INT8, ``target="onnxruntime"`` on ONNX Runtime and ``target="openvino"`` on OpenVINO,
   calibrated on ``--calib`` training images, the precision plan scored on ``--holdout`` other
-  training images (what ``vitedge quantize`` does by default);
+  training images; with ``--latency-plan`` also the latency plan (the attention and depthwise
+  points kept in float where that runs faster on this machine, then the accuracy plan again):
+  all that ``vitedge quantize`` does by default;
 - NNCF's ``nncf.quantize`` (performance and transformer presets) of the FP32 file on the same
   calibration images, on OpenVINO.
 
@@ -32,6 +34,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from vitedge.io import write_text
 from vitedge.tables import Table
 
 RUNTIMES = ("onnxruntime", "openvino")
@@ -39,15 +42,17 @@ RUNTIMES = ("onnxruntime", "openvino")
 
 def measure(name: str, checkpoint: str, data: str, data_dir: str | None, out: Path, calib: int, holdout: int,
             eval_limit: int | None, threads: int, runtimes: tuple[str, ...] = RUNTIMES,
-            nncf: bool = True) -> dict[str, Any]:
+            nncf: bool = True, latency_plan: bool = False) -> dict[str, Any]:
     import vitedge
     from vitedge.bench.deployment import runtime_score
     from vitedge.bench.float_glue import check_float_glue
     from vitedge.bench.nncf_anchor import NNCF_PRESETS, nncf_available, nncf_quantize, nncf_version
     from vitedge.io import load_bundle
     from vitedge.quantization import QuantConfig
+    from vitedge.quantization.plan import replan
     from vitedge.train.config import DataConfig
     from vitedge.train.task_data import TaskData
+    from vitedge.workflows.recipes import latency_refiner
 
     folder = out / name
     folder.mkdir(parents=True, exist_ok=True)
@@ -66,6 +71,11 @@ def measure(name: str, checkpoint: str, data: str, data_dir: str | None, out: Pa
         start = time.perf_counter()
         config = QuantConfig.for_target(runtime, method="trio")
         qmodel = vitedge.quantize(model, calib_batches, config=config, holdout=held_out or None)
+        refine = latency_refiner(checkpoint, runtime) if latency_plan else None
+        if refine is not None:  # as `vitedge quantize` does by default
+            refine(qmodel)
+            if held_out:
+                replan(qmodel, model, held_out)
         glue = check_float_glue(qmodel, held_out or calib_batches, threads=threads)  # as `vitedge quantize`
         seconds = time.perf_counter() - start
         path = vitedge.export(qmodel, folder / f"int8_{runtime}.onnx", "int8", classes=task.classes,
@@ -127,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--runtimes", default=",".join(RUNTIMES), help="comma-separated subset of " + ",".join(RUNTIMES))
     p.add_argument("--no-nncf", action="store_true", help="leave out the NNCF rows")
+    p.add_argument("--latency-plan", action="store_true",
+                   help="also the latency plan, timed here (all that `vitedge quantize` does by default)")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
     warnings.simplefilter("ignore")
@@ -136,11 +148,11 @@ def main(argv: list[str] | None = None) -> int:
         checkpoint, data, *data_dir = rest.split(":")
         results[name] = measure(name, checkpoint, data, data_dir[0] if data_dir else None, args.out, args.calib,
                                 args.holdout, args.eval_limit, args.threads,
-                                tuple(args.runtimes.split(",")), not args.no_nncf)
+                                tuple(args.runtimes.split(",")), not args.no_nncf, args.latency_plan)
     command = shlex.join([sys.executable, *sys.argv])
-    (args.out / "results.json").write_text(json.dumps({"command": command, "results": results}, indent=2))
+    write_text(args.out / "results.json", json.dumps({"command": command, "results": results}, indent=2))
     text = markdown(results, command)
-    (args.out / "results.md").write_text(text)
+    write_text(args.out / "results.md", text)
     print(text)
     return 0
 

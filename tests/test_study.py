@@ -23,7 +23,7 @@ from vitedge.errors import VitedgeError
 from vitedge.report import study_with_report
 from vitedge.study import StudyConfig, load_study_config
 from vitedge.study.config import PRESETS
-from vitedge.study.pipeline import deployment_matrix
+from vitedge.study.pipeline import deployment_matrix, run_study
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -373,6 +373,25 @@ def test_every_artifact_records_the_studys_preprocessing_and_eval_agrees(tmp_pat
         predicted = dict(line.split(": ", 1) for line in out.strip().splitlines())
         correct = sum(predicted[str(p)].split()[0] == p.parent.name for p in images)
         assert 100.0 * correct / len(images) == pytest.approx(rows[variant, "fp32"]["score"], abs=1e-9)
+
+
+def test_a_search_budget_out_of_reach_fails_before_any_fine_tuning(tmp_path):
+    import vitedge
+
+    photos = _photo_folder(tmp_path / "photos")
+    given = vitedge.save(vitedge.create_model("efficientvit_b0", num_classes=3), tmp_path / "given.safetensors",
+                         extra={"classes": ["cat", "dog", "fox"]})
+    config = _mini(tmp_path, name="unreachable", **{
+        "data.dataset": str(photos), "checkpoint": str(given), "pruning.ratios": [0.5], "pruning.mode": "search",
+        "pruning.search.runtime": "onnxruntime", "pruning.search.precision": "fp32", "pruning.search.grid": [0.5],
+        "pruning.search.compare_budgets": ["latency:0.0001"], "pruning.search.budget": "uniform:0.5",
+        "pruning.search.runs": 5, "pruning.search.rounds": 1, "deploy.runtime": "onnxruntime"})
+    with pytest.raises(VitedgeError, match=r"pruning.search budget 'latency:0.0001': a latency of 0.000 ms cannot "
+                                           r"be met: the fastest configuration"):
+        run_study(config, log=lambda line: None)
+    run = config.run_dir
+    assert (run / "search" / "latency_onnxruntime_fp32.json").is_file()  # measured once, kept for the rerun
+    assert not (run / "dense_finetune").exists() and not (run / "prune").exists()
 
 
 def test_a_searched_model_joins_the_uniform_ones_in_every_table(tmp_path):

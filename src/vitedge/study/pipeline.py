@@ -57,7 +57,7 @@ from vitedge.train.task_data import TaskData
 from vitedge.train.trainer import jsonable_config
 from vitedge.workflows.prune import PRUNED_FILE, prune_checkpoint
 from vitedge.workflows.quantize import QUANTIZED_FILE, quantize_checkpoint
-from vitedge.workflows.search import SearchRequest, searched_model
+from vitedge.workflows.search import SearchRequest, check_budget, searched_model
 from vitedge.workflows.stages import Stage, file_digest
 
 __all__ = ["SEARCHED", "StudyResult", "Variant", "run_study"]
@@ -122,6 +122,9 @@ def run_study(config: StudyConfig, *, log: Log = print) -> StudyResult:
     write_text(run_dir / "config.json", text)
 
     baseline = _baseline(config, run_dir, log)
+    if config.pruning.mode == "search":  # a budget out of reach fails now, not after the fine-tuning
+        for budget in config.pruning.search.budgets:
+            _check_budget(config, run_dir, baseline, log, budget)
     task = _task(config, baseline.checkpoint)
     # every Δ is against a dense model trained as long as the pruned ones, so pruning is not credited
     # with their extra fine-tuning
@@ -307,6 +310,39 @@ def _pruning_settings(config: StudyConfig, *left_out: str) -> dict[str, Any]:
     return settings
 
 
+def _search_place(config: StudyConfig, run_dir: Path, budget: str) -> tuple[str, Path]:
+    """The variant name and stage folder of ``budget``'s searched model."""
+    if budget == config.pruning.search.budget:
+        return SEARCHED, run_dir / "search"
+    slug = re.sub(r"[^0-9a-z.]+", "-", budget)
+    return f"{SEARCHED}_{slug}", run_dir / f"search_{slug}"
+
+
+def _search_request(config: StudyConfig, run_dir: Path, baseline: Variant, budget: str, out: Path,
+                    train: TrainConfig | None = None) -> SearchRequest:
+    p, s = config.pruning, config.pruning.search
+    return SearchRequest(baseline.checkpoint, config.data, search_runtime(config), s.precision,
+                         **s.budget_args(budget), max_macs=s.max_macs, ratios=s.grid, finetune=train,
+                         images=s.images, bn_images=p.bn_images, threads=config.deploy.threads, runs=s.runs,
+                         rounds=s.rounds, seed=config.seed, stage_widths=s.stage_widths, depth=s.depth, out=out,
+                         measured=run_dir / "search")
+
+
+def _check_budget(config: StudyConfig, run_dir: Path, baseline: Variant, log: Log, budget: str) -> None:
+    """Measure (or read) the search's latency table and check ``budget`` against it, unless its
+    searched model is already cached."""
+    _, folder = _search_place(config, run_dir, budget)
+    if (folder / "pruned").is_dir() or (folder / "stage.json").is_file():
+        return  # searched before under this budget: its own stage decides what to redo
+    try:
+        ms = check_budget(_search_request(config, run_dir, baseline, budget, folder), log=log)
+    except VitedgeError as err:
+        raise VitedgeError(f"pruning.search budget {budget!r}: {err}; choose a looser budget or a wider "
+                           "search.grid") from None
+    log(f"search: budget {budget} is {ms:.3f} ms on {search_runtime(config)} {config.pruning.search.precision}, "
+        "within the grid")
+
+
 def _searched(config: StudyConfig, run_dir: Path, baseline: Variant, log: Log, budget: str) -> Variant:
     """``pruning.mode: search``: a ratio per stage searched under ``budget`` on the search runtime,
     pruned from the baseline and fine-tuned like the uniform variants. The main budget's model is
@@ -316,9 +352,7 @@ def _searched(config: StudyConfig, run_dir: Path, baseline: Variant, log: Log, b
     runtime = search_runtime(config)
     settings = _pruning_settings(config, "ratios", "mode")
     settings["search"]["budget"] = budget
-    main = budget == s.budget
-    name = SEARCHED if main else f"{SEARCHED}_{re.sub(r'[^0-9a-z.]+', '-', budget)}"
-    folder = run_dir / ("search" if main else name.replace(SEARCHED, "search", 1))
+    name, folder = _search_place(config, run_dir, budget)
     stage = Stage(folder, {"baseline": baseline.fingerprint, "runtime": runtime, "pruning": settings,
                            "data": config.section("data"), "seed": config.seed, "threads": config.deploy.threads}, log)
     result = stage.cached()
@@ -327,12 +361,7 @@ def _searched(config: StudyConfig, run_dir: Path, baseline: Variant, log: Log, b
             f"fine-tune {p.finetune.epochs} epochs")
         train = (_stage_config(config, p.finetune, stage.folder / "pruned" / "finetune", str(baseline.checkpoint))
                  if p.finetune.epochs > 0 else None)
-        request = SearchRequest(baseline.checkpoint, config.data, runtime, s.precision, **s.budget_args(budget),
-                                max_macs=s.max_macs, ratios=s.grid, finetune=train, images=s.images,
-                                bn_images=p.bn_images, threads=config.deploy.threads, runs=s.runs, rounds=s.rounds,
-                                seed=config.seed, stage_widths=s.stage_widths, depth=s.depth, out=stage.folder,
-                                measured=run_dir / "search")
-        found = searched_model(request, log=log)
+        found = searched_model(_search_request(config, run_dir, baseline, budget, stage.folder, train), log=log)
         m, chosen = found.metrics, found.result
         result = stage.done({
             "checkpoint": str(found.checkpoint), "params": m["params_pruned"], "macs": m["macs_pruned"],

@@ -63,7 +63,7 @@ from vitedge.workflows.prune import PRUNED_FILE, prune_checkpoint
 from vitedge.workflows.quantize import QUANTIZED_FILE, quantize_checkpoint
 from vitedge.workflows.stages import Stage, file_digest
 
-__all__ = ["SearchRequest", "SearchResult", "SearchRun", "SearchedModel", "Sensitivity", "check_search",
+__all__ = ["SearchRequest", "SearchResult", "SearchRun", "SearchedModel", "Sensitivity", "check_budget", "check_search",
            "measure_sensitivity", "search", "search_checkpoint", "searched_model"]
 
 
@@ -341,11 +341,17 @@ class SearchRequest:
         object.__setattr__(self, "ratios", tuple(self.ratios))
 
 
-def searched_model(request: SearchRequest, *, log: Callable[[str], None] = print) -> SearchedModel:
-    """The latency table, the sensitivity and the search of :func:`search_checkpoint`, then the
-    winner pruned and fine-tuned; no quantization, export or timing of the winner (the study does
-    those for every variant alike)."""
-    r = request
+def check_budget(request: SearchRequest, *, log: Callable[[str], None] = print) -> float:
+    """The latency budget of ``request`` in milliseconds of its latency table, which is measured
+    (or read from ``request.measured``) on the way; a one-line error when no configuration of the
+    grid meets it. The study calls this before any fine-tuning, so that a budget out of reach
+    fails in minutes rather than after the uniform variants."""
+    return _budgeted(request, log)[3]
+
+
+def _budgeted(r: SearchRequest, log: Callable[[str], None]) -> tuple[TaskData, nn.Module, LatencyTable, float,
+                                                                     dict[str, Any]]:
+    """The checks, the task, the float model, its latency table and the budget (with how it was set)."""
     check_search(r.checkpoint, r.data, r.runtime, r.precision, latency_ms=r.latency_ms, speedup=r.speedup,
                  match_ratio=r.match_ratio, max_macs=r.max_macs, ratios=r.ratios)
     arch = read_metadata(r.checkpoint)["arch"]
@@ -356,9 +362,7 @@ def searched_model(request: SearchRequest, *, log: Callable[[str], None] = print
         raise VitedgeError(f"{r.checkpoint} is already quantized; search from the float checkpoint")
     task = TaskData(dataclasses.replace(r.data, scale=(1.0, 1.0)), bundle.data_config, bundle.classes)
     resolution = int(task.data_config["input_size"][-1])
-    digest = file_digest(r.checkpoint)
     model = bundle.model
-
     table = measure_table(model, runtime=r.runtime, precision=r.precision, resolution=resolution,
                           name=arch_id, threads=r.threads, ratios=r.ratios, runs=r.runs, rounds=r.rounds,
                           cache=r.measured / f"latency_{r.runtime}_{r.precision}.json",
@@ -384,6 +388,17 @@ def searched_model(request: SearchRequest, *, log: Callable[[str], None] = print
         raise VitedgeError(f"a latency of {budget:.3f} ms cannot be met: the fastest configuration of the "
                            f"grid is predicted at {fastest:.3f} ms (dense {table.dense_ms:.3f} ms on "
                            f"{r.runtime} {r.precision})")
+    return task, model, table, budget, budget_metrics
+
+
+def searched_model(request: SearchRequest, *, log: Callable[[str], None] = print) -> SearchedModel:
+    """The latency table, the sensitivity and the search of :func:`search_checkpoint`, then the
+    winner pruned and fine-tuned; no quantization, export or timing of the winner (the study does
+    those for every variant alike)."""
+    r = request
+    task, model, table, budget, budget_metrics = _budgeted(r, log)
+    resolution = int(task.data_config["input_size"][-1])
+    digest = file_digest(r.checkpoint)
 
     key = {"checkpoint": digest, "data": dataclasses.asdict(r.data), "seed": r.seed, "ratios": list(r.ratios),
            "images": r.images, "bn_images": r.bn_images, "stage_widths": r.stage_widths,

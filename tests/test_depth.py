@@ -1,6 +1,6 @@
-"""Depth pruning: removing whole blocks of a Microsoft EfficientViT is exact (every part of a block
-is residual), renumbers what is left so it saves and reloads, combines with width pruning, and
-refuses what cannot be done in one line."""
+"""Depth pruning: removing whole blocks of an EfficientViT is exact (every part of a Microsoft block is
+residual, and so is every body block of a B/L stage), renumbers what is left so it saves and
+reloads, combines with width pruning, and refuses what cannot be done in one line."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from torch import nn
 import vitedge
 from vitedge.errors import VitedgeError
 from vitedge.pruning import prune
-from vitedge.pruning.depth import block_counts, drop_blocks
+from vitedge.pruning.depth import block_counts, drop_blocks, removable_blocks
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -68,11 +68,39 @@ def test_what_cannot_be_removed_is_one_line(m0, drops, message):
         drop_blocks(m0, drops)
 
 
-def test_mit_models_have_no_removable_blocks():
-    b0 = vitedge.create_model("efficientvit_b0", num_classes=10)
-    assert block_counts(b0) == {}
-    with pytest.raises(VitedgeError, match="only the Microsoft EfficientViT models"):
+@pytest.fixture(scope="module")
+def b0():
+    torch.manual_seed(0)
+    return vitedge.create_model("efficientvit_b0", num_classes=10, img_size=64).eval()
+
+
+def test_a_b_model_loses_body_blocks_exactly_and_keeps_its_stride_2_blocks(b0, tmp_path):
+    """B/L stages: block 0 is the stride-2 block (no shortcut) and stays; body blocks (residual
+    MBConv, or residual LiteMLA then residual MBConv) go exactly."""
+    assert block_counts(b0) == {"stages.0": 2, "stages.1": 2, "stages.2": 3, "stages.3": 3}
+    assert removable_blocks(b0) == {"stages.0": [1], "stages.1": [1], "stages.2": [1, 2], "stages.3": [1, 2]}
+    x = torch.randn(2, 3, 64, 64)
+    smaller = drop_blocks(b0, {"stages.1": [1], "stages.3": [1, 2]}).eval()
+    reference = copy.deepcopy(b0)
+    reference.stages[1].blocks[1] = nn.Identity()
+    reference.stages[3].blocks[1] = nn.Identity()
+    reference.stages[3].blocks[2] = nn.Identity()
+    assert block_counts(smaller) == {"stages.0": 2, "stages.1": 1, "stages.2": 3, "stages.3": 1}
+    assert smaller.arch["kwargs"]["depths"] == (1, 2, 1, 2, 0)  # stem first; attention stages count bodies
+    assert torch.equal(smaller(x), reference(x))
+    assert not torch.allclose(b0(x), reference(x), atol=1e-3)  # the removed blocks did something
+    # with pruned widths, saved and reloaded
+    pruned = prune(b0, 0.4, drop_blocks={"stages.2": [2]}).eval()
+    assert pruned.arch["kwargs"]["depths"] == (1, 2, 2, 1, 2)
+    path = vitedge.save(pruned, tmp_path / "b0.safetensors")
+    assert torch.equal(vitedge.load(path).eval()(x), pruned(x))
+
+
+def test_what_cannot_be_removed_from_a_b_model_is_one_line(b0):
+    with pytest.raises(VitedgeError, match="block 0 of stages.1 is its stride-2 block and stays"):
         drop_blocks(b0, {"stages.1": [0]})
+    with pytest.raises(VitedgeError, match="only the EfficientViT classifiers"):
+        drop_blocks(nn.Sequential(nn.Linear(2, 2)), {"stages.1": [1]})
     with pytest.raises(VitedgeError, match="drop_blocks.stages.1.0: input should be a valid integer"):
         prune(b0, 0.2, drop_blocks={"stages.1": ["x"]})
     with pytest.raises(VitedgeError, match=r"drop_blocks\['stages.1'\] must list block indices \(ints >= 0\)"):

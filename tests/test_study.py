@@ -439,10 +439,11 @@ def test_a_searched_model_joins_the_uniform_ones_in_every_table(tmp_path):
     main, second = "searched uniform 50%", "searched 0.9× uniform 50%"
     assert set(kept) == {"dense", "50%", "50% random", main, second} and set(kept["dense"]) == stages
     assert kept["50% random"] == kept["50%"]  # another ranking, the same widths
-    for stage in stages:  # pruned stages keep fewer channels; the others keep them all
+    for stage in stages:  # pruned stages (narrower or with blocks removed) keep fewer channels
         assert kept["50%"][stage] < kept["dense"][stage]
-        assert (kept[main][stage] < kept["dense"][stage]) == (stage in search["stage_ratios"])
-        assert (kept[second][stage] < kept["dense"][stage]) == (stage in other["stage_ratios"])
+        for name, record in ((main, search), (second, other)):
+            cut = stage in record["stage_ratios"] or stage in record["stage_drops"]
+            assert (kept[name][stage] < kept["dense"][stage]) == cut, (name, stage)
     report = (run / "report.md").read_text()
     assert "## Searched pruning" in report and "Latency model — predicted vs measured" in report
     for name in (main, second):  # the matrix (FP32, INT8), Tables 1 and 3, the latency model

@@ -106,7 +106,7 @@ class LatencyTable:
     macs_saved: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
     fit_ms: float = 0.0
     ms_per_mmac: dict[str, float] = dataclasses.field(default_factory=dict)
-    # depth (Microsoft models): stage → the most blocks the table removed from it; stage → ms per block
+    # depth: stage → the most blocks the table removed from it; stage → ms per block
     max_drops: dict[str, int] = dataclasses.field(default_factory=dict)
     ms_per_block: dict[str, float] = dataclasses.field(default_factory=dict)
 
@@ -137,7 +137,7 @@ class LatencyTable:
 
     def predict(self, stage_ratios: Mapping[str, float], stage_drops: Mapping[str, int] | None = None) -> float:
         """Predicted latency (ms) of the model with each stage pruned by its ratio (absent: 0)
-        and ``stage_drops`` blocks removed from it (a fitted table of a Microsoft model), never
+        and ``stage_drops`` blocks removed from it (a fitted table with depth), never
         below :attr:`fastest_ms` (a fit can push a sum of savings below what any configuration
         measured)."""
         drops = {stage: k for stage, k in (stage_drops or {}).items() if k}
@@ -280,8 +280,8 @@ def measure_table(model: nn.Module, *, runtime: str, precision: str, resolution:
                   timer: Timer | None = None, stage_widths: bool = False, depth: bool = False,
                   log: Callable[[str], None] = print) -> LatencyTable:
     """The latency table of ``model`` (called ``name``) on ``runtime`` in ``precision``, its
-    variants pruned with or without the residual ``stage_widths`` and, with ``depth`` (Microsoft
-    models), with 1 … n−1 of a stage's n blocks removed; read from ``cache`` (a JSON file) when it
+    variants pruned with or without the residual ``stage_widths`` and, with ``depth``, with 1 …
+    all of a stage's removable blocks removed (its last ones); read from ``cache`` (a JSON file) when it
     holds a table measured for the same key on this machine."""
     ratios = tuple(sorted(float(r) for r in ratios))
     if not ratios or not all(0 < r < 1 for r in ratios):

@@ -242,7 +242,7 @@ def prune_command(
     stage_widths: Annotated[bool, typer.Option(
         help="also cut each stage's residual width (Microsoft M models)")] = False,
     drop_block: Annotated[list[str] | None, typer.Option(
-        help="remove whole blocks first, STAGE:I[,J] (Microsoft M models; repeatable), e.g. stages.2:1")] = None,
+        help="remove whole blocks first, STAGE:I[,J] (repeatable; B/L: body blocks, I ≥ 1), e.g. stages.2:1")] = None,
     finetune_epochs: StageEpochs = 0,
     distill: Annotated[bool, typer.Option(help="distil the fine-tuning from the unpruned model")] = False,
     data: Data = DEFAULTS.data.dataset,
@@ -425,7 +425,7 @@ def search_command(
     stage_widths: Annotated[bool, typer.Option(
         help="also prune each stage's residual width (Microsoft M models; MIT models have none)")] = True,
     depth: Annotated[bool, typer.Option(
-        help="also search how many whole blocks each stage keeps (Microsoft M models)")] = True,
+        help="also search how many whole blocks each stage keeps")] = True,
     seed: Seed = DEFAULTS.seed,
     out: Out = Path("runs/search"),
 ) -> None:

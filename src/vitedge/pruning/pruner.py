@@ -57,7 +57,7 @@ class PruneConfig:
     of every head's chunk), which the classic recipe leaves whole: without them M0 pruned 40 %
     keeps 0.70× of its MACs. MIT models have no such groups.
 
-    ``drop_blocks`` removes whole blocks of a Microsoft model first (stage → block indices, see
+    ``drop_blocks`` removes whole blocks first (stage → block indices; a B/L model's body blocks, see
     :mod:`vitedge.pruning.depth`); the widths are then pruned on what is left.
 
     ``max_batches`` bounds what the Taylor criterion consumes. ``bn_images`` is used by the
@@ -72,7 +72,7 @@ class PruneConfig:
     round_to: int = 8
     min_channels: int = 8
     stage_widths: bool = False
-    drop_blocks: Mapping[str, Sequence[int]] | None = None  # M models: whole blocks removed first
+    drop_blocks: Mapping[str, Sequence[int]] | None = None  # whole blocks removed first
     seed: int = 0
     max_batches: int = 8
     bn_images: int = 512               # recipe only: BatchNorm re-estimation after pruning (0: off)

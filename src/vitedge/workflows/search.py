@@ -51,7 +51,7 @@ from vitedge.io import load_bundle, read_metadata, write_json
 from vitedge.models.checkpoint import load
 from vitedge.pruning import PruneConfig, prune
 from vitedge.pruning.batchnorm import recalibrate_batchnorm
-from vitedge.pruning.depth import block_counts, drop_blocks
+from vitedge.pruning.depth import block_counts, drop_blocks, removable_blocks
 from vitedge.pruning.pruner import stage_names
 from vitedge.quantization import QuantConfig
 from vitedge.quantization.plan import predictions, score_logits
@@ -78,7 +78,7 @@ class Sensitivity:
     images: int
     kl: dict[str, dict[str, float]]     # stage → f"{ratio:g}" → mean KL(dense ‖ pruned)
     score: dict[str, dict[str, float]]  # stage → f"{ratio:g}" → score − dense score
-    # depth (Microsoft models): stage → the blocks in the order they are removed (least harmful alone
+    # depth: stage → the blocks in the order they are removed (least harmful alone
     # first); stage → f"{k}" → KL and score change with the first k of them removed
     depth_blocks: dict[str, list[int]] = dataclasses.field(default_factory=dict)
     depth_kl: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
@@ -116,8 +116,9 @@ def measure_sensitivity(model: nn.Module, data: TaskData, *, ratios: Sequence[fl
                         depth: bool = False, log: Callable[[str], None] = print) -> Sensitivity:
     """Each stage of ``model`` pruned alone (L2, its residual width too with ``stage_widths``) at
     each ratio, BatchNorm re-estimated on ``bn_images`` training images, then compared with the
-    dense model on ``images`` other training images. With ``depth`` (Microsoft models), each block
-    of a stage removed alone, then the k least harmful together for k = 1 … n−1."""
+    dense model on ``images`` other training images. With ``depth``, each removable block of a
+    stage (:func:`~vitedge.pruning.depth.removable_blocks`) removed alone, then the k least harmful
+    together."""
     model = model.eval()
     available = len(data.train_set)
     if available < 2:
@@ -150,14 +151,14 @@ def measure_sensitivity(model: nn.Module, data: TaskData, *, ratios: Sequence[fl
             weighted = sum(_kl(d, p) * len(x) for d, p, (x, _) in zip(dense_logits, logits, held))
             return weighted / sum(len(x) for x, _ in held), _score(data, logits, held) - dense_score
 
-        for stage, n in block_counts(model).items():
-            if n < 2:
-                continue
-            alone = {j: compare(drop_blocks(model, {stage: [j]}))[0] for j in range(n)}
+        counts = block_counts(model)
+        for stage, candidates in removable_blocks(model).items():
+            n = counts[stage]
+            alone = {j: compare(drop_blocks(model, {stage: [j]}))[0] for j in candidates}
             order = sorted(alone, key=alone.__getitem__)[:n - 1]
             sensitivity.depth_blocks[stage] = order
             sensitivity.depth_kl[stage], sensitivity.depth_score[stage] = {}, {}
-            for k in range(1, n):
+            for k in range(1, len(order) + 1):
                 kl_k, score_k = compare(drop_blocks(model, {stage: order[:k]}))
                 sensitivity.depth_kl[stage][str(k)], sensitivity.depth_score[stage][str(k)] = kl_k, score_k
                 log(f"sensitivity: {stage} without {k} of {n} blocks {order[:k]}: KL {kl_k:.4f}, "
@@ -179,7 +180,7 @@ def search(table: LatencyTable, sensitivity: Sensitivity, budget_ms: float, *, m
            macs_of: MacsOf | None = None) -> SearchResult:
     """The configuration of least summed divergence whose predicted latency is at most
     ``budget_ms`` (ties: the faster); every stage of the table takes 0 or a ratio both measured,
-    and (Microsoft models, a table and sensitivity with depth) 0 … n−1 of its blocks removed.
+    and (a table and sensitivity with depth) 0 … n−1 of its blocks removed.
     With ``max_macs`` it must also keep at most that share of the dense model's MACs, as
     ``macs_of(stage_ratios, blocks removed)`` counts them (exactly, on the built model: asked in
     order of divergence until one fits)."""
@@ -307,8 +308,8 @@ class SearchRequest:
     for the uniformly pruned model at that grid ratio; with ``speedup`` too, that many times
     faster than the uniform model); ``max_macs`` (a share of
     the dense model's MACs) bounds the compute too. ``stage_widths``: a Microsoft model's residual
-    stage widths are searched with their stage; ``depth``: so is the number of its blocks (MIT
-    models have neither). ``finetune``: the winner's fine-tuning (epochs, optimiser,
+    stage widths are searched with their stage; ``depth``: so is the number of its blocks (an M
+    model's any block, a B/L model's body blocks). ``finetune``: the winner's fine-tuning (epochs, optimiser,
     distillation); ``images``: held-out training images that score each cut. ``measured``: where the
     latency table and the sensitivity are cached (default ``out``), so that searches under other
     budgets share them."""

@@ -141,6 +141,18 @@ def test_a_noisy_fit_never_predicts_below_the_fastest_measured_configuration():
     assert table.predict({}) == 1.0
 
 
+def test_a_fitted_table_never_predicts_below_half_its_fastest_measured_model():
+    # rates fitted on a few noisy runs can save more than the whole latency: 1.0 − 2 · 0.5 − 0.3 < 0
+    table = LatencyTable("b0", "onnxruntime", "fp32", RES, 1, 1, "cpu", (0.5,), 1.0,
+                         {"stages.0": {"0.5": -0.2}, "stages.1": {"0.5": -0.3}}, uniform_ms={"0.5": 0.6},
+                         macs_saved={"stages.0": {"0.5": 0.5}, "stages.1": {"0.5": 0.5}}, fit_ms=1.0,
+                         ms_per_mmac={"stages.0": 1.0, "stages.1": 1.0}, max_drops={"stages.1": 1},
+                         ms_per_block={"stages.1": 0.3})
+    assert table.floor_ms == 0.3  # half the 0.6 ms of the uniform model
+    assert table.predict({"stages.0": 0.5}) == 0.5  # the fit, where it stays above the floor
+    assert table.predict({"stages.0": 0.5, "stages.1": 0.5}, {"stages.1": 1}) == table.fastest_ms == 0.3
+
+
 def test_m0_blocks_removed_are_measured_and_priced_per_block():
     torch.manual_seed(0)
     m0 = vitedge.create_model("efficientvit_m0", num_classes=10, img_size=RES).eval()

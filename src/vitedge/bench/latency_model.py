@@ -147,12 +147,22 @@ class LatencyTable:
                                    f"measured (at most {self.max_drops.get(stage, 0)})")
         blocks = sum(self.ms_per_block[stage] * k for stage, k in drops.items())
         if self.ms_per_mmac:  # rates ≥ 0: never below every stage at the largest ratio, fastest_ms
-            return self.fit_ms - sum(self.ms_per_mmac[stage] * self.saved_mmacs(stage, ratio)
-                                     for stage, ratio in stage_ratios.items()) - blocks
+            fitted = self.fit_ms - sum(self.ms_per_mmac[stage] * self.saved_mmacs(stage, ratio)
+                                       for stage, ratio in stage_ratios.items()) - blocks
+            return max(fitted, self.floor_ms)
         else:
             saved = sum(self.delta(stage, ratio) for stage, ratio in stage_ratios.items())
             predicted = self.dense_ms + self.coupling * saved - blocks
         return max(predicted, self.fastest_ms) if self.uniform_ms else predicted
+
+    @property
+    def floor_ms(self) -> float:
+        """Half the fastest model the table timed: a fitted extrapolation below it is noise in the
+        rates (a tiny model timed in a few runs can fit savings larger than its whole latency),
+        not a latency; every prediction of a fitted table stays above it."""
+        measured = [self.dense_ms, *self.uniform_ms.values(),
+                    *(self.dense_ms + d for by_ratio in self.deltas.values() for d in by_ratio.values())]
+        return 0.5 * min(measured)
 
     @property
     def fastest_ms(self) -> float:

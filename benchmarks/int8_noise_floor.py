@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
-import json
 import shlex
 import statistics
 import sys
@@ -36,7 +35,7 @@ from typing import Any
 
 import torch
 
-from vitedge.io import write_text
+from vitedge.io import write_results
 from vitedge.tables import Table
 
 
@@ -151,12 +150,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
     warnings.simplefilter("ignore")
-    args.out.mkdir(parents=True, exist_ok=True)
     result = measure(args.checkpoint, args.data, args.data_dir, args.target, args.calib, args.seeds, args.threads)
     command = shlex.join([sys.executable, *sys.argv])
-    write_text(args.out / "results.json", json.dumps({"command": command, **result}, indent=2))
     text = markdown(result, command)
-    write_text(args.out / "results.md", text)
+    write_results(args.out, {"command": command, **result}, text)
     print(text)
     return 0
 

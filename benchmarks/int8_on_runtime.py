@@ -26,7 +26,6 @@ Example::
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 import time
@@ -34,7 +33,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from vitedge.io import write_text
+from vitedge.io import write_results
 from vitedge.tables import Table
 
 RUNTIMES = ("onnxruntime", "openvino")
@@ -150,9 +149,8 @@ def main(argv: list[str] | None = None) -> int:
                                 args.holdout, args.eval_limit, args.threads,
                                 tuple(args.runtimes.split(",")), not args.no_nncf, args.latency_plan)
     command = shlex.join([sys.executable, *sys.argv])
-    write_text(args.out / "results.json", json.dumps({"command": command, "results": results}, indent=2))
     text = markdown(results, command)
-    write_text(args.out / "results.md", text)
+    write_results(args.out, {"command": command, "results": results}, text)
     print(text)
     return 0
 

@@ -31,14 +31,20 @@ def m0():
     return model
 
 
+def _identities(model: nn.Module, blocks: dict[int, list[int]]) -> nn.Module:
+    """A copy of ``model`` with the named blocks (stage index → block indices) replaced by the identity."""
+    reference = copy.deepcopy(model)
+    for stage, indices in blocks.items():
+        for index in indices:
+            reference.stages[stage].blocks[index] = nn.Identity()
+    return reference
+
+
 def test_removing_blocks_equals_replacing_them_by_the_identity(m0):
     assert block_counts(m0) == {"stages.0": 1, "stages.1": 2, "stages.2": 3}
     x = torch.randn(2, 3, 64, 64)
     smaller = drop_blocks(m0, {"stages.1": [0], "stages.2": [0, 2]}).eval()
-    reference = copy.deepcopy(m0)
-    reference.stages[1].blocks[0] = nn.Identity()
-    reference.stages[2].blocks[0] = nn.Identity()
-    reference.stages[2].blocks[2] = nn.Identity()
+    reference = _identities(m0, {1: [0], 2: [0, 2]})
     assert block_counts(smaller) == {"stages.0": 1, "stages.1": 1, "stages.2": 1}
     assert torch.equal(smaller(x), reference(x))
     assert not torch.allclose(m0(x), reference(x), atol=1e-3)  # the removed blocks did something
@@ -81,10 +87,7 @@ def test_a_b_model_loses_body_blocks_exactly_and_keeps_its_stride_2_blocks(b0, t
     assert removable_blocks(b0) == {"stages.0": [1], "stages.1": [1], "stages.2": [1, 2], "stages.3": [1, 2]}
     x = torch.randn(2, 3, 64, 64)
     smaller = drop_blocks(b0, {"stages.1": [1], "stages.3": [1, 2]}).eval()
-    reference = copy.deepcopy(b0)
-    reference.stages[1].blocks[1] = nn.Identity()
-    reference.stages[3].blocks[1] = nn.Identity()
-    reference.stages[3].blocks[2] = nn.Identity()
+    reference = _identities(b0, {1: [1], 3: [1, 2]})
     assert block_counts(smaller) == {"stages.0": 2, "stages.1": 1, "stages.2": 3, "stages.3": 1}
     assert smaller.arch["kwargs"]["depths"] == (1, 2, 1, 2, 0)  # stem first; attention stages count bodies
     assert torch.equal(smaller(x), reference(x))

@@ -24,7 +24,7 @@ from vitedge.errors import VitedgeError
 
 __all__ = ["FORMAT_NAME", "Bundle", "CheckpointKind", "atomic_write", "checkpoint_kind", "load_bundle",
            "read_metadata", "register_checkpoint_kind", "safetensors_metadata", "save_model", "write_json",
-           "write_text"]
+           "write_results", "write_text"]
 
 FORMAT_NAME = "vitedge"
 
@@ -61,6 +61,15 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
 def write_json(path: str | os.PathLike, obj: Any, *, indent: int | None = 2) -> Path:
     """Write ``obj`` as JSON (and a final newline) to ``path`` atomically."""
     return write_text(path, json.dumps(obj, indent=indent) + "\n")
+
+
+def write_results(folder: str | os.PathLike, record: Any, markdown: str) -> Path:
+    """A benchmark's ``results.json`` (``record``) and ``results.md`` (``markdown``) in ``folder``,
+    each written atomically; returns the Markdown file's path."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / "results.json", record)
+    return write_text(folder / "results.md", markdown)
 
 
 def _create_temporary_beside(path: Path) -> Path:

@@ -171,11 +171,9 @@ def keep_in_float(qmodel: nn.Module, names: Iterable[str]) -> None:
     """Keep the points at ``names`` in float for good (``in_float``; calibration, QAT and
     ``set_quant_state`` leave them off), with the points they need in float (:func:`companions`)."""
     points = dict(quantizers(qmodel))
-    needs = companions(qmodel)
-    for name in names:
-        for q in (points[name], *needs.get(id(points[name]), ())):
-            q.in_float = True
-            q.fake_quant = False
+    for q in _with_companions([points[name] for name in names], companions(qmodel)):
+        q.in_float = True
+        q.fake_quant = False
 
 
 def companions(qmodel: nn.Module) -> dict[int, tuple[AnyQuantizer, ...]]:

@@ -337,8 +337,7 @@ def _check_budget(config: StudyConfig, run_dir: Path, baseline: Variant, log: Lo
     try:
         ms = check_budget(_search_request(config, run_dir, baseline, budget, folder), log=log)
     except VitedgeError as err:
-        raise VitedgeError(f"pruning.search budget {budget!r}: {err}; choose a looser budget or a wider "
-                           "search.grid") from None
+        raise VitedgeError(f"pruning.search budget {budget!r}: {err}") from None
     log(f"search: budget {budget} is {ms:.3f} ms on {search_runtime(config)} {config.pruning.search.precision}, "
         "within the grid")
 

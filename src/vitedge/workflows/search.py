@@ -388,7 +388,7 @@ def _budgeted(r: SearchRequest, log: Callable[[str], None]) -> tuple[TaskData, n
     if budget < fastest:
         raise VitedgeError(f"a latency of {budget:.3f} ms cannot be met: the fastest configuration of the "
                            f"grid is predicted at {fastest:.3f} ms (dense {table.dense_ms:.3f} ms on "
-                           f"{r.runtime} {r.precision})")
+                           f"{r.runtime} {r.precision}); allow more time or search a wider ratio grid")
     return task, model, table, budget, budget_metrics
 
 
